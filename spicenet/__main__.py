@@ -1,0 +1,3 @@
+from spicenet.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""SPICE layer: parameter values with units, netlist templates, processes, the ngspice engine and its results."""

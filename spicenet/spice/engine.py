@@ -1,0 +1,133 @@
+"""The engine: render -> jobs -> worker processes -> results. The one entry point families and the CLI use.
+
+``Engine`` owns a ``WorkerPool`` (shared-library mode by default, ``ngspice -b`` batch mode as fallback) and turns
+decks, analyses and Monte-Carlo chips into jobs. ``Engine.simulate`` is the one-off call (raises on failure);
+``Engine.run`` streams outcomes of many runs where failures are data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from spicenet.errors import ParameterError, SpicenetError
+from spicenet.spice import mismatch
+from spicenet.spice.analysis import validate_analysis
+from spicenet.spice.job import Job, RunSpec
+from spicenet.spice.results import SimResult
+from spicenet.spice.runner import Outcome
+from spicenet.spice.worker import WorkerPool
+
+
+@dataclass(frozen=True)
+class Deck:
+    """A rendered deck with what the engine needs to load it: text, process (or None), init commands."""
+
+    text: str
+    process: Any = None
+    mismatch: str | None = None  # None | "pelgrom" | "pdk"
+
+    @property
+    def init_commands(self) -> tuple[str, ...]:
+        return tuple(self.process.init_commands) if self.process is not None else ()
+
+
+def render(template: str, params: Mapping[str, Any] | None = None, process: str | None = "generic",
+           mismatch_mode: str | None = None) -> Deck:
+    """Render a shipped template for a process into a ``Deck`` (validated before anything runs)."""
+    from spicenet.spice.templates import load_template
+
+    tpl = load_template(template)
+    proc = None
+    if tpl.uses and process:
+        from spicenet.spice.process import get_process
+        proc = get_process(process)
+    if mismatch_mode not in (None, "pelgrom", "pdk"):
+        raise ParameterError(f"mismatch mode must be 'pelgrom' or 'pdk', got {mismatch_mode!r}")
+    if mismatch_mode and proc is not None and mismatch_mode not in proc.mismatch_modes:
+        raise ParameterError(f"process {proc.name!r} has no {mismatch_mode!r} mismatch (has {proc.mismatch_modes})")
+    return Deck(tpl.render(params, proc, mismatch=mismatch_mode), proc, mismatch_mode)
+
+
+def montecarlo_runs(deck: Deck, analysis: str, chips: Sequence[int], seed: int, id_prefix: str = "",
+                    noise_seed: int | None = None, save: tuple[str, ...] | None = None) -> list[RunSpec]:
+    """One run per chip. Pelgrom mode: per-device ``alter`` values drawn from (seed, chip); PDK mode: ngspice's
+    ``setseed`` from (seed, chip) + ``reset`` re-draws the PDK's ``agauss`` mismatch. ``noise_seed`` (when given
+    and not in PDK mode) reseeds TRRANDOM noise per run with a seed derived from (noise_seed, chip)."""
+    analysis = validate_analysis(analysis)
+    runs = []
+    devices = mismatch.find_devices(deck.text, deck.process) if deck.mismatch == "pelgrom" else []
+    if deck.mismatch == "pelgrom" and not devices:
+        raise ParameterError("Pelgrom mismatch asked for a deck with no process transistors (X... nfet/pfet)")
+    for chip in chips:
+        commands: tuple[str, ...] = ()
+        run_seed = None
+        if deck.mismatch == "pelgrom":
+            commands = mismatch.chip_commands(devices, deck.process, seed, chip)
+        if deck.mismatch == "pdk":
+            run_seed = derived_seed(seed, chip)
+        elif noise_seed is not None:
+            run_seed = derived_seed(noise_seed, chip)
+        runs.append(RunSpec(id=f"{id_prefix}c{chip:05d}", analysis=analysis, commands=commands, seed=run_seed,
+                            save=save, meta={"chip": chip, "seed": seed}))
+    return runs
+
+
+def derived_seed(seed: int, index: int) -> int:
+    """A 31-bit ngspice ``setseed`` value derived from (seed, index), reproducible."""
+    return int(mismatch.chip_seed(seed, index).generate_state(1)[0] % (2**31 - 1))
+
+
+class Engine:
+    """Runs jobs in worker processes. ``mode``: "shared" (libngspice via PySpice) or "batch" (``ngspice -b``)."""
+
+    def __init__(self, mode: str = "shared", workers: int = 1, timeout_s: float = 120.0,
+                 recycle_after: int = 2000, max_rss_mb: float = 1024.0) -> None:
+        self.mode, self.timeout_s = mode, timeout_s
+        self.pool = WorkerPool(workers=workers, mode=mode, recycle_after=recycle_after, max_rss_mb=max_rss_mb)
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def job(self, deck: Deck | str, runs: Sequence[RunSpec], label: str = "", timeout_s: float | None = None) -> Job:
+        if isinstance(deck, str):
+            deck = Deck(deck)
+        return Job(deck=deck.text, runs=tuple(runs), init_commands=deck.init_commands,
+                   timeout_s=timeout_s or self.timeout_s, label=label)
+
+    def run(self, jobs: Iterable[Job]) -> Iterator[tuple[str, Outcome]]:
+        """Stream ``(run_id, SimResult | SpicenetError)`` for every run of every job."""
+        yield from self.pool.run(jobs)
+
+    def run_all(self, jobs: Iterable[Job]) -> dict[str, Outcome]:
+        return dict(self.run(jobs))
+
+    def simulate(self, deck: Deck | str, analysis: str, *, seed: int | None = None,
+                 commands: tuple[str, ...] = (), timeout_s: float | None = None) -> SimResult:
+        """One analysis of one deck; raises the run's SpicenetError on failure."""
+        run = RunSpec(id="run", analysis=validate_analysis(analysis), commands=commands, seed=seed)
+        outcome = self.run_all([self.job(deck, [run], timeout_s=timeout_s)])["run"]
+        if isinstance(outcome, SpicenetError):
+            raise outcome
+        return outcome
+
+    def simulate_many(self, deck: Deck | str, runs: Sequence[RunSpec], chunk: int | None = None,
+                      timeout_s: float | None = None) -> dict[str, Outcome]:
+        """Many runs on one deck, split into ``chunk``-sized jobs (default: one job per worker)."""
+        chunk = chunk or max(1, int(np.ceil(len(runs) / self.pool.n_workers)))
+        jobs = [self.job(deck, runs[i:i + chunk], timeout_s=timeout_s) for i in range(0, len(runs), chunk)]
+        return self.run_all(jobs)
+
+
+def simulate(deck: Deck | str, analysis: str, mode: str = "shared", **kwargs: Any) -> SimResult:
+    """Convenience: a one-off simulation in a fresh single-worker engine."""
+    with Engine(mode=mode) as engine:
+        return engine.simulate(deck, analysis, **kwargs)

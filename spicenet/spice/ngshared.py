@@ -1,0 +1,163 @@
+"""ngspice shared library through PySpice 1.5's ``NgSpiceShared``, with a compatibility layer.
+
+PySpice 1.5 predates ngspice 39 and numpy 2. What this module fixes (measured, see NGSPICE_NOTES.md):
+
+- "Unsupported Ngspice version 39" warning: harmless (falls back to the v34 tables); PySpice's logger is silenced.
+- ``exec_command`` raises on any stderr line, including ngspice's informational "Note:" and "Using SPARSE" lines:
+  we call ``ngSpice_Command`` directly and classify the captured lines ourselves.
+- vectors are read with ``ngSpice_AllVecs``/``ngGet_Vec_Info`` into numpy arrays (copies), names lower-cased and
+  normalised to ``v(node)`` / ``i(source)``; units come from the ngspice vector type.
+- the library is found as ``libngspice.so`` or, without the -dev package, ``libngspice.so.0``.
+- ngspice resets the OpenMP thread count on every analysis: ``set num_threads=1`` before each load.
+
+One ``Session`` per process (the library is a process-wide singleton and not thread-safe): the engine runs it in
+worker processes that are recycled to keep memory flat.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import logging
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from spicenet.spice.results import Plot, normalise_vector_name
+
+# ngspice's enum simulation_types (src/include/ngspice/sim.h) -> unit
+_VECTOR_TYPE_UNITS = {0: "", 1: "s", 2: "Hz", 3: "V", 4: "A", 5: "V/sqrt(Hz)", 6: "A/sqrt(Hz)", 7: "V^2/Hz",
+                      8: "A^2/Hz", 9: "V^2", 10: "A^2", 14: "degC", 21: "F", 22: "C"}
+
+# stderr lines of ngspice that are informational, not errors.
+_BENIGN = re.compile(r"^(note:|warning:|using sparse|doing analysis|no\. of data rows|reference value|"
+                     r"total analysis time|total elapsed|circuit:|\s*$|supplies reduced|trying gmin|"
+                     r"gmin step|source step|the ngspice|using spice)", re.IGNORECASE)
+
+
+def _library_path() -> str:
+    """Locate libngspice: $NGSPICE_LIBRARY_PATH, then libngspice.so, then libngspice.so.0 (no -dev package)."""
+    env = os.environ.get("NGSPICE_LIBRARY_PATH")
+    if env:
+        return env
+    for candidate in ("/usr/lib/x86_64-linux-gnu/libngspice.so", "/usr/lib/aarch64-linux-gnu/libngspice.so",
+                      "/usr/lib/libngspice.so", "/usr/local/lib/libngspice.so"):
+        if Path(candidate).exists():
+            return candidate
+    found = ctypes.util.find_library("ngspice")
+    if found:
+        return found
+    raise OSError("libngspice not found: install it (apt-get install libngspice0) or set NGSPICE_LIBRARY_PATH")
+
+
+class Session:
+    """An ngspice shared-library instance in this process, with captured output.
+
+    ``command(text)`` runs one ngspice command and returns the lines it printed; ``load(deck)`` loads a circuit;
+    ``vectors(plot)`` returns the plot's vectors. Errors are classified by the caller (engine) from ``lines``.
+    """
+
+    def __init__(self) -> None:
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        logging.getLogger("PySpice").setLevel(logging.CRITICAL)
+        from PySpice.Spice.NgSpice import Shared as shared_module
+
+        shared_module.NgSpiceShared.LIBRARY_PATH = _library_path()
+        lines: list[str] = []
+        self._lines = lines
+
+        class _Captured(shared_module.NgSpiceShared):
+            def send_char(self, message: str, ngspice_id: int) -> int:  # noqa: D401 - PySpice callback
+                lines.append(message)
+                return 0
+
+            def send_stat(self, message: str, ngspice_id: int) -> int:
+                return 0
+
+        self._ffi = shared_module.ffi
+        self._ng = _Captured(ngspice_id=0, send_data=False)
+        self._lib = self._ng._ngspice_shared
+        self.version = int(self._ng.ngspice_version or 0)
+        self.command("set num_threads=1")
+
+    # -- commands ---------------------------------------------------------------------------------------------
+    def command(self, text: str) -> list[str]:
+        """Run one ngspice command; return the output lines ("stdout ..."/"stderr ..." prefixes kept)."""
+        if "\n" in text or len(text) > 1023:
+            raise ValueError(f"an ngspice command must be one line of < 1024 characters: {text[:60]!r}")
+        start = len(self._lines)
+        rc = self._lib.ngSpice_Command(text.encode("ascii"))
+        out = self._lines[start:]
+        if rc:
+            out = out + [f"stderr spicenet: ngSpice_Command returned {rc} for {text!r}"]
+        return out
+
+    def load(self, deck: str) -> list[str]:
+        """Load a circuit (all lines, ``.end`` included); return ngspice's output lines of the parse."""
+        lines = [line for line in deck.splitlines()] + [""]
+        keep = [self._ffi.new("char[]", line.encode("utf8")) for line in lines] + [self._ffi.NULL]
+        array = self._ffi.new("char *[]", keep)
+        start = len(self._lines)
+        rc = self._lib.ngSpice_Circ(array)
+        out = self._lines[start:]
+        if rc:
+            out = out + [f"stderr spicenet: ngSpice_Circ returned {rc}"]
+        return out
+
+    def clear_log(self) -> None:
+        self._lines.clear()
+
+    # -- results ----------------------------------------------------------------------------------------------
+    def current_plot(self) -> str:
+        return self._ffi.string(self._lib.ngSpice_CurPlot()).decode("utf8", "replace")
+
+    def plot_names(self) -> list[str]:
+        names = []
+        array = self._lib.ngSpice_AllPlots()
+        i = 0
+        while array[i] != self._ffi.NULL:
+            names.append(self._ffi.string(array[i]).decode("utf8", "replace"))
+            i += 1
+        return names
+
+    def read_plot(self, plot_name: str, save: set[str] | None = None) -> Plot:
+        """Copy the vectors of ``plot_name`` into numpy (real float64 or complex128), names normalised."""
+        ffi, lib = self._ffi, self._lib
+        all_vecs = lib.ngSpice_AllVecs(plot_name.encode("utf8"))
+        vectors: dict[str, np.ndarray] = {}
+        units: dict[str, str] = {}
+        i = 0
+        while all_vecs[i] != ffi.NULL:
+            raw_name = ffi.string(all_vecs[i]).decode("utf8", "replace")
+            i += 1
+            info = lib.ngGet_Vec_Info(f"{plot_name}.{raw_name}".encode("utf8"))
+            if info == ffi.NULL:
+                continue
+            unit = _VECTOR_TYPE_UNITS.get(int(info.v_type), "")
+            name = normalise_vector_name(raw_name, unit)
+            if save is not None and name not in save and name not in {"time", "frequency", "v-sweep"}:
+                continue
+            length = int(info.v_length)
+            if info.v_compdata == ffi.NULL:
+                data = np.frombuffer(ffi.buffer(info.v_realdata, length * 8), dtype=np.float64).copy()
+            else:
+                pairs = np.frombuffer(ffi.buffer(info.v_compdata, length * 16), dtype=np.float64)
+                data = pairs[0::2] + 1j * pairs[1::2]
+            vectors[name] = data
+            units[name] = unit
+        return Plot(name=plot_name, vectors=vectors, units=units)
+
+    @staticmethod
+    def errors(lines: list[str]) -> list[str]:
+        """The lines of ``lines`` that report errors (stderr lines that are not known to be informational),
+        plus stdout lines that ngspice uses for parse errors ("Error on line ...")."""
+        found = []
+        for line in lines:
+            prefix, _, content = line.partition(" ")
+            text = content.strip()
+            if prefix == "stderr" and not _BENIGN.match(text):
+                found.append(text)
+            elif prefix == "stdout" and re.match(r"^(error|.*\berror on line\b)", text, re.IGNORECASE):
+                found.append(text)
+        return found

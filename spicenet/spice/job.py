@@ -49,6 +49,13 @@ class Job:
     timeout_s: float = 120.0
     label: str = ""
 
+    @property
+    def needs_fresh_process(self) -> bool:
+        """True when seeded runs draw TRRANDOM noise. ngspice's transient Gaussian generator caches the second
+        value of each pair across ``setseed`` (measured: the same seed alternates between two sequences in one
+        process), so a seeded noise run is bit-reproducible only as the first noise run of a fresh process."""
+        return any(run.seed is not None for run in self.runs) and "trrandom" in self.deck.lower()
+
 
 # The convergence retry ladder, shared by both engine modes: each step adds options (and may shorten the
 # transient's maximum step) on top of the previous steps. The first entry is the plain attempt.

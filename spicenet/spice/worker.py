@@ -157,6 +157,12 @@ class WorkerPool:
         pending: deque[tuple[int, Job, int]] = deque()
         job_list: list[Job] = []
         for job in jobs:
+            if job.needs_fresh_process and len(job.runs) > 1:  # one run per job, each in a fresh worker
+                for run in job.runs:
+                    single = Job(job.deck, (run,), job.init_commands, job.timeout_s, job.label)
+                    pending.append((len(job_list), single, 0))
+                    job_list.append(single)
+                continue
             pending.append((len(job_list), job, 0))
             job_list.append(job)
         while len(self._workers) < min(self.n_workers, max(1, len(pending))):
@@ -203,7 +209,8 @@ class WorkerPool:
         elif kind == "done":
             worker.job_index = None
             self.stats.rss_history.append(worker.rss_mb)
-            if worker.runs_done >= self.recycle_after or worker.rss_mb > self.max_rss_mb:
+            if (job.needs_fresh_process or worker.runs_done >= self.recycle_after
+                    or worker.rss_mb > self.max_rss_mb):
                 self._replace(worker, kill=False)
                 self.stats.recycled += 1
 

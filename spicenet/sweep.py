@@ -1,0 +1,326 @@
+"""Sweeps: a parameter grid x Monte-Carlo chips of one template, run on a process pool or a Dask cluster, streamed
+into the HDF5 store (resumable; a killed sweep loses no finished point).
+
+Config (TOML)::
+
+    template = "basic/current_mirror"     # a shipped template ...
+    # netlist = "my_deck.cir"              # ... or a plain SPICE file (analysis from --analysis/`analysis` or its own)
+    process = "generic"
+    analysis = "op"                        # default: the template's @analysis
+    seed = 1                               # mismatch seed; chip k of a point uses (seed, k)
+    save = ["i(vout)"]                     # vectors to store (default: all)
+    timeout_s = 60                         # per run
+    [params]                               # fixed parameter values
+    vdd = "0.3"
+    [grid]                                 # cartesian product of these lists
+    iref = ["1n", "10n"]
+    [montecarlo]
+    chips = 200                            # 0 = nominal only
+    mode = "pelgrom"                       # "pelgrom" | "pdk" (sky130) | "none"
+    noise_seed = 7                         # optional: reseed TRRANDOM noise per chip
+    [measure.iout]                         # scalar measurements stored with each run
+    kind = "value"                         # value | final | mean | min | max | frequency | period | duty | settling | energy
+    vector = "i(vout)"
+
+Run ids are ``p<grid index>-c<chip>`` (``-nom`` for the nominal run), so a resumed sweep knows what is done.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+
+from spicenet import __version__
+from spicenet.errors import ConfigError, SpicenetError
+from spicenet.spice import measure as meas
+from spicenet.spice.analysis import dot_lines, validate_analysis
+from spicenet.spice.engine import Deck, derived_seed, montecarlo_runs, render
+from spicenet.spice.job import Job, RunSpec
+from spicenet.spice.results import SimResult
+
+MEASURE_KINDS = ("value", "final", "mean", "min", "max", "frequency", "period", "duty", "settling", "energy")
+
+
+@dataclass
+class SweepConfig:
+    """A validated sweep config (see the module docstring for the TOML keys)."""
+
+    template: str | None = None
+    netlist: Path | None = None
+    process: str = "generic"
+    analysis: str | None = None
+    seed: int = 0
+    save: tuple[str, ...] | None = None
+    timeout_s: float = 120.0
+    params: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+    chips: int = 0
+    mismatch: str = "none"
+    noise_seed: int | None = None
+    measure: dict[str, dict[str, Any]] = field(default_factory=dict)
+    source: str = "<dict>"
+
+    @classmethod
+    def from_toml(cls, path: Path) -> "SweepConfig":
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"sweep config {path} not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"sweep config {path}: {exc}") from None
+        config = cls.from_dict(data, source=str(path))
+        if config.netlist is not None and not config.netlist.is_absolute():
+            config.netlist = (path.parent / config.netlist).resolve()
+        return config
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> "SweepConfig":
+        known = {"template", "netlist", "process", "analysis", "seed", "save", "timeout_s", "params", "grid",
+                 "montecarlo", "measure"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"{source}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        if ("template" in data) == ("netlist" in data):
+            raise ConfigError(f"{source}: give exactly one of 'template' or 'netlist'")
+        mc = dict(data.get("montecarlo", {}))
+        bad_mc = sorted(set(mc) - {"chips", "mode", "noise_seed"})
+        if bad_mc:
+            raise ConfigError(f"{source}: unknown key montecarlo.{bad_mc[0]}")
+        grid = data.get("grid", {})
+        for key, values in grid.items():
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"{source}: grid.{key} must be a non-empty list, got {values!r}")
+        measure = data.get("measure", {})
+        for name, spec in measure.items():
+            if not isinstance(spec, dict) or spec.get("kind") not in MEASURE_KINDS or "vector" not in spec:
+                raise ConfigError(f"{source}: measure.{name} needs kind (one of {', '.join(MEASURE_KINDS)}) and vector")
+        chips = mc.get("chips", 0)
+        if not isinstance(chips, int) or chips < 0:
+            raise ConfigError(f"{source}: montecarlo.chips must be an integer >= 0, got {chips!r}")
+        mode = mc.get("mode", "pelgrom" if chips else "none")
+        if mode not in ("pelgrom", "pdk", "none"):
+            raise ConfigError(f"{source}: montecarlo.mode must be pelgrom, pdk or none, got {mode!r}")
+        seed = data.get("seed", 0)
+        if not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"{source}: seed must be an integer >= 0, got {seed!r}")
+        analysis = data.get("analysis")
+        if analysis is not None:
+            try:
+                analysis = validate_analysis(analysis)
+            except SpicenetError as exc:
+                raise ConfigError(f"{source}: {exc}") from None
+        return cls(template=data.get("template"), netlist=Path(data["netlist"]) if "netlist" in data else None,
+                   process=data.get("process", "generic"), analysis=analysis, seed=seed,
+                   save=tuple(s.lower() for s in data["save"]) if "save" in data else None,
+                   timeout_s=float(data.get("timeout_s", 120.0)), params=dict(data.get("params", {})),
+                   grid={k: list(v) for k, v in grid.items()}, chips=chips, mismatch=mode,
+                   noise_seed=mc.get("noise_seed"), measure=measure, source=source)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"process": self.process, "seed": self.seed, "timeout_s": self.timeout_s,
+                               "params": self.params, "grid": self.grid,
+                               "montecarlo": {"chips": self.chips, "mode": self.mismatch}, "measure": self.measure}
+        if self.template:
+            out["template"] = self.template
+        if self.netlist:
+            out["netlist"] = str(self.netlist)
+        if self.analysis:
+            out["analysis"] = self.analysis
+        if self.save:
+            out["save"] = list(self.save)
+        if self.noise_seed is not None:
+            out["montecarlo"]["noise_seed"] = self.noise_seed
+        return out
+
+    def points(self) -> list[dict[str, Any]]:
+        """The grid points: fixed params overridden by each combination of grid values (grid order preserved)."""
+        keys = list(self.grid)
+        combos = itertools.product(*(self.grid[k] for k in keys)) if keys else [()]
+        return [{**self.params, **dict(zip(keys, combo))} for combo in combos]
+
+
+@dataclass
+class PlannedPoint:
+    """One grid point: its rendered deck and the runs (chips) to simulate on it."""
+
+    index: int
+    params: dict[str, Any]
+    deck: Deck
+    analysis: str
+    runs: list[RunSpec]
+
+
+def plan(config: SweepConfig) -> list[PlannedPoint]:
+    """Render every grid point (validating all parameters before anything runs) and list its runs."""
+    from spicenet.spice.templates import load_template
+
+    planned = []
+    for index, params in enumerate(config.points()):
+        if config.template:
+            tpl = load_template(config.template)
+            deck = render(config.template, params, config.process,
+                          None if config.mismatch == "none" else config.mismatch)
+            analysis = config.analysis or tpl.analysis
+        else:
+            if params:
+                raise ConfigError(f"{config.source}: params/grid need a template; a plain netlist has no parameters")
+            text = config.netlist.read_text()  # type: ignore[union-attr]
+            deck = Deck(text)
+            own = dot_lines(text)
+            analysis = config.analysis or (own[0] if own else None)
+        if not analysis:
+            raise ConfigError(f"{config.source}: no analysis given and the deck declares none")
+        prefix = f"p{index:05d}-"
+        if config.chips:
+            runs = montecarlo_runs(deck, analysis, range(config.chips), config.seed, prefix, config.noise_seed,
+                                   config.save)
+        else:
+            seed = derived_seed(config.noise_seed, 0) if config.noise_seed is not None else None
+            runs = [RunSpec(id=f"{prefix}nom", analysis=validate_analysis(analysis), seed=seed, save=config.save,
+                            meta={"chip": -1, "seed": config.seed})]
+        planned.append(PlannedPoint(index, params, deck, analysis, runs))
+    return planned
+
+
+def measure_result(result: SimResult, specs: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Scalar measurements of one result; a measurement that cannot be made is NaN (recorded, not fatal)."""
+    out: dict[str, float] = {}
+    for name, spec in specs.items():
+        try:
+            y = np.real(result[spec["vector"]])
+            scale = result.scale
+            t = np.real(result[scale]) if scale else None
+            kind = spec["kind"]
+            if kind in ("value", "final"):
+                out[name] = float(y[-1])
+            elif kind in ("mean", "min", "max"):
+                out[name] = float(getattr(np, kind)(y))
+            elif kind == "frequency":
+                out[name] = meas.frequency(t, y, spec.get("level"))
+            elif kind == "period":
+                out[name] = meas.period(t, y, spec.get("level"))
+            elif kind == "duty":
+                out[name] = meas.duty(t, y, spec.get("level"))
+            elif kind == "settling":
+                out[name] = meas.settling_time(t, y, spec.get("tolerance", 0.01))
+            elif kind == "energy":
+                supply = spec["supply"]
+                out[name] = meas.supply_energy(t, np.real(result[f"v({supply})"]) if f"v({supply})" in result
+                                               else np.full_like(y, float(spec["volts"])), y)
+        except (KeyError, ValueError, TypeError):
+            out[name] = float("nan")
+    return out
+
+
+def chunked_jobs(points: list[PlannedPoint], done: set[str], workers: int, timeout_s: float,
+                 max_runs_per_job: int = 500) -> list[Job]:
+    """Jobs of at most ``max_runs_per_job`` runs, skipping ``done`` ids; enough jobs to keep every worker busy."""
+    todo = [(p, [r for r in p.runs if r.id not in done]) for p in points]
+    total = sum(len(runs) for _, runs in todo)
+    size = max(1, min(max_runs_per_job, int(np.ceil(total / max(1, 2 * workers)))))
+    jobs = []
+    for point, runs in todo:
+        for i in range(0, len(runs), size):
+            jobs.append(Job(deck=point.deck.text, runs=tuple(runs[i:i + size]), init_commands=point.deck.init_commands,
+                            timeout_s=timeout_s, label=f"p{point.index:05d}"))
+    return jobs
+
+
+def _run_job_remote(job: Job, mode: str) -> list[tuple[str, Any]]:
+    """Dask task: run one job in a private worker process (timeouts and crashes handled as locally)."""
+    from spicenet.spice.worker import WorkerPool
+
+    with WorkerPool(workers=1, mode=mode) as pool:
+        return list(pool.run([job]))
+
+
+def execute(jobs: list[Job], workers: int, mode: str, scheduler: str | None) -> Iterator[tuple[str, Any]]:
+    """Outcomes of every run of ``jobs``, on the local pool or, with ``scheduler``, on a Dask cluster."""
+    if scheduler is None:
+        from spicenet.spice.worker import WorkerPool
+
+        with WorkerPool(workers=workers, mode=mode) as pool:
+            yield from pool.run(jobs)
+        return
+    from distributed import Client, as_completed
+
+    with Client(scheduler, timeout="30s") as client:
+        futures = [client.submit(_run_job_remote, job, mode, pure=False) for job in jobs]
+        for future in as_completed(futures):
+            yield from future.result()
+
+
+@dataclass
+class SweepSummary:
+    output: str
+    done: int
+    failed: int
+    skipped: int
+    wall_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"output": self.output, "done": self.done, "failed": self.failed, "skipped": self.skipped,
+                "wall_s": round(self.wall_s, 4)}
+
+
+def run_sweep(config: SweepConfig, output: Path, *, workers: int = 1, resume: bool = False,
+              scheduler: str | None = None, mode: str = "shared", progress: bool = True) -> SweepSummary:
+    """Plan, simulate and store a sweep. Failed points are stored with their error and the sweep goes on."""
+    from spicenet.store import RunRecord, RunStore
+
+    t0 = time.perf_counter()
+    points = plan(config)
+    by_id = {run.id: (point, run) for point in points for run in point.runs}
+    with RunStore(Path(output), config=config.as_dict(), resume=resume) as store:
+        store.set_root_attrs(spicenet_version=__version__, ngspice_version=ngspice_version())
+        done = store.done_ids() & set(by_id)
+        jobs = chunked_jobs(points, done, workers, config.timeout_s)
+        total = sum(len(j.runs) for j in jobs)
+        bar = _progress(total, progress, "sweep")
+        n_ok = n_failed = 0
+        for run_id, outcome in execute(jobs, workers, mode, scheduler):
+            point, run = by_id[run_id]
+            ok = isinstance(outcome, SimResult)
+            record = RunRecord(
+                id=run_id, params={k: str(v) if not isinstance(v, (int, float)) else v for k, v in point.params.items()},
+                seed=config.seed, chip=int(run.meta.get("chip", -1)), process=config.process,
+                status="ok" if ok else "failed", error=None if ok else f"{type(outcome).__name__}: {outcome}",
+                netlist=point.deck.text, vectors=outcome.vectors if ok else {}, units=outcome.units if ok else {},
+                measurements=measure_result(outcome, config.measure) if ok else {},
+                attrs={"analysis": point.analysis, "mode": mode, "wall_s": outcome.wall_s if ok else None,
+                       "retries": outcome.attempts if ok else getattr(outcome, "attempts", []),
+                       "noise_seed": run.seed})
+            store.append(record)
+            n_ok += ok
+            n_failed += not ok
+            bar.update(1)
+        bar.close()
+    return SweepSummary(str(output), n_ok, n_failed, len(done), time.perf_counter() - t0)
+
+
+def ngspice_version() -> str:
+    """ngspice's version string from ``ngspice -v`` ("ngspice-39"), or "unknown"."""
+    import re
+    import subprocess
+
+    try:
+        out = subprocess.run(["ngspice", "-v"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    match = re.search(r"ngspice-(\d+(?:\.\d+)?)", out)
+    return f"ngspice-{match.group(1)}" if match else "unknown"
+
+
+def _progress(total: int, enabled: bool, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, file=sys.stderr, disable=not enabled, leave=False, dynamic_ncols=True)

@@ -1,0 +1,87 @@
+"""Template rendering validates every parameter before anything runs; values are numbers, never SPICE text."""
+
+from __future__ import annotations
+
+import pytest
+
+from spicenet.errors import ParameterError, TemplateError
+from spicenet.spice.analysis import validate_analysis
+from spicenet.spice.templates import list_templates, load_template, parse_template
+from spicenet.spice.units import format_value, parse_value
+
+
+@pytest.mark.parametrize("text,unit,value", [("1k", "Ohm", 1e3), ("1.5kOhm", "Ohm", 1.5e3), ("10n", "F", 1e-8),
+                                             ("2meg", "", 2e6), ("3mV", "V", 3e-3), ("0.3V", "V", 0.3),
+                                             ("-1e-3", "A", -1e-3), (4, "", 4.0)])
+def test_parse_value_si_prefixes(text, unit, value):
+    assert parse_value(text, unit) == pytest.approx(value, rel=1e-15)
+
+
+def test_format_value_round_trips_full_precision():
+    for value in (1e-15, 0.1 + 0.2, 123456789.123, -3.3e-9, 7.0):
+        assert float(format_value(value)) == value
+
+
+def test_every_shipped_template_parses_and_renders_with_defaults():
+    from spicenet.spice.process import get_process
+
+    templates = list_templates()
+    assert "basic/rc" in templates and "basic/current_mirror" in templates
+    for name, path in templates.items():
+        tpl = parse_template(path, name)
+        deck = tpl.render({}, get_process("generic") if tpl.uses else None)
+        assert deck.rstrip().endswith(".end"), name
+        assert "${" not in deck, name
+
+
+@pytest.mark.parametrize("params,needle", [
+    ({"rr": 5}, "unknown parameter 'rr'"),
+    ({"r": "1kF"}, "parameter 'r'"),           # wrong unit
+    ({"r": "abc"}, "parameter 'r'"),           # not a number
+    ({"r": -5}, "out of range"),               # below the declared range
+    ({"c": 1.0}, "out of range"),              # above the declared range
+    ({"r": "1 \n.control\nshell rm -rf /\n.endc"}, "parameter 'r'"),  # injection attempt
+    ({"r": "1k; shell ls"}, "parameter 'r'"),
+    ({"r": "{1k*2}"}, "parameter 'r'"),        # SPICE expressions are not values
+    ({"r": float("nan")}, "parameter 'r'"),
+])
+def test_bad_parameters_are_rejected_with_name_and_template(params, needle):
+    tpl = load_template("basic/rc")
+    with pytest.raises(ParameterError) as info:
+        tpl.render(params)
+    message = str(info.value)
+    assert needle in message and "basic/rc" in message
+    assert "\n" not in message
+
+
+def test_missing_parameter_without_default(tmp_path):
+    path = tmp_path / "t.cir"
+    path.write_text("* t\n* @param r unit=Ohm range=[1, 1e6] doc=no default\nr1 a 0 ${r}\n.end\n")
+    tpl = parse_template(path)
+    with pytest.raises(ParameterError, match="'r' has no default"):
+        tpl.render({})
+    assert "r1 a 0 2000" in tpl.render({"r": "2k"})
+
+
+def test_undeclared_placeholder_is_a_template_error(tmp_path):
+    path = tmp_path / "t.cir"
+    path.write_text("* t\nr1 a 0 ${r}\n.end\n")
+    with pytest.raises(TemplateError, match=r"\$\{r\} is not declared"):
+        parse_template(path)
+
+
+def test_unknown_template_names_the_known_ones():
+    with pytest.raises(ParameterError, match="no template named 'nonesuch'"):
+        load_template("nonesuch")
+
+
+@pytest.mark.parametrize("bad", ["tran 1n 1u; shell ls", "run", "tran 1n", "op\nshell ls", "ac foo 10 1 1g",
+                                 "tran 1n 1u `ls`", ""])
+def test_analysis_strings_are_validated(bad):
+    with pytest.raises(ParameterError):
+        validate_analysis(bad)
+
+
+def test_analysis_normalisation():
+    assert validate_analysis(".TRAN 1n 1u") == "tran 1n 1u"
+    assert validate_analysis("dc vin 0 1 0.01") == "dc vin 0 1 0.01"

@@ -18,11 +18,15 @@ Config (TOML)::
     chips = 200                            # 0 = nominal only
     mode = "pelgrom"                       # "pelgrom" | "pdk" (sky130) | "none"
     noise_seed = 7                         # optional: reseed TRRANDOM noise per chip
+    [inputs]                               # optional: operating points pushed into the loaded deck with alter
+    sources = ["vin0", "vin1"]             # voltage/current sources whose dc value each row sets
+    rows = [[0.1, 0.2], [0.3, 0.4]]        # or file = "inputs.npy" (2-D array, one row per run)
     [measure.iout]                         # scalar measurements stored with each run
     kind = "value"                         # value | final | mean | min | max | frequency | period | duty | settling | energy
     vector = "i(vout)"
 
-Run ids are ``p<grid index>-c<chip>`` (``-nom`` for the nominal run), so a resumed sweep knows what is done.
+Run ids are ``p<grid index>[-i<input row>]-c<chip>`` (``-nom`` for the nominal run), so a resumed sweep knows
+what is done. Chips and input rows are variants of one loaded deck (``alter``), the fast path of ngspice.
 """
 
 from __future__ import annotations
@@ -66,6 +70,8 @@ class SweepConfig:
     mismatch: str = "none"
     noise_seed: int | None = None
     measure: dict[str, dict[str, Any]] = field(default_factory=dict)
+    input_sources: tuple[str, ...] = ()
+    input_rows: np.ndarray | None = None
     source: str = "<dict>"
 
     @classmethod
@@ -85,7 +91,7 @@ class SweepConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> "SweepConfig":
         known = {"template", "netlist", "process", "analysis", "seed", "save", "timeout_s", "params", "grid",
-                 "montecarlo", "measure"}
+                 "montecarlo", "measure", "inputs"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"{source}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
@@ -118,12 +124,14 @@ class SweepConfig:
                 analysis = validate_analysis(analysis)
             except SpicenetError as exc:
                 raise ConfigError(f"{source}: {exc}") from None
+        sources, rows = _inputs(data.get("inputs"), source)
         return cls(template=data.get("template"), netlist=Path(data["netlist"]) if "netlist" in data else None,
                    process=data.get("process", "generic"), analysis=analysis, seed=seed,
                    save=tuple(s.lower() for s in data["save"]) if "save" in data else None,
                    timeout_s=float(data.get("timeout_s", 120.0)), params=dict(data.get("params", {})),
                    grid={k: list(v) for k, v in grid.items()}, chips=chips, mismatch=mode,
-                   noise_seed=mc.get("noise_seed"), measure=measure, source=source)
+                   noise_seed=mc.get("noise_seed"), measure=measure, input_sources=sources, input_rows=rows,
+                   source=source)
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"process": self.process, "seed": self.seed, "timeout_s": self.timeout_s,
@@ -139,6 +147,8 @@ class SweepConfig:
             out["save"] = list(self.save)
         if self.noise_seed is not None:
             out["montecarlo"]["noise_seed"] = self.noise_seed
+        if self.input_rows is not None:
+            out["inputs"] = {"sources": list(self.input_sources), "rows": self.input_rows.tolist()}
         return out
 
     def points(self) -> list[dict[str, Any]]:
@@ -157,6 +167,32 @@ class PlannedPoint:
     deck: Deck
     analysis: str
     runs: list[RunSpec]
+
+
+def _inputs(spec: Any, source: str) -> tuple[tuple[str, ...], np.ndarray | None]:
+    """Validate the [inputs] table: source names and a 2-D float array of rows (inline or an .npy file)."""
+    if spec is None:
+        return (), None
+    import re
+
+    sources = tuple(str(s).lower() for s in spec.get("sources", []))
+    if not sources or not all(re.match(r"^[vi][a-z0-9_]*$", s) for s in sources):
+        raise ConfigError(f"{source}: inputs.sources must list voltage/current source names (v.../i...), got {sources}")
+    if ("rows" in spec) == ("file" in spec):
+        raise ConfigError(f"{source}: inputs needs exactly one of 'rows' or 'file'")
+    try:
+        rows = np.load(spec["file"]) if "file" in spec else np.asarray(spec["rows"], dtype=float)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{source}: inputs: {exc}") from None
+    rows = np.asarray(rows, dtype=float)
+    if rows.ndim != 2 or rows.shape[1] != len(sources) or not np.all(np.isfinite(rows)):
+        raise ConfigError(f"{source}: inputs rows must be finite, shape [n, {len(sources)}], got {rows.shape}")
+    return sources, rows
+
+
+def input_commands(sources: tuple[str, ...], row: np.ndarray) -> tuple[str, ...]:
+    """``alter <source> dc = <value>`` for one input row."""
+    return tuple(f"alter {name} dc = {float(value)!r}" for name, value in zip(sources, row))
 
 
 def plan(config: SweepConfig) -> list[PlannedPoint]:
@@ -181,12 +217,18 @@ def plan(config: SweepConfig) -> list[PlannedPoint]:
             raise ConfigError(f"{config.source}: no analysis given and the deck declares none")
         prefix = f"p{index:05d}-"
         if config.chips:
-            runs = montecarlo_runs(deck, analysis, range(config.chips), config.seed, prefix, config.noise_seed,
+            base = montecarlo_runs(deck, analysis, range(config.chips), config.seed, prefix, config.noise_seed,
                                    config.save)
         else:
             seed = derived_seed(config.noise_seed, 0) if config.noise_seed is not None else None
-            runs = [RunSpec(id=f"{prefix}nom", analysis=validate_analysis(analysis), seed=seed, save=config.save,
+            base = [RunSpec(id=f"{prefix}nom", analysis=validate_analysis(analysis), seed=seed, save=config.save,
                             meta={"chip": -1, "seed": config.seed})]
+        runs = base
+        if config.input_rows is not None:
+            runs = [RunSpec(id=f"{prefix}i{k:06d}-{run.id[len(prefix):]}", analysis=run.analysis,
+                            commands=run.commands + input_commands(config.input_sources, row), seed=run.seed,
+                            save=run.save, meta={**run.meta, "input": k})
+                    for run in base for k, row in enumerate(config.input_rows)]
         planned.append(PlannedPoint(index, params, deck, analysis, runs))
     return planned
 
@@ -290,8 +332,12 @@ def run_sweep(config: SweepConfig, output: Path, *, workers: int = 1, resume: bo
         for run_id, outcome in execute(jobs, workers, mode, scheduler):
             point, run = by_id[run_id]
             ok = isinstance(outcome, SimResult)
+            params = {k: str(v) if not isinstance(v, (int, float)) else v for k, v in point.params.items()}
+            if "input" in run.meta:
+                params["input_row"] = run.meta["input"]
+                params.update(zip(config.input_sources, map(float, config.input_rows[run.meta["input"]])))
             record = RunRecord(
-                id=run_id, params={k: str(v) if not isinstance(v, (int, float)) else v for k, v in point.params.items()},
+                id=run_id, params=params,
                 seed=config.seed, chip=int(run.meta.get("chip", -1)), process=config.process,
                 status="ok" if ok else "failed", error=None if ok else f"{type(outcome).__name__}: {outcome}",
                 netlist=point.deck.text, vectors=outcome.vectors if ok else {}, units=outcome.units if ok else {},

@@ -1,0 +1,165 @@
+"""Quantisation/STE, device selection, run directories and resume-after-kill reproducibility."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from spicenet.errors import ConfigError
+from spicenet.surrogate import SurrogateFile, SurrogateParam
+from spicenet.train import (
+    ChipSampler,
+    MismatchModel,
+    RunDir,
+    fit,
+    quantize_ste,
+    quantize_uniform,
+    resolve_device,
+    sign_ste,
+)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 5])
+def test_quantizer_levels_and_error(bits: int) -> None:
+    x = torch.linspace(-1.5, 2.5, 20001, dtype=torch.float64)
+    q = quantize_uniform(x, bits, lo=-1.0, hi=2.0)
+    levels = torch.unique(q)
+    assert levels.numel() == 2**bits
+    delta = 3.0 / (2**bits - 1)
+    torch.testing.assert_close(levels, -1.0 + delta * torch.arange(2**bits, dtype=torch.float64))
+    inside = (x >= -1) & (x <= 2)
+    assert float((q - x)[inside].abs().max()) <= delta / 2 + 1e-12
+
+
+def test_ste_gradient() -> None:
+    x = torch.tensor([-2.0, -0.3, 0.1, 0.7, 3.0], requires_grad=True)
+    w = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
+    (quantize_ste(x, 2, -1.0, 1.0) * w).sum().backward()
+    # d/dx sum(w * Q(x)) with the clipped STE = w inside [-1, 1], 0 outside
+    torch.testing.assert_close(x.grad, torch.tensor([0.0, 2.0, 3.0, 4.0, 0.0]))
+    x.grad = None
+    (quantize_ste(x, 2, -1.0, 1.0, clip_grad=False) * w).sum().backward()
+    torch.testing.assert_close(x.grad, w)
+    # forward equals the plain quantiser
+    torch.testing.assert_close(quantize_ste(x, 3, -1, 1), quantize_uniform(x.detach(), 3, -1, 1))
+    y = torch.tensor([-0.5, 0.0, 2.0], requires_grad=True)
+    s = sign_ste(y)
+    s.sum().backward()
+    assert s.tolist() == [-1.0, 1.0, 1.0] and y.grad.tolist() == [1.0, 1.0, 0.0]
+    with pytest.raises(ValueError, match="bits"):
+        quantize_uniform(x, 0)
+
+
+def test_device_resolution() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    if torch.cuda.is_available():
+        assert resolve_device("cuda").type == "cuda"
+    else:
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            resolve_device("cuda")
+        assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="device"):
+        resolve_device("tpu")
+
+
+def _problem():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 3, generator=g)
+    y = x @ torch.tensor([1.0, -2.0, 0.5]) + 0.3
+    return x, y
+
+
+def _model(seed: int) -> torch.nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+
+
+def _step_fn(mismatch: ChipSampler, kill_at: int | None = None):
+    def step(model, batch, ctx):
+        if kill_at is not None and ctx.step == kill_at:
+            raise KeyboardInterrupt("simulated kill")
+        x, y = batch
+        chip = mismatch.chip(step=ctx.step)
+        noise = 0.05 * torch.randn(x.shape, generator=ctx.generator)  # seeded per step
+        pred = model(x * chip["gain"] + noise).squeeze(-1)
+        return {"loss": ((pred - y) ** 2).mean(), "abs_err": (pred - y).abs().mean()}
+    return step
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path) -> None:
+    torch.set_num_threads(1)
+    x, y = _problem()
+    sf = SurrogateFile("rng", "generic", params={"gain": SurrogateParam(np.full(4, 1.0), std=0.1, positive=True)})
+    spath = sf.save(tmp_path / "s.h5")
+    mm = MismatchModel.from_surrogate(spath)
+    cfg = {"lr": 0.05, "epochs": 3, "batch_size": 16}
+
+    def run(path, kill_at=None, init_seed=0):
+        model = _model(init_seed)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+        rd = RunDir.create(path, cfg, surrogate=spath, seed=1)
+        sampler = ChipSampler(mm, (3,), per="step", seed=1)
+        res = fit(model, opt, _step_fn(sampler, kill_at), (x, y), epochs=3, batch_size=16, seed=1, run=rd,
+                  checkpoint_every=3, progress=False)
+        return model, res, rd
+
+    full, res_full, rd_full = run(tmp_path / "full")
+    assert res_full["steps"] == 12 and res_full["resumed_from_step"] is None
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "killed", kill_at=7)  # dies inside step 7: newest checkpoint is after step 6
+    rd = RunDir.open(tmp_path / "killed")
+    assert rd.latest_checkpoint().name == "ckpt-000000006.pt"
+    # resumed with a differently initialised model object: everything must come from the checkpoint
+    resumed, res, _ = run(tmp_path / "killed", init_seed=123)
+    assert res["resumed_from_step"] == 6 and res["steps"] == 12
+    for p, q in zip(full.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(p, q)
+    # per-epoch metrics identical too (epoch 1 was half done at the kill)
+    assert rd.read_metrics() == rd_full.read_metrics()
+    assert [r["epoch"] for r in rd.read_metrics()] == [0, 1, 2]
+    # the loss went down over training
+    rows = rd.read_metrics()
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    meta = rd.meta()
+    import hashlib
+    assert meta["surrogate_sha256"] == hashlib.sha256(spath.read_bytes()).hexdigest()
+
+
+def test_run_dir_files_and_guards(tmp_path) -> None:
+    rd = RunDir.create(tmp_path / "r", {"a": 1, "arr": np.arange(3)}, seed=0)
+    assert json.loads((rd.path / "config.json").read_text()) == {"a": 1, "arr": [0, 1, 2]}
+    rd.log_metrics(0, loss=2.0)
+    rd.log_metrics(1, loss=1.0, fid=5.5)
+    rd.log_metrics(2, loss=0.5)
+    rd.log_metrics(1, loss=0.9)  # re-logging epoch 1 drops epoch 2 (left by a killed run)
+    assert rd.read_metrics() == [{"epoch": 0, "loss": 2.0}, {"epoch": 1, "loss": 0.9}]
+    png = rd.plot_metrics()
+    grid = rd.save_sample_grid(np.random.default_rng(0).uniform(size=(10, 64)))
+    for p in (png, grid):
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    out = rd.write_final_metrics({"acc": np.float32(0.5), "nan": float("nan")})
+    assert json.loads(out.read_text()) == {"acc": 0.5, "nan": None}
+    with pytest.raises(ConfigError, match="config differs"):
+        RunDir.create(tmp_path / "r", {"a": 2})
+    with pytest.raises(ConfigError, match="exists"):
+        RunDir.create(tmp_path / "r", {"a": 1}, resume=False)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "x.txt").write_text("x")
+    with pytest.raises(ConfigError, match="not a run directory"):
+        RunDir.create(tmp_path / "other", {})
+
+
+def test_checkpoint_restores_generators(tmp_path) -> None:
+    rd = RunDir.create(tmp_path / "g", {})
+    g = torch.Generator().manual_seed(5)
+    model = torch.nn.Linear(2, 1)
+    torch.randn(3, generator=g)
+    rd.save_checkpoint(step=1, epoch=0, model=model, generators={"noise": g})
+    want = torch.randn(4, generator=g)
+    g2 = torch.Generator().manual_seed(999)
+    rd.load_checkpoint(model=model, generators={"noise": g2})
+    assert torch.equal(torch.randn(4, generator=g2), want)

@@ -1,0 +1,138 @@
+"""Cell families and the verbs they share: ``calibrate``, ``train``, ``validate``.
+
+A family is one package under ``spicenet/cells/<family>/`` whose module ``family.py`` implements this protocol
+(functions, looked up by name, so adding a fourth family touches no other family)::
+
+    def calibrate(config: dict, *, process: str, quick: bool, output: Path, workers: int, seed: int) -> dict
+        # simulate + fit + plots; writes the surrogate file `output` (spicenet.surrogate) and PNGs beside it;
+        # returns {"output": str, "fit": {...family metrics...}, "plots": [paths]}
+    def train(config: dict, *, surrogate: Path, quick: bool, run_dir: Path, device: str, seed: int) -> dict
+        # returns {"run_dir": str, "metrics": {...}}
+    def validate(run_dir: Path, *, chips: int, quick: bool, workers: int, seed: int) -> dict
+        # returns {"surrogate": {...}, "spice": {...}, "gap": {...}, "chips": int}
+
+Default configs are ``calibration/<family>[_quick].toml`` and ``training/<trainer>[_quick].toml`` (shipped in the
+package). A family that does not implement a verb yet is not offered that verb.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import tomllib
+from importlib import resources
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from spicenet.errors import ConfigError
+
+FAMILIES: dict[str, str] = {"rng": "rng", "oscillator": "oscillator", "resistive": "resistive"}
+TRAINERS: dict[str, str] = {"dtm": "rng", "ais": "oscillator", "eqprop": "resistive"}
+
+
+def family_module(family: str) -> ModuleType | None:
+    """The family's ``family`` module, or None when the family has none yet."""
+    try:
+        return importlib.import_module(f"spicenet.cells.{FAMILIES[family]}.family")
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith(f"spicenet.cells.{FAMILIES[family]}"):
+            return None
+        raise
+
+
+def _config_dir(package: str, fallback: str) -> Path:
+    try:
+        root = Path(str(resources.files(package)))
+        if root.is_dir():
+            return root
+    except (ModuleNotFoundError, TypeError):
+        pass
+    return Path(__file__).resolve().parents[1] / fallback
+
+
+def load_config(path: str | Path | None, kind: str, name: str, quick: bool) -> dict[str, Any]:
+    """The TOML config at ``path``, or the shipped default ``<kind>/<name>[_quick].toml``."""
+    if path is None:
+        folder = _config_dir(f"spicenet.{kind}_configs", kind)
+        path = folder / f"{name}{'_quick' if quick else ''}.toml"
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config {path} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {path}: {exc}") from None
+
+
+def _available(verb: str, names: dict[str, str]) -> list[str]:
+    out = []
+    for name, family in names.items():
+        module = family_module(family)
+        if module is not None and hasattr(module, verb):
+            out.append(name)
+    return out
+
+
+def _calibrate(args: argparse.Namespace) -> dict[str, Any]:
+    module = family_module(args.family)
+    config = load_config(args.config, "calibration", args.family, args.quick)
+    return module.calibrate(config, process=args.process, quick=args.quick, output=Path(args.output),
+                            workers=args.workers, seed=args.seed)
+
+
+def _train(args: argparse.Namespace) -> dict[str, Any]:
+    module = family_module(TRAINERS[args.trainer])
+    config = load_config(args.config, "training", args.trainer, args.quick)
+    return module.train(config, surrogate=Path(args.surrogate), quick=args.quick, run_dir=Path(args.output),
+                        device=args.device, seed=args.seed)
+
+
+def _validate(args: argparse.Namespace) -> dict[str, Any]:
+    import json
+
+    run_dir = Path(args.run_dir)
+    meta = run_dir / "run.json"
+    if not meta.is_file():
+        raise ConfigError(f"{run_dir} is not a training run directory (no run.json)")
+    family = json.loads(meta.read_text())["family"]
+    module = family_module(family)
+    if module is None or not hasattr(module, "validate"):
+        raise ConfigError(f"family {family!r} has no SPICE validation yet")
+    return module.validate(run_dir, chips=args.chips, quick=args.quick, workers=args.workers, seed=args.seed)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``calibrate``, ``train`` and ``validate`` for the families that implement them."""
+    workers = max(1, os.cpu_count() or 1)
+    families = _available("calibrate", FAMILIES)
+    if families:
+        p = subparsers.add_parser("calibrate", help="simulate a cell family, fit its surrogate, write plots")
+        p.add_argument("family", choices=families)
+        p.add_argument("--config", default=None, help="calibration TOML (default: the shipped one)")
+        p.add_argument("--process", default="generic")
+        p.add_argument("--quick", action="store_true", help="the quick variant (fewer chips/points)")
+        p.add_argument("--workers", type=int, default=workers)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("-o", "--output", required=True, help="surrogate file (.h5)")
+        p.set_defaults(handler=_calibrate)
+    trainers = _available("train", TRAINERS)
+    if trainers:
+        p = subparsers.add_parser("train", help="train on a calibrated surrogate with mismatch injection")
+        p.add_argument("trainer", choices=trainers)
+        p.add_argument("--surrogate", required=True)
+        p.add_argument("--config", default=None)
+        p.add_argument("--quick", action="store_true")
+        p.add_argument("--device", default="cpu", help="cpu or cuda")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("-o", "--output", required=True, help="run directory")
+        p.set_defaults(handler=_train)
+    if _available("validate", TRAINERS):
+        p = subparsers.add_parser("validate", help="export a trained run to a netlist and check it in ngspice")
+        p.add_argument("run_dir")
+        p.add_argument("--chips", type=int, default=None)
+        p.add_argument("--quick", action="store_true")
+        p.add_argument("--workers", type=int, default=workers)
+        p.add_argument("--seed", type=int, default=0)
+        p.set_defaults(handler=_validate)

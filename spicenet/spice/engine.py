@@ -77,7 +77,7 @@ def montecarlo_runs(deck: Deck, analysis: str, chips: Sequence[int], seed: int, 
 
 def derived_seed(seed: int, index: int) -> int:
     """A 31-bit ngspice ``setseed`` value derived from (seed, index), reproducible."""
-    return int(mismatch.chip_seed(seed, index).generate_state(1)[0] % (2**31 - 1))
+    return int(mismatch.chip_seed(seed, index).generate_state(1)[0] % (2**31 - 2)) + 1  # ngspice refuses seed 0
 
 
 class Engine:

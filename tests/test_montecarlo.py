@@ -86,3 +86,17 @@ def test_trrandom_noise_is_reproducible_by_seed(engine):
     assert np.std(v[0]) > 1e-4  # noise is on
     assert np.array_equal(v[0], v[1])
     assert not np.array_equal(v[0], v[2])
+
+
+def test_sky130_pdk_mismatch_spreads_and_is_reproducible(engine):
+    """sky130's own statistical model (mc_mm_switch=1, setseed + reset per chip)."""
+    deck = render("basic/current_mirror", {"iref": IREF, "l": 0.5}, "sky130", "pdk")
+    ratios = []
+    for seed in (2, 2):
+        runs = montecarlo_runs(deck, "op", range(12), seed)
+        out = engine.simulate_many(deck, runs)
+        ratios.append(np.array([np.log(-out[r.id].scalar("i(vout)") / IREF) for r in runs]))
+    assert np.array_equal(ratios[0], ratios[1])
+    assert 0.02 < np.std(ratios[0]) < 1.0
+    nominal = engine.simulate(render("basic/current_mirror", {"iref": IREF, "l": 0.5}, "sky130"), "op")
+    assert np.log(-nominal.scalar("i(vout)") / IREF) == pytest.approx(np.median(ratios[0]), abs=0.3)

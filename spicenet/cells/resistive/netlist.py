@@ -1,0 +1,141 @@
+"""ngspice netlists equivalent to a :class:`ResistiveNetwork` (what :mod:`.solver` computes, element for element).
+
+Naming (stable, so an engine can ``alter`` sources and read node voltages):
+
+* input sources ``vinp<k>`` (node ``inp<k>``, ``+g x_k``) and ``vinn<k>`` (node ``inn<k>``, ``-g x_k``);
+* bias sources ``vbiasp``/``vbiasn`` (nodes ``biasp``/``biasn``); diode rails ``vdp`` (node ``rail_p``, ``+vb``) and
+  ``vdn`` (node ``rail_n``, ``-vb``);
+* free nodes ``h<l>_<j>`` (layer l = 1..L, the last layer holds the outputs);
+* resistors ``r<l>_<i>_<j>`` (weight matrix l, row i, column j; omitted when G <= 0, i.e. an open circuit) and
+  ``rb<l>_<i>_<j>`` (bias conductances);
+* diodes ``du_<node>`` (anode node, cathode ``rail_p``) and ``dl_<node>`` (anode ``rail_n``, cathode node);
+  one ``.model`` card when the chip has no diode mismatch, one per diode otherwise;
+* nudging (optional): ``gnud<j>`` VCCS drawing ``beta (V_out - y)`` out of output j, ``vtgt<j>`` the target.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from spicenet.cells.resistive.network import Chip, ResistiveNetwork
+
+__all__ = ["free_node_names", "input_source_names", "network_netlist", "network_deck", "alter_commands"]
+
+
+def _num(x: float) -> str:
+    return f"{float(x):.17g}"
+
+
+def free_node_names(net: ResistiveNetwork) -> list[str]:
+    """Names of the free nodes in solver order (layer by layer)."""
+    return [f"h{layer}_{j}" for layer in range(1, len(net.layer_sizes)) for j in range(net.layer_sizes[layer])]
+
+
+def input_source_names(net: ResistiveNetwork) -> list[tuple[str, str]]:
+    """(positive, negative) voltage-source names for every input."""
+    return [(f"vinp{k}", f"vinn{k}") for k in range(net.n_in)]
+
+
+def _check_x(net: ResistiveNetwork, x: Tensor | None) -> Tensor:
+    if x is None:
+        return torch.zeros(net.n_in, dtype=torch.float64)
+    x = torch.as_tensor(x, dtype=torch.float64).flatten()
+    if x.numel() != net.n_in or not bool(torch.isfinite(x).all()):
+        raise ValueError(f"x must be {net.n_in} finite numbers, got shape {tuple(x.shape)}")
+    return x
+
+
+def network_netlist(
+    net: ResistiveNetwork,
+    x: Tensor | None = None,
+    *,
+    chip: Chip | None = None,
+    beta: float = 0.0,
+    target: Tensor | None = None,
+    options: dict[str, float] | None = None,
+    analysis: bool = True,
+    title: str = "spicenet resistive network",
+) -> str:
+    """Netlist text of ``net`` (on ``chip``) for one input vector ``x`` [n_in] with one ``.op``.
+
+    ``beta``/``target`` add the MSE nudge (VCCS ``beta`` S towards ``target`` V at each output); ``options`` are
+    extra ``.options`` (e.g. ``{"reltol": 1e-9}``); ``analysis=False`` leaves the ``.op`` line out.
+    """
+    xv = _check_x(net, x)
+    gw, gb = net.conductances(chip)
+    gw = [g.detach().cpu().double() for g in gw]
+    gb = [g.detach().cpu().double() for g in gb]
+    circ = net.circuit(chip)
+    is_, nn_ = circ.is_.detach().cpu(), circ.n.detach().cpu()
+    nodes = free_node_names(net)
+    opts = {"gmin": net.gmin, "temp": net.temperature - 273.15, "tnom": net.temperature - 273.15}
+    opts.update(options or {})
+    lines = [f"* {title} {'-'.join(map(str, net.layer_sizes))}",
+             ".options " + " ".join(f"{k}={_num(v)}" for k, v in opts.items())]
+    gain = net.input_gain
+    for k, (sp, sn) in enumerate(input_source_names(net)):
+        lines.append(f"{sp} inp{k} 0 DC {_num(gain * xv[k])}")
+        lines.append(f"{sn} inn{k} 0 DC {_num(-gain * xv[k])}")
+    src_nodes = [f"inp{k}" for k in range(net.n_in)] + [f"inn{k}" for k in range(net.n_in)]
+    if net.has_bias:
+        lines.append(f"vbiasp biasp 0 DC {_num(net.v_bias)}")
+        lines.append(f"vbiasn biasn 0 DC {_num(-net.v_bias)}")
+    lines.append(f"vdp rail_p 0 DC {_num(net.vb)}")
+    lines.append(f"vdn rail_n 0 DC {_num(-net.vb)}")
+    for layer, g in enumerate(gw):
+        rows = src_nodes if layer == 0 else [nodes[i] for i in range(*_bounds(net, layer))]
+        cols = [nodes[i] for i in range(*_bounds(net, layer + 1))]
+        for i, j in (g > 0).nonzero().tolist():
+            lines.append(f"r{layer}_{i}_{j} {rows[i]} {cols[j]} {_num(1.0 / g[i, j])}")
+    for layer, g in enumerate(gb, start=1):
+        cols = [nodes[i] for i in range(*_bounds(net, layer))]
+        for i, j in (g > 0).nonzero().tolist():
+            lines.append(f"rb{layer}_{i}_{j} {('biasp', 'biasn')[i]} {cols[j]} {_num(1.0 / g[i, j])}")
+    uniform = bool((is_ == is_[0, 0]).all() and (nn_ == nn_[0, 0]).all())
+    rs = f" RS={_num(net.rs)}" if net.rs > 0 else ""
+    for idx, name in enumerate(nodes if net.diodes else []):
+        mu = "dres" if uniform else f"dres_u_{name}"
+        ml = "dres" if uniform else f"dres_l_{name}"
+        lines.append(f"du_{name} {name} rail_p {mu}")
+        lines.append(f"dl_{name} rail_n {name} {ml}")
+        if not uniform:
+            lines.append(f".model {mu} D(IS={_num(is_[idx, 0])} N={_num(nn_[idx, 0])}{rs})")
+            lines.append(f".model {ml} D(IS={_num(is_[idx, 1])} N={_num(nn_[idx, 1])}{rs})")
+    if uniform and net.diodes:
+        lines.append(f".model dres D(IS={_num(is_[0, 0])} N={_num(nn_[0, 0])}{rs})")
+    if beta != 0.0:
+        if target is None:
+            raise ValueError("target must be given when beta != 0")
+        tv = torch.as_tensor(target, dtype=torch.float64).flatten()
+        if tv.numel() != net.n_out:
+            raise ValueError(f"target must have {net.n_out} values, got {tv.numel()}")
+        outs = nodes[net.out_slice]
+        for j, name in enumerate(outs):
+            lines.append(f"vtgt{j} tgt{j} 0 DC {_num(tv[j])}")
+            lines.append(f"gnud{j} {name} 0 {name} tgt{j} {_num(beta)}")
+    if analysis:
+        lines.append(".op")
+    lines.append(".end")
+    return "\n".join(lines) + "\n"
+
+
+def _bounds(net: ResistiveNetwork, layer: int) -> tuple[int, int]:
+    sl = net.layer_slice(layer)
+    return sl.start, sl.stop
+
+
+def network_deck(net: ResistiveNetwork, *, chip: Chip | None = None, options: dict[str, float] | None = None) -> str:
+    """Deck for an engine that loops over inputs: input sources at 0 V (named by :func:`input_source_names`),
+    no analysis line; per input send :func:`alter_commands` then ``op``."""
+    return network_netlist(net, None, chip=chip, options=options, analysis=False)
+
+
+def alter_commands(net: ResistiveNetwork, x: Tensor) -> list[str]:
+    """ngspice ``alter`` commands setting the input sources to input vector ``x`` [n_in]."""
+    xv = _check_x(net, x)
+    cmds = []
+    for k, (sp, sn) in enumerate(input_source_names(net)):
+        cmds.append(f"alter {sp} = {_num(net.input_gain * xv[k])}")
+        cmds.append(f"alter {sn} = {_num(-net.input_gain * xv[k])}")
+    return cmds

@@ -1,0 +1,294 @@
+"""``ResistiveNetwork``: a layered nonlinear resistive network (Kendall et al. 2020; Scellier 2024) as a torch module.
+
+Topology (layer sizes ``[n_in, n_1, ..., n_L]``; the last layer holds the output nodes):
+
+* inputs: every input ``x_k`` drives two ideal voltage sources, ``+g x_k`` and ``-g x_k`` (``g`` = ``input_gain``,
+  the amplifier in front of the network; the negated copy lets non-negative conductances realise signed weights);
+* optional bias sources: one pair ``+v_bias`` / ``-v_bias`` tied to every free layer by learnable conductances;
+* conductances ``G >= 0`` (S) between consecutive layers: sources -> layer 1, layer l -> layer l+1 (free-free,
+  non-negative only: inverting amplifiers between hidden layers are not modelled);
+* every free (hidden or output) node has two diodes: node -> ``+vb`` (conducts when ``V > vb``) and ``-vb`` -> node
+  (conducts when ``V < -vb``); Shockley law with ``is_`` (A), ideality ``n``, series ``rs`` (ohm), plus ngspice's
+  ``gmin`` across each junction (see :mod:`spicenet.cells.resistive.solver`).
+
+Sizes count inputs, not sources: Kendall's "1568-100-10" network (784 pixels, each doubled) is
+``ResistiveNetwork([784, 100, 10])``. Free nodes are numbered layer by layer (layer 1 first, outputs last). Sources are numbered
+``[+g x_0 .. +g x_{n-1}, -g x_0 .. -g x_{n-1}, +v_bias, -v_bias]`` (the bias pair only when ``bias=True``).
+
+Parameters are stored in units of ``g_unit`` (S) so that learning rates are O(1); :meth:`conductances` returns
+siemens. Non-negativity is kept by clipping after each optimiser step (:meth:`clip_`), as programmable hardware
+does, not by a re-parameterisation. Chip-to-chip variation is a :class:`Chip` (multiplicative conductance errors,
+diode ``Is`` and ``n`` factors) passed per call; a quantisation hook (e.g. :func:`programmable_levels`) maps
+programmed conductances to what the hardware realises (straight-through gradient).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from spicenet.cells.resistive.solver import NGSPICE_GMIN, ROOM_TEMPERATURE, Circuit, SolveResult, solve
+
+__all__ = ["Chip", "ResistiveNetwork", "sample_chip", "programmable_levels"]
+
+
+@dataclass(frozen=True)
+class Chip:
+    """Per-chip mismatch: multiplicative factors on every conductance and on the diode parameters.
+
+    Attributes:
+        g_factor: one tensor per weight matrix (same shapes as ``net.weights``), realised G = programmed G * factor.
+        b_factor: one tensor per bias matrix (same shapes as ``net.biases``; empty when the net has no bias).
+        is_factor: [N, 2] factor on each diode's saturation current.
+        n_factor: [N, 2] factor on each diode's ideality.
+    """
+
+    g_factor: tuple[Tensor, ...]
+    b_factor: tuple[Tensor, ...]
+    is_factor: Tensor
+    n_factor: Tensor
+
+
+def sample_chip(
+    net: "ResistiveNetwork",
+    *,
+    sigma_g: float = 0.05,
+    sigma_is: float = 0.1,
+    sigma_n: float = 0.01,
+    seed: int = 0,
+) -> Chip:
+    """Draw one chip: G factors ``max(1 + sigma_g z, 0)``, Is factors ``exp(sigma_is z)`` (log-normal),
+    n factors ``1 + sigma_n z`` (z standard normal, all independent). Same seed -> same chip."""
+    for name, val in (("sigma_g", sigma_g), ("sigma_is", sigma_is), ("sigma_n", sigma_n)):
+        if not val >= 0:
+            raise ValueError(f"{name} must be >= 0, got {val!r}")
+    gen = torch.Generator().manual_seed(seed)
+    kw = dict(dtype=torch.float64)
+
+    def gauss(shape: Sequence[int]) -> Tensor:
+        return torch.randn(*shape, generator=gen, **kw)
+
+    g = tuple(torch.clamp(1.0 + sigma_g * gauss(w.shape), min=0.0) for w in net.weights)
+    b = tuple(torch.clamp(1.0 + sigma_g * gauss(w.shape), min=0.0) for w in net.biases)
+    is_f = torch.exp(sigma_is * gauss((net.n_free, 2)))
+    n_f = 1.0 + sigma_n * gauss((net.n_free, 2))
+    if bool((n_f <= 0).any()):
+        raise ValueError(f"sigma_n={sigma_n!r} drew a non-positive ideality factor")
+    return Chip(g_factor=g, b_factor=b, is_factor=is_f, n_factor=n_f)
+
+
+def programmable_levels(levels: Sequence[float] | Tensor) -> Callable[[Tensor], Tensor]:
+    """Quantisation hook: maps each conductance (S) to the nearest of the programmable ``levels`` (S)."""
+    lv = torch.as_tensor(levels, dtype=torch.float64).flatten().sort().values
+    if lv.numel() < 1 or bool((lv < 0).any()):
+        raise ValueError(f"levels must be a non-empty list of conductances >= 0 S, got {lv.tolist()!r}")
+
+    def quantise(g: Tensor) -> Tensor:
+        ref = lv.to(device=g.device, dtype=g.dtype)
+        idx = (g.unsqueeze(-1) - ref).abs().argmin(dim=-1)
+        return ref[idx]
+
+    return quantise
+
+
+class ResistiveNetwork(nn.Module):
+    """Layered diode-resistor network; see the module docstring for the circuit.
+
+    Args:
+        layer_sizes: ``[n_in, n_1, ..., n_L]`` (at least one free layer).
+        input_gain: voltage gain ``g`` of the input amplifiers (V per unit input).
+        bias: add a ``+v_bias``/``-v_bias`` source pair tied to every free layer.
+        v_bias: bias source voltage (V).
+        is_, n, rs, vb: nominal diode saturation current (A), ideality, series resistance (ohm), bias voltage (V).
+        gmin: conductance across each junction (S), ngspice's default 1e-12.
+        g_unit: conductance unit of the stored parameters (S).
+        init_range: initial parameters uniform in this range (units of g_unit).
+        g_max: upper clip of the parameters (units of g_unit), None = unbounded.
+        quantize: optional hook applied to conductances in S (straight-through gradient).
+        temperature: K. diodes: False builds the purely linear network (no diodes).
+        seed: initialisation seed. device: torch device.
+    """
+
+    def __init__(
+        self,
+        layer_sizes: Sequence[int],
+        *,
+        input_gain: float = 4.0,
+        bias: bool = True,
+        v_bias: float = 1.0,
+        is_: float = 1e-14,
+        n: float = 1.0,
+        rs: float = 0.0,
+        vb: float = 0.2,
+        gmin: float = NGSPICE_GMIN,
+        g_unit: float = 1e-5,
+        init_range: tuple[float, float] = (0.0, 1.0),
+        g_max: float | None = None,
+        quantize: Callable[[Tensor], Tensor] | None = None,
+        temperature: float = ROOM_TEMPERATURE,
+        diodes: bool = True,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        super().__init__()
+        sizes = [int(s) for s in layer_sizes]
+        if len(sizes) < 2 or any(s < 1 for s in sizes):
+            raise ValueError(f"layer_sizes must be >= 2 positive ints, got {list(layer_sizes)!r}")
+        checks = {"is_": (is_, is_ > 0), "n": (n, n > 0), "rs": (rs, rs >= 0), "gmin": (gmin, gmin >= 0),
+                  "g_unit": (g_unit, g_unit > 0), "temperature": (temperature, temperature > 0),
+                  "init_range": (init_range, 0 <= init_range[0] <= init_range[1]),
+                  "input_gain": (input_gain, math.isfinite(input_gain))}
+        for name, (value, ok) in checks.items():
+            if not ok:
+                raise ValueError(f"{name} out of range, got {value!r}")
+        if g_max is not None and not g_max > 0:
+            raise ValueError(f"g_max must be > 0, got {g_max!r}")
+        self.layer_sizes = sizes
+        self.input_gain = float(input_gain)
+        self.has_bias = bool(bias)
+        self.v_bias = float(v_bias)
+        self.is_, self.n, self.rs, self.vb, self.gmin = float(is_), float(n), float(rs), float(vb), float(gmin)
+        self.g_unit = float(g_unit)
+        self.g_max = g_max
+        self.quantize = quantize
+        self.temperature = float(temperature)
+        self.diodes = bool(diodes)
+        self.device = torch.device(device)
+        gen = torch.Generator().manual_seed(seed)
+        lo, hi = init_range
+
+        def init(*shape: int) -> nn.Parameter:
+            w = lo + (hi - lo) * torch.rand(*shape, generator=gen, dtype=torch.float64)
+            return nn.Parameter(w.to(self.device))
+
+        rows = [2 * sizes[0]] + sizes[1:-1]
+        self.weights = nn.ParameterList([init(r, c) for r, c in zip(rows, sizes[1:])])
+        self.biases = nn.ParameterList([init(2, c) for c in sizes[1:]] if self.has_bias else [])
+        starts = [0]
+        for s in sizes[1:]:
+            starts.append(starts[-1] + s)
+        self._starts = starts
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def n_in(self) -> int:
+        return self.layer_sizes[0]
+
+    @property
+    def n_out(self) -> int:
+        return self.layer_sizes[-1]
+
+    @property
+    def n_free(self) -> int:
+        """Number of free nodes (all hidden and output nodes)."""
+        return self._starts[-1]
+
+    @property
+    def n_src(self) -> int:
+        """Number of voltage sources: 2 per input, plus the bias pair."""
+        return 2 * self.n_in + (2 if self.has_bias else 0)
+
+    def layer_slice(self, layer: int) -> slice:
+        """Free-node indices of free layer ``layer`` (1..L)."""
+        if not 1 <= layer < len(self.layer_sizes):
+            raise ValueError(f"layer must be in 1..{len(self.layer_sizes) - 1}, got {layer!r}")
+        return slice(self._starts[layer - 1], self._starts[layer])
+
+    @property
+    def out_slice(self) -> slice:
+        return self.layer_slice(len(self.layer_sizes) - 1)
+
+    # ------------------------------------------------------------------ conductances
+    def _realise(self, w: Tensor, factor: Tensor | None) -> Tensor:
+        g = w * self.g_unit
+        if self.quantize is not None:
+            g = g + (self.quantize(g.detach()) - g).detach()
+        if factor is not None:
+            if factor.shape != g.shape:
+                raise ValueError(f"chip factor shape {tuple(factor.shape)} does not match {tuple(g.shape)}")
+            g = g * factor.to(g)
+        return g
+
+    def conductances(self, chip: Chip | None = None) -> tuple[list[Tensor], list[Tensor]]:
+        """Realised conductances (S): (weights, biases), after quantisation and the chip's mismatch."""
+        if chip is not None and (len(chip.g_factor) != len(self.weights) or len(chip.b_factor) != len(self.biases)):
+            raise ValueError("chip does not belong to this network (factor counts differ)")
+        gw = [self._realise(w, None if chip is None else chip.g_factor[k]) for k, w in enumerate(self.weights)]
+        gb = [self._realise(b, None if chip is None else chip.b_factor[k]) for k, b in enumerate(self.biases)]
+        return gw, gb
+
+    def circuit(self, chip: Chip | None = None) -> Circuit:
+        """Dense float64 circuit of this network on ``chip`` (gradients flow to the parameters)."""
+        gw, gb = self.conductances(chip)
+        n_free, n_in = self.n_free, self.n_in
+        dt, dev = torch.float64, self.device
+        s = torch.zeros(self.n_src, n_free, dtype=dt, device=dev)
+        s[: 2 * n_in, self.layer_slice(1)] = gw[0]
+        a = torch.zeros(n_free, n_free, dtype=dt, device=dev)
+        for layer in range(1, len(gw)):
+            a[self.layer_slice(layer), self.layer_slice(layer + 1)] = gw[layer]
+        a = a + a.T
+        for layer, g in enumerate(gb, start=1):
+            s[2 * n_in:, self.layer_slice(layer)] = g
+        is_ = torch.full((n_free, 2), self.is_, dtype=dt, device=dev)
+        nn_ = torch.full((n_free, 2), self.n, dtype=dt, device=dev)
+        if chip is not None:
+            is_ = is_ * chip.is_factor.to(is_)
+            nn_ = nn_ * chip.n_factor.to(nn_)
+        out = torch.arange(self.out_slice.start, self.out_slice.stop, device=dev)
+        return Circuit(s=s, a=a, is_=is_, n=nn_, out_index=out, rs=self.rs, vb=self.vb, gmin=self.gmin,
+                       temperature=self.temperature, layers=tuple(self.layer_sizes[1:]), diodes=self.diodes)
+
+    def source_voltages(self, x: Tensor) -> Tensor:
+        """Source voltages [B, n_src] (V) for inputs ``x`` [B, n_in]: ``[g x, -g x, v_bias, -v_bias]``."""
+        if x.dim() != 2 or x.shape[1] != self.n_in:
+            raise ValueError(f"x must be [B, {self.n_in}], got shape {tuple(x.shape)}")
+        x = x.to(device=self.device, dtype=torch.float64)
+        parts = [self.input_gain * x, -self.input_gain * x]
+        if self.has_bias:
+            parts.append(torch.tensor([[self.v_bias, -self.v_bias]], dtype=x.dtype, device=x.device).expand(
+                x.shape[0], 2))
+        return torch.cat(parts, dim=1)
+
+    # ------------------------------------------------------------------ phases
+    def equilibrium(
+        self,
+        x: Tensor,
+        *,
+        chip: Chip | None = None,
+        beta: float = 0.0,
+        target: Tensor | None = None,
+        out_current: Tensor | None = None,
+        v0: Tensor | None = None,
+        differentiable: bool = False,
+        circuit: Circuit | None = None,
+        **solver_kw: float,
+    ) -> SolveResult:
+        """Steady state for inputs ``x`` [B, n_in]: free phase by default; nudged with an MSE nudge
+        (``beta`` S towards ``target`` [B, n_out] V) and/or currents ``out_current`` [B, n_out] (A) into the outputs."""
+        circ = self.circuit(chip) if circuit is None else circuit
+        vs = self.source_voltages(x)
+        i_inj = None
+        if out_current is not None:
+            if tuple(out_current.shape) != (x.shape[0], self.n_out):
+                raise ValueError(f"out_current must be [{x.shape[0]}, {self.n_out}], got {tuple(out_current.shape)}")
+            i_inj = torch.zeros(x.shape[0], self.n_free, dtype=torch.float64, device=self.device)
+            i_inj = i_inj.index_add(1, circ.out_index, out_current.to(i_inj))
+        if target is not None:
+            target = target.to(device=self.device, dtype=torch.float64)
+        return solve(circ, vs, beta=beta, target=target, i_inj=i_inj, v0=v0, differentiable=differentiable,
+                     **solver_kw)
+
+    def forward(self, x: Tensor, chip: Chip | None = None, differentiable: bool = False) -> Tensor:
+        """Free-phase output voltages [B, n_out] (V)."""
+        return self.equilibrium(x, chip=chip, differentiable=differentiable).v[:, self.out_slice]
+
+    @torch.no_grad()
+    def clip_(self) -> None:
+        """Clip every parameter to [0, g_max] (call after each optimiser step)."""
+        for p in list(self.weights) + list(self.biases):
+            p.clamp_(min=0.0, max=self.g_max)

@@ -1,0 +1,389 @@
+"""Batched steady-state (DC operating point) solver for layered diode-resistor networks.
+
+Circuit (what ngspice's ``.op`` solves for the deck of :mod:`spicenet.cells.resistive.netlist`):
+
+* ``n_src`` ideal voltage sources with voltages ``v_src`` [B, n_src] (V), tied to the ``N`` free nodes by
+  conductances ``s`` [n_src, N] (S);
+* free-free conductances ``a`` [N, N] (S, symmetric, zero diagonal);
+* at every free node i two diodes (orientation fixed here and in the netlist):
+  - the *upper* diode, anode = node i, cathode = a source at ``+vb``: it conducts when ``V_i > vb``;
+    current leaving the node ``I_up = f(V_i - vb)``;
+  - the *lower* diode, anode = a source at ``-vb``, cathode = node i: it conducts when ``V_i < -vb``;
+    current entering the node ``I_lo = f(-vb - V_i)``;
+* a diode is a junction with ngspice's law and ``gmin`` in parallel with the junction, in series with ``rs``:
+  ``f(v_d) = I`` with ``I = j(v_d - I rs)``, ``j(u) = Is (exp(u / (n V_T)) - 1) + gmin u`` for ``u >= -3 n V_T``
+  and ``j(u) = -Is (1 + (3 n V_T / (e u))^3) + gmin u`` below (ngspice ``dioload.c``, no breakdown),
+  ``V_T = k T / q`` with ngspice's CODATA-2014 constants (T = 300.15 K: 25.8649 mV);
+* optional nudging: a conductance ``beta`` (S) from every output node to a target voltage ``target`` (the
+  current ``-beta (V_out - y)`` = ``-beta dC/dV`` of the cost ``C = sum (V_out - y)^2 / 2``; ``beta`` may be
+  negative), and optional constant injected currents ``i_inj`` [B, N] (A, positive = into the node).
+
+Kirchhoff's current law at every free node (residual in A, positive = net current leaving):
+
+    F(V) = Lap V - s^T v_src + I_up(V) - I_lo(V) + beta (V_out - y) - i_inj = 0,
+    Lap = diag(sum_j a_ij + sum_s s_si) - a.
+
+F is the gradient of the strictly convex co-content ``E(V) + beta C(V) - i_inj . V`` (for beta >= 0), so the
+root is unique. It is found by Newton's method in float64 on the dense batched Jacobian
+``J = Lap + diag(g_up + g_lo + beta)`` (Cholesky; LU when a negative beta makes J indefinite), with SPICE's
+junction-voltage limiting (``pnjlim``) applied to every diode, until ``max |F| < tol_i`` (A) and the last
+Newton step ``max |dV| < tol_v`` (V).
+
+Differentiation: with ``differentiable=True`` the converged solution ``V*`` is detached and one more Newton
+step ``V = V* - J(V*)^-1 F(V*; theta)`` is taken with the autograd graph; since ``F(V*) = 0`` its derivative
+``dV/dtheta = -J^-1 dF/dtheta`` is exactly the implicit-function-theorem derivative (theta = s, a, v_src,
+target, i_inj; the diode parameters are treated as constants).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from spicenet.errors import ConvergenceError
+
+BOLTZMANN = 1.38064852e-23  # J/K, ngspice 39 const.h (CODATA 2014)
+CHARGE = 1.6021766208e-19  # C, ngspice 39 const.h (CODATA 2014)
+ROOM_TEMPERATURE = 300.15  # K, ngspice default TEMP = TNOM = 27 C
+NGSPICE_GMIN = 1e-12  # S, ngspice default gmin (in parallel with every junction)
+
+__all__ = [
+    "BOLTZMANN",
+    "CHARGE",
+    "ROOM_TEMPERATURE",
+    "NGSPICE_GMIN",
+    "Circuit",
+    "SolveResult",
+    "thermal_voltage",
+    "junction_current",
+    "diode_current",
+    "pnjlim",
+    "solve",
+]
+
+
+def thermal_voltage(temperature: float = ROOM_TEMPERATURE) -> float:
+    """Thermal voltage ``V_T = k T / q`` (V) at ``temperature`` (K)."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0 K, got {temperature!r}")
+    return BOLTZMANN * temperature / CHARGE
+
+
+@dataclass(frozen=True)
+class Circuit:
+    """Dense description of one chip's network, independent of the layer structure.
+
+    Attributes:
+        s: [n_src, N] conductances (S) from the voltage sources to the free nodes, >= 0.
+        a: [N, N] symmetric free-free conductances (S), >= 0, zero diagonal.
+        is_: [N, 2] diode saturation currents (A); column 0 upper diode (node -> +vb), column 1 lower (-vb -> node).
+        n: [N, 2] diode ideality factors.
+        out_index: [n_out] long indices of the output nodes among the N free nodes.
+        rs: diode series resistance (ohm), 0 = none.
+        vb: diode bias voltage (V): the upper diodes end at +vb, the lower ones at -vb.
+        gmin: conductance (S) in parallel with every junction (ngspice's gmin).
+        temperature: device temperature (K).
+        layers: sizes of consecutive free layers (node order) when ``a`` only couples adjacent layers and no
+            layer has internal edges; the solver then eliminates layer by layer (block Thomas algorithm,
+            diagonal first block) instead of a dense batched factorisation. None = dense.
+        diodes: False removes the diodes (and their gmin): a purely linear network.
+    """
+
+    s: Tensor
+    a: Tensor
+    is_: Tensor
+    n: Tensor
+    out_index: Tensor
+    rs: float = 0.0
+    vb: float = 0.0
+    gmin: float = NGSPICE_GMIN
+    temperature: float = ROOM_TEMPERATURE
+    layers: tuple[int, ...] | None = None
+    diodes: bool = True
+
+    def __post_init__(self) -> None:
+        if self.s.dim() != 2:
+            raise ValueError(f"s must be [n_src, N], got shape {tuple(self.s.shape)}")
+        n_free = self.s.shape[1]
+        if tuple(self.a.shape) != (n_free, n_free):
+            raise ValueError(f"a must be [{n_free}, {n_free}], got shape {tuple(self.a.shape)}")
+        for name in ("is_", "n"):
+            t = getattr(self, name)
+            if tuple(t.shape) != (n_free, 2):
+                raise ValueError(f"{name} must be [{n_free}, 2], got shape {tuple(t.shape)}")
+        if bool((self.is_ <= 0).any()):
+            raise ValueError(f"is_ must be > 0 A, got min {float(self.is_.min())!r}")
+        if bool((self.n <= 0).any()):
+            raise ValueError(f"n must be > 0, got min {float(self.n.min())!r}")
+        if self.rs < 0:
+            raise ValueError(f"rs must be >= 0 ohm, got {self.rs!r}")
+        if self.gmin < 0:
+            raise ValueError(f"gmin must be >= 0 S, got {self.gmin!r}")
+        if self.layers is not None and (sum(self.layers) != n_free or min(self.layers) < 1):
+            raise ValueError(f"layers must be positive sizes summing to {n_free}, got {self.layers!r}")
+        if self.out_index.dim() != 1 or (self.out_index.numel() and int(self.out_index.max()) >= n_free):
+            raise ValueError(f"out_index must be 1-D indices < {n_free}, got {self.out_index.tolist()!r}")
+
+    @property
+    def n_free(self) -> int:
+        """Number of free (unknown-voltage) nodes N."""
+        return self.s.shape[1]
+
+    @property
+    def n_src(self) -> int:
+        """Number of voltage sources."""
+        return self.s.shape[0]
+
+    def laplacian(self) -> Tensor:
+        """Nodal conductance matrix of the linear part, ``diag(sum a + sum s) - a`` [N, N] (S)."""
+        return torch.diag(self.a.sum(1) + self.s.sum(0)) - self.a
+
+
+@dataclass(frozen=True)
+class SolveResult:
+    """Steady state of a batch: node voltages ``v`` [B, N] (V), Newton ``iterations`` [B] (long; the iteration at
+    which that sample met both tolerances), final ``residual`` [B] (max |KCL residual|, A), ``converged`` [B]."""
+
+    v: Tensor
+    iterations: Tensor
+    residual: Tensor
+    converged: Tensor
+
+
+def junction_current(u: Tensor, is_: Tensor, vte: Tensor, gmin: float) -> tuple[Tensor, Tensor]:
+    """ngspice junction law with gmin: current ``j(u)`` (A) and conductance ``dj/du`` (S) at junction voltage u (V).
+
+    ``j = Is (exp(u/vte) - 1) + gmin u`` for ``u >= -3 vte``, else ``-Is (1 + (3 vte / (e u))^3) + gmin u``.
+    """
+    fwd = u >= -3.0 * vte
+    u_f = torch.where(fwd, u, -3.0 * vte)
+    ex = torch.exp(torch.clamp(u_f / vte, max=700.0))
+    u_r = torch.where(fwd, -3.0 * vte, u)
+    arg = (3.0 * vte / (u_r * math.e)) ** 3
+    i = torch.where(fwd, is_ * (ex - 1.0), -is_ * (1.0 + arg)) + gmin * u
+    g = torch.where(fwd, is_ * ex / vte, is_ * 3.0 * arg / u_r) + gmin
+    return i, g
+
+
+def diode_current(
+    vd: Tensor, is_: Tensor, vte: Tensor, rs: float, gmin: float, max_inner: int = 100
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Current through a junction in series with ``rs``: solves ``I = j(vd - I rs)``.
+
+    Returns ``(I, g_eff, u, g_j)``: current (A), terminal conductance ``dI/dvd = g_j / (1 + rs g_j)`` (S), junction
+    voltage u (V) and junction conductance g_j (S). ``rs = 0`` is the direct path; otherwise a safeguarded Newton
+    (bisection on the bracket between 0 and vd, where ``u + rs j(u) - vd`` changes sign) runs to machine precision.
+    """
+    if rs == 0.0:
+        i, g = junction_current(vd, is_, vte, gmin)
+        return i, g, vd, g
+    with torch.no_grad():
+        zero = torch.zeros_like(vd)
+        lo = torch.minimum(vd, zero)
+        hi = torch.maximum(vd, zero)
+        start = vte * torch.log1p(torch.clamp(vd, min=0.0) / (rs * is_))
+        u = torch.where(vd > 0, torch.minimum(vd, start), vd)
+        for _ in range(max_inner):
+            i, g = junction_current(u, is_, vte, gmin)
+            h = u + rs * i - vd
+            lo = torch.where(h < 0, u, lo)
+            hi = torch.where(h > 0, u, hi)
+            un = u - h / (1.0 + rs * g)
+            bad = (un < lo) | (un > hi) | ~torch.isfinite(un)
+            un = torch.where(bad, 0.5 * (lo + hi), un)
+            step = (un - u).abs().max()
+            u = un
+            if float(step) <= 1e-15:
+                break
+    i, g = junction_current(u, is_, vte, gmin)
+    return i, g / (1.0 + rs * g), u, g
+
+
+def pnjlim(vnew: Tensor, vold: Tensor, vte: Tensor, vcrit: Tensor) -> Tensor:
+    """SPICE junction-voltage limiting (Nagel): a forward step beyond ``vcrit`` grows only logarithmically."""
+    cond = (vnew > vcrit) & ((vnew - vold).abs() > 2.0 * vte)
+    arg = 1.0 + (vnew - vold) / vte
+    lim_pos = torch.where(arg > 0, vold + vte * torch.log(torch.clamp(arg, min=1e-300)), vcrit)
+    lim_neg = vte * torch.log(torch.clamp(vnew / vte, min=1e-300))
+    return torch.where(cond, torch.where(vold > 0, lim_pos, lim_neg), vnew)
+
+
+def _node_diodes(circuit: Circuit, v: Tensor, vte: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Diode terminal voltages [B, N, 2] and (current leaving node, conductance, junction u, g_j) per node."""
+    vd = torch.stack((v - circuit.vb, -circuit.vb - v), dim=-1)
+    if not circuit.diodes:
+        zero = torch.zeros_like(v)
+        return vd, zero, zero, vd, torch.zeros_like(vd)
+    i, g, u, gj = diode_current(vd, circuit.is_, vte, circuit.rs, circuit.gmin)
+    return vd, i[..., 0] - i[..., 1], g[..., 0] + g[..., 1], u, gj
+
+
+def _solve_dense(lap: Tensor, diag: Tensor, rhs: Tensor) -> Tensor:
+    """Solve ``(lap + diag(diag)) x = rhs`` for a batch ([B, N]); Cholesky, LU if not positive definite."""
+    jac = lap + torch.diag_embed(diag)
+    chol, info = torch.linalg.cholesky_ex(jac)
+    if bool((info == 0).all()):
+        return torch.cholesky_solve(rhs.unsqueeze(-1), chol).squeeze(-1)
+    return torch.linalg.solve(jac, rhs.unsqueeze(-1)).squeeze(-1)
+
+
+def _solve_layered(lap: Tensor, diag: Tensor, rhs: Tensor, layers: tuple[int, ...]) -> Tensor:
+    """Same system when the nodes form layers coupled only to neighbours (block-tridiagonal, diagonal blocks
+    diagonal): block Thomas elimination, ``C_1 = D_1``, ``C_{l+1} = D_{l+1} - A_l^T C_l^-1 A_l``."""
+    d = torch.diagonal(lap) + diag
+    starts = [0]
+    for n in layers:
+        starts.append(starts[-1] + n)
+    zs: list[Tensor] = []
+    ws: list[Tensor] = []
+    c_dense: Tensor | None = None
+    r_prev: Tensor | None = None
+    for k in range(len(layers)):
+        sl = slice(starts[k], starts[k + 1])
+        r = rhs[:, sl]
+        if k > 0:
+            a_prev = -lap[starts[k - 1]:starts[k], sl]  # coupling conductances A_{k-1} [n_{k-1}, n_k]
+            r = r + ws[-1] @ a_prev  # r' = r + A^T C^-1 r'_prev
+            c_dense = torch.diag_embed(d[:, sl]) - a_prev.T @ zs[-1]
+        last = k == len(layers) - 1
+        a_next = None if last else -lap[sl, starts[k + 1]:starts[k + 2]]
+        if c_dense is None:  # first layer: diagonal block
+            w = r / d[:, sl]
+            z = None if last else a_next / d[:, sl].unsqueeze(-1)
+        else:
+            rhs_cat = r.unsqueeze(-1) if last else torch.cat((r.unsqueeze(-1), a_next.expand(r.shape[0], -1, -1)), -1)
+            sol = torch.linalg.solve(c_dense, rhs_cat)
+            w = sol[..., 0]
+            z = None if last else sol[..., 1:]
+        ws.append(w)
+        if z is not None:
+            zs.append(z)
+    xs = [ws[-1]]
+    for k in range(len(layers) - 2, -1, -1):
+        xs.insert(0, ws[k] + (zs[k] @ xs[0].unsqueeze(-1)).squeeze(-1))
+    return torch.cat(xs, dim=1)
+
+
+def _initial_guess(circuit: Circuit, lap: Tensor, beta_vec: Tensor, b: Tensor, vte: Tensor, lin) -> Tensor:
+    """Start near the answer: the solution without diodes, with every node that would overdrive a diode pulled
+    back to ``vb + nVt ln(1 + G_node |V_lin - vb| / Is)`` (the drop at which that diode sinks the excess current)."""
+    gdiag = torch.diagonal(lap) + beta_vec + (2.0 * circuit.gmin if circuit.diodes else 0.0)
+    v_lin = lin(lap, (gdiag - torch.diagonal(lap)).expand_as(b), b)
+    if not circuit.diodes:
+        return v_lin
+    over = (v_lin.abs() - circuit.vb).clamp(min=0.0)
+    k = torch.where(v_lin >= 0, 0, 1)
+    vte_k = torch.where(k == 0, vte[:, 0], vte[:, 1])
+    is_k = torch.where(k == 0, circuit.is_[:, 0], circuit.is_[:, 1])
+    drop = vte_k * torch.log1p(torch.diagonal(lap).clamp(min=0.0) * over / is_k)
+    return torch.sign(v_lin) * (torch.minimum(v_lin.abs(), circuit.vb + torch.minimum(over, drop)))
+
+
+def solve(
+    circuit: Circuit,
+    v_src: Tensor,
+    *,
+    beta: float = 0.0,
+    target: Tensor | None = None,
+    i_inj: Tensor | None = None,
+    v0: Tensor | None = None,
+    tol_i: float = 1e-12,
+    tol_v: float = 1e-9,
+    max_iter: int = 200,
+    differentiable: bool = False,
+    check: bool = True,
+) -> SolveResult:
+    """Steady state of a batch of inputs (free phase for ``beta = 0`` and ``i_inj = None``, nudged otherwise).
+
+    Args:
+        circuit: the network (float64 tensors recommended; computation runs in ``circuit.s.dtype``).
+        v_src: [B, n_src] source voltages (V).
+        beta: nudging conductance (S) from each output node to its target voltage; may be negative.
+        target: [B, n_out] target voltages (V), required when ``beta != 0``.
+        i_inj: [B, N] currents injected into the free nodes (A).
+        v0: [B, N] initial guess (V); zeros by default.
+        tol_i: KCL residual tolerance (A). tol_v: Newton step tolerance (V). max_iter: Newton iteration limit.
+        differentiable: attach the implicit derivative (one graph-carrying Newton step at the solution).
+        check: raise ConvergenceError when some sample did not converge.
+    """
+    n_free, n_src = circuit.n_free, circuit.n_src
+    if v_src.dim() != 2 or v_src.shape[1] != n_src:
+        raise ValueError(f"v_src must be [B, {n_src}], got shape {tuple(v_src.shape)}")
+    batch = v_src.shape[0]
+    dtype, device = circuit.s.dtype, circuit.s.device
+    if beta != 0.0:
+        if target is None or tuple(target.shape) != (batch, circuit.out_index.numel()):
+            got = None if target is None else tuple(target.shape)
+            raise ValueError(f"target must be [{batch}, {circuit.out_index.numel()}] when beta != 0, got {got}")
+    if i_inj is not None and tuple(i_inj.shape) != (batch, n_free):
+        raise ValueError(f"i_inj must be [{batch}, {n_free}], got shape {tuple(i_inj.shape)}")
+    if v0 is not None and tuple(v0.shape) != (batch, n_free):
+        raise ValueError(f"v0 must be [{batch}, {n_free}], got shape {tuple(v0.shape)}")
+    if not (tol_i > 0 and tol_v > 0 and max_iter >= 1):
+        raise ValueError(f"tol_i, tol_v, max_iter must be positive, got {tol_i!r}, {tol_v!r}, {max_iter!r}")
+
+    vte = circuit.n * thermal_voltage(circuit.temperature)
+    vcrit = vte * torch.log(vte / (math.sqrt(2.0) * circuit.is_))
+    beta_vec = torch.zeros(n_free, dtype=dtype, device=device)
+    if beta != 0.0:
+        beta_vec[circuit.out_index] = beta
+
+    def source_current(lap_s: Tensor, vs: Tensor, tgt: Tensor | None, inj: Tensor | None) -> Tensor:
+        b = vs.to(dtype) @ lap_s
+        if beta != 0.0 and tgt is not None:
+            b = b.index_add(1, circuit.out_index, beta * tgt.to(dtype))
+        if inj is not None:
+            b = b + inj.to(dtype)
+        return b
+
+    layers = circuit.layers
+
+    def lin(lap_: Tensor, diag_: Tensor, rhs_: Tensor) -> Tensor:
+        if layers is None:
+            return _solve_dense(lap_, diag_, rhs_)
+        return _solve_layered(lap_, diag_, rhs_, layers)
+
+    with torch.no_grad():
+        lap = circuit.laplacian().detach()
+        b = source_current(circuit.s.detach(), v_src.detach(), None if target is None else target.detach(),
+                           None if i_inj is None else i_inj.detach())
+        v = _initial_guess(circuit, lap, beta_vec, b, vte, lin) if v0 is None else v0.detach().to(dtype).clone()
+        its = torch.full((batch,), -1, dtype=torch.long, device=device)
+        last_step = torch.full((batch,), math.inf, dtype=dtype, device=device)
+        res = torch.full((batch,), math.inf, dtype=dtype, device=device)
+        for it in range(max_iter + 1):
+            _, i_d, g_d, u, gj = _node_diodes(circuit, v, vte)
+            f = v @ lap + beta_vec * v + i_d - b
+            res = f.abs().amax(dim=1)
+            done = (res < tol_i) & (last_step < tol_v)
+            its = torch.where(done & (its < 0), torch.full_like(its, it), its)
+            if bool((its >= 0).all()) or it == max_iter:
+                break
+            dv = -lin(lap, g_d + beta_vec, f)
+            if circuit.diodes:  # SPICE limiting of each junction: predicted junction step du = dvd / (1 + rs g_j)
+                k = 1.0 + circuit.rs * gj
+                u0 = pnjlim(u[..., 0] + dv / k[..., 0], u[..., 0], vte[:, 0], vcrit[:, 0])
+                dv = (u0 - u[..., 0]) * k[..., 0]
+                u1 = pnjlim(u[..., 1] - dv / k[..., 1], u[..., 1], vte[:, 1], vcrit[:, 1])
+                dv = -(u1 - u[..., 1]) * k[..., 1]
+            last_step = dv.abs().amax(dim=1)
+            v = v + dv
+        converged = its >= 0
+        if check and not bool(converged.all()):
+            bad = int((~converged).nonzero()[0, 0])
+            raise ConvergenceError(
+                f"resistive solve: {int((~converged).sum())}/{batch} samples did not converge in {max_iter} Newton "
+                f"iterations (sample {bad}: residual {float(res[bad]):.3g} A)"
+            )
+        its = torch.where(converged, its, torch.full_like(its, max_iter))
+
+    if differentiable:
+        lap_g = circuit.laplacian()
+        b_g = source_current(circuit.s, v_src, target, i_inj)
+        _, i_d, g_d, _, _ = _node_diodes(circuit, v, vte)
+        f = v @ lap_g + beta_vec * v + i_d - b_g
+        v = v - lin(lap, (g_d + beta_vec).detach(), f)
+    return SolveResult(v=v, iterations=its, residual=res, converged=converged)

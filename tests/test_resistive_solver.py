@@ -1,0 +1,232 @@
+"""Steady-state solver of the resistive network vs ngspice `.op`, vs numpy's linear nodal solution, vs Lambert W."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.special
+import torch
+
+from spicenet.cells.resistive.netlist import (
+    alter_commands,
+    free_node_names,
+    input_source_names,
+    network_deck,
+    network_netlist,
+)
+from spicenet.cells.resistive.network import ResistiveNetwork, programmable_levels, sample_chip
+from spicenet.cells.resistive.solver import diode_current, solve, thermal_voltage
+
+needs_ngspice = pytest.mark.skipif(shutil.which("ngspice") is None, reason="ngspice not installed")
+TIGHT = {"reltol": 1e-9, "abstol": 1e-15, "vntol": 1e-12}
+# at TIGHT tolerances ngspice agrees to ~1e-13 V; 1e-9 V still catches a missing gmin (~3e-8 V here) or
+# CODATA-2018 instead of ngspice's CODATA-2014 k/q (~2e-7 V)
+SPICE_TOL = 1e-9
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small batched solves are slowest with OpenMP threads on a busy 2-core machine: run on one."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _run_ngspice(deck: str, tmp_path: Path, control: list[str]) -> list[dict[str, float]]:
+    """Run a deck in batch mode with a .control block; returns one dict of printed vectors per `print all`."""
+    body = deck.replace(".op\n", "").replace(".end\n", "")
+    text = body + ".control\nset numdgt=15\n" + "\n".join(control) + "\nquit 0\n.endc\n.end\n"
+    path = tmp_path / "deck.cir"
+    path.write_text(text)
+    proc = subprocess.run(["ngspice", "-b", str(path)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    blocks = proc.stdout.split("No. of Data Rows")[1:]
+    assert blocks, f"ngspice printed nothing: {proc.stdout[-500:]} {proc.stderr[-500:]}"
+    return [{m.group(1).lower(): float(m.group(2)) for m in re.finditer(r"^(\S+) = (\S+)$", b, re.M)}
+            for b in blocks]
+
+
+def _ngspice_nodes(net: ResistiveNetwork, printed: dict[str, float]) -> np.ndarray:
+    return np.array([printed[name] for name in free_node_names(net)])
+
+
+# five random networks: sizes, gain, series R, mismatch, seed
+CASES = [
+    ([4, 5, 3], 15.0, 0.0, False, 0),
+    ([6, 8, 4], 15.0, 0.0, True, 1),
+    ([3, 4, 4, 2], 20.0, 0.0, False, 2),
+    ([5, 6, 3], 15.0, 200.0, True, 3),
+    ([8, 3, 5, 2], 20.0, 50.0, False, 4),
+]
+
+
+@needs_ngspice
+@pytest.mark.parametrize("sizes,gain,rs,mismatch,seed", CASES)
+def test_solver_matches_ngspice_op(tmp_path, sizes, gain, rs, mismatch, seed):
+    net = ResistiveNetwork(sizes, input_gain=gain, rs=rs, seed=seed, init_range=(0.05, 1.0))
+    chip = sample_chip(net, sigma_g=0.1, sigma_is=0.3, sigma_n=0.02, seed=seed) if mismatch else None
+    x = torch.rand(2, sizes[0], generator=torch.Generator().manual_seed(100 + seed))
+    res = net.equilibrium(x, chip=chip)
+    assert bool(res.converged.all()) and float(res.residual.max()) < 1e-12
+    circ = net.circuit(chip)
+    vt = thermal_voltage()
+    max_on = 0.0
+    for b in range(2):
+        printed = _run_ngspice(network_netlist(net, x[b], chip=chip, options=TIGHT), tmp_path, ["op", "print all"])
+        v_spice = _ngspice_nodes(net, printed[0])
+        assert np.abs(v_spice - res.v[b].numpy()).max() < SPICE_TOL
+        # diode currents from ngspice's voltages by the Shockley law (rs = 0 cases): some diodes must be on
+        if rs == 0.0:
+            vd = np.stack([v_spice - net.vb, -net.vb - v_spice], axis=1)
+            i_d = circ.is_.numpy() * np.expm1(vd / (circ.n.numpy() * vt))
+            max_on = max(max_on, float(i_d.max()))
+    if rs == 0.0:
+        assert max_on > 1e-6, f"no diode conducts > 1 uA (max {max_on:.3g} A): the test would not test diodes"
+
+
+@needs_ngspice
+def test_default_ngspice_tolerances_within_1mv_and_rs_diodes_on(tmp_path):
+    net = ResistiveNetwork([6, 8, 4], input_gain=20.0, rs=100.0, seed=7)
+    x = torch.rand(1, 6, generator=torch.Generator().manual_seed(7))
+    res = net.equilibrium(x)
+    printed = _run_ngspice(network_netlist(net, x[0]), tmp_path, ["op", "print all"])
+    v_spice = _ngspice_nodes(net, printed[0])
+    assert np.abs(v_spice - res.v[0].numpy()).max() < 1e-3
+    # the diodes are on: some node is clamped beyond vb by more than 0.4 V
+    assert np.abs(v_spice).max() > net.vb + 0.4
+
+
+@needs_ngspice
+def test_alter_deck_loops_over_inputs(tmp_path):
+    net = ResistiveNetwork([5, 6, 3], input_gain=8.0, seed=11)
+    x = torch.rand(3, 5, generator=torch.Generator().manual_seed(11))
+    deck = network_deck(net, options=TIGHT)
+    assert ".op" not in deck.splitlines()
+    assert all(f"{p} " in deck and f"{n} " in deck for p, n in input_source_names(net))
+    control = []
+    for b in range(3):
+        control += alter_commands(net, x[b]) + ["op", "print all"]
+    printed = _run_ngspice(deck, tmp_path, control)
+    res = net.equilibrium(x)
+    assert len(printed) == 3
+    for b in range(3):
+        assert printed[b]["inp0"] == pytest.approx(net.input_gain * float(x[b, 0]), abs=1e-12)
+        assert np.abs(_ngspice_nodes(net, printed[b]) - res.v[b].numpy()).max() < SPICE_TOL
+
+
+@needs_ngspice
+def test_nudged_phase_matches_ngspice(tmp_path):
+    net = ResistiveNetwork([4, 6, 3], input_gain=8.0, seed=5)
+    x = torch.rand(1, 4, generator=torch.Generator().manual_seed(5))
+    target = torch.tensor([[0.3, -0.4, 0.1]], dtype=torch.float64)
+    for beta in (2e-5, -2e-6):
+        res = net.equilibrium(x, beta=beta, target=target)
+        printed = _run_ngspice(network_netlist(net, x[0], beta=beta, target=target[0], options=TIGHT), tmp_path,
+                               ["op", "print all"])
+        assert np.abs(_ngspice_nodes(net, printed[0]) - res.v[0].numpy()).max() < SPICE_TOL
+    free = net.equilibrium(x).v[0, net.out_slice]
+    nudged = net.equilibrium(x, beta=2e-5, target=target).v[0, net.out_slice]
+    # the nudge pulls every output towards its target
+    assert bool(((nudged - target[0]).abs() < (free - target[0]).abs()).all())
+
+
+def test_linear_network_equals_numpy_nodal_solution():
+    """Diodes removed: KCL is linear; build the nodal matrix edge by edge here and solve with numpy."""
+    sizes = [5, 4, 6, 3]
+    net = ResistiveNetwork(sizes, input_gain=3.0, seed=21, diodes=False)
+    x = torch.rand(4, 5, generator=torch.Generator().manual_seed(21), dtype=torch.float64)
+    res = net.equilibrium(x)
+    gw, gb = (list(map(lambda t: t.detach().numpy(), g)) for g in net.conductances())
+    names = free_node_names(net)
+    index = {n: i for i, n in enumerate(names)}
+    n_free = len(names)
+    for b in range(4):
+        src = np.concatenate([3.0 * x[b].numpy(), -3.0 * x[b].numpy()])
+        mat = np.zeros((n_free, n_free))
+        rhs = np.zeros(n_free)
+        for i in range(2 * sizes[0]):  # sources -> layer 1
+            for j in range(sizes[1]):
+                k = index[f"h1_{j}"]
+                mat[k, k] += gw[0][i, j]
+                rhs[k] += gw[0][i, j] * src[i]
+        for layer in range(1, len(sizes) - 1):  # free-free edges
+            for i in range(sizes[layer]):
+                for j in range(sizes[layer + 1]):
+                    p, q, g = index[f"h{layer}_{i}"], index[f"h{layer + 1}_{j}"], gw[layer][i, j]
+                    mat[p, p] += g
+                    mat[q, q] += g
+                    mat[p, q] -= g
+                    mat[q, p] -= g
+        for layer in range(1, len(sizes)):  # bias sources +/- v_bias
+            for i, vsrc in enumerate((net.v_bias, -net.v_bias)):
+                for j in range(sizes[layer]):
+                    k = index[f"h{layer}_{j}"]
+                    mat[k, k] += gb[layer - 1][i, j]
+                    rhs[k] += gb[layer - 1][i, j] * vsrc
+        expected = np.linalg.solve(mat, rhs)
+        assert np.abs(res.v[b].numpy() - expected).max() < 1e-12
+
+
+def test_series_resistance_diode_matches_lambert_w():
+    """Shockley diode with series R (gmin = 0): I = nVt/Rs W(Is Rs/(nVt) exp((V + Is Rs)/(nVt))) - Is."""
+    vt = thermal_voltage()
+    is_, n, rs = 1e-14, 1.3, 150.0
+    v = torch.linspace(-0.09, 3.0, 67, dtype=torch.float64)  # above -3 nVt: pure Shockley branch
+    i, g, u, _ = diode_current(v, torch.tensor(is_, dtype=torch.float64), torch.tensor(n * vt, dtype=torch.float64),
+                               rs, 0.0)
+    nvt = n * vt
+    arg = np.log(is_ * rs / nvt) + (v.numpy() + is_ * rs) / nvt  # W(exp(arg)) via the log form for large args
+    w = np.real(scipy.special.wrightomega(arg))
+    expected = nvt / rs * w - is_
+    assert np.allclose(i.numpy(), expected, rtol=1e-9, atol=1e-20)
+    # terminal conductance: numerical derivative of the analytic current
+    h = 1e-6
+    d_expected = (np.real(scipy.special.wrightomega(arg + h / nvt)) - np.real(scipy.special.wrightomega(arg - h / nvt)))
+    d_expected *= nvt / rs / (2 * h)
+    assert np.allclose(g.numpy(), d_expected, rtol=1e-5, atol=1e-15)
+
+
+def test_layered_and_dense_linear_solves_agree_and_iterations_reported():
+    net = ResistiveNetwork([7, 5, 6, 4], input_gain=12.0, seed=3)
+    x = torch.rand(6, 7, generator=torch.Generator().manual_seed(3))
+    circ = net.circuit()
+    dense = dataclasses.replace(circ, layers=None)
+    a = solve(circ, net.source_voltages(x))
+    b = solve(dense, net.source_voltages(x))
+    assert torch.allclose(a.v, b.v, atol=1e-12, rtol=0)
+    assert a.iterations.shape == (6,) and bool((a.iterations >= 1).all())
+    assert float(a.residual.max()) < 1e-12
+
+
+def test_same_seed_same_chip_and_levels_hook():
+    net = ResistiveNetwork([3, 4, 2], seed=0)
+    c1, c2 = sample_chip(net, seed=5), sample_chip(net, seed=5)
+    assert all(torch.equal(p, q) for p, q in zip(c1.g_factor, c2.g_factor))
+    assert torch.equal(c1.is_factor, c2.is_factor) and not torch.equal(c1.is_factor, sample_chip(net, seed=6).is_factor)
+    levels = [0.0, 2e-6, 5e-6, 1e-5]
+    qnet = ResistiveNetwork([3, 4, 2], seed=0, quantize=programmable_levels(levels))
+    for g in qnet.conductances()[0]:
+        d = (g.detach().unsqueeze(-1) - torch.tensor(levels, dtype=torch.float64)).abs()
+        assert float(d.min(-1).values.max()) == 0.0
+
+
+def test_bad_arguments_raise_value_error():
+    net = ResistiveNetwork([3, 4, 2], seed=0)
+    with pytest.raises(ValueError, match="x must be"):
+        net.equilibrium(torch.zeros(2, 5))
+    with pytest.raises(ValueError, match="target"):
+        net.equilibrium(torch.zeros(2, 3), beta=1e-6)
+    with pytest.raises(ValueError, match="layer_sizes"):
+        ResistiveNetwork([3])
+    with pytest.raises(ValueError, match="is_"):
+        ResistiveNetwork([3, 2], is_=-1.0)
+    with pytest.raises(ValueError, match="x must be"):
+        network_netlist(net, torch.zeros(4))
+    assert math.isfinite(thermal_voltage())

@@ -22,7 +22,7 @@ from spicenet.errors import ConfigError, ParameterError, SpicenetError
 
 # Modules that add verbs of their own (each exposes ``register(subparsers)``); a module absent from the install
 # is simply not offered.
-VERB_MODULES = ("spicenet.spice.pdk", "spicenet.metrics.cli", "spicenet.families")
+VERB_MODULES = ("spicenet.spice.pdk", "spicenet.metrics.cli", "spicenet.families", "spicenet.demo")
 
 
 # -- core verbs --------------------------------------------------------------------------------------------------

@@ -1,0 +1,372 @@
+"""AIS trainer core: a coupled-oscillator generator trained as a Wasserstein GAN (gradient penalty) on its end state.
+
+Generator (``AISGenerator``): a ``PhaseOscillatorNetwork`` of ``H*W`` visible oscillators (one per pixel, on the
+image grid) plus ``n_hidden`` hidden ones (spread over the same plane), sparse connectivity (pairs closer than
+``radius`` grid units, pairs involving a hidden oscillator closer than ``hidden_radius``, plus every other pair with
+probability ``extra_density``, seeded). Learnable piecewise-constant schedules over ``n_segments`` equal segments
+of the horizon ``t_end = periods / f0``:
+
+- coupling codes ``c_e(s)``, one per resistor (undirected edge e; ``K_ij = K_ji``), rounded to signed ``n_bits``
+  levels with a straight-through estimator (``quantize_codes_ste``);
+- SHIL strength ``L_i(s) = shil_max * sigmoid(u_i(s))`` [rad/s];
+- bias ``b_i(s) = bias_max * tanh(v_i(s))`` [rad/s].
+
+Coupling (phase differences), SHIL (pi-periodic), bias and detuning (frequency offsets) are all invariant under
+``phi -> phi + pi`` for every oscillator at once, so absolute phases cannot tell black from white; as in oscillator Ising machines, a *reference oscillator* (``reference=True``, the
+last index) is coupled to every oscillator (its couplings play the role of per-pixel fields; they start at code 0)
+and pixels are read relative to it (a phase detector against the reference). Latent = random initial phases, uniform in [0, 2 pi)
+for every oscillator (seeded). Output pixel = ``(1 - cos(phi_i - phi_ref)) / 2`` of the visible oscillators
+(``(1 - cos phi_i) / 2`` without a reference). Phase diffusion (stochastic Heun) is on during training
+when ``noise`` is set. Mismatch-aware training: a ``chip_sampler(generator) -> ChipMismatch`` gives a fresh chip
+(detunings, coupling gains) for every batch.
+
+Critic: a small digital MLP on the pixel intensities; loss = WGAN-GP (Gulrajani et al. 2017):
+``L_D = E[D(fake)] - E[D(real)] + gp_weight * E[(||grad D(x_hat)|| - 1)^2]``, ``L_G = -E[D(fake)]``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from spicenet.cells.oscillator.phase import (
+    ChipMismatch,
+    PhaseModelParams,
+    PhaseOscillatorNetwork,
+    phase_to_intensity,
+    sample_chip,
+)
+from spicenet.cells.oscillator.schedule import PiecewiseSchedule, max_code, quantize_codes_ste
+
+__all__ = ["AISConfig", "grid_connectivity", "AISGenerator", "Critic", "gradient_penalty", "AISResult", "train_ais"]
+
+ChipSampler = Callable[[torch.Generator], ChipMismatch]
+
+
+@dataclass(frozen=True)
+class AISConfig:
+    """Everything that defines an AIS run (physical scales in rad/s, horizon in oscillator periods)."""
+
+    height: int = 8
+    width: int = 8
+    n_hidden: int = 16
+    n_segments: int = 4
+    periods: float = 100.0  # horizon in periods of f0
+    n_steps: int = 100  # integration steps over the horizon (Heun)
+    radius: float = 1.0  # visible-visible neighbourhood (grid units, Euclidean)
+    hidden_radius: float = 2.5  # neighbourhood of hidden oscillators (grid units)
+    extra_density: float = 0.0  # probability of each other pair being connected
+    reference: bool = True  # add a reference oscillator coupled to all others; pixels read relative to it
+    n_bits: int = 4
+    code_init_std: float = 2.0
+    shil_max: float = 1.0e8  # rad/s
+    bias_max: float = 3.0e7  # rad/s
+    noise: bool = True
+    f0_std_rel: float = 0.0  # default chip sampler: relative f0 spread
+    k_gain_std_rel: float = 0.0  # default chip sampler: relative coupling-gain spread
+    batch_size: int = 64
+    iterations: int = 200
+    n_critic: int = 3
+    gp_weight: float = 10.0
+    lr_codes: float = 0.2
+    lr_analog: float = 0.05
+    lr_critic: float = 1e-3
+    critic_hidden: int = 128
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for key in ("height", "width", "n_segments", "n_steps", "batch_size", "iterations", "n_critic",
+                    "critic_hidden"):
+            v = getattr(self, key)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{key} must be an int >= 1, got {v!r}")
+        if not isinstance(self.n_hidden, int) or self.n_hidden < 0:
+            raise ValueError(f"n_hidden must be an int >= 0, got {self.n_hidden!r}")
+        for key in ("periods", "radius", "shil_max", "bias_max", "lr_codes", "lr_analog", "lr_critic"):
+            v = getattr(self, key)
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"{key} must be > 0, got {v!r}")
+        for key in ("hidden_radius", "code_init_std", "f0_std_rel", "k_gain_std_rel", "gp_weight"):
+            v = getattr(self, key)
+            if not (math.isfinite(v) and v >= 0):
+                raise ValueError(f"{key} must be >= 0, got {v!r}")
+        if not 0.0 <= self.extra_density <= 1.0:
+            raise ValueError(f"extra_density must be in [0, 1], got {self.extra_density!r}")
+        max_code(self.n_bits)
+
+    @property
+    def n_visible(self) -> int:
+        return self.height * self.width
+
+    @property
+    def n_oscillators(self) -> int:
+        """Visible + hidden (+ 1 reference)."""
+        return self.n_visible + self.n_hidden + int(self.reference)
+
+
+def grid_connectivity(height: int, width: int, n_hidden: int, radius: float, hidden_radius: float,
+                      extra_density: float, seed: int, reference: bool = False) -> tuple[Tensor, Tensor]:
+    """Symmetric boolean mask [N, N] (no self loops) and positions [N, 2] (row, col) of
+    N = H*W + n_hidden (+ 1 reference) nodes.
+
+    Visible node ``r*W + c`` sits at (r, c); hidden nodes sit at the centres of a ``gh x gw`` lattice covering the
+    image. Pairs are connected when their distance is <= ``radius`` (both visible) or <= ``hidden_radius`` (at least
+    one hidden); every other pair independently with probability ``extra_density`` (numpy rng of ``seed``). The
+    optional reference node (last index, placed at the image centre) is connected to every other node.
+    """
+    if height < 1 or width < 1 or n_hidden < 0:
+        raise ValueError(f"height, width must be >= 1 and n_hidden >= 0, got {height}, {width}, {n_hidden}")
+    rr, cc = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+    pos = [np.stack([rr.ravel(), cc.ravel()], 1).astype(float)]
+    if n_hidden:
+        gh = max(1, int(round(math.sqrt(n_hidden * height / width))))
+        gw = int(math.ceil(n_hidden / gh))
+        hr, hc = np.meshgrid((np.arange(gh) + 0.5) * height / gh - 0.5, (np.arange(gw) + 0.5) * width / gw - 0.5,
+                             indexing="ij")
+        pos.append(np.stack([hr.ravel(), hc.ravel()], 1)[:n_hidden])
+    p = np.concatenate(pos, 0)
+    n = p.shape[0]
+    nv = height * width
+    dist = np.sqrt(((p[:, None, :] - p[None, :, :]) ** 2).sum(-1))
+    hidden = np.arange(n) >= nv
+    any_hidden = hidden[:, None] | hidden[None, :]
+    local = np.where(any_hidden, dist <= hidden_radius + 1e-9, dist <= radius + 1e-9)
+    rng = np.random.default_rng(seed)
+    extra = np.triu(rng.random((n, n)) < extra_density, 1)
+    extra = extra | extra.T
+    mask = (local | extra) & ~np.eye(n, dtype=bool)
+    if reference:
+        mask = np.pad(mask, ((0, 1), (0, 1)))
+        mask[-1, :-1] = mask[:-1, -1] = True
+        p = np.concatenate([p, [[(height - 1) / 2, (width - 1) / 2]]], 0)
+    return torch.from_numpy(mask), torch.from_numpy(p)
+
+
+class AISGenerator(nn.Module):
+    """Oscillator-network generator with learnable quantised couplings and analog SHIL / bias schedules."""
+
+    def __init__(self, config: AISConfig, params: PhaseModelParams | None = None,
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.config = config
+        self.params = params if params is not None else PhaseModelParams(n_bits=config.n_bits)
+        if self.params.n_bits != config.n_bits:
+            raise ValueError(f"params.n_bits ({self.params.n_bits}) must equal config.n_bits ({config.n_bits})")
+        n, nv, s = config.n_oscillators, config.n_visible, config.n_segments
+        mask, pos = grid_connectivity(config.height, config.width, config.n_hidden, config.radius,
+                                      config.hidden_radius, config.extra_density, config.seed, config.reference)
+        self.network = PhaseOscillatorNetwork(n, self.params, mask=mask, visible=list(range(nv)), device=device,
+                                              dtype=dtype)
+        iu, ju = torch.nonzero(torch.triu(mask, 1), as_tuple=True)
+        self.register_buffer("edge_i", iu.to(device))
+        self.register_buffer("edge_j", ju.to(device))
+        self.register_buffer("positions", pos.to(device=device, dtype=dtype))
+        g = torch.Generator().manual_seed(config.seed)
+        e = iu.numel()
+        raw = config.code_init_std * torch.randn(s, e, generator=g)
+        if config.reference:  # fields start at zero: the initial distribution is flip-symmetric
+            raw[:, ju == n - 1] = 0.0
+        self.codes_raw = nn.Parameter(raw.to(device, dtype))
+        self.shil_raw = nn.Parameter(torch.zeros(s, n).to(device, dtype))
+        self.bias_raw = nn.Parameter(torch.zeros(s, n).to(device, dtype))
+        self.t_end = config.periods / self.params.f0_hz
+        self.reference_index = n - 1 if config.reference else None
+
+    # ------------------------------------------------------------------ schedules (what the hardware gets)
+    @property
+    def n_edges(self) -> int:
+        return int(self.edge_i.numel())
+
+    @property
+    def density(self) -> float:
+        """Connected pairs / all pairs N(N-1)/2."""
+        n = self.config.n_oscillators
+        return self.n_edges / max(1, n * (n - 1) // 2)
+
+    def edge_codes(self) -> Tensor:
+        """Signed integer codes per segment and resistor [S, E] (STE: gradients reach ``codes_raw``)."""
+        return quantize_codes_ste(self.codes_raw, self.config.n_bits, signed=True)
+
+    def code_matrices(self) -> Tensor:
+        """Symmetric signed code matrices [S, N, N]."""
+        n = self.config.n_oscillators
+        q = self.edge_codes()
+        dense = torch.zeros(q.shape[0], n * n, device=q.device, dtype=q.dtype)
+        dense = dense.index_add(1, self.edge_i * n + self.edge_j, q).index_add(1, self.edge_j * n + self.edge_i, q)
+        return dense.view(-1, n, n)
+
+    def shil_rad_s(self) -> Tensor:
+        return self.config.shil_max * torch.sigmoid(self.shil_raw)
+
+    def bias_rad_s(self) -> Tensor:
+        return self.config.bias_max * torch.tanh(self.bias_raw)
+
+    def schedules(self) -> tuple[PiecewiseSchedule, PiecewiseSchedule, PiecewiseSchedule]:
+        """(codes [S,N,N], SHIL [S,N] rad/s, bias [S,N] rad/s) as piecewise schedules over ``t_end``."""
+        return (PiecewiseSchedule.uniform(self.code_matrices(), self.t_end),
+                PiecewiseSchedule.uniform(self.shil_rad_s(), self.t_end),
+                PiecewiseSchedule.uniform(self.bias_rad_s(), self.t_end))
+
+    def export_state(self) -> dict:
+        """Plain numpy description for export to a netlist: integer codes, schedules, mask, timing, params."""
+        with torch.no_grad():
+            k, l, b = self.schedules()
+            return {
+                "codes": k.values.round().to(torch.int64).cpu().numpy(),
+                "shil_rad_s": l.values.cpu().numpy(),
+                "bias_rad_s": b.values.cpu().numpy(),
+                "durations_s": k.durations.numpy(),
+                "mask": self.network.mask.cpu().numpy() > 0,
+                "positions": self.positions.cpu().numpy(),
+                "visible": self.network.visible_idx.cpu().numpy(),
+                "reference_index": self.reference_index,
+                "n_steps": self.config.n_steps,
+                "t_end_s": self.t_end,
+                "params": asdict(self.params),
+                "config": asdict(self.config),
+            }
+
+    # ------------------------------------------------------------------ sampling
+    def sample_latent(self, batch: int, generator: torch.Generator) -> Tensor:
+        """Initial phases [batch, N], uniform in [0, 2 pi) (the latent)."""
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch!r}")
+        n = self.config.n_oscillators
+        dev = self.network.device
+        return 2 * math.pi * torch.rand(batch, n, generator=generator, device=generator.device,
+                                        dtype=self.network.dtype).to(dev)
+
+    def forward(self, phi0: Tensor, chip: ChipMismatch | None = None, noise_generator: torch.Generator | None = None,
+                return_trajectory: bool = False) -> Tensor:
+        """Pixel intensities [B, H, W] of the final visible phases from initial phases ``phi0`` [B, N].
+        Phase noise is on when ``config.noise`` and a ``noise_generator`` are given."""
+        out = self.run(phi0, chip, noise_generator, return_trajectory)
+        return phase_to_intensity(self.readout_phases(out.phases)).view(-1, self.config.height, self.config.width)
+
+    def readout_phases(self, phases: Tensor) -> Tensor:
+        """Visible phases [B, H*W] as read out: relative to the reference oscillator when there is one."""
+        vis = phases[:, self.network.visible_idx]
+        if self.reference_index is not None:
+            vis = vis - phases[:, self.reference_index:self.reference_index + 1]
+        return vis
+
+    def run(self, phi0: Tensor, chip: ChipMismatch | None = None, noise_generator: torch.Generator | None = None,
+            return_trajectory: bool = False):
+        """The underlying ``PhaseTrajectory`` (final phases of all oscillators, optional trajectory)."""
+        k, l, b = self.schedules()
+        noise = bool(self.config.noise and noise_generator is not None and self.params.phase_diffusion > 0)
+        return self.network(phi0, self.t_end, self.config.n_steps, k, shil=l, bias=b, chip=chip, method="heun",
+                            noise=noise, generator=noise_generator if noise else None,
+                            return_trajectory=return_trajectory)
+
+    @torch.no_grad()
+    def sample(self, batch: int, generator: torch.Generator, chip: ChipMismatch | None = None,
+               noise: bool = True) -> Tensor:
+        """``batch`` images [B, H, W] in [0, 1] from fresh latents (and phase noise when ``noise``)."""
+        phi0 = self.sample_latent(batch, generator)
+        return self(phi0, chip, generator if noise else None)
+
+
+class Critic(nn.Module):
+    """Digital critic: MLP on the P pixel intensities, LeakyReLU(0.2), scalar output (no sigmoid; WGAN)."""
+
+    def __init__(self, n_pixels: int, hidden: int = 128) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(n_pixels, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, hidden),
+                                 nn.LeakyReLU(0.2), nn.Linear(hidden, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x.flatten(1)).squeeze(-1)
+
+
+def gradient_penalty(critic: nn.Module, real: Tensor, fake: Tensor, generator: torch.Generator) -> Tensor:
+    """WGAN-GP term ``E[(||grad_x D(x_hat)||_2 - 1)^2]`` on random interpolates of real and fake [B, ...]."""
+    if real.shape != fake.shape:
+        raise ValueError(f"real and fake must have the same shape, got {tuple(real.shape)} and {tuple(fake.shape)}")
+    eps = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), generator=generator, device=generator.device,
+                     dtype=real.dtype).to(real.device)
+    x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
+    return ((grad.flatten(1).norm(dim=1) - 1.0) ** 2).mean()
+
+
+@dataclass
+class AISResult:
+    """Trained generator and critic, per-iteration history and wall time."""
+
+    generator: AISGenerator
+    critic: Critic
+    history: list[dict] = field(default_factory=list)
+    wall_s: float = 0.0
+
+
+def train_ais(data: Tensor, config: AISConfig, params: PhaseModelParams | None = None,
+              chip_sampler: ChipSampler | None = None, device: torch.device | str = "cpu",
+              progress: bool = True) -> AISResult:
+    """Train an ``AISGenerator`` on ``data`` [M, H, W] (intensities in [0, 1]) with WGAN-GP.
+
+    Each iteration draws one chip (``chip_sampler``, or ``sample_chip`` with ``config.f0_std_rel`` /
+    ``config.k_gain_std_rel`` when those are > 0, else the nominal chip), does ``n_critic`` critic steps on fresh
+    real minibatches and fakes simulated without gradient (one batched run for all critic steps), then one generator
+    step with backpropagation through the ODE. All
+    randomness comes from ``config.seed``.
+    """
+    if not isinstance(data, Tensor) or data.dim() != 3 or tuple(data.shape[1:]) != (config.height, config.width):
+        raise ValueError(f"data must have shape [M, {config.height}, {config.width}], "
+                         f"got {tuple(getattr(data, 'shape', ()))}")
+    if float(data.min()) < 0 or float(data.max()) > 1:
+        raise ValueError(f"data must be intensities in [0, 1], got range [{float(data.min())}, {float(data.max())}]")
+    t_start = time.perf_counter()
+    gen = AISGenerator(config, params, device=device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        critic = Critic(config.n_visible, config.critic_hidden).to(device)
+    data = data.to(device=device, dtype=torch.float32)
+    g_data = torch.Generator().manual_seed(config.seed + 1)
+    g_latent = torch.Generator().manual_seed(config.seed + 2)
+    g_chip = torch.Generator().manual_seed(config.seed + 3)
+    g_gp = torch.Generator().manual_seed(config.seed + 4)
+    if chip_sampler is None and (config.f0_std_rel > 0 or config.k_gain_std_rel > 0):
+        p = gen.params
+        chip_sampler = lambda g: sample_chip(config.n_oscillators, p.f0_hz, config.f0_std_rel,  # noqa: E731
+                                             config.k_gain_std_rel, g, device=device)
+    opt_g = torch.optim.Adam([{"params": [gen.codes_raw], "lr": config.lr_codes},
+                              {"params": [gen.shil_raw, gen.bias_raw], "lr": config.lr_analog}], betas=(0.5, 0.9))
+    opt_d = torch.optim.Adam(critic.parameters(), lr=config.lr_critic, betas=(0.5, 0.9))
+    bsz = config.batch_size
+    history: list[dict] = []
+    bar = tqdm(range(config.iterations), desc="ais", disable=not progress, file=None)
+    for it in bar:
+        chip = chip_sampler(g_chip) if chip_sampler is not None else None
+        loss_d = torch.zeros(())
+        w_est = torch.zeros(())
+        with torch.no_grad():  # fakes for all critic steps in one batched simulation
+            fakes = gen(gen.sample_latent(bsz * config.n_critic, g_latent), chip, g_latent)
+        for step in range(config.n_critic):
+            real = data[torch.randint(0, data.shape[0], (bsz,), generator=g_data).to(device)]
+            fake = fakes[step * bsz:(step + 1) * bsz]
+            d_real, d_fake = critic(real).mean(), critic(fake).mean()
+            gp = gradient_penalty(critic, real.flatten(1), fake.flatten(1), g_gp)
+            loss_d = d_fake - d_real + config.gp_weight * gp
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+            w_est = (d_real - d_fake).detach()
+        fake = gen(gen.sample_latent(bsz, g_latent), chip, g_latent)
+        loss_g = -critic(fake).mean()
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        rec = {"iteration": it, "loss_critic": float(loss_d.detach()), "loss_generator": float(loss_g.detach()),
+               "wasserstein": float(w_est)}
+        history.append(rec)
+        if progress:
+            bar.set_postfix(w=f"{rec['wasserstein']:.3f}")
+    return AISResult(gen, critic, history, time.perf_counter() - t_start)

@@ -1,0 +1,421 @@
+"""Phase surrogate of a network of coupled ring oscillators: ``PhaseOscillatorNetwork`` (torch).
+
+Physics (rotating frame of the nominal carrier ``2 pi f0 t``; phases ``phi`` in **radians**, time in **seconds**)::
+
+    dphi_i/dt = 2 pi df_i + sum_j K_ij(t) H(phi_j - phi_i) - L_i(t) sin(2 phi_i) + b_i(t) + sqrt(2 D) xi_i(t)
+
+- ``df_i`` [Hz]: detuning of oscillator i from ``f0`` (per-chip mismatch, ``ChipMismatch.detuning_hz``).
+- ``H(x) = sum_k a_k sin(k x) + c_k cos(k x)``, ``k = 1..K_h`` (calibrated harmonics, dimensionless; ``a = (1,)``
+  and ``c = 0`` is the Kuramoto / AIS form).
+- ``K_ij`` [rad/s]: coupling through a binary-weighted resistor bank. A signed code ``c_ij`` in ``[-15, 15]``
+  (4 magnitude bits + a polarity bit) gives conductance ``G = |c_ij| * g_unit_s`` [S] and
+  ``K = k_per_siemens * G * gain_ij`` with ``gain_ij`` the chip's multiplicative gain error. A negative code taps
+  the complementary output of ring j (a shift of pi), so its contribution is ``|K| H(phi_j + pi - phi_i)``: odd
+  harmonics change sign, even harmonics do not. Hence the model uses ``M_odd = k * c`` and ``M_even = k * |c|``.
+- ``L_i`` [rad/s]: second-harmonic injection (SHIL) strength; for ``L > 0`` the stable phases are 0 and pi
+  (phase binarisation); alone, ``tan(phi(t)) = tan(phi(0)) exp(-2 L t)``.
+- ``b_i`` [rad/s]: bias (a frequency shift injected per oscillator).
+- ``D`` [rad^2/s]: phase diffusion constant; with noise only, ``Var[phi(t) - phi(0)] = 2 D t``.
+
+The phases returned are *unwrapped* (not reduced mod 2 pi). Conversions at the edges:
+``to_units_of_pi`` / ``from_units_of_pi`` give the AIS authors' ``x = phi / pi``; in those units their model
+``dx_i/dt = sum_j K'_ij sin(pi (x_i - x_j)) - L'_i sin(2 pi x_i) + b'_i`` is this one with ``K = -pi K'``,
+``L = pi L'``, ``b = pi b'`` (see ``from_ais_units``).
+
+Integrators (fixed step ``dt = t_end / n_steps``, all differentiable by autograd): classical RK4 (noise-free)
+and Heun (deterministic, or stochastic Heun for the additive noise, which converges to the Ito = Stratonovich
+solution). Schedules are piecewise constant (``PiecewiseSchedule``); each stage evaluates them at its own time.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from spicenet.cells.oscillator.schedule import PiecewiseSchedule, max_code
+
+__all__ = [
+    "PhaseModelParams",
+    "ChipMismatch",
+    "sample_chip",
+    "PhaseTrajectory",
+    "PhaseOscillatorNetwork",
+    "to_units_of_pi",
+    "from_units_of_pi",
+    "from_ais_units",
+    "wrap_phase",
+    "phase_to_intensity",
+]
+
+
+def to_units_of_pi(phi: Tensor) -> Tensor:
+    """Radians -> the AIS authors' units ``x = phi / pi`` (x = 0, 1 are the two binarised states)."""
+    return phi / math.pi
+
+
+def from_units_of_pi(x: Tensor) -> Tensor:
+    """AIS units (``x = phi / pi``) -> radians."""
+    return x * math.pi
+
+
+def from_ais_units(k_ais: Tensor | float, l_ais: Tensor | float, b_ais: Tensor | float,
+                   time_unit_s: float = 1.0) -> tuple:
+    """Map AIS coefficients (x in units of pi, time in ``time_unit_s``) to this model's K, L, b in rad/s.
+
+    AIS: ``dx_i/dt' = sum_j K' sin(pi(x_i - x_j)) - L' sin(2 pi x_i) + b'`` with ``t = t' * time_unit_s``.
+    Multiplying by pi and using ``sin(pi(x_i - x_j)) = -sin(phi_j - phi_i)`` gives ``K = -pi K' / time_unit_s``,
+    ``L = pi L' / time_unit_s``, ``b = pi b' / time_unit_s``.
+    """
+    if not time_unit_s > 0:
+        raise ValueError(f"time_unit_s must be > 0, got {time_unit_s!r}")
+    s = math.pi / time_unit_s
+    return -s * k_ais, s * l_ais, s * b_ais
+
+
+def wrap_phase(phi: Tensor) -> Tensor:
+    """Reduce phases to ``[-pi, pi)``."""
+    return torch.remainder(phi + math.pi, 2 * math.pi) - math.pi
+
+
+def phase_to_intensity(phi: Tensor) -> Tensor:
+    """Pixel intensity of a phase: ``(1 - cos phi) / 2`` in [0, 1]; phase 0 -> 0 (black), pi -> 1 (white)."""
+    return 0.5 * (1.0 - torch.cos(phi))
+
+
+@dataclass(frozen=True)
+class PhaseModelParams:
+    """Calibrated constants of the phase model (defaults are placeholders of the right order for the generic
+    5-stage ring at ~1 GHz, to be replaced by ``spicenet calibrate oscillator`` figures).
+
+    f0_hz: nominal oscillation frequency [Hz]. h_sin / h_cos: Fourier coefficients a_k, c_k of H (k = 1..).
+    g_unit_s: conductance of one LSB of the resistor bank [S] (code c -> G = |c| g_unit_s).
+    k_per_siemens: coupling strength per unit conductance [rad/s/S]. n_bits: magnitude bits of a bank.
+    phase_diffusion: D [rad^2/s] of each free-running oscillator.
+    """
+
+    f0_hz: float = 1.0e9
+    h_sin: tuple[float, ...] = (1.0, 0.0, 0.0)
+    h_cos: tuple[float, ...] = (0.0, 0.0, 0.0)
+    g_unit_s: float = 2.0e-6
+    k_per_siemens: float = 5.0e12
+    n_bits: int = 4
+    phase_diffusion: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.f0_hz) and self.f0_hz > 0):
+            raise ValueError(f"f0_hz must be > 0, got {self.f0_hz!r}")
+        if len(self.h_sin) == 0 or len(self.h_sin) != len(self.h_cos):
+            raise ValueError(f"h_sin and h_cos must be non-empty and of equal length, got {self.h_sin!r}, "
+                             f"{self.h_cos!r}")
+        if not all(math.isfinite(v) for v in (*self.h_sin, *self.h_cos)):
+            raise ValueError(f"h_sin/h_cos must be finite, got {self.h_sin!r}, {self.h_cos!r}")
+        if not (math.isfinite(self.g_unit_s) and self.g_unit_s > 0):
+            raise ValueError(f"g_unit_s must be > 0 S, got {self.g_unit_s!r}")
+        if not (math.isfinite(self.k_per_siemens) and self.k_per_siemens > 0):
+            raise ValueError(f"k_per_siemens must be > 0 rad/s/S, got {self.k_per_siemens!r}")
+        max_code(self.n_bits)
+        if not (math.isfinite(self.phase_diffusion) and self.phase_diffusion >= 0):
+            raise ValueError(f"phase_diffusion must be >= 0 rad^2/s, got {self.phase_diffusion!r}")
+
+    @property
+    def k_per_code(self) -> float:
+        """Coupling strength of one code LSB [rad/s]: ``k_per_siemens * g_unit_s``."""
+        return self.k_per_siemens * self.g_unit_s
+
+    @property
+    def period_s(self) -> float:
+        return 1.0 / self.f0_hz
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "PhaseModelParams":
+        """Build from a mapping (e.g. a calibration ``fit``).
+
+        ``h_harmonics`` may be given as ``{"sin": [...], "cos": [...]}``."""
+        kw = dict(d)
+        h = kw.pop("h_harmonics", None)
+        if h is not None:
+            kw["h_sin"], kw["h_cos"] = tuple(float(v) for v in h["sin"]), tuple(float(v) for v in h["cos"])
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(kw) - known
+        if unknown:
+            raise ValueError(f"unknown PhaseModelParams keys: {sorted(unknown)}")
+        for key in ("h_sin", "h_cos"):
+            if key in kw:
+                kw[key] = tuple(float(v) for v in kw[key])
+        return cls(**kw)
+
+
+@dataclass
+class ChipMismatch:
+    """One chip's mismatch: ``detuning_hz`` [N] or [B, N] (f_i - f0) and multiplicative ``k_gain`` [N, N] or
+    [B, N, N] (1 = nominal) applied to every coupling K_ij."""
+
+    detuning_hz: Tensor
+    k_gain: Tensor
+
+    def check(self, n: int) -> None:
+        if self.detuning_hz.shape[-1] != n or self.detuning_hz.dim() not in (1, 2):
+            raise ValueError(f"detuning_hz must have shape [N] or [B, N] with N={n}, "
+                             f"got {tuple(self.detuning_hz.shape)}")
+        if self.k_gain.shape[-2:] != (n, n) or self.k_gain.dim() not in (2, 3):
+            raise ValueError(f"k_gain must have shape [N, N] or [B, N, N] with N={n}, got {tuple(self.k_gain.shape)}")
+
+    @classmethod
+    def nominal(cls, n: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> "ChipMismatch":
+        return cls(torch.zeros(n, device=device, dtype=dtype), torch.ones(n, n, device=device, dtype=dtype))
+
+
+def sample_chip(n: int, f0_hz: float, f0_std_rel: float, k_gain_std_rel: float, generator: torch.Generator,
+                device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> ChipMismatch:
+    """Draw one chip: ``df_i ~ N(0, (f0_std_rel f0)^2)`` [Hz], ``gain_ij ~ 1 + N(0, k_gain_std_rel^2)`` (one draw per
+    resistor, so ``gain_ij = gain_ji``); drawn on ``generator.device`` in float64, returned on ``device``."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n!r}")
+    if not f0_std_rel >= 0 or not k_gain_std_rel >= 0:
+        raise ValueError(f"f0_std_rel and k_gain_std_rel must be >= 0, got {f0_std_rel!r}, {k_gain_std_rel!r}")
+    z = torch.randn(n, generator=generator, device=generator.device, dtype=torch.float64).to(device)
+    g = torch.randn(n, n, generator=generator, device=generator.device, dtype=torch.float64).to(device)
+    g = torch.triu(g, 1)
+    g = g + g.T
+    return ChipMismatch((z * f0_std_rel * f0_hz).to(dtype), (1.0 + k_gain_std_rel * g).to(dtype))
+
+
+@dataclass
+class PhaseTrajectory:
+    """Result of a simulation. ``phases`` [B, N] final (unwrapped, rad); ``visible`` [B, N_visible];
+    ``trajectory`` [B, n_rec, N] phases after steps ``record_every, 2 record_every, ..`` (or None);
+    ``times`` [n_rec] (s) of the recorded points; ``dt`` the step (s)."""
+
+    phases: Tensor
+    visible: Tensor
+    trajectory: Tensor | None
+    times: Tensor | None
+    dt: float
+
+
+ScheduleLike = PiecewiseSchedule | Tensor | None
+
+
+class PhaseOscillatorNetwork(nn.Module):
+    """Batched phase model of N coupled oscillators (see module docstring for the equation and units).
+
+    n_oscillators: N. mask: [N, N] connectivity (nonzero = a resistor bank exists from j into i; the diagonal is
+    ignored), default all-to-all. visible: indices of the visible oscillators (default all); the others are hidden.
+    """
+
+    def __init__(self, n_oscillators: int, params: PhaseModelParams | None = None, mask: Tensor | None = None,
+                 visible: Sequence[int] | Tensor | None = None, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        if not isinstance(n_oscillators, int) or n_oscillators < 1:
+            raise ValueError(f"n_oscillators must be an int >= 1, got {n_oscillators!r}")
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+        self.n = n_oscillators
+        self.params = params if params is not None else PhaseModelParams()
+        self.dtype = dtype
+        n = n_oscillators
+        if mask is None:
+            m = torch.ones(n, n, dtype=dtype)
+        else:
+            m = torch.as_tensor(mask)
+            if m.shape != (n, n):
+                raise ValueError(f"mask must have shape [{n}, {n}], got {tuple(m.shape)}")
+            m = (m != 0).to(dtype)
+        m = m * (1.0 - torch.eye(n, dtype=dtype))
+        self.register_buffer("mask", m.to(device))
+        if visible is None:
+            vis = torch.arange(n)
+        else:
+            vis = torch.as_tensor(visible, dtype=torch.long).flatten()
+            if vis.numel() == 0 or int(vis.min()) < 0 or int(vis.max()) >= n or vis.unique().numel() != vis.numel():
+                raise ValueError(f"visible must be distinct indices in 0..{n - 1}, got {vis.tolist()}")
+        hid = torch.tensor([i for i in range(n) if i not in set(vis.tolist())], dtype=torch.long)
+        self.register_buffer("visible_idx", vis.to(device))
+        self.register_buffer("hidden_idx", hid.to(device))
+        # keep only the harmonics with a nonzero coefficient (fewer ops per step; k = 1 alone is the fast path)
+        active = [k for k in range(len(self.params.h_sin)) if self.params.h_sin[k] != 0 or self.params.h_cos[k] != 0]
+        self.register_buffer("harmonics", torch.tensor([k + 1 for k in active], dtype=dtype, device=device))
+        self.register_buffer("h_sin", torch.tensor([self.params.h_sin[k] for k in active], dtype=dtype, device=device))
+        self.register_buffer("h_cos", torch.tensor([self.params.h_cos[k] for k in active], dtype=dtype, device=device))
+        self._harmonic_list = [k + 1 for k in active]
+        self._has_even = any(k % 2 == 0 for k in self._harmonic_list)
+        self._sin_only = all(self.params.h_cos[k] == 0 for k in active)
+        self.register_buffer("_odd_cols", torch.tensor([k % 2 == 1 for k in self._harmonic_list] * 2, device=device))
+        self._fast = self._harmonic_list == [1] and self._sin_only
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def device(self) -> torch.device:
+        return self.mask.device
+
+    def coupling_rad_s(self, codes: Tensor, chip: ChipMismatch | None = None) -> tuple[Tensor, Tensor]:
+        """Coupling matrices for signed codes ``[..., N, N]``: ``(M_odd, M_even)`` in rad/s with
+        ``M_odd = k_per_code * c * mask * gain`` (odd harmonics) and ``M_even`` the same with ``|c|``.
+        With a batched chip gain the result gains a batch axis before the last two."""
+        n = self.n
+        if codes.shape[-2:] != (n, n):
+            raise ValueError(f"k codes must end in [{n}, {n}], got {tuple(codes.shape)}")
+        c = codes.to(device=self.device, dtype=self.dtype) * self.mask
+        scale = self.params.k_per_code
+        if chip is not None:
+            g = chip.k_gain.to(device=self.device, dtype=self.dtype)
+            if g.dim() == 3:
+                c = c.unsqueeze(-3)  # [..., 1, N, N] * [B, N, N]
+            c_odd, c_even = c * g, c.abs() * g
+        else:
+            c_odd, c_even = c, c.abs()
+        return scale * c_odd, scale * c_even
+
+    def _as_schedule(self, x: ScheduleLike, t_end: float, tail: tuple[int, ...], name: str) -> PiecewiseSchedule | None:
+        if x is None:
+            return None
+        if isinstance(x, PiecewiseSchedule):
+            sched = x
+        elif isinstance(x, Tensor):
+            if tuple(x.shape) != tail:
+                raise ValueError(f"{name} as a constant tensor must have shape {list(tail)}, got {tuple(x.shape)}")
+            sched = PiecewiseSchedule.constant(x, t_end)
+        else:
+            raise ValueError(f"{name} must be a PiecewiseSchedule, a Tensor or None, got {type(x).__name__}")
+        if tuple(sched.values.shape[1:]) != tail:
+            raise ValueError(f"{name} values must have shape [S, {', '.join(map(str, tail))}], "
+                             f"got {tuple(sched.values.shape)}")
+        return sched
+
+    def _rhs(self, phi: Tensor, mt_odd: Tensor, mt_even: Tensor | None, drift: Tensor,
+             two_l: Tensor | None) -> Tensor:
+        """dphi/dt for phases [B, N]; ``mt_*`` are transposed coupling matrices [N, N] or [B, N, N] (rad/s; for
+        the k = 1 sin-only fast path ``a_1`` is folded in), ``drift = 2 pi df + b``, ``two_l = 2 L``."""
+        s1, c1 = torch.sin(phi), torch.cos(phi)
+        if self._fast:
+            y = torch.matmul(torch.stack((s1, c1), 1), mt_odd)  # [B, 2, N]: sum_j M_ij (sin, cos) phi_j
+            # a_1 sum_j M_ij sin(phi_j - phi_i) = cos(phi_i) (M sin phi)_i - sin(phi_i) (M cos phi)_i
+            coup = torch.addcmul(c1 * y[:, 0], s1, y[:, 1], value=-1.0)
+        elif self._harmonic_list:
+            kphi = phi.unsqueeze(1) * self.harmonics.unsqueeze(-1)  # [B, Kh, N]
+            s, c = torch.sin(kphi), torch.cos(kphi)
+            kh = s.shape[1]
+            feats = torch.cat((s, c), 1)  # [B, 2Kh, N]
+            y = torch.matmul(feats, mt_odd)
+            if mt_even is not None:  # negative codes and even harmonics: even rows use |c|
+                y = torch.where(self._odd_cols.unsqueeze(-1), y, torch.matmul(feats, mt_even))
+            ys, yc = y[:, :kh], y[:, kh:]
+            a, cc = self.h_sin.unsqueeze(-1), self.h_cos.unsqueeze(-1)
+            # sum_j M_ij [a_k sin(k(phi_j - phi_i)) + c_k cos(k(phi_j - phi_i))], expanded with angle sums
+            coup = (c * (ys * a + yc * cc) + s * (ys * cc - yc * a)).sum(1)
+        else:
+            coup = torch.zeros_like(phi)
+        out = drift + coup
+        if two_l is not None:
+            out = torch.addcmul(out, two_l, s1 * c1, value=-1.0)  # - L sin(2 phi)
+        return out
+
+    # ------------------------------------------------------------------ simulate
+    def forward(self, phi0: Tensor, t_end: float, n_steps: int, k_codes: ScheduleLike, shil: ScheduleLike = None,
+                bias: ScheduleLike = None, chip: ChipMismatch | None = None,
+                method: Literal["rk4", "heun"] = "rk4", noise: bool = False,
+                phase_diffusion: float | Tensor | None = None, generator: torch.Generator | None = None,
+                return_trajectory: bool = False, record_every: int = 1) -> PhaseTrajectory:
+        """Integrate from ``phi0`` [B, N] (rad) over ``t_end`` seconds in ``n_steps`` fixed steps.
+
+        k_codes: signed codes [S, N, N] schedule (or a constant [N, N] tensor); shil: L [S, N] rad/s; bias:
+        b [S, N] rad/s (constants [N] accepted). noise=True adds phase diffusion ``D`` (``phase_diffusion`` or
+        ``params.phase_diffusion``; scalar or [N]) and needs ``method='heun'`` and a seeded ``generator`` (the
+        increments are drawn on ``generator.device`` and moved to the network's device).
+        """
+        n = self.n
+        if not isinstance(phi0, Tensor) or phi0.dim() != 2 or phi0.shape[1] != n:
+            raise ValueError(f"phi0 must have shape [B, {n}], got {tuple(getattr(phi0, 'shape', ()))}")
+        if not (isinstance(t_end, (int, float)) and math.isfinite(t_end) and t_end > 0):
+            raise ValueError(f"t_end must be a finite time > 0 s, got {t_end!r}")
+        if not isinstance(n_steps, int) or n_steps < 1:
+            raise ValueError(f"n_steps must be an int >= 1, got {n_steps!r}")
+        if method not in ("rk4", "heun"):
+            raise ValueError(f"method must be 'rk4' or 'heun', got {method!r}")
+        if not isinstance(record_every, int) or record_every < 1:
+            raise ValueError(f"record_every must be an int >= 1, got {record_every!r}")
+        phi = phi0.to(device=self.device, dtype=self.dtype)
+        bsz = phi.shape[0]
+        dt = float(t_end) / n_steps
+
+        k_s = self._as_schedule(k_codes, t_end, (n, n), "k_codes")
+        if k_s is None:
+            raise ValueError("k_codes must be given (use zeros for uncoupled oscillators)")
+        l_s = self._as_schedule(shil, t_end, (n,), "shil")
+        b_s = self._as_schedule(bias, t_end, (n,), "bias")
+
+        if chip is not None:
+            chip.check(n)
+            omega = 2.0 * math.pi * chip.detuning_hz.to(device=self.device, dtype=self.dtype)
+        else:
+            omega = torch.zeros(n, device=self.device, dtype=self.dtype)
+
+        m_odd_all, m_even_all = self.coupling_rad_s(k_s.values, chip)  # [S, (B,) N, N]
+        need_even = self._has_even and bool((k_s.values.detach() < 0).any())
+        if self._fast:
+            m_odd_all = m_odd_all * self.params.h_sin[0]
+        mt_odd = list(m_odd_all.transpose(-1, -2).unbind(0))
+        mt_even = list(m_even_all.transpose(-1, -2).unbind(0)) if need_even else None
+        two_l = None if l_s is None else list((2.0 * l_s.values.to(device=self.device, dtype=self.dtype)).unbind(0))
+        b_vals = None if b_s is None else b_s.values.to(device=self.device, dtype=self.dtype)
+        drift = [omega] if b_vals is None else [omega + bv for bv in b_vals.unbind(0)]  # [N] or [B, N] each
+
+        sigma = None
+        if noise:
+            if method != "heun":
+                raise ValueError("noise=True needs method='heun' (RK4 is the noise-free path)")
+            if generator is None:
+                raise ValueError("noise=True needs a seeded torch.Generator (generator=...)")
+            d = self.params.phase_diffusion if phase_diffusion is None else phase_diffusion
+            d_t = torch.as_tensor(d, device=self.device, dtype=self.dtype)
+            if bool((d_t < 0).any()):
+                raise ValueError(f"phase_diffusion must be >= 0 rad^2/s, got {d!r}")
+            sigma = torch.sqrt(2.0 * d_t * dt)  # std of the Wiener increment times sqrt(2D)
+
+        # segment index of every stage, computed once (float64 times). A step [t_n, t_n + dt] uses the segment
+        # active inside it: stage times are nudged into the open interval, so a boundary that coincides with a
+        # step edge never makes the end stage of a step see the next segment (full order when aligned).
+        steps = torch.arange(n_steps, dtype=torch.float64)
+        eps = 1e-3
+        stage_fracs = (eps, 0.5, 1.0 - eps) if method == "rk4" else (eps, 1.0 - eps)
+        idx = {}
+        for name, sch in (("k", k_s), ("l", l_s), ("b", b_s)):
+            if sch is None:
+                continue
+            idx[name] = [sch.segment_index((steps + f) * dt).tolist() for f in stage_fracs]
+
+        def params_at(stage: int, step: int) -> tuple:
+            ik = idx["k"][stage][step]
+            return (mt_odd[ik], mt_even[ik] if mt_even is not None else None,
+                    drift[idx["b"][stage][step]] if b_s is not None else drift[0],
+                    two_l[idx["l"][stage][step]] if two_l is not None else None)
+
+        rec: list[Tensor] = []
+        for i in range(n_steps):
+            if method == "rk4":
+                ph = params_at(1, i)
+                k1 = self._rhs(phi, *params_at(0, i))
+                k2 = self._rhs(torch.add(phi, k1, alpha=0.5 * dt), *ph)
+                k3 = self._rhs(torch.add(phi, k2, alpha=0.5 * dt), *ph)
+                k4 = self._rhs(torch.add(phi, k3, alpha=dt), *params_at(2, i))
+                phi = torch.add(phi, torch.add(k1 + k4, k2 + k3, alpha=2.0), alpha=dt / 6.0)
+            else:
+                f0 = self._rhs(phi, *params_at(0, i))
+                if sigma is not None:  # stochastic Heun: the same Wiener increment in both stages
+                    z = torch.randn(bsz, n, generator=generator, device=generator.device, dtype=self.dtype)
+                    dw = sigma * z.to(self.device)
+                    f1 = self._rhs(torch.add(phi, f0, alpha=dt) + dw, *params_at(1, i))
+                    phi = torch.add(phi, f0 + f1, alpha=0.5 * dt) + dw
+                else:
+                    f1 = self._rhs(torch.add(phi, f0, alpha=dt), *params_at(1, i))
+                    phi = torch.add(phi, f0 + f1, alpha=0.5 * dt)
+            if return_trajectory and (i + 1) % record_every == 0:
+                rec.append(phi)
+        traj = torch.stack(rec, 1) if return_trajectory else None
+        times = (torch.arange(1, len(rec) + 1, dtype=torch.float64) * record_every * dt) if return_trajectory else None
+        return PhaseTrajectory(phi, phi[:, self.visible_idx], traj, times, dt)

@@ -1,0 +1,209 @@
+"""Benchmark: block Gibbs sweeps per second of spicenet's p-bit sampler vs thrml, on the same graph and batch.
+
+Prints ONE JSON object on stdout; progress goes to stderr. The object is assembled from independent
+sections (functions returning dicts, see ``SECTIONS``): ``gibbs_vs_thrml`` measures
+
+    ratio_vs_thrml = (sweeps/s of spicenet.cells.rng.gibbs.BlockGibbsSampler) / (sweeps/s of thrml)
+
+on an L x L torus with a local neighbourhood (default 28 x 28, Moore degree 8, 4 colours) at several batch
+sizes (default 64 and 256 chains), both measured in this one run on the same CPU, after JIT warm-up (thrml)
+and a warm-up run (torch). A sweep updates every spin once, colour block by colour block, in both libraries.
+The headline ``ratio_vs_thrml`` is the smallest ratio over the batch sizes (the conservative figure), for the
+sampler's default 16-bit uniforms (conditionals realised to within 2^-17); ``ratio_vs_thrml_24bit_uniforms``
+is the same with float32 ``torch.rand`` uniforms (thrml also uses float32 uniforms). Both run single-threaded
+by default (``--threads``): torch via ``set_num_threads``, XLA via ``XLA_FLAGS``.
+
+Another section (``spice_bits_ratio``, the SPICE side of the RNG family) is added by appending its function to
+``SECTIONS``; the script only merges the returned dicts.
+
+Usage: python benchmarks/gibbs.py [--size 28] [--degree 8] [--pattern moore] [--chains 64 256]
+                                  [--sweeps 400] [--repeats 3] [--threads 1] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", type=int, default=28, help="grid side L (N = L*L spins)")
+    p.add_argument("--degree", type=int, default=8)
+    p.add_argument("--pattern", default="moore", choices=["moore", "bipartite"])
+    p.add_argument("--chains", type=int, nargs="+", default=[64, 256])
+    p.add_argument("--sweeps", type=int, default=50, help="sweeps per timed run")
+    p.add_argument("--repeats", type=int, default=20, help="timed rounds (alternating); the best is kept")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for both torch and XLA")
+    p.add_argument("--device", default="cpu", help="torch device for spicenet (thrml always runs on CPU)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--skip-thrml", action="store_true", help="measure spicenet only (no ratio)")
+    return p.parse_args(argv)
+
+
+def _model(args: argparse.Namespace):
+    from spicenet.cells.rng.graph import grid_graph, random_couplings
+
+    g = grid_graph(args.size, degree=args.degree, pattern=args.pattern, periodic=True)
+    w, b = random_couplings(g, scale=0.3, seed=args.seed)
+    return g, w, b
+
+
+def _time_interleaved(fns: list[Callable[[], None]], repeats: int) -> tuple[list[float], list[float]]:
+    """Best wall time and best process CPU time of each closure over ``repeats`` rounds, the closures
+    alternating within each round so that load changes on a shared machine hit all of them alike.
+
+    On a loaded machine the wall time of a run includes time the process waited for a core; the CPU time
+    (``time.process_time``: all threads of this process) does not, so with both libraries pinned to one
+    compute thread it is the robust measure of the work a sweep costs. Both are reported.
+    """
+    wall = [float("inf")] * len(fns)
+    cpu = [float("inf")] * len(fns)
+    for _ in range(repeats):
+        for k, fn in enumerate(fns):
+            c0, t0 = time.process_time(), time.perf_counter()
+            fn()
+            t1, c1 = time.perf_counter(), time.process_time()
+            wall[k] = min(wall[k], t1 - t0)
+            cpu[k] = min(cpu[k], c1 - c0)
+    return wall, cpu
+
+
+def spicenet_runner(args: argparse.Namespace, g, w, b, chains: int, uniform_bits: int = 16) -> Callable[[], None]:
+    """A warmed-up closure running ``args.sweeps`` sweeps of BlockGibbsSampler on ``chains`` chains."""
+    import torch
+
+    from spicenet.cells.rng.gibbs import BlockGibbsSampler, make_generator
+
+    smp = BlockGibbsSampler(g, w, b, beta=1.0, device=args.device, uniform_bits=uniform_bits)
+    gen = make_generator(args.seed, args.device)
+    state = smp.random_state(chains, gen)
+    sync = torch.cuda.synchronize if smp.device.type == "cuda" else (lambda: None)
+    smp.run(state, 20, gen)
+    sync()
+
+    def go() -> None:
+        smp.run(state, args.sweeps, gen)
+        sync()
+
+    return go
+
+
+def thrml_runner(args: argparse.Namespace, g, w, b, chains: int) -> Callable[[], None]:
+    """A compiled, warmed-up closure running ``args.sweeps`` sweeps of thrml's Ising block sampler
+    (jit + vmap over chains) on the same graph, couplings and colour blocks."""
+    import jax
+    import jax.numpy as jnp
+    from thrml import Block, SamplingSchedule, SpinNode, sample_states
+    from thrml.models import IsingEBM, IsingSamplingProgram, hinton_init
+
+    nodes = [SpinNode() for _ in range(g.n_nodes)]
+    edges = [(nodes[i], nodes[j]) for i, j in g.edges]
+    model = IsingEBM(nodes, edges, jnp.asarray(b, jnp.float32), jnp.asarray(w, jnp.float32), jnp.array(1.0))
+    blocks = [Block([nodes[i] for i in blk]) for blk in g.colour_blocks()]
+    program = IsingSamplingProgram(model, free_blocks=blocks, clamped_blocks=[])
+    key = jax.random.key(args.seed)
+    k_init, k_run = jax.random.split(key)
+    init = hinton_init(k_init, model, blocks, (chains,))
+    keys = jax.random.split(k_run, chains)
+    schedule = SamplingSchedule(n_warmup=args.sweeps, n_samples=1, steps_per_sample=1)
+    full = [Block(nodes)]
+
+    @jax.jit
+    def run(keys, init):
+        return jax.vmap(lambda k, s: sample_states(k, program, schedule, s, [], full))(keys, init)
+
+    jax.block_until_ready(run(keys, init))  # compile + warm-up
+
+    def go() -> None:  # n_warmup sweeps + one observation of the state
+        jax.block_until_ready(run(keys, init))
+
+    return go
+
+
+def gibbs_vs_thrml(args: argparse.Namespace) -> dict:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    g, w, b = _model(args)
+    _log(f"graph: {args.size}x{args.size} torus, {args.pattern} degree {args.degree}, "
+         f"{g.n_nodes} spins, {g.n_edges} edges, {g.n_colours} colours")
+    per_batch = []
+    for chains in args.chains:
+        fns = [spicenet_runner(args, g, w, b, chains, 16), spicenet_runner(args, g, w, b, chains, 24)]
+        if not args.skip_thrml:
+            fns.append(thrml_runner(args, g, w, b, chains))
+        wall, cpu = _time_interleaved(fns, args.repeats)
+        ours, ours24 = args.sweeps / cpu[0], args.sweeps / cpu[1]
+        _log(f"chains {chains}: spicenet {ours:.1f} sweeps/CPU-s (24-bit uniforms: {ours24:.1f}), "
+             f"{args.sweeps / wall[0]:.1f} sweeps/wall-s")
+        row = {"chains": chains, "spicenet_sweeps_per_s": ours,
+               "spicenet_spin_updates_per_s": ours * g.n_nodes * chains,
+               "spicenet_24bit_sweeps_per_s": ours24,
+               "spicenet_sweeps_per_wall_s": args.sweeps / wall[0]}
+        if not args.skip_thrml:
+            theirs = args.sweeps / cpu[2]
+            _log(f"chains {chains}: thrml {theirs:.1f} sweeps/CPU-s, {args.sweeps / wall[2]:.1f} sweeps/wall-s "
+                 f"-> ratio {ours / theirs:.2f} (wall {wall[2] / wall[0]:.2f})")
+            row.update({"thrml_sweeps_per_s": theirs, "thrml_spin_updates_per_s": theirs * g.n_nodes * chains,
+                        "thrml_sweeps_per_wall_s": args.sweeps / wall[2],
+                        "ratio": ours / theirs, "ratio_24bit": ours24 / theirs, "ratio_wall": wall[2] / wall[0]})
+        per_batch.append(row)
+    out: dict = {
+        "graph": {"size": args.size, "degree": args.degree, "pattern": args.pattern, "periodic": True,
+                  "nodes": g.n_nodes, "edges": g.n_edges, "colours": g.n_colours},
+        "sweeps_per_run": args.sweeps,
+        "repeats": args.repeats,
+        "threads": args.threads,
+        "device": args.device,
+        "batches": per_batch,
+        "torch_version": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+    }
+    if not args.skip_thrml:
+        import jax
+        import thrml
+
+        out["thrml_version"] = thrml.__version__
+        out["jax_version"] = jax.__version__
+        out["ratio_vs_thrml"] = min(r["ratio"] for r in per_batch)
+        out["ratio_vs_thrml_24bit_uniforms"] = min(r["ratio_24bit"] for r in per_batch)
+        out["ratio_vs_thrml_wall"] = min(r["ratio_wall"] for r in per_batch)
+        out["spicenet_sweeps_per_s"] = {str(r["chains"]): r["spicenet_sweeps_per_s"] for r in per_batch}
+        out["thrml_sweeps_per_s"] = {str(r["chains"]): r["thrml_sweeps_per_s"] for r in per_batch}
+    return out
+
+
+# Each section takes the parsed arguments and returns a dict merged into the one JSON object.
+SECTIONS: list[Callable[[argparse.Namespace], dict]] = [gibbs_vs_thrml]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    if args.threads < 1:
+        raise SystemExit("--threads: expected >= 1")
+    # XLA reads its thread settings at import: pin them before jax is imported anywhere
+    os.environ.setdefault("XLA_FLAGS", f"--xla_cpu_multi_thread_eigen={'true' if args.threads > 1 else 'false'} "
+                                       f"intra_op_parallelism_threads={args.threads}")
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    result: dict = {}
+    for section in SECTIONS:
+        result.update(section(args))
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

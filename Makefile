@@ -40,7 +40,9 @@ demo-quick: setup
 	$(BIN)/spicenet demo --quick
 
 bench: setup
+	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/engine.py
+	$(BIN)/python benchmarks/gibbs.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info demo-out .pytest_cache

@@ -1,4 +1,4 @@
-"""The oscillator family's verbs (protocol: spicenet/families.py). ``calibrate`` lives here; the AIS trainer and
+"""The oscillator family's verbs (protocol: spicenet/families.py): ``calibrate``, ``train`` (AIS) and ``validate``;
 the SPICE validation verbs are added beside it."""
 
 from __future__ import annotations
@@ -18,3 +18,20 @@ def calibrate(config: dict[str, Any], *, process: str, quick: bool, output: Path
     from spicenet.cells.oscillator.calibrate import calibrate_oscillator
 
     return calibrate_oscillator(config, process=process, quick=quick, output=output, workers=workers, seed=seed)
+
+
+def train(config: dict[str, Any], *, surrogate: Path, quick: bool, run_dir: Path, device: str,
+          seed: int) -> dict[str, Any]:
+    """AIS as a WGAN-GP on the calibrated phase model, mismatch-aware (see
+    :func:`spicenet.cells.oscillator.training.train`). Returns {"run_dir", "metrics"}."""
+    from spicenet.cells.oscillator.training import train as train_ais
+
+    return train_ais(config, surrogate=surrogate, quick=quick, run_dir=run_dir, device=device, seed=seed)
+
+
+def validate(run_dir: Path, *, chips: int | None, quick: bool, workers: int, seed: int) -> dict[str, Any]:
+    """Export the trained network to a netlist and compare ngspice phases with the surrogate on fresh chips (see
+    :func:`spicenet.cells.oscillator.validation.validate`)."""
+    from spicenet.cells.oscillator.validation import validate as validate_ais
+
+    return validate_ais(run_dir, chips=chips, quick=quick, workers=workers, seed=seed)

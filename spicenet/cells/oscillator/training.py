@@ -1,0 +1,317 @@
+"""``spicenet train ais``: train an AIS coupled-oscillator generator on a calibrated surrogate, mismatch-aware.
+
+Pipeline (all seeded):
+
+1. **Surrogate** (``spicenet calibrate oscillator`` file): ``PhaseModelParams`` from the attr
+   ``phase_model_params`` (f0, H harmonics, g_unit, k_per_siemens, bits, phase diffusion); mismatch of ``f0_hz``
+   [Hz] and ``k_gain`` [-] from its Monte-Carlo params (``spicenet.train.MismatchModel``); energy per cycle from
+   its ``energy_per_cycle_j``. Anything missing falls back to the documented defaults of ``PhaseModelParams`` /
+   ``DEFAULT_*`` below and is listed in ``metrics["surrogate_fallbacks"]``.
+2. **Chips**: one fresh chip per generator iteration from ``spicenet.train.ChipSampler`` (per-oscillator
+   frequency ``f_i`` -> detuning ``f_i - f0`` [Hz], per-resistor gain ``g_ij = g_ji``), std scaled by
+   ``mismatch.train_scale``; evaluation on ``mismatch.eval_chips`` held-out chips (a disjoint seed stream).
+3. **Training**: ``train_ais`` (WGAN-GP on the final visible phases, 4-bit signed codes with STE, piecewise
+   SHIL / bias schedules, hidden + reference oscillators).
+4. **Metrics**: FID with the project's own feature net (``fid_spicenet_<dataset>``: a small CNN classifier
+   trained on the dataset, penultimate 64-d features; it is **not** the Inception FID of the literature, so the
+   numbers are not comparable to AIS's 27.6 / 80.8), on the nominal chip and on each evaluation chip (mean,
+   worst = max FID); density and bit width actually used; energy per image
+   ``E = N * C * E_cycle`` (``spicenet.energy.oscillator_energy``; C = periods run, the SHIL / bias drivers and
+   the coupling resistors are not included).
+
+Run directory (``spicenet.train.RunDir``): run.json (``family = "oscillator"``), config.json, checkpoints/
+(generator + critic state, AIS config, phase params, export state), metrics.csv (per iteration), plots/
+(loss curves, sample grids), metrics.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from spicenet.cells.oscillator.ais import AISConfig, AISGenerator, train_ais
+from spicenet.cells.oscillator.phase import ChipMismatch, PhaseModelParams
+from spicenet.errors import ConfigError
+
+__all__ = ["SurrogateInfo", "load_surrogate_info", "chip_to_mismatch", "build_ais_config", "make_chip_sampler",
+           "evaluate_fid", "load_generator", "train", "DEFAULT_ENERGY_PER_CYCLE_J"]
+
+DEFAULT_ENERGY_PER_CYCLE_J = 2.0e-13  # J per cycle of one ring (order of the generic 3-stage ring at ~2.7 GHz)
+DEFAULT_F0_STD_REL = 0.007  # relative f0 spread of the generic ring (Pelgrom MC)
+DEFAULT_K_GAIN_STD_REL = 0.015  # relative coupling-gain spread
+
+_AIS_MODEL_KEYS = ("n_hidden", "n_segments", "periods", "n_steps", "radius", "hidden_radius", "extra_density",
+                   "reference", "n_bits", "code_init_std", "shil_max", "bias_max", "noise")
+_AIS_TRAIN_KEYS = ("batch_size", "iterations", "n_critic", "gp_weight", "lr_codes", "lr_analog", "lr_critic",
+                   "critic_hidden")
+
+
+@dataclasses.dataclass
+class SurrogateInfo:
+    """What training needs from a surrogate file (with the fallbacks that were used)."""
+
+    params: PhaseModelParams
+    f0_mean_hz: float
+    f0_std_hz: float
+    k_gain_mean: float
+    k_gain_std: float
+    energy_per_cycle_j: float
+    attrs: dict[str, Any]
+    fallbacks: list[str]
+    path: str | None
+
+
+def load_surrogate_info(path: str | Path | None, n_bits: int | None = None) -> SurrogateInfo:
+    """Read a calibrated oscillator surrogate. ``path=None`` or missing fields -> documented defaults (listed in
+    ``fallbacks``). ``n_bits`` (when given) overrides the bank width of the phase params."""
+    fallbacks: list[str] = []
+    attrs: dict[str, Any] = {}
+    pm: dict[str, Any] = {}
+    f0m = f0s = None
+    kgm = kgs = None
+    e_cyc = None
+    if path is not None:
+        from spicenet.surrogate import SurrogateFile
+
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"surrogate {p} not found (run `spicenet calibrate oscillator -o {p}`)")
+        sf = SurrogateFile.load(p)
+        if sf.family != "oscillator":
+            raise ConfigError(f"surrogate {p} is of family {sf.family!r}, expected 'oscillator'")
+        attrs = dict(sf.attrs)
+        raw = attrs.get("phase_model_params")
+        if raw is not None:
+            pm = json.loads(raw) if isinstance(raw, str) else dict(raw)
+        if "f0_hz" in sf.params:
+            f0m, f0s = float(sf.params["f0_hz"].mean), float(sf.params["f0_hz"].std)
+        if "k_gain" in sf.params:
+            kgm, kgs = float(sf.params["k_gain"].mean), float(sf.params["k_gain"].std)
+        e_cyc = sf.energy.get("energy_per_cycle_j")
+    if not pm:
+        fallbacks.append("phase_model_params")
+    params = PhaseModelParams.from_dict(pm) if pm else PhaseModelParams()
+    if n_bits is not None and n_bits != params.n_bits:
+        params = dataclasses.replace(params, n_bits=int(n_bits))
+    if f0m is None:
+        fallbacks.append("f0_hz mismatch")
+        f0m, f0s = params.f0_hz, DEFAULT_F0_STD_REL * params.f0_hz
+    if kgm is None:
+        fallbacks.append("k_gain mismatch")
+        kgm, kgs = 1.0, DEFAULT_K_GAIN_STD_REL
+    if e_cyc is None:
+        fallbacks.append("energy_per_cycle_j")
+        e_cyc = DEFAULT_ENERGY_PER_CYCLE_J
+    return SurrogateInfo(params, f0m, f0s, kgm, kgs, float(e_cyc), attrs, fallbacks,
+                         str(Path(path).resolve()) if path is not None else None)
+
+
+def chip_to_mismatch(chip, f0_hz: float, n: int, device: torch.device | str = "cpu") -> ChipMismatch:
+    """A ``spicenet.train.Chip`` with ``f0_hz`` [N] (Hz) and ``k_gain`` [N, N] -> ``ChipMismatch``
+    (detuning ``f_i - f0`` [Hz]; gain symmetrised from the upper triangle: one resistor per pair)."""
+    f = chip["f0_hz"].to(torch.float64)
+    g = chip["k_gain"].to(torch.float64)
+    if f.shape != (n,) or g.shape != (n, n):
+        raise ValueError(f"chip must hold f0_hz [{n}] and k_gain [{n}, {n}], got {tuple(f.shape)}, {tuple(g.shape)}")
+    up = torch.triu(g, 1)
+    gs = up + up.T + torch.eye(n, dtype=torch.float64)
+    return ChipMismatch((f - f0_hz).to(device=device, dtype=torch.float32), gs.to(device=device, dtype=torch.float32))
+
+
+def make_chip_sampler(info: SurrogateInfo, n: int, seed: int, scale: float, n_eval: int):
+    """``spicenet.train.ChipSampler`` over (f0_hz [N], k_gain [N, N]) from the surrogate's mismatch moments."""
+    from spicenet.train import ChipSampler, MismatchModel, ParamDist
+
+    model = MismatchModel({"f0_hz": ParamDist(info.f0_mean_hz, info.f0_std_hz, positive=True, unit="Hz"),
+                           "k_gain": ParamDist(info.k_gain_mean, info.k_gain_std, positive=True)})
+    return ChipSampler(model, shapes={"f0_hz": n, "k_gain": (n, n)}, per="step", seed=seed, n_eval=n_eval,
+                       scale=scale)
+
+
+def build_ais_config(config: dict[str, Any], seed: int) -> tuple[AISConfig, dict[str, Any]]:
+    """``AISConfig`` from the TOML sections ``[data]`` (size), ``[model]`` and ``[train]`` (unknown keys -> error)."""
+    data = dict(config.get("data", {}))
+    model = dict(config.get("model", {}))
+    tr = dict(config.get("train", {}))
+    size = int(data.get("size", 8))
+    if size not in (8, 14, 28):
+        raise ConfigError(f"data.size must be 8, 14 or 28, got {size!r}")
+    bad = set(model) - set(_AIS_MODEL_KEYS)
+    if bad:
+        raise ConfigError(f"unknown [model] keys {sorted(bad)}; known: {list(_AIS_MODEL_KEYS)}")
+    bad = set(tr) - set(_AIS_TRAIN_KEYS) - {"threads", "n_eval_samples", "log_every"}
+    if bad:
+        raise ConfigError(f"unknown [train] keys {sorted(bad)}")
+    kw = {k: model[k] for k in _AIS_MODEL_KEYS if k in model}
+    kw.update({k: tr[k] for k in _AIS_TRAIN_KEYS if k in tr})
+    try:
+        cfg = AISConfig(height=size, width=size, seed=int(seed), **kw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"AIS config: {exc}") from None
+    return cfg, data
+
+
+def evaluate_fid(gen: AISGenerator, reference: np.ndarray, dataset: str, n_samples: int, seed: int,
+                 chip: ChipMismatch | None, net=None) -> dict[str, float]:
+    """FID / KID (project feature net) of ``n_samples`` images from ``gen`` on ``chip`` (phase noise on) against
+    ``reference`` [M, H, W] in [0, 1]; latents and noise from ``seed``."""
+    from spicenet.metrics import image_metrics
+
+    g = torch.Generator().manual_seed(int(seed))
+    imgs = gen.sample(n_samples, g, chip=chip, noise=True).cpu().numpy()
+    m = image_metrics(imgs, reference, dataset, net=net, value_range="unit", seed=int(seed), with_inception=False)
+    m["_images"] = imgs
+    return m
+
+
+def load_generator(run_dir: str | Path, device: str = "cpu") -> tuple[AISGenerator, dict[str, Any]]:
+    """Rebuild the trained generator of a run directory from its newest checkpoint; returns (gen, extra)."""
+    from spicenet.train import RunDir
+
+    run = RunDir.open(run_dir)
+    ck = run.latest_checkpoint()
+    if ck is None:
+        raise ConfigError(f"{run.path} has no checkpoint")
+    blob = torch.load(ck, map_location="cpu", weights_only=False)
+    extra = blob["extra"]
+    cfg = AISConfig(**extra["ais_config"])
+    params = PhaseModelParams.from_dict(extra["phase_params"])
+    gen = AISGenerator(cfg, params, device=device)
+    gen.load_state_dict(blob["model"]["generator"])
+    return gen, extra
+
+
+def train(config: dict[str, Any], *, surrogate: Path | str | None, quick: bool = False, run_dir: Path | str,
+          device: str = "cpu", seed: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Train an AIS generator (see the module docstring); returns ``{"run_dir", "metrics"}``.
+
+    metrics: ``fid_spicenet_<dataset>`` (nominal chip), ``kid_spicenet_<dataset>``, ``chips`` (mean / worst /
+    values of the FID over held-out mismatch chips), ``fid_chips_mean``, ``fid_chips_worst``, ``density`` (edges /
+    all pairs), ``bits``, ``n_oscillators``, ``energy_per_image_j`` (+ breakdown), ``wall_s``, ``train_wall_s``,
+    ``surrogate_fallbacks``, ``feature_net`` (what the FID uses).
+    """
+    from spicenet.data import load_dataset
+    from spicenet.energy import oscillator_energy
+    from spicenet.metrics import fid_key, load_feature_net
+    from spicenet.train import RunDir, resolve_device
+    from spicenet.train.run import _atomic_write_text
+
+    t0 = time.perf_counter()
+    dev = resolve_device(device)
+    tr = dict(config.get("train", {}))
+    threads = int(tr.get("threads", 1))
+    if threads >= 1 and dev.type == "cpu":
+        torch.set_num_threads(threads)
+    cfg, data_cfg = build_ais_config(config, seed)
+    dataset = str(data_cfg.get("dataset", "mnist"))
+    source = str(data_cfg.get("source", "sample"))
+    n_train = int(data_cfg.get("n_train", 0)) or None
+    n_test = int(data_cfg.get("n_test", 0)) or None
+    mm = dict(config.get("mismatch", {}))
+    train_scale = float(mm.get("train_scale", 1.0))
+    eval_scale = float(mm.get("eval_scale", 1.0))
+    eval_chips = int(mm.get("eval_chips", 10))
+    n_eval = int(tr.get("n_eval_samples", 500))
+    log_every = max(1, int(tr.get("log_every", 5)))
+    if eval_chips < 1 or n_eval < 2 or train_scale < 0 or eval_scale < 0:
+        raise ConfigError(f"mismatch.eval_chips >= 1, train.n_eval_samples >= 2, scales >= 0 needed, got "
+                          f"{eval_chips}, {n_eval}, {train_scale}, {eval_scale}")
+
+    info = load_surrogate_info(surrogate, cfg.n_bits)
+    ds = load_dataset(dataset, source, size=cfg.height, n_train=n_train, n_test=n_test)
+    x_train = torch.as_tensor(ds.x_train, dtype=torch.float32)
+    reference = np.asarray(ds.x_test, dtype=np.float32)
+
+    run = RunDir.create(run_dir, config, surrogate=surrogate, seed=seed, device=str(dev),
+                        dataset={"name": ds.name, "source": source, "size": cfg.height, "origin": ds.origin,
+                                 "n_train": int(x_train.shape[0]), "n_test": int(reference.shape[0])})
+    meta = run.meta()
+    meta.update({"family": "oscillator", "trainer": "ais", "quick": bool(quick)})
+    _atomic_write_text(run.path / "run.json", json.dumps(meta, indent=2))
+
+    n = cfg.n_oscillators
+    sampler = make_chip_sampler(info, n, seed, train_scale, eval_chips)
+    f0 = info.params.f0_hz
+    step = {"i": 0}
+
+    def chip_sampler(_g: torch.Generator) -> ChipMismatch:  # one fresh chip per iteration (indexed stream)
+        c = sampler.chip(step=step["i"])
+        step["i"] += 1
+        return chip_to_mismatch(c, f0, n, dev)
+
+    use_mismatch = train_scale > 0 and (info.f0_std_hz > 0 or info.k_gain_std > 0)
+    res = train_ais(x_train, cfg, info.params, chip_sampler if use_mismatch else None, device=dev,
+                    progress=progress)
+    gen = res.generator.eval()
+    for rec in res.history:
+        if rec["iteration"] % log_every == 0 or rec["iteration"] == cfg.iterations - 1:
+            run.log_metrics(rec["iteration"], **{k: v for k, v in rec.items() if k != "iteration"})
+    extra = {"ais_config": dataclasses.asdict(cfg), "phase_params": dataclasses.asdict(info.params),
+             "export_state": gen.export_state(), "surrogate": info.path, "f0_mean_hz": info.f0_mean_hz,
+             "attrs": {k: v for k, v in info.attrs.items() if isinstance(v, (int, float, str))}}
+    run.save_checkpoint(step=cfg.iterations, epoch=cfg.iterations,
+                        model={"generator": gen.state_dict(), "critic": res.critic.state_dict()}, extra=extra)
+
+    # ---- evaluation: nominal chip, then held-out mismatch chips (FID: lower is better)
+    key = fid_key(ds.name)
+    net, net_info = load_feature_net(ds.name, train_if_missing=False)
+    nominal = evaluate_fid(gen, reference, ds.name, n_eval, seed + 1000, None, net)
+    eval_sampler = make_chip_sampler(info, n, seed, eval_scale, eval_chips)
+    chip_vals, chip_seeds = [], []
+    for k, c in enumerate(eval_sampler.eval_chips()):
+        m = evaluate_fid(gen, reference, ds.name, n_eval, seed + 2000 + k, chip_to_mismatch(c, f0, n, dev), net)
+        chip_vals.append(float(m[key]))
+        chip_seeds.append(int(c.seed))
+        if k == 0:
+            run.save_sample_grid(m["_images"][:64], name="samples_chip0.png")
+    run.save_sample_grid(nominal["_images"][:64], name="samples_nominal.png")
+    run.save_sample_grid(reference[:64], name="samples_real.png")
+    run.plot_metrics(keys=["loss_critic", "loss_generator", "wasserstein"], name="loss_curves.png")
+
+    energy = oscillator_energy(info.energy_per_cycle_j, n, float(cfg.periods))
+    arr = np.asarray(chip_vals)
+    metrics = {
+        key: float(nominal[key]),
+        f"kid_spicenet_{ds.name}": float(nominal[f"kid_spicenet_{ds.name}"]),
+        "fid_note": ("FID from spicenet's own feature net (CNN classifier trained on the dataset, 64-d "
+                     "penultimate features, images upsampled to 28 px); NOT Inception FID"),
+        "feature_net": {"family": net_info.family, "version": net_info.version},
+        "n_eval_samples": n_eval,
+        "n_reference": int(reference.shape[0]),
+        "chips": {"mean": float(arr.mean()), "worst": float(arr.max()),
+                  "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0,
+                  "values": chip_vals, "seeds": chip_seeds, "scale": eval_scale, "higher_is_better": False},
+        "fid_chips_mean": float(arr.mean()),
+        "fid_chips_worst": float(arr.max()),
+        "density": float(gen.density),
+        "n_edges": int(gen.n_edges),
+        "bits": int(cfg.n_bits),
+        "nonzero_code_fraction": float((gen.edge_codes().detach() != 0).float().mean()),
+        "n_oscillators": n,
+        "n_visible": cfg.n_visible,
+        "n_hidden": cfg.n_hidden,
+        "n_segments": cfg.n_segments,
+        "t_end_s": float(gen.t_end),
+        "energy_per_image_j": energy["energy_j"],
+        "energy": energy,
+        "mismatch_training": bool(use_mismatch),
+        "train_scale": train_scale,
+        "f0_std_rel": info.f0_std_hz / info.f0_mean_hz,
+        "k_gain_std_rel": info.k_gain_std / info.k_gain_mean,
+        "surrogate_fallbacks": info.fallbacks,
+        "dataset": ds.name,
+        "size": cfg.height,
+        "iterations": cfg.iterations,
+        "final_wasserstein": float(res.history[-1]["wasserstein"]) if res.history else math.nan,
+        "train_wall_s": float(res.wall_s),
+        "wall_s": float(time.perf_counter() - t0),
+    }
+    run.write_final_metrics(metrics)
+    return {"run_dir": str(run.path), "metrics": metrics}

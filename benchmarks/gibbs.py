@@ -186,8 +186,94 @@ def gibbs_vs_thrml(args: argparse.Namespace) -> dict:
     return out
 
 
+def spice_bits_ratio(args: argparse.Namespace) -> dict:
+    """SPICE bits per wall-second: the project's RNG simulation path over a naive one-cell TRRANDOM deck.
+
+    Same cell (generic process, the calibration's sizing and low-Vt shifts, nominal devices at vb = 0), same
+    noise (shot-noise rms from the operating point, one Gaussian sample per node every dt = 1 ns), same
+    transient step. Naive: the template ``rng/ct_cell`` with TRRANDOM sources, one cell, one worker, seeded
+    (a fresh worker process per seeded TRRANDOM run). Project: ``cells.ct_deck`` with ``spice_cells`` cells per
+    deck fed by pre-generated numpy noise through XSPICE filesources, one job per worker on ``spice_workers``
+    workers. Effective bits = sum over cells of T / (2 tau_int), tau_int the integrated autocorrelation time of
+    each cell's bit stream measured in that very run (so the ratio also checks the statistics agree: the
+    reported P(1) and tau of both paths).
+    """
+    import tempfile
+
+    import numpy as np
+
+    from spicenet.cells.rng import cells, measure
+    from spicenet.spice.engine import Deck, Engine, render
+    from spicenet.spice.job import RunSpec
+    from spicenet.spice.process import get_process
+
+    t_sim = float(getattr(args, "spice_us", 40.0)) * 1e-6
+    n_cells = int(getattr(args, "spice_cells", 8))
+    workers = int(getattr(args, "spice_workers", 2))
+    dt, settle = 1e-9, 1e-6
+    proc = get_process("generic")
+    sz = cells.CellSizing(vdd=0.040, dvtn=-0.25, dvtp=0.25)
+
+    def stats(t, x):
+        bits = measure.resample(t, x, dt, settle, None) > 0
+        acf = measure.autocorrelation(bits, 2000)
+        tau = measure.integrated_tau(acf, dt)
+        return float(bits.mean()), tau, (t_sim - settle) / (2 * tau)
+
+    _log("spice_bits_ratio: operating point")
+    with Engine(workers=1, timeout_s=900) as eng:
+        op = eng.simulate_many(Deck(cells.ct_deck([0.0], sz, proc), proc),
+                               [RunSpec("op", "op", cells.device_commands(proc, sz, [None], 0))])["op"]
+        va, vb = op.scalar("v(a0)"), op.scalar("v(b0)")
+        ia, ib = abs(op.scalar("i(vma0)")), abs(op.scalar("i(vmb0)"))
+        rms = (cells.noise_rms(cells.shot_noise_psd([ia, ia], [va, sz.vdd - va]), dt),
+               cells.noise_rms(cells.shot_noise_psd([ib, ib], [vb, sz.vdd - vb]), dt))
+        naive = render("rng/ct_cell", {"vdd": sz.vdd, "inoise": float(np.mean(rms)), "tnoise": dt}, process="generic",
+                       mismatch_mode=None)
+        run = RunSpec("naive", f"tran {dt:g} {t_sim:.9g} 0 {dt:g}",
+                      cells.device_commands(proc, sz, [None], 0, suffixes=[""]), seed=1, save=("v(a)", "v(b)"))
+        _log(f"spice_bits_ratio: naive TRRANDOM deck, {t_sim * 1e6:g} us")
+        t0 = time.perf_counter()
+        res = eng.run_all([eng.job(naive, [run])])["naive"]
+        wall_naive = time.perf_counter() - t0
+        if isinstance(res, Exception):
+            raise res
+        p_naive, tau_naive, bits_naive = stats(res["time"], res["v(a)"] - res["v(b)"])
+    with tempfile.TemporaryDirectory() as tmp, Engine(workers=workers, timeout_s=900) as eng:
+        jobs = []
+        for w in range(workers):
+            files = [cells.write_noise_file(Path(tmp) / f"n{w}_{k}.txt", seed=1, chip=w, cell=k, rms=rms, dt=dt,
+                                            t_stop=t_sim) for k in range(n_cells)]
+            deck = Deck(cells.ct_deck([0.0] * n_cells, sz, proc, noise_files=files), proc)
+            save = tuple(f"v({nd}{k})" for k in range(n_cells) for nd in ("a", "b"))
+            jobs.append(eng.job(deck, [RunSpec(f"p{w}", f"tran {dt:g} {t_sim:.9g} 0 {dt:g}",
+                                               cells.device_commands(proc, sz, [None] * n_cells, 0), save=save)]))
+        _log(f"spice_bits_ratio: project path, {workers} x {n_cells}-cell filesource decks")
+        t0 = time.perf_counter()
+        outs = eng.run_all(jobs)
+        wall_project = time.perf_counter() - t0
+        ps, taus, bits_project = [], [], 0.0
+        for r in outs.values():
+            if isinstance(r, Exception):
+                raise r
+            for k in range(n_cells):
+                p, tau, nb = stats(r["time"], r[f"v(a{k})"] - r[f"v(b{k})"])
+                ps.append(p)
+                taus.append(tau)
+                bits_project += nb
+    rate_naive, rate_project = bits_naive / wall_naive, bits_project / wall_project
+    return {
+        "spice_bits_ratio": rate_project / rate_naive,
+        "spice_bits_per_s_project": rate_project, "spice_bits_per_s_naive": rate_naive,
+        "spice_wall_s": {"naive": wall_naive, "project": wall_project},
+        "spice_stats": {"p1_naive": p_naive, "tau_naive_s": tau_naive, "p1_project_mean": float(np.mean(ps)),
+                        "tau_project_mean_s": float(np.mean(taus)), "cells": n_cells * workers,
+                        "sim_time_s": t_sim, "dt_s": dt, "workers": workers},
+    }
+
+
 # Each section takes the parsed arguments and returns a dict merged into the one JSON object.
-SECTIONS: list[Callable[[argparse.Namespace], dict]] = [gibbs_vs_thrml]
+SECTIONS: list[Callable[[argparse.Namespace], dict]] = [gibbs_vs_thrml, spice_bits_ratio]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,5 @@
-"""The oscillator family's verbs (protocol: spicenet/families.py): ``calibrate``, ``train`` (AIS) and ``validate``;
-the SPICE validation verbs are added beside it."""
+"""The oscillator family's verbs (protocol: spicenet/families.py): ``calibrate``, ``train`` (AIS) and
+``validate`` (back to SPICE). Heavy modules are imported when a verb runs, so the CLI starts fast."""
 
 from __future__ import annotations
 

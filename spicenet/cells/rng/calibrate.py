@@ -1,0 +1,502 @@
+"""Calibration of the continuous-time p-bit: Monte-Carlo chips -> V0 -> P(1) curve -> logistic fit -> surrogate.
+
+Per chip (Pelgrom mismatch drawn from (seed, chip), see :func:`spicenet.cells.rng.cells.device_commands`):
+
+1. Locate the transition: noise-free ``dc`` sweeps of the bias up and down (the bistable follows one branch until
+   it vanishes); V0_dc = midpoint of the two switching points. Mismatch moves V0 by tens of Vs, so the bias
+   points are placed around each chip's own V0_dc: V0_dc + vs_guess * linspace(-span, span, points).
+2. Size the noise: ``op`` at V0_dc; per node S = 2 q sum I coth(Vds / 2 V_T) from the inverter currents
+   (:func:`spicenet.cells.rng.cells.shot_noise_psd`); pre-generated seeded Gaussian samples, one file per cell.
+3. One transient per chip through all bias points (a PWL staircase, each level held ``t_level``; the first
+   ``settle`` of each level is discarded). P(1) = time fraction with v(a) > v(b); tau from the autocorrelation of
+   the bit stream (exponential fit: the surrogate's tau_s; and, as a cross-check, from dwell times) at the level
+   nearest P = 1/2; effective bits N_eff = T / (2 tau_int) with the integrated correlation time tau_int (exact
+   for any correlation shape); binomial std sqrt(p (1 - p) / N_eff).
+4. Fit P(1) = sigmoid((V - V0) / Vs) (scipy curve_fit, weighted by the binomial std); r2, max |fit - measured|.
+5. Energy: P_avg = mean supply power of the cell (Vdd source plus the two bias sources, noise sources excluded:
+   they model the devices' own noise); E_bit = P_avg * 2 tau_int = P_avg * T / N_eff (J per effective
+   independent bit).
+
+The joint distribution of (v0, vs, tau_s) over chips (samples, moments, correlation) is written with
+:class:`spicenet.surrogate.SurrogateFile` (family "rng").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spicenet.cells.rng import cells, measure
+from spicenet.errors import ConfigError, SpicenetError
+from spicenet.spice.engine import Deck, Engine
+from spicenet.spice.job import RunSpec
+from spicenet.spice.process import get_process
+
+
+@dataclass(frozen=True)
+class RngCalibrationConfig:
+    """Calibration settings (TOML keys of the same names; a ``[process.<name>]`` table overrides per process).
+
+    Times in s, voltages in V. ``std_target``: binomial std of P(1) at P = 1/2 that each bias level is sized
+    for: t_level = settle + margin * 2 tau / (4 std_target^2), tau measured per chip by a ``pilot`` transient at
+    V0 (``tau_guess`` when ``pilot`` = 0 or the pilot shows no telegraph)."""
+
+    chips: int = 20
+    points: int = 11
+    span: float = 3.0            # bias points cover V0 +- span * vs_guess
+    vs_guess: float = 0.22e-3
+    tau_guess: float = 60e-9
+    std_target: float = 0.0085
+    settle: float = 0.4e-6       # discarded at the start of each bias level
+    dt: float = 1e-9             # noise sample step = transient maximum step
+    sweep_range: float = 0.04    # dc sweep of the bias over +- sweep_range
+    sweep_step: float = 2e-5
+    temp_c: float = 27.0
+    noise_scale: float = 1.0
+    timeout_s: float = 900.0
+    vdd: float = 0.040
+    wn: float = 1.0
+    wp: float = 2.5
+    l: float = 0.15
+    cload: float = 0.0
+    dvtn: float = -0.25
+    dvtp: float = 0.25
+    extra_chips: int = 2         # replacement chips tried when some fail
+    pilot: float = 30e-6         # noise transient at V0 per chip that measures tau before the bias sweep
+    margin: float = 1.15         # t_level is sized for margin * the pilot's tau
+    max_tau_factor: float = 4.0  # the pilot's tau is capped at max_tau_factor * tau_guess
+
+    def __post_init__(self) -> None:
+        checks = {
+            "chips": self.chips >= 1, "points": self.points >= 3, "span": 0 < self.span <= 20,
+            "vs_guess": 0 < self.vs_guess < 0.05, "tau_guess": 0 < self.tau_guess < 1e-3,
+            "std_target": 0 < self.std_target < 0.5, "settle": 0 <= self.settle < 1e-3, "dt": 0 < self.dt < 1e-6,
+            "sweep_range": 0 < self.sweep_range <= 0.4, "sweep_step": 0 < self.sweep_step < self.sweep_range,
+            "noise_scale": self.noise_scale >= 0, "timeout_s": self.timeout_s > 0, "extra_chips": self.extra_chips >= 0,
+            "pilot": 0 <= self.pilot < 1e-2, "margin": 0.5 <= self.margin <= 5,
+            "max_tau_factor": self.max_tau_factor >= 1,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ConfigError(f"rng calibration: {name} = {getattr(self, name)!r} is out of range")
+        self.sizing  # validates the cell parameters
+
+    @property
+    def sizing(self) -> cells.CellSizing:
+        try:
+            return cells.CellSizing(vdd=self.vdd, wn=self.wn, wp=self.wp, l=self.l, cload=self.cload,
+                                    dvtn=self.dvtn, dvtp=self.dvtp)
+        except ValueError as exc:
+            raise ConfigError(f"rng calibration: {exc}") from None
+
+    def t_level(self, tau: float | None = None) -> float:
+        """Time each bias level is held (s): settle + margin * 2 tau N_target, N_target = 1 / (4 std_target^2)."""
+        tau = self.tau_guess if tau is None else min(tau, self.max_tau_factor * self.tau_guess)
+        n_target = 0.25 / self.std_target**2
+        return self.settle + self.margin * 2.0 * tau * n_target
+
+    @property
+    def levels(self) -> np.ndarray:
+        """Bias offsets from each chip's V0 (V)."""
+        return self.vs_guess * np.linspace(-self.span, self.span, self.points)
+
+
+def parse_config(config: dict[str, Any], process: str) -> RngCalibrationConfig:
+    """The validated config: top-level keys, overridden by the ``[process.<process>]`` table when present."""
+    known = {f.name for f in fields(RngCalibrationConfig)}
+    values = {k: v for k, v in config.items() if k != "process"}
+    per_process = config.get("process", {})
+    if not isinstance(per_process, dict):
+        raise ConfigError("rng calibration: 'process' must be a table of per-process overrides")
+    values.update(per_process.get(process, {}))
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"rng calibration: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    try:
+        return RngCalibrationConfig(**values)
+    except TypeError as exc:
+        raise ConfigError(f"rng calibration: {exc}") from None
+
+
+def _progress(total: int, desc: str):
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, file=sys.stderr, leave=False, mininterval=2.0)
+
+
+# ------------------------------------------------------------------------------------------------- stages --
+def switching_point(v: np.ndarray, x: np.ndarray) -> float:
+    """Bias (V) at the first sign change of x along a dc sweep (linear interpolation); NaN when x never changes
+    sign."""
+    s = np.sign(x)
+    idx = np.nonzero(s[:-1] * s[1:] < 0)[0]
+    if idx.size == 0:
+        zero = np.nonzero(s == 0)[0]
+        return float(v[zero[0]]) if zero.size else math.nan
+    i = int(idx[0])
+    return float(v[i] + (v[i + 1] - v[i]) * x[i] / (x[i] - x[i + 1]))
+
+
+def locate_v0(engine: Engine, cfg: RngCalibrationConfig, process, chips: list[int], seed: int
+              ) -> dict[int, dict[str, float] | SpicenetError]:
+    """Noise-free up/down dc sweeps per chip -> {chip: {"v_up", "v_down", "v0_dc"}} (or the run's error)."""
+    deck = Deck(cells.ct_deck([0.0], cfg.sizing, process, save_all=False), process)
+    r, s = cfg.sweep_range, cfg.sweep_step
+    runs = []
+    for chip in chips:
+        commands = cells.device_commands(process, cfg.sizing, [chip], seed)
+        runs.append(RunSpec(f"up{chip}", f"dc vb0 {-r:.9g} {r:.9g} {s:.9g}", commands, save=("v(a0)", "v(b0)")))
+        runs.append(RunSpec(f"dn{chip}", f"dc vb0 {r:.9g} {-r:.9g} {-s:.9g}", commands, save=("v(a0)", "v(b0)")))
+    outcomes = engine.simulate_many(deck, runs)
+    found: dict[int, dict[str, float] | SpicenetError] = {}
+    for chip in chips:
+        points = []
+        for key in (f"up{chip}", f"dn{chip}"):
+            res = outcomes[key]
+            if isinstance(res, SpicenetError):
+                found[chip] = res
+                break
+            points.append(switching_point(res[res.scale], res["v(a0)"] - res["v(b0)"]))
+        if chip in found:
+            continue
+        if not all(math.isfinite(p) for p in points):
+            found[chip] = SpicenetError(f"chip {chip}: no transition within +-{r:g} V of bias")
+            continue
+        found[chip] = {"v_up": points[0], "v_down": points[1], "v0_dc": 0.5 * (points[0] + points[1])}
+    return found
+
+
+def noise_at(engine: Engine, cfg: RngCalibrationConfig, process, v0: dict[int, float], seed: int
+             ) -> dict[int, dict[str, float] | SpicenetError]:
+    """``op`` at each chip's V0 -> per-node shot-noise PSD (A^2/Hz), rms per sample (A), supply currents."""
+    deck = Deck(cells.ct_deck([0.0], cfg.sizing, process), process)
+    runs = [RunSpec(f"op{chip}", "op", cells.device_commands(process, cfg.sizing, [chip], seed)
+                    + (f"alter vb0 dc = {v:.12g}",)) for chip, v in v0.items()]
+    outcomes = engine.simulate_many(deck, runs)
+    vdd = cfg.sizing.vdd
+    found: dict[int, dict[str, float] | SpicenetError] = {}
+    for chip, v in v0.items():
+        res = outcomes[f"op{chip}"]
+        if isinstance(res, SpicenetError):
+            found[chip] = res
+            continue
+        va, vb = res.scalar("v(a0)"), res.scalar("v(b0)")
+        ia, ib = abs(res.scalar("i(vma0)")), abs(res.scalar("i(vmb0)"))
+        sa = cells.shot_noise_psd([ia, ia], [va - v / 2, vdd - va], cfg.temp_c)
+        sb = cells.shot_noise_psd([ib, ib], [vb + v / 2, vdd - vb], cfg.temp_c)
+        found[chip] = {"psd_a": sa, "psd_b": sb, "rms_a": cells.noise_rms(sa, cfg.dt),
+                       "rms_b": cells.noise_rms(sb, cfg.dt), "i_a": ia, "i_b": ib}
+    return found
+
+
+def pilot_job(engine: Engine, cfg: RngCalibrationConfig, process, chip: int, v0: float, rms: tuple[float, float],
+              seed: int, folder: Path):
+    """A short noise transient at the chip's V0 (noise stream 1) whose autocorrelation sizes the bias levels."""
+    path = cells.write_noise_file(folder / f"pilot_s{seed}_c{chip}.txt", seed=seed, chip=chip, cell=0, rms=rms,
+                                  dt=cfg.dt, t_stop=cfg.pilot, stream=1)
+    deck = Deck(cells.ct_deck([v0], cfg.sizing, process, noise_files=[path], noise_scale=cfg.noise_scale,
+                              save_all=False), process)
+    run = RunSpec(f"pilot{chip}", f"tran {cfg.dt:.6g} {cfg.pilot:.9g} 0 {cfg.dt:.6g}",
+                  cells.device_commands(process, cfg.sizing, [chip], seed), save=("v(a0)", "v(b0)"))
+    return engine.job(deck, [run], label=f"pilot {chip}", timeout_s=cfg.timeout_s)
+
+
+def pilot_tau(res, cfg: RngCalibrationConfig) -> float:
+    """Integrated correlation time (s) of a pilot transient after ``settle`` (what N_eff needs); ``tau_guess``
+    when the pilot does not telegraph."""
+    xs = measure.resample(res["time"], res["v(a0)"] - res["v(b0)"], cfg.dt, min(cfg.settle, cfg.pilot / 4), None)
+    bits = xs > 0
+    if bits.all() or not bits.any():
+        return cfg.tau_guess
+    max_lag = int(min(bits.size // 4, max(50, 20 * cfg.tau_guess / cfg.dt)))
+    try:
+        return max(measure.integrated_tau(measure.autocorrelation(bits, max_lag), cfg.dt), cfg.dt)
+    except ValueError:
+        return cfg.tau_guess
+
+
+def noise_job(engine: Engine, cfg: RngCalibrationConfig, process, chip: int, v0: float, rms: tuple[float, float],
+              seed: int, folder: Path, t_level: float):
+    """The transient job of one chip: its noise file, the PWL staircase over V0 + levels, the tran run."""
+    levels = v0 + cfg.levels
+    t_stop = t_level * cfg.points
+    path = cells.write_noise_file(folder / f"noise_s{seed}_c{chip}.txt", seed=seed, chip=chip, cell=0, rms=rms,
+                                  dt=cfg.dt, t_stop=t_stop)
+    deck = Deck(cells.ct_deck([cells.staircase(levels, t_level)], cfg.sizing, process, noise_files=[path],
+                              noise_scale=cfg.noise_scale, save_all=False), process)
+    run = RunSpec(f"tran{chip}", f"tran {cfg.dt:.6g} {t_stop:.12g} 0 {cfg.dt:.6g}",
+                  cells.device_commands(process, cfg.sizing, [chip], seed),
+                  save=("v(a0)", "v(b0)", "v(bias0)", "i(vdd)", "i(esa0)", "i(esb0)"), meta={"chip": chip})
+    return engine.job(deck, [run], label=f"chip {chip}", timeout_s=cfg.timeout_s), levels
+
+
+def analyse_chip(res, levels: np.ndarray, cfg: RngCalibrationConfig, t_level: float) -> dict[str, Any]:
+    """P(1), correlation time, effective bits, power and the logistic fit of one chip's staircase transient."""
+    t = res["time"]
+    x = res["v(a0)"] - res["v(b0)"]
+    dt = cfg.dt
+    p = np.zeros(levels.size)
+    xs_levels = []
+    for k in range(levels.size):
+        xs = measure.resample(t, x, dt, k * t_level + cfg.settle, (k + 1) * t_level)
+        xs_levels.append(xs)
+        p[k] = measure.p_one(xs)
+    mid = int(np.argmin(np.abs(p - 0.5)))
+    bits = xs_levels[mid] > 0
+    max_lag = int(min(bits.size // 4, max(50, 20 * cfg.tau_guess / dt)))
+    acf = measure.autocorrelation(bits, max_lag)
+    tau = measure.tau_from_autocorrelation(acf, dt)
+    try:
+        d0, d1 = measure.dwell_times(xs_levels[mid], dt, 0.5 * float(np.std(xs_levels[mid])))
+        tau_dwell = measure.tau_from_dwells(d0, d1)
+    except ValueError:
+        tau_dwell = math.nan
+    tau_int = measure.integrated_tau(acf, dt)
+    duration = t_level - cfg.settle
+    n_eff = measure.effective_bits(duration, max(tau_int, dt))
+    sigma = measure.binomial_std(np.clip(p, 0.02, 0.98), n_eff)
+    fit = measure.fit_logistic(levels, p, sigma)
+    vdd = cfg.sizing.vdd
+    vbias = res["v(bias0)"]
+    power = -vdd * res["i(vdd)"] - 0.5 * vbias * res["i(esa0)"] + 0.5 * vbias * res["i(esb0)"]
+    p_avg = float(np.trapezoid(power, t) / (t[-1] - t[0]))
+    return {"p": p, "sigma": sigma, "tau": tau, "tau_int": tau_int, "tau_dwell": tau_dwell, "n_eff": n_eff, "acf": acf,
+            "power_w": p_avg, "energy_per_bit_j": measure.energy_per_bit(p_avg, max(tau_int, dt)), "fit": fit,
+            "std_at_half": float(math.sqrt(0.25 / n_eff)), "points": int(t.size)}
+
+
+# ---------------------------------------------------------------------------------------------- top level --
+@dataclass
+class ChipResult:
+    chip: int
+    v_up: float
+    v_down: float
+    v0_dc: float
+    levels: np.ndarray
+    noise: dict[str, float]
+    tau_pilot: float = math.nan
+    t_level: float = math.nan
+    analysis: dict[str, Any] = field(default_factory=dict)
+
+
+def calibrate_rng(config: dict[str, Any], *, process: str = "generic", quick: bool = False,
+                  output: str | Path = "rng.h5", workers: int = 2, seed: int = 0) -> dict[str, Any]:
+    """Run the calibration and write the surrogate file ``output`` plus PNG plots beside it.
+
+    Returns {"output", "fit", "plots"}; ``fit`` holds v0, vs, tau_s, energy_per_bit_j (means over chips),
+    r2 (worst chip), max_abs_err (worst point), bits_per_point (fewest effective bits of any point), chips,
+    v0_std, vs_std and diagnostics."""
+    t_start = time.perf_counter()
+    cfg = parse_config(config, process)
+    proc = get_process(process)
+    if workers < 1:
+        raise ConfigError(f"workers: expected >= 1, got {workers}")
+    if seed < 0:
+        raise ConfigError(f"seed: expected >= 0, got {seed}")
+    output = Path(output)
+    candidates = list(range(cfg.chips + cfg.extra_chips))
+    failures: dict[int, str] = {}
+    results: list[ChipResult] = []
+    with Engine(workers=workers, timeout_s=cfg.timeout_s) as engine, \
+            tempfile.TemporaryDirectory(prefix="spicenet_rng_") as tmp:
+        located = locate_v0(engine, cfg, proc, candidates, seed)
+        good = {c: r for c, r in located.items() if isinstance(r, dict)}
+        failures.update({c: str(r) for c, r in located.items() if not isinstance(r, dict)})
+        chosen = sorted(good)[: cfg.chips]
+        noise = noise_at(engine, cfg, proc, {c: good[c]["v0_dc"] for c in chosen}, seed)
+        by_chip: dict[int, ChipResult] = {}
+        for chip in chosen:
+            if not isinstance(noise[chip], dict):
+                failures[chip] = str(noise[chip])
+                continue
+            by_chip[chip] = ChipResult(chip, good[chip]["v_up"], good[chip]["v_down"], good[chip]["v0_dc"],
+                                       good[chip]["v0_dc"] + cfg.levels, noise[chip])
+        rms = {c: (r.noise["rms_a"], r.noise["rms_b"]) for c, r in by_chip.items()}
+        if cfg.pilot > 0:
+            pilots = [pilot_job(engine, cfg, proc, c, r.v0_dc, rms[c], seed, Path(tmp)) for c, r in by_chip.items()]
+            bar = _progress(len(pilots), "rng pilots")
+            for run_id, res in engine.run(pilots):
+                chip = int(run_id.removeprefix("pilot"))
+                bar.update(1)
+                by_chip[chip].tau_pilot = cfg.tau_guess if isinstance(res, SpicenetError) else pilot_tau(res, cfg)
+            bar.close()
+        jobs = []
+        for chip, r in by_chip.items():
+            r.t_level = cfg.t_level(None if math.isnan(r.tau_pilot) else r.tau_pilot)
+            job, _ = noise_job(engine, cfg, proc, chip, r.v0_dc, rms[chip], seed, Path(tmp), r.t_level)
+            jobs.append(job)
+        jobs.sort(key=lambda j: -by_chip[int(j.runs[0].id.removeprefix("tran"))].t_level)  # longest first
+        bar = _progress(len(jobs), "rng chips")
+        for run_id, res in engine.run(jobs):
+            chip = int(run_id.removeprefix("tran"))
+            bar.update(1)
+            if isinstance(res, SpicenetError):
+                failures[chip] = str(res)
+                continue
+            try:
+                by_chip[chip].analysis = analyse_chip(res, by_chip[chip].levels, cfg, by_chip[chip].t_level)
+                results.append(by_chip[chip])
+            except (ValueError, RuntimeError) as exc:
+                failures[chip] = f"analysis failed: {exc}"
+        bar.close()
+    if not results:
+        raise SpicenetError(f"rng calibration: no chip could be measured ({failures})")
+    results.sort(key=lambda r: r.chip)
+    fit = summarise(results, cfg, failures)
+    fit["wall_s"] = round(time.perf_counter() - t_start, 2)
+    surrogate = build_surrogate(results, cfg, fit, proc.name, config, seed)
+    surrogate.save(output)
+    plots = write_plots(results, cfg, output)
+    return {"output": str(output), "fit": fit, "plots": [str(p) for p in plots]}
+
+
+def summarise(results: list[ChipResult], cfg: RngCalibrationConfig, failures: dict[int, str]) -> dict[str, Any]:
+    """The ``fit`` dict of the contract (issue 4) from the per-chip results."""
+    v0 = np.array([r.analysis["fit"]["v0"] for r in results])
+    vs = np.array([r.analysis["fit"]["vs"] for r in results])
+    tau = np.array([r.analysis["tau"] for r in results])
+    energy = np.array([r.analysis["energy_per_bit_j"] for r in results])
+    power = np.array([r.analysis["power_w"] for r in results])
+    n_eff = np.array([r.analysis["n_eff"] for r in results])
+    std = lambda a: float(a.std(ddof=1)) if a.size > 1 else 0.0  # noqa: E731
+    return {
+        "v0": float(v0.mean()), "vs": float(vs.mean()), "tau_s": float(tau.mean()),
+        "energy_per_bit_j": float(energy.mean()),
+        "r2": float(min(r.analysis["fit"]["r2"] for r in results)),
+        "r2_mean": float(np.mean([r.analysis["fit"]["r2"] for r in results])),
+        "max_abs_err": float(max(r.analysis["fit"]["max_abs_err"] for r in results)),
+        "bits_per_point": int(np.floor(n_eff.min())),
+        "binomial_std": float(math.sqrt(0.25 / n_eff.min())),
+        "chips": len(results), "points": cfg.points,
+        "v0_std": std(v0), "vs_std": std(vs), "tau_std": std(tau),
+        "v0_dc_offset_mean": float(np.mean([r.analysis["fit"]["v0"] - r.v0_dc for r in results])),
+        "tau_dwell_s": float(np.nanmean([r.analysis["tau_dwell"] for r in results])),
+        "tau_int_s": float(np.mean([r.analysis["tau_int"] for r in results])),
+        "power_w": float(power.mean()), "vdd": cfg.vdd, "dt_s": cfg.dt,
+        "failed_chips": {str(k): v for k, v in failures.items()},
+    }
+
+
+def build_surrogate(results: list[ChipResult], cfg: RngCalibrationConfig, fit: dict[str, Any], process: str,
+                    config: dict[str, Any], seed: int):
+    """The SurrogateFile: per-chip v0 [V], vs [V], tau_s [s], their correlation, energy, raw curves."""
+    from spicenet.surrogate import SurrogateFile, SurrogateParam
+
+    v0 = np.array([r.analysis["fit"]["v0"] for r in results])
+    vs = np.array([r.analysis["fit"]["vs"] for r in results])
+    tau = np.array([r.analysis["tau"] for r in results])
+    params = {
+        "v0": SurrogateParam(v0, unit="V", description="bias at P(1) = 1/2 (differential bias vb)"),
+        "vs": SurrogateParam(vs, unit="V", positive=True, description="logistic slope: P = sigmoid((v - v0)/vs)"),
+        "tau_s": SurrogateParam(tau, unit="s", positive=True,
+                                description="bit-stream autocorrelation time at P ~ 1/2 (exp fit)"),
+    }
+    corr, names = None, []
+    stack = np.vstack([v0, vs, tau])
+    if len(results) >= 3 and np.all(stack.std(axis=1) > 0):
+        corr = np.corrcoef(stack)
+        corr = 0.5 * (corr + corr.T)
+        np.fill_diagonal(corr, 1.0)
+        if np.linalg.eigvalsh(corr).min() >= -1e-9:
+            names = ["v0", "vs", "tau_s"]
+        else:
+            corr = None
+    extra = {
+        "chips": np.array([r.chip for r in results]),
+        "levels_v": np.vstack([r.levels for r in results]),
+        "p_one": np.vstack([r.analysis["p"] for r in results]),
+        "p_sigma": np.vstack([r.analysis["sigma"] for r in results]),
+        "v0_dc": np.array([r.v0_dc for r in results]),
+        "tau_dwell_s": np.array([r.analysis["tau_dwell"] for r in results]),
+        "tau_int_s": np.array([r.analysis["tau_int"] for r in results]),
+        "acf_at_half": np.vstack([r.analysis["acf"][: min(len(x.analysis["acf"]) for x in results)] for r in results]),
+        "power_w": np.array([r.analysis["power_w"] for r in results]),
+        "tau_pilot_s": np.array([r.tau_pilot for r in results]),
+        "t_level_s": np.array([r.t_level for r in results]),
+        "energy_per_bit_j": np.array([r.analysis["energy_per_bit_j"] for r in results]),
+        "r2": np.array([r.analysis["fit"]["r2"] for r in results]),
+        "noise_rms_a": np.array([[r.noise["rms_a"], r.noise["rms_b"]] for r in results]),
+    }
+    attrs = {"vdd": cfg.vdd, "dt_s": cfg.dt, "bits_per_point": fit["bits_per_point"], "r2": fit["r2"],
+             "max_abs_err": fit["max_abs_err"], "power_w": fit["power_w"], "cell": "continuous-time cross-coupled "
+             "subthreshold inverters, filesource shot noise (spicenet.cells.rng.cells)",
+             "bit_energy_definition": "E_bit = P_avg * 2 tau_int = P_avg * T / N_eff (J per effective independent bit)",
+             "sizing": json.dumps(asdict(cfg.sizing))}
+    return SurrogateFile(family="rng", process=process, params=params, correlation=corr, correlation_names=names,
+                         energy={"energy_per_bit_j": fit["energy_per_bit_j"]}, extra=extra, attrs=attrs,
+                         provenance={"runs_file": "", "run_ids": [f"tran{r.chip}" for r in results],
+                                     "config": config, "seed": seed, "mismatch": "pelgrom"})
+
+
+def write_plots(results: list[ChipResult], cfg: RngCalibrationConfig, output: Path) -> list[Path]:
+    """PNGs beside ``output``: P(1) curves with fits, V0/Vs histograms, autocorrelation, energy per chip."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stem = output.with_suffix("")
+    paths = []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in results:
+        f = r.analysis["fit"]
+        rel = (r.levels - f["v0"]) * 1e3
+        line = ax.errorbar(rel, r.analysis["p"], yerr=r.analysis["sigma"], fmt="o", ms=3, label=f"chip {r.chip}")
+        fine = np.linspace(r.levels.min(), r.levels.max(), 200)
+        ax.plot((fine - f["v0"]) * 1e3, measure.sigmoid(fine, f["v0"], f["vs"]), color=line[0].get_color(), lw=1)
+    ax.set_xlabel("bias - V0 of the chip (mV)")
+    ax.set_ylabel("P(1)")
+    ax.set_title("P(1) per chip with logistic fits")
+    if len(results) <= 10:
+        ax.legend(fontsize=6)
+    paths.append(stem.with_name(stem.name + "_p1.png"))
+    fig.tight_layout()
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.2))
+    data = [([r.analysis["fit"]["v0"] * 1e3 for r in results], "V0 (mV)"),
+            ([r.analysis["fit"]["vs"] * 1e3 for r in results], "Vs (mV)"),
+            ([r.analysis["tau"] * 1e9 for r in results], "tau (ns)")]
+    for ax, (values, label) in zip(axes, data):
+        ax.hist(values, bins=max(3, min(15, len(values))))
+        ax.set_xlabel(label)
+    axes[0].set_ylabel("chips")
+    fig.suptitle("mismatch distribution over Monte-Carlo chips")
+    paths.append(stem.with_name(stem.name + "_hist.png"))
+    fig.tight_layout()
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in results:
+        acf = r.analysis["acf"]
+        lags = np.arange(acf.size) * cfg.dt * 1e9
+        line = ax.plot(lags, acf, lw=1)
+        ax.plot(lags, np.exp(-lags / (r.analysis["tau"] * 1e9)), "--", lw=0.8, color=line[0].get_color())
+    ax.set_xlabel("lag (ns)")
+    ax.set_ylabel("autocorrelation of the bit stream")
+    ax.set_title("autocorrelation at P ~ 1/2 (dashed: exp(-t/tau))")
+    paths.append(stem.with_name(stem.name + "_acf.png"))
+    fig.tight_layout()
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    chips = [r.chip for r in results]
+    ax.bar([str(c) for c in chips], [r.analysis["energy_per_bit_j"] * 1e18 for r in results])
+    ax.set_xlabel("chip")
+    ax.set_ylabel("energy per effective bit (aJ)")
+    mean_nw = np.mean([r.analysis["power_w"] for r in results]) * 1e9
+    ax.set_title(f"E_bit = P_avg * 2 tau_int; mean power {mean_nw:.2f} nW")
+    paths.append(stem.with_name(stem.name + "_energy.png"))
+    fig.tight_layout()
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    return paths

@@ -1,0 +1,253 @@
+"""Netlist generators for the continuous-time subthreshold p-bit (multi-cell decks) and its seeded noise files.
+
+The cell (one per "chip" in a calibration; the shipped single-cell template is ``netlists/rng/ct_cell.cir``)::
+
+    vdd --[vma k]-- pa_k      pb_k --[vmb k]-- vdd        (0 V sense sources: per-inverter supply current)
+    xpa_k: pfet a_k <- b_k (source pa_k)    xpb_k: pfet b_k <- a_k (source pb_k)
+    xna_k: nfet a_k <- b_k (source sa_k)    xnb_k: nfet b_k <- a_k (source sb_k)
+    sa_k = +vb_k / 2,  sb_k = -vb_k / 2       (differential bias: ideal VCVS from the bias source vb_k)
+    na_k: XSPICE filesource -> noise currents into a_k and b_k (one file per cell, 3 columns: t, i_a, i_b)
+
+Two cross-coupled inverters at a supply of a few thermal voltages: the loop gain crosses 1 (DC hysteresis
+appears) at Vdd = 42.9 mV for the default sizes on the generic card (dvtn/dvtp = -/+0.25 V, ~20 nA per inverter).
+The calibrated operating point, 40 mV, sits just below that threshold: the potential of x = v(a) - v(b) is
+flat-topped, and the injected shot noise makes x wander between its two shoulders (a soft random telegraph; the bit
+stream's autocorrelation is a fast drop from chatter near x = 0 plus an exponential tail, tau 15-75 ns over
+mismatch chips). Above 43 mV the two wells are real but tau grows to 0.2-1.3 us (10x the simulation cost).
+Raising vb lifts inverter A's nMOS source, weakening the pull-down of node a: P(x > 0) grows with vb, measured as
+a logistic sigmoid((vb - V0) / Vs) (Vs ~ 0.21 mV, r2 >= 0.998). The differential bias keeps the loop gain fixed
+across mismatch chips. Measured convergence in the noise step: dt = 1 ns and 0.5 ns give the same P(1) (0.7455
+vs 0.7365 +- 0.009) and tau (38.7 vs 38.8 ns) at vb = 0.22 mV.
+
+Low-Vt devices: ngspice 39's transient has no device noise and nominal-Vth devices at 40 mV carry pA, so the cell
+uses threshold shifts ``dvtn`` (nMOS, negative) and ``dvtp`` (pMOS, positive: a less negative Vth) pushed as
+``alter m.<x>.m0 delvto=...`` together with each chip's Pelgrom mismatch (see :func:`device_commands`); ``alter``
+values are lost on ``reset``, which the noise decks never issue.
+
+Noise (ngspice has none in ``.tran``): shot noise of the two transistors on each node, sized from the operating
+point (:func:`shot_noise_psd`): S_i = 2 q sum_j I_j coth(V_ds,j / (2 V_T)) [A^2/Hz], the full (forward minus
+reverse) subthreshold shot noise; as white noise sampled every dt it has rms sqrt(S / (2 dt)) [A]
+(:func:`noise_rms`). The samples come from ``numpy.random.default_rng(SeedSequence([seed, chip, cell]))`` and are
+written one file per cell (XSPICE ``filesource`` misreads rows wider than ~36 columns); the filesource's
+``amplscale`` of 0 gives the noise-off control on the same deck.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from spicenet.spice import mismatch
+
+Q_E = 1.602176634e-19   # C
+K_B = 1.380649e-23      # J/K
+
+_SAFE_PATH = re.compile(r'^[^"\n\r;]+$')
+
+Bias = float | Sequence[tuple[float, float]]
+
+
+@dataclass(frozen=True)
+class CellSizing:
+    """Sizes and supply of the continuous-time cell. W, L in um; vdd, dvtn, dvtp in V; cload in F (per node)."""
+
+    vdd: float = 0.040
+    wn: float = 1.0
+    wp: float = 2.5
+    l: float = 0.15
+    cload: float = 0.0
+    dvtn: float = -0.25
+    dvtp: float = 0.25
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.vdd) and 0.01 <= self.vdd <= 0.5):
+            raise ValueError(f"vdd: expected 0.01..0.5 V for a subthreshold p-bit, got {self.vdd!r}")
+        for name in ("wn", "wp", "l"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0.1 <= value <= 100):
+                raise ValueError(f"{name}: expected 0.1..100 um, got {value!r}")
+        if not (math.isfinite(self.cload) and 0 <= self.cload <= 1e-9):
+            raise ValueError(f"cload: expected 0..1 nF, got {self.cload!r}")
+        for name in ("dvtn", "dvtp"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and abs(value) < 0.8):
+                raise ValueError(f"{name}: expected a threshold shift below 0.8 V in magnitude, got {value!r}")
+
+
+def cell_devices(cell: int, sizing: CellSizing, suffix: str | None = None) -> list[mismatch.Device]:
+    """The four transistors of cell ``cell`` in deck order (names as ``mismatch.find_devices`` reports them:
+    ``xpa<cell>`` ...; ``suffix`` replaces the index, e.g. "" for the single-cell template ct_cell.cir)."""
+    if cell < 0:
+        raise ValueError(f"cell: expected an index >= 0, got {cell}")
+    tag = str(cell) if suffix is None else suffix
+    return [mismatch.Device(f"xpa{tag}", "pfet", sizing.wp, sizing.l),
+            mismatch.Device(f"xna{tag}", "nfet", sizing.wn, sizing.l),
+            mismatch.Device(f"xpb{tag}", "pfet", sizing.wp, sizing.l),
+            mismatch.Device(f"xnb{tag}", "nfet", sizing.wn, sizing.l)]
+
+
+def _format_bias(cell: int, bias: Bias) -> str:
+    if isinstance(bias, (int, float)):
+        if not math.isfinite(bias) or abs(bias) > 0.5:
+            raise ValueError(f"bias[{cell}]: expected a finite bias below 0.5 V in magnitude, got {bias!r}")
+        return f"vb{cell} bias{cell} 0 dc {float(bias):.12g}"
+    points = [(float(t), float(v)) for t, v in bias]
+    if len(points) < 2:
+        raise ValueError(f"bias[{cell}]: a PWL bias needs >= 2 (time, value) points, got {len(points)}")
+    times = np.array([p[0] for p in points])
+    values = np.array([p[1] for p in points])
+    if not (np.all(np.isfinite(times)) and np.all(np.diff(times) > 0) and times[0] >= 0):
+        raise ValueError(f"bias[{cell}]: PWL times must be finite, >= 0 and strictly increasing")
+    if not np.all(np.abs(values) <= 0.5):
+        raise ValueError(f"bias[{cell}]: PWL values must be below 0.5 V in magnitude")
+    body = " ".join(f"{t:.15g} {v:.12g}" for t, v in points)
+    return f"vb{cell} bias{cell} 0 pwl({body})"
+
+
+def ct_deck(biases: Sequence[Bias], sizing: CellSizing, process, noise_files: Sequence[str | Path] | None = None,
+            noise_scale: float = 1.0, title: str = "spicenet rng: continuous-time subthreshold p-bit cells",
+            save_all: bool = True) -> str:
+    """Deck text of ``len(biases)`` independent cells sharing one supply ``vdd``.
+
+    ``biases[k]``: the bias vb of cell k, a DC value (V; the source ``vb<k>`` can then be swept by ``dc`` or set
+    by ``alter vb<k> dc = x``) or PWL points ``[(t [s], v [V]), ...]``. ``noise_files[k]``: the cell's noise file
+    (see :func:`write_noise_file`), or None for no noise sources at all; ``noise_scale`` multiplies the noise
+    (0 = noise-off control with the same deck). Output of cell k: ``v(a<k>) - v(b<k>)``; supply ``i(vdd)``;
+    per-inverter currents ``i(vma<k>)``, ``i(vmb<k>)``. With ``save_all=False``, ``.save`` lines keep only these
+    vectors, the bias nodes and the bias-source currents ``i(esa<k>)``, ``i(esb<k>)`` (ngspice otherwise holds
+    every node of a million-point transient in memory; the calibration uses it)."""
+    n = len(biases)
+    if n < 1:
+        raise ValueError("biases: expected at least one cell")
+    if noise_files is not None and len(noise_files) != n:
+        raise ValueError(f"noise_files: expected {n} files (one per cell), got {len(noise_files)}")
+    if not (math.isfinite(noise_scale) and noise_scale >= 0):
+        raise ValueError(f"noise_scale: expected a finite value >= 0, got {noise_scale!r}")
+    lines = [f"* {title}", process.header().rstrip("\n"), f"vdd vdd 0 dc {sizing.vdd:.12g}"]
+    for k, bias in enumerate(biases):
+        lines += [
+            f"vma{k} vdd pa{k} dc 0",
+            f"vmb{k} vdd pb{k} dc 0",
+            _format_bias(k, bias),
+            f"esa{k} sa{k} 0 bias{k} 0 0.5",
+            f"esb{k} sb{k} 0 bias{k} 0 -0.5",
+            f"xpa{k} a{k} b{k} pa{k} vdd pfet w={sizing.wp:.6g} l={sizing.l:.6g}",
+            f"xna{k} a{k} b{k} sa{k} 0 nfet w={sizing.wn:.6g} l={sizing.l:.6g}",
+            f"xpb{k} b{k} a{k} pb{k} vdd pfet w={sizing.wp:.6g} l={sizing.l:.6g}",
+            f"xnb{k} b{k} a{k} sb{k} 0 nfet w={sizing.wn:.6g} l={sizing.l:.6g}",
+        ]
+        if sizing.cload > 0:
+            lines += [f"cla{k} a{k} 0 {sizing.cload:.6g}", f"clb{k} b{k} 0 {sizing.cload:.6g}"]
+        if noise_files is not None:
+            path = str(Path(noise_files[k]).resolve())
+            if not _SAFE_PATH.match(path):
+                raise ValueError(f"noise_files[{k}]: path {path!r} contains a quote, newline or ';'")
+            s = f"{noise_scale:.12g}"
+            lines += [f"an{k} %i([a{k} b{k}]) nsrc{k}",
+                      f'.model nsrc{k} filesource (file="{path}" amploffset=[0 0] amplscale=[{s} {s}] '
+                      f"timeoffset=0 timescale=1 timerelative=false amplstep=false)"]
+    if not save_all:
+        names = ["i(vdd)"]
+        for k in range(n):
+            names += [f"v(a{k})", f"v(b{k})", f"v(bias{k})", f"i(vma{k})", f"i(vmb{k})", f"i(esa{k})", f"i(esb{k})"]
+        for i in range(0, len(names), 8):
+            lines.append(".save " + " ".join(names[i:i + 8]))
+    lines.append(".end")
+    return "\n".join(lines) + "\n"
+
+
+def device_commands(process, sizing: CellSizing, chips: Sequence[int | None], seed: int,
+                    suffixes: Sequence[str] | None = None) -> tuple[str, ...]:
+    """``alter`` commands giving cell k the low-Vt shift plus the Pelgrom mismatch of chip ``chips[k]``
+    (drawn by ``spicenet.spice.mismatch.sample_chip`` from (seed, chip); ``None`` = nominal devices):
+    delvto = dvtn (nMOS) or dvtp (pMOS) + dVt_mismatch, mulu0 = 1 + dbeta/beta. ``suffixes``: device-name tags
+    per cell (default the cell index; ``[""]`` for the template ``rng/ct_cell``)."""
+    if suffixes is not None and len(suffixes) != len(chips):
+        raise ValueError(f"suffixes: expected {len(chips)} tags, got {len(suffixes)}")
+    commands: list[str] = []
+    for k, chip in enumerate(chips):
+        devices = cell_devices(k, sizing, None if suffixes is None else suffixes[k])
+        if chip is None:
+            draws = {d.name: (0.0, 1.0) for d in devices}
+        else:
+            draws = mismatch.sample_chip(devices, process, seed, int(chip))
+        for device in devices:
+            dvt, beta = draws[device.name]
+            shift = sizing.dvtn if device.kind == "nfet" else sizing.dvtp
+            commands.extend(process.alter_commands(device.name, shift + dvt, beta))
+    return tuple(commands)
+
+
+def thermal_voltage(temp_c: float = 27.0) -> float:
+    """V_T = k T / q (V)."""
+    return K_B * (temp_c + 273.15) / Q_E
+
+
+def shot_noise_psd(currents: Sequence[float], vds: Sequence[float], temp_c: float = 27.0) -> float:
+    """One-sided current-noise PSD (A^2/Hz) of subthreshold transistors on one node:
+    S = 2 q sum_j |I_j| coth(|V_ds,j| / (2 V_T)) (forward and reverse diffusion currents both shot-noisy; tends
+    to 2 q I in saturation and to the thermal 4 k T g_ds at V_ds -> 0)."""
+    i = np.abs(np.asarray(currents, dtype=float))
+    v = np.abs(np.asarray(vds, dtype=float))
+    if i.shape != v.shape or i.ndim != 1 or i.size == 0:
+        raise ValueError(f"currents, vds: expected 1-D arrays of equal length, got {i.shape} and {v.shape}")
+    if not (np.all(np.isfinite(i)) and np.all(np.isfinite(v))):
+        raise ValueError("currents, vds: non-finite values")
+    vt = thermal_voltage(temp_c)
+    v = np.maximum(v, 1e-9)
+    return float(np.sum(2.0 * Q_E * i / np.tanh(v / (2.0 * vt))))
+
+
+def noise_rms(psd: float, dt: float) -> float:
+    """rms (A) of white noise of one-sided PSD ``psd`` (A^2/Hz) sampled every ``dt`` (s): sqrt(S / (2 dt))."""
+    if not (psd >= 0 and dt > 0):
+        raise ValueError(f"psd, dt: expected psd >= 0 and dt > 0, got {psd!r}, {dt!r}")
+    return math.sqrt(psd / (2.0 * dt))
+
+
+def noise_samples(seed: int, chip: int, cell: int, rms: Sequence[float], n: int, stream: int = 0) -> np.ndarray:
+    """(n, 2) Gaussian noise currents (A) for nodes a, b of one cell, from default_rng((seed, chip, cell)); a
+    ``stream`` > 0 gives further independent records of the same cell ((seed, chip, cell, stream))."""
+    if min(seed, chip, cell, stream) < 0 or n < 2:
+        raise ValueError(f"seed, chip, cell, stream must be >= 0 and n >= 2, got {seed}, {chip}, {cell}, {stream}, {n}")
+    rms = np.asarray(rms, dtype=float)
+    if rms.shape != (2,) or np.any(rms < 0) or not np.all(np.isfinite(rms)):
+        raise ValueError(f"rms: expected two finite values >= 0 A, got {rms}")
+    key = [int(seed), int(chip), int(cell)] + ([int(stream)] if stream else [])
+    rng = np.random.default_rng(np.random.SeedSequence(key))
+    return rng.standard_normal((n, 2)) * rms
+
+
+def write_noise_file(path: str | Path, *, seed: int, chip: int, cell: int, rms: Sequence[float], dt: float,
+                     t_stop: float, stream: int = 0) -> Path:
+    """Write one cell's filesource file: rows ``t i_a i_b`` every ``dt`` from 0 past ``t_stop`` (s, A)."""
+    if not (dt > 0 and t_stop > dt):
+        raise ValueError(f"dt, t_stop: expected 0 < dt < t_stop, got {dt!r}, {t_stop!r}")
+    n = int(math.ceil(t_stop / dt)) + 2
+    data = noise_samples(seed, chip, cell, rms, n, stream)
+    table = np.column_stack([np.arange(n) * dt, data])
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fh.write(("%.12e %.6e %.6e\n" * n) % tuple(table.ravel()))
+    return path
+
+
+def staircase(levels: Sequence[float], t_level: float, t_start: float = 0.0,
+              edge: float = 1e-10) -> list[tuple[float, float]]:
+    """PWL points holding each bias level for ``t_level`` seconds in turn (steps of ``edge`` s)."""
+    levels = [float(v) for v in levels]
+    if not levels or not (t_level > 2 * edge > 0):
+        raise ValueError(f"levels, t_level: expected >= 1 level and t_level > 2*edge, got {len(levels)}, {t_level!r}")
+    points: list[tuple[float, float]] = []
+    t = t_start
+    for v in levels:
+        points.append((t + (edge if points else 0.0), v))
+        t += t_level
+        points.append((t, v))
+    return points

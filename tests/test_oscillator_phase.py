@@ -341,3 +341,23 @@ def test_params_from_calibration_dict_and_validation():
         PhaseModelParams(h_sin=(1.0, 0.1), h_cos=(0.0,))
     with pytest.raises(ValueError, match="phase_diffusion"):
         PhaseModelParams(phase_diffusion=-1.0)
+
+
+def test_k_code_table_replaces_the_linear_law_and_keeps_gradients():
+    """With a measured K table the coupling of code c is table[|c|] with the sign of c; without it k_per_code*c."""
+    import torch
+
+    from spicenet.cells.oscillator.phase import PhaseModelParams, PhaseOscillatorNetwork
+
+    table = tuple(0.0 if k == 0 else 1e8 * k**0.97 for k in range(16))
+    net = PhaseOscillatorNetwork(2, PhaseModelParams(k_code_table=table), dtype=torch.float64)
+    codes = torch.tensor([[0.0, -7.0], [15.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    k_odd, k_even = net.coupling_rad_s(codes)
+    assert k_odd[0, 1].item() == pytest.approx(-table[7]) and k_even[0, 1].item() == pytest.approx(table[7])
+    assert k_odd[1, 0].item() == pytest.approx(table[15])
+    k_odd.sum().backward()
+    assert codes.grad[0, 1].item() == pytest.approx(table[7] - table[6]) or codes.grad[0, 1].item() == pytest.approx(table[8] - table[7])
+    linear = PhaseOscillatorNetwork(2, PhaseModelParams(), dtype=torch.float64)
+    assert linear.coupling_rad_s(codes.detach())[0][0, 1].item() == pytest.approx(-7 * PhaseModelParams().k_per_code)
+    with pytest.raises(ValueError, match="k_code_table"):
+        PhaseModelParams(k_code_table=(1.0,) * 16)

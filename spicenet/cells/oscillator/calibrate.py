@@ -601,7 +601,8 @@ def calibrate_oscillator(config: dict[str, Any], *, process: str = "generic", qu
     }
     fit["phase_model_params"] = {"f0_hz": fit["f0_hz"], "h_harmonics": fit["h_harmonics"],
                                  "g_unit_s": 1.0 / cfg.r_lsb, "k_per_siemens": k_per_siemens, "n_bits": cfg.n_bits,
-                                 "phase_diffusion": fit["phase_diffusion"]}
+                                 "phase_diffusion": fit["phase_diffusion"],
+                                 "k_code_table": [float(v) for v in fit["k_per_code_rad_s"]]}
     _save(output, cfg, process, fit, free, pfit, shil, noise, mc, config)
     plots = _plots(output, cfg, free, rows, pfit, checks, shil, noise, mc)
     return {"output": str(output), "fit": fit, "plots": [str(p) for p in plots]}

@@ -95,6 +95,9 @@ class PhaseModelParams:
     g_unit_s: conductance of one LSB of the resistor bank [S] (code c -> G = |c| g_unit_s).
     k_per_siemens: coupling strength per unit conductance [rad/s/S]. n_bits: magnitude bits of a bank.
     phase_diffusion: D [rad^2/s] of each free-running oscillator.
+    k_code_table: optional measured coupling strength K [rad/s] of each bank code 0..2^n_bits-1 (SPICE's K is
+    slightly sublinear in G); when given it replaces ``k_per_code * |c|``, interpolated linearly between codes so
+    that the straight-through gradient of a code stays defined.
     """
 
     f0_hz: float = 1.0e9
@@ -104,6 +107,7 @@ class PhaseModelParams:
     k_per_siemens: float = 5.0e12
     n_bits: int = 4
     phase_diffusion: float = 0.0
+    k_code_table: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.f0_hz) and self.f0_hz > 0):
@@ -120,6 +124,13 @@ class PhaseModelParams:
         max_code(self.n_bits)
         if not (math.isfinite(self.phase_diffusion) and self.phase_diffusion >= 0):
             raise ValueError(f"phase_diffusion must be >= 0 rad^2/s, got {self.phase_diffusion!r}")
+        if self.k_code_table is not None:
+            table = tuple(float(v) for v in self.k_code_table)
+            if len(table) != max_code(self.n_bits) + 1 or table[0] != 0.0 or not all(
+                    math.isfinite(v) and v >= 0 for v in table):
+                raise ValueError(f"k_code_table must hold {max_code(self.n_bits) + 1} finite values >= 0 starting "
+                                 f"at 0, got {self.k_code_table!r}")
+            object.__setattr__(self, "k_code_table", table)
 
     @property
     def k_per_code(self) -> float:
@@ -143,8 +154,8 @@ class PhaseModelParams:
         unknown = set(kw) - known
         if unknown:
             raise ValueError(f"unknown PhaseModelParams keys: {sorted(unknown)}")
-        for key in ("h_sin", "h_cos"):
-            if key in kw:
+        for key in ("h_sin", "h_cos", "k_code_table"):
+            if kw.get(key) is not None:
                 kw[key] = tuple(float(v) for v in kw[key])
         return cls(**kw)
 
@@ -261,15 +272,26 @@ class PhaseOscillatorNetwork(nn.Module):
         if codes.shape[-2:] != (n, n):
             raise ValueError(f"k codes must end in [{n}, {n}], got {tuple(codes.shape)}")
         c = codes.to(device=self.device, dtype=self.dtype) * self.mask
-        scale = self.params.k_per_code
+        k_odd, k_even = self._k_of_code(c), self._k_of_code(c.abs())
         if chip is not None:
             g = chip.k_gain.to(device=self.device, dtype=self.dtype)
             if g.dim() == 3:
-                c = c.unsqueeze(-3)  # [..., 1, N, N] * [B, N, N]
-            c_odd, c_even = c * g, c.abs() * g
-        else:
-            c_odd, c_even = c, c.abs()
-        return scale * c_odd, scale * c_even
+                k_odd, k_even = k_odd.unsqueeze(-3), k_even.unsqueeze(-3)  # [..., 1, N, N] * [B, N, N]
+            return k_odd * g, k_even * g
+        return k_odd, k_even
+
+    def _k_of_code(self, c: Tensor) -> Tensor:
+        """Signed K [rad/s] of (signed) codes ``c``: ``k_per_code * c``, or the calibrated table K(|c|) with the sign
+        of c, interpolated piecewise-linearly along the signed code axis (so dK/dc at c = 0 is K(1), not 0)."""
+        table = self.params.k_code_table
+        if table is None:
+            return self.params.k_per_code * c
+        top = len(table) - 1
+        values = torch.tensor([-v for v in reversed(table[1:])] + list(table), device=self.device, dtype=self.dtype)
+        x = c.clamp(-top, top) + top
+        lo = x.detach().floor().clamp(max=2 * top - 1).long()
+        frac = x - lo.to(x.dtype)
+        return values[lo] * (1 - frac) + values[lo + 1] * frac
 
     def _as_schedule(self, x: ScheduleLike, t_end: float, tail: tuple[int, ...], name: str) -> PiecewiseSchedule | None:
         if x is None:

@@ -16,3 +16,20 @@ def calibrate(config: dict[str, Any], *, process: str, quick: bool, output: Path
     from spicenet.cells.rng.calibrate import calibrate_rng
 
     return calibrate_rng(config, process=process, quick=quick, output=output, workers=workers, seed=seed)
+
+
+def train(config: dict[str, Any], *, surrogate: Path, quick: bool, run_dir: Path, device: str,
+          seed: int) -> dict[str, Any]:
+    """DTM on binarized images with chips drawn from the calibrated (V0, Vs) distribution (see
+    :func:`spicenet.cells.rng.training.train`). Returns {"run_dir", "metrics"}."""
+    from spicenet.cells.rng.training import train as train_dtm
+
+    return train_dtm(config, surrogate=surrogate, quick=quick, run_dir=run_dir, device=device, seed=seed)
+
+
+def validate(run_dir: Path, *, chips: int | None, quick: bool, workers: int, seed: int) -> dict[str, Any]:
+    """Export a small Boltzmann machine of the trained model to a p-bit netlist and compare SPICE samples with exact
+    enumeration and the surrogate (see :func:`spicenet.cells.rng.validation.validate`)."""
+    from spicenet.cells.rng.validation import validate as validate_dtm
+
+    return validate_dtm(run_dir, chips=chips, quick=quick, workers=workers, seed=seed)

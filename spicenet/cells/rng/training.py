@@ -1,0 +1,435 @@
+"""``spicenet train dtm``: a mismatch-aware denoising thermodynamic model (DTM) on calibrated p-bits.
+
+What is trained (see ``dtm.py`` for the model): T conditional Boltzmann machines on an L x L p-bit grid (degree
+and pattern configurable), data = binarized MNIST / Fashion-MNIST images (spins {-1, +1}, 8/14/28 px), CD-K
+gradients with the Adaptive Correlation Penalty, couplings/biases quantised to ``weight_bits`` (the coupling DAC
+of the hardware, symmetric uniform levels on [-weight_max, weight_max]).
+
+Hardware model of a p-bit array (from the surrogate file of ``spicenet calibrate rng``): cell i of a chip fires
+with P(1) = sigmoid((v - v0_i) / vs_i), (v0_i, vs_i) drawn from the calibrated mismatch distribution
+(``spicenet.train.MismatchModel``). The designer drives cell i with v = v0_ref,i + vs_nom * x_i, x_i = the ideal
+Gibbs logit 2 beta (b_i + sum_j J_ij s_j); so the cell computes sigmoid((x_i - offset_i) / gain_i) with
+
+    offset_i = (v0_i - v0_ref,i) / vs_nom,      gain_i = vs_i / vs_nom          (PBit.gibbs_nonideality)
+
+* ``v0_trim = true`` (default): each chip's transitions are located per cell before use (the noise-free up/down
+  bias sweep of the calibration), v0_ref,i = v0_i + e_i with a trim error e_i ~ N(0, v0_residual_std_v). Without
+  a trim, v0_ref,i = the calibrated mean v0 and the offsets are the raw mismatch (tens of vs: the machine fails).
+* the slope is never trimmed: gain_i carries the full vs mismatch.
+
+Mismatch-aware training: every SGD step runs on a fresh chip (seeded by (seed, step): a resumed run sees the same
+chips). Evaluation: FID with the project's own feature network (``fid_spicenet_<dataset>``; NOT Inception
+features, so not comparable with published FIDs) of generated samples against the held-out split, on the
+nominal chip (no mismatch) and on ``eval_chips`` fresh chips (mean / worst / all values), plus the floor
+FID(train images, held-out images) of the same estimator. Energy per generated sample:
+E = T K N E_bit (``spicenet.energy.dtm_energy``; E_bit = the surrogate's ``energy_per_bit_j``).
+
+Run directory (``spicenet.train.RunDir``): run.json (family "rng", trainer "dtm"), config.json, checkpoints
+(resumable), metrics.csv (per log interval), plots/ (curves, sample grids), metrics.json, model.pt (for
+``spicenet validate``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from spicenet.cells.rng.dtm import DTM, DTMConfig, uniform_quantiser
+from spicenet.cells.rng.gibbs import make_generator
+from spicenet.cells.rng.pbit import PBit
+from spicenet.errors import ConfigError
+from spicenet.train.mismatch import MismatchModel, _seed_int
+
+__all__ = ["DTMTrainConfig", "parse_config", "ChipModel", "train", "evaluate_fid_over_chips", "load_model",
+           "sample_with_seed"]
+
+SECTIONS = ("data", "model", "train", "mismatch", "eval")
+
+
+@dataclass
+class DTMTrainConfig:
+    """Validated training config (TOML sections [data] [model] [train] [mismatch] [eval], flattened here)."""
+
+    # [data]
+    dataset: str = "fashion"
+    source: str = "sample"
+    data_path: str = ""
+    image_size: int = 14
+    n_train: int = 0            # 0 = all
+    n_test: int = 0
+    # [model]
+    grid: int = 18              # L: the BM of every step has L*L p-bits (image pixels + latents)
+    degree: int = 8
+    pattern: str = "moore"
+    periodic: bool = True
+    steps: int = 4              # T denoising steps
+    sweeps: int = 10            # K Gibbs sweeps per phase / per generation step
+    beta: float = 1.0
+    init_scale: float = 0.01
+    weight_bits: int = 6        # coupling/bias DAC resolution
+    weight_max: float = 1.0     # |J|, |b| range of the DAC (units of the energy; logit = 2 beta J)
+    spatial_embedding: bool = True  # pixels keep their 2-D neighbourhoods on the grid (spatial_data_nodes)
+    # [train]
+    iters: int = 600
+    batch: int = 64
+    lr: float = 0.05
+    acp_lambda: float = 0.01
+    acp_target: float = 0.05
+    acp_rate: float = 1.2
+    log_every: int = 50
+    checkpoint_every: int = 100
+    fid_log_samples: int = 200  # nominal-chip FID logged every log_every (0 = off)
+    threads: int = 1
+    # [mismatch]
+    enabled: bool = True        # sample a fresh chip every step (false = train on the ideal sampler)
+    scale: float = 1.0          # calibrated sigmas x scale
+    v0_trim: bool = True
+    v0_residual_std_v: float = 5e-5
+    # [eval]
+    eval_chips: int = 10
+    eval_samples: int = 500
+    eval_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        checks = {
+            "image_size": self.image_size in (8, 14, 28), "n_train": self.n_train >= 0, "n_test": self.n_test >= 0,
+            "grid": 2 <= self.grid <= 256 and self.grid * self.grid >= self.image_size ** 2,
+            "steps": 1 <= self.steps <= 1000, "sweeps": 1 <= self.sweeps <= 10000, "beta": self.beta > 0,
+            "init_scale": self.init_scale >= 0, "weight_bits": 2 <= self.weight_bits <= 16,
+            "weight_max": self.weight_max > 0, "iters": self.iters >= 0, "batch": self.batch >= 1, "lr": self.lr > 0,
+            "acp_lambda": self.acp_lambda >= 0, "log_every": self.log_every >= 1,
+            "checkpoint_every": self.checkpoint_every >= 0, "fid_log_samples": self.fid_log_samples >= 0,
+            "threads": self.threads >= 1, "scale": self.scale >= 0, "v0_residual_std_v": self.v0_residual_std_v >= 0,
+            "eval_chips": self.eval_chips >= 1, "eval_samples": self.eval_samples >= 2, "eval_scale": self.eval_scale >= 0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ConfigError(f"dtm config: {name} = {getattr(self, name)!r} is out of range")
+
+    def dtm_config(self, seed: int) -> DTMConfig:
+        return DTMConfig(size=self.grid, degree=self.degree, pattern=self.pattern, periodic=self.periodic,
+                         n_steps=self.steps, sweeps=self.sweeps, lr=self.lr, beta=self.beta,
+                         init_scale=self.init_scale, acp_lambda=self.acp_lambda, acp_target=self.acp_target,
+                         acp_rate=self.acp_rate, seed=seed)
+
+
+def parse_config(config: dict[str, Any]) -> DTMTrainConfig:
+    """Flatten the TOML sections (unknown keys are an error, naming the key)."""
+    known = {f.name for f in dataclasses.fields(DTMTrainConfig)}
+    flat: dict[str, Any] = {}
+    for k, v in config.items():
+        if k in SECTIONS:
+            if not isinstance(v, dict):
+                raise ConfigError(f"dtm config: [{k}] must be a table")
+            flat.update(v)
+        else:
+            flat[k] = v
+    unknown = sorted(set(flat) - known)
+    if unknown:
+        raise ConfigError(f"dtm config: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    try:
+        return DTMTrainConfig(**flat)
+    except TypeError as exc:
+        raise ConfigError(f"dtm config: {exc}") from None
+
+
+# ------------------------------------------------------------------------------------------------ chips --
+class ChipModel:
+    """p-bit chips from a surrogate file, as Gibbs non-idealities (offset, gain) per cell (module docstring).
+
+    ``nonideality(seed, n_cells)`` is a pure function of the seed: the same seed gives the same chip."""
+
+    def __init__(self, surrogate: str | Path, *, scale: float = 1.0, v0_trim: bool = True,
+                 v0_residual_std_v: float = 5e-5) -> None:
+        self.model = MismatchModel.from_surrogate(surrogate)
+        for name in ("v0", "vs"):
+            if name not in self.model.dists:
+                raise ConfigError(f"surrogate {surrogate}: no parameter {name!r} (have {self.model.names})")
+        if scale < 0 or v0_residual_std_v < 0:
+            raise ValueError(f"scale/v0_residual_std_v: expected >= 0, got {scale}/{v0_residual_std_v}")
+        self.scale, self.v0_trim, self.v0_residual_std_v = scale, v0_trim, v0_residual_std_v
+        self.v0_nominal = float(self.model.dists["v0"].mean)
+        self.vs_nominal = float(self.model.dists["vs"].mean)
+
+    def cells(self, seed: int, n_cells: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(v0, vs, v0_ref) [n_cells] in V of chip ``seed``: true transition, slope and the bias origin the
+        designer uses (trimmed v0 + trim error, or the calibrated mean without trim)."""
+        chip = self.model.sample_chip(int(seed), n_cells, params=["v0", "vs"], dtype=torch.float64, scale=self.scale)
+        v0, vs = chip["v0"], chip["vs"]
+        if self.v0_trim:
+            g = torch.Generator().manual_seed(_seed_int(int(seed), 7))
+            v0_ref = v0 + self.v0_residual_std_v * torch.randn(n_cells, generator=g, dtype=torch.float64)
+        else:
+            v0_ref = torch.full_like(v0, self.v0_nominal)
+        return v0, vs, v0_ref
+
+    def nonideality(self, seed: int, n_cells: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(offset, gain) [n_cells] float64 for ``BlockGibbsSampler`` (PBit.gibbs_nonideality semantics)."""
+        v0, vs, v0_ref = self.cells(seed, n_cells)
+        return PBit(v0 - v0_ref, vs, dtype=torch.float64).gibbs_nonideality(0.0, self.vs_nominal)
+
+
+class _StepChips:
+    """The DTM's ``chip_sampler`` hook: the chip of training step ``self.step`` (set by the loop)."""
+
+    def __init__(self, chips: ChipModel, n_cells: int, seed: int, device: torch.device) -> None:
+        self.chips, self.n_cells, self.seed, self.device, self.step = chips, n_cells, seed, device, 0
+
+    def __call__(self, _generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        off, gain = self.chips.nonideality(_seed_int(self.seed, 0, self.step), self.n_cells)
+        return off.to(self.device), gain.to(self.device)
+
+
+def eval_seeds(seed: int, n: int) -> list[int]:
+    """Held-out evaluation chip seeds: a stream disjoint from the training chips."""
+    return [_seed_int(int(seed), 1, i) for i in range(n)]
+
+
+# ---------------------------------------------------------------------------------------------- embedding --
+def spatial_data_nodes(image_size: int, grid: int) -> np.ndarray:
+    """Grid node of each pixel (row-major) that keeps the image's geometry: pixel (r, c) sits at grid node
+    (floor((r + 1/2) L / H), floor((c + 1/2) L / H)), so neighbouring pixels are neighbouring (or next-but-one)
+    p-bits and the remaining L^2 - H^2 nodes are latents spread between them. (``DTM``'s default placement spreads
+    the pixels over a row-major scan of the grid, which scrambles 2-D neighbourhoods when L != H.)"""
+    if not 1 <= image_size <= grid:
+        raise ValueError(f"image_size: expected 1 <= H <= grid = {grid}, got {image_size}")
+    pos = np.floor((np.arange(image_size) + 0.5) * grid / image_size).astype(np.int64)
+    nodes = (pos[:, None] * grid + pos[None, :]).reshape(-1)
+    if len(np.unique(nodes)) != nodes.size:
+        raise ValueError(f"image_size: {image_size} px do not map to distinct nodes of a {grid} grid")
+    return nodes
+
+
+def set_data_nodes(dtm: DTM, nodes: np.ndarray) -> None:
+    """Place the DTM's data nodes (before any sampling: the samplers are built lazily)."""
+    nodes = np.asarray(nodes, dtype=np.int64)
+    if nodes.shape != (dtm.n_data,) or len(np.unique(nodes)) != dtm.n_data or nodes.min() < 0 \
+            or nodes.max() >= dtm.graph.n_nodes:
+        raise ValueError(f"nodes: expected {dtm.n_data} distinct node indices < {dtm.graph.n_nodes}")
+    if dtm._samplers:
+        raise ValueError("nodes: the DTM has already built its samplers")
+    dtm.data_nodes = nodes
+    dtm._data_idx = torch.from_numpy(nodes)
+
+
+# ----------------------------------------------------------------------------------------------- sampling --
+@torch.no_grad()
+def sample_with_seed(dtm: DTM, n: int, seed: int, chip: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """``dtm.sample(n)`` [n, D] (±1) reproducible from ``seed`` alone, on ``chip`` = (offset, gain) (None =
+    ideal p-bits); the model's own generators and chip are left as they were."""
+    saved_cpu, saved_chip = dtm._cpu_gen, (dtm.offset, dtm.gain)
+    try:
+        dtm._cpu_gen = torch.Generator().manual_seed(_seed_int(int(seed), 5))
+        dtm.offset, dtm.gain = chip if chip is not None else (None, None)
+        return dtm.sample(n, generator=make_generator(_seed_int(int(seed), 6), dtm.device))
+    finally:
+        dtm._cpu_gen = saved_cpu
+        dtm.offset, dtm.gain = saved_chip
+
+
+def _fid(samples: torch.Tensor, reference: np.ndarray, dataset: str, net) -> float:
+    from spicenet.metrics import extract_features, fid_from_features
+
+    return fid_from_features(extract_features(reference, net, "spin"), extract_features(samples.numpy(), net, "spin"))
+
+
+def evaluate_fid_over_chips(dtm: DTM, chips: ChipModel, seeds: list[int], n_samples: int, reference: np.ndarray,
+                            dataset: str, net, seed: int) -> dict[str, Any]:
+    """Own-feature FID of ``n_samples`` generated images per chip (chip ``seeds``) against ``reference``
+    (±1 images [N, D]): ``mean``, ``std``, ``worst`` (max FID), ``values``, ``seeds``."""
+    from spicenet.train.mismatch import Chip, evaluate_over_chips
+
+    n = dtm.graph.n_nodes
+
+    def fid_of(chip: Chip) -> float:
+        off, gain = chips.nonideality(chip.seed, n)
+        s = sample_with_seed(dtm, n_samples, _seed_int(seed, 4, chip.seed), (off.to(dtm.device), gain.to(dtm.device)))
+        return _fid(s, reference, dataset, net)
+
+    return evaluate_over_chips(fid_of, [Chip(s) for s in seeds], higher_is_better=False)
+
+
+# ---------------------------------------------------------------------------------------------- training --
+def _load_data(cfg: DTMTrainConfig, seed: int):
+    from spicenet.data import load_dataset
+
+    try:
+        ds = load_dataset(cfg.dataset, cfg.source, cfg.data_path or None, size=cfg.image_size, encoding="spin",
+                          n_train=cfg.n_train or None, n_test=cfg.n_test or None)
+    except (ValueError, FileNotFoundError) as exc:
+        raise ConfigError(f"dtm config: cannot load {cfg.dataset!r} from {cfg.source!r}: {exc}") from None
+    return ds
+
+
+def _write_run_json(run, extra: dict[str, Any]) -> None:
+    from spicenet.train.run import _atomic_write_text
+
+    meta = run.meta()
+    meta.update(extra)
+    _atomic_write_text(run.path / "run.json", json.dumps(meta, indent=2, default=str))
+
+
+def _images(x: torch.Tensor, size: int) -> np.ndarray:
+    return ((x.numpy().reshape(-1, size, size) + 1.0) / 2.0).astype(np.float32)
+
+
+def train(config: dict[str, Any], *, surrogate: Path, quick: bool = False, run_dir: Path, device: str = "cpu",
+          seed: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Train a DTM with per-step mismatch chips drawn from ``surrogate``; returns {"run_dir", "metrics"}.
+
+    Resumes from the newest checkpoint when ``run_dir`` holds the same run. ``quick`` only records the flag
+    (the quick variant is the config ``training/dtm_quick.toml``)."""
+    from tqdm import tqdm
+
+    from spicenet.energy import dtm_energy
+    from spicenet.metrics import fid_key, load_feature_net
+    from spicenet.surrogate import SurrogateFile
+    from spicenet.train import RunDir, resolve_device
+
+    t_start = time.time()
+    cfg = parse_config(config)
+    dev = resolve_device(device)
+    torch.set_num_threads(cfg.threads)
+    surrogate = Path(surrogate)
+    sf = SurrogateFile.load(surrogate)
+    if sf.family != "rng":
+        raise ConfigError(f"surrogate {surrogate}: family {sf.family!r}, expected 'rng'")
+    chips = ChipModel(surrogate, scale=cfg.scale, v0_trim=cfg.v0_trim, v0_residual_std_v=cfg.v0_residual_std_v)
+    eval_chips = ChipModel(surrogate, scale=cfg.eval_scale, v0_trim=cfg.v0_trim,
+                           v0_residual_std_v=cfg.v0_residual_std_v)
+    ds = _load_data(cfg, seed)
+    x_train = torch.as_tensor(ds.flat("train"), dtype=torch.float64)
+    x_test = ds.flat("test").astype(np.float32)
+    d = x_train.shape[1]
+    dataset_info = {"name": ds.name, "origin": ds.origin, "size": ds.size, "encoding": "spin",
+                    "n_train": int(x_train.shape[0]), "n_test": int(x_test.shape[0])}
+    run = RunDir.create(run_dir, dataclasses.asdict(cfg) | {"seed": seed}, surrogate=surrogate, seed=seed,
+                        device=str(dev), dataset=dataset_info)
+    _write_run_json(run, {"family": "rng", "trainer": "dtm", "quick": bool(quick)})
+
+    quant = uniform_quantiser(cfg.weight_bits, cfg.weight_max)
+    dtm = DTM(d, cfg.dtm_config(seed), quantiser=quant, device=dev)
+    if cfg.spatial_embedding:
+        set_data_nodes(dtm, spatial_data_nodes(ds.size, cfg.grid))
+    n_cells = dtm.graph.n_nodes
+    hook = _StepChips(chips, n_cells, seed, dev)
+    if cfg.enabled:
+        dtm.chip_sampler = hook
+    gens = {"gen": dtm._gen, "cpu": dtm._cpu_gen}
+    start = 0
+    ck = run.load_checkpoint(generators=gens, map_location="cpu")
+    if ck is not None:
+        dtm.load_state_dict(ck["model"])
+        start = int(ck["step"])
+        run.truncate_metrics(start)
+    net, _ = load_feature_net(ds.name, train_if_missing=True)
+    fkey = fid_key(ds.name)
+
+    window: list[list[dict]] = []
+    bar = tqdm(total=cfg.iters, initial=start, desc="dtm", file=sys.stderr, disable=not progress, leave=False)
+    for it in range(start, cfg.iters):
+        g = torch.Generator().manual_seed(_seed_int(seed, 3, it))
+        idx = torch.randint(0, x_train.shape[0], (cfg.batch,), generator=g)
+        hook.step = it
+        window.append(dtm.train_step(x_train[idx]))
+        bar.update(1)
+        done = it + 1
+        if done % cfg.log_every == 0 or done == cfg.iters:
+            row = {
+                "grad_norm": float(np.mean([s["grad_norm"] for st in window for s in st])),
+                "autocorr": float(np.mean([s["autocorr"] for st in window for s in st])),
+                "acp_lambda": float(np.mean([s["acp_lambda"] for st in window for s in st])),
+                "w_rms": float(np.mean([quant(p.weights).pow(2).mean().sqrt().item() for p in dtm.steps])),
+                "elapsed_s": time.time() - t_start,
+            }
+            if cfg.fid_log_samples:
+                s = sample_with_seed(dtm, cfg.fid_log_samples, _seed_int(seed, 8, done))
+                row["fid_nominal"] = _fid(s, x_test, ds.name, net)
+            run.log_metrics(done, **row)
+            bar.set_postfix(fid=f"{row.get('fid_nominal', float('nan')):.3g}")
+            window = []
+        if cfg.checkpoint_every and (done % cfg.checkpoint_every == 0 or done == cfg.iters):
+            run.save_checkpoint(step=done, epoch=done, model=dtm.state_dict(), generators=gens)
+    bar.close()
+    t_train = time.time() - t_start
+
+    # ------------------------------------------------------------------------------------- evaluation --
+    t0 = time.time()
+    nominal = sample_with_seed(dtm, cfg.eval_samples, _seed_int(seed, 9))
+    from spicenet.metrics import image_metrics
+
+    nom = image_metrics(nominal.numpy(), x_test, ds.name, net=net, value_range="spin", seed=seed,
+                        with_inception=False)
+    floor = _fid(torch.as_tensor(x_train[: cfg.eval_samples]).float(), x_test, ds.name, net)
+    seeds = eval_seeds(seed, cfg.eval_chips)
+    over = evaluate_fid_over_chips(dtm, eval_chips, seeds, cfg.eval_samples, x_test, ds.name, net, seed)
+    untrimmed = None
+    if cfg.v0_trim:  # the same chips without the per-cell v0 trim: why the trim is part of the hardware
+        raw = ChipModel(surrogate, scale=cfg.eval_scale, v0_trim=False)
+        untrimmed = evaluate_fid_over_chips(dtm, raw, seeds[:2], cfg.eval_samples, x_test, ds.name, net, seed)
+    e_bit = float(sf.energy.get("energy_per_bit_j", math.nan))
+    energy = dtm_energy(e_bit, n_cells, cfg.sweeps, cfg.steps) if math.isfinite(e_bit) else None
+    worst_seed = over["seeds"][int(np.argmax(over["values"]))]
+    worst = sample_with_seed(dtm, 64, _seed_int(seed, 4, worst_seed),
+                             tuple(t.to(dev) for t in eval_chips.nonideality(worst_seed, n_cells)))
+    plots = [
+        str(run.save_sample_grid(_images(nominal[:64], ds.size), "samples_nominal.png", vmin=0, vmax=1)),
+        str(run.save_sample_grid(_images(worst, ds.size), "samples_worst_chip.png", vmin=0, vmax=1)),
+        str(run.save_sample_grid(_images(x_train[:64].float(), ds.size), "data.png", vmin=0, vmax=1)),
+    ]
+    if run.read_metrics():
+        keys = ["fid_nominal"] if cfg.fid_log_samples else ["grad_norm"]
+        plots.append(str(run.plot_metrics(keys=keys, name="fid_curve.png")))
+        plots.append(str(run.plot_metrics(keys=["grad_norm", "autocorr", "w_rms"], name="loss_curves.png")))
+    torch.save({"state": dtm.state_dict(), "n_data": d, "image_size": ds.size, "dataset": ds.name,
+                "quant": {"bits": cfg.weight_bits, "max_abs": cfg.weight_max}, "beta": cfg.beta,
+                "data_nodes": dtm.data_nodes.tolist(), "surrogate": str(surrogate.resolve()),
+                "vs_nominal": chips.vs_nominal, "v0_nominal": chips.v0_nominal}, run.path / "model.pt")
+    metrics: dict[str, Any] = {
+        fkey: nom[fkey],
+        f"kid_spicenet_{ds.name}": nom[f"kid_spicenet_{ds.name}"],
+        "fid_feature_net": "spicenet own 64-d CNN features (spicenet.metrics.features), not Inception",
+        "fid_floor_train_vs_test": floor,
+        "chips": {"n": cfg.eval_chips, "fid_mean": over["mean"], "fid_worst": over["worst"], "fid_std": over["std"],
+                  "fid_values": over["values"], "seeds": over["seeds"], "scale": cfg.eval_scale,
+                  "v0_trim": cfg.v0_trim, "v0_residual_std_v": cfg.v0_residual_std_v},
+        "energy_per_sample_j": energy["energy_j"] if energy else None,
+        "energy": energy,
+        "model": {"n_cells": n_cells, "n_data": d, "edges": int(dtm.graph.n_edges), "steps": cfg.steps,
+                  "sweeps": cfg.sweeps, "weight_bits": cfg.weight_bits, "degree": cfg.degree, "grid": cfg.grid},
+        "dataset": dataset_info,
+        "iters": cfg.iters,
+        "mismatch_aware": cfg.enabled,
+        "train_wall_s": t_train,
+        "eval_wall_s": time.time() - t0,
+        "plots": plots,
+    }
+    if untrimmed is not None:
+        metrics["chips_untrimmed"] = {"fid_mean": untrimmed["mean"], "fid_values": untrimmed["values"]}
+    run.write_final_metrics(metrics)
+    return {"run_dir": str(run.path), "metrics": metrics}
+
+
+def load_model(run_dir: str | Path, device: str = "cpu") -> tuple[DTM, dict[str, Any]]:
+    """The trained DTM of a run directory (from model.pt) and the blob's metadata."""
+    run_dir = Path(run_dir)
+    p = run_dir / "model.pt"
+    if not p.is_file():
+        raise ConfigError(f"{run_dir}: no model.pt (train the run to the end first)")
+    blob = torch.load(p, map_location="cpu", weights_only=False)
+    st = blob["state"]
+    cfg = DTMConfig(**st["config"])
+    dtm = DTM(int(blob["n_data"]), cfg, quantiser=uniform_quantiser(blob["quant"]["bits"], blob["quant"]["max_abs"]),
+              device=device)
+    set_data_nodes(dtm, np.asarray(blob["data_nodes"], dtype=np.int64))
+    dtm.load_state_dict(st)
+    return dtm, blob

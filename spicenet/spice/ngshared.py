@@ -67,12 +67,18 @@ class Session:
         lines: list[str] = []
         self._lines = lines
 
+        ffi = shared_module.ffi
+
         class _Captured(shared_module.NgSpiceShared):
-            def send_char(self, message: str, ngspice_id: int) -> int:  # noqa: D401 - PySpice callback
-                lines.append(message)
+            # PySpice's own callback logs every line and keeps all of them in growing lists; ours only keeps the
+            # lines of the current command (ffi.callback binds whatever _send_char the class has at init).
+            @staticmethod
+            def _send_char(message_c, ngspice_id, user_data):  # noqa: ANN001, ANN205 - cffi callback
+                lines.append(ffi.string(message_c).decode("utf8", "replace"))
                 return 0
 
-            def send_stat(self, message: str, ngspice_id: int) -> int:
+            @staticmethod
+            def _send_stat(message_c, ngspice_id, user_data):  # noqa: ANN001, ANN205 - cffi callback
                 return 0
 
         self._ffi = shared_module.ffi
@@ -86,9 +92,9 @@ class Session:
         """Run one ngspice command; return the output lines ("stdout ..."/"stderr ..." prefixes kept)."""
         if "\n" in text or len(text) > 1023:
             raise ValueError(f"an ngspice command must be one line of < 1024 characters: {text[:60]!r}")
-        start = len(self._lines)
+        self._lines.clear()
         rc = self._lib.ngSpice_Command(text.encode("ascii"))
-        out = self._lines[start:]
+        out = list(self._lines)
         if rc:
             out = out + [f"stderr spicenet: ngSpice_Command returned {rc} for {text!r}"]
         return out
@@ -98,9 +104,9 @@ class Session:
         lines = [line for line in deck.splitlines()] + [""]
         keep = [self._ffi.new("char[]", line.encode("utf8")) for line in lines] + [self._ffi.NULL]
         array = self._ffi.new("char *[]", keep)
-        start = len(self._lines)
+        self._lines.clear()
         rc = self._lib.ngSpice_Circ(array)
-        out = self._lines[start:]
+        out = list(self._lines)
         if rc:
             out = out + [f"stderr spicenet: ngSpice_Circ returned {rc}"]
         return out

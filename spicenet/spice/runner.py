@@ -91,7 +91,8 @@ def run_one(session: Session, run: RunSpec) -> SimResult:
         for option in options:
             session.command(option)
         analysis = with_max_step(run.analysis) if shorten else run.analysis
-        session.command("destroy all")
+        if step:  # a failed attempt may have left a partial plot (the first attempt starts from none)
+            session.command("destroy all")
         if run.seed is not None:
             session.command(f"setseed {int(run.seed)}")
             session.command("reset")
@@ -103,9 +104,9 @@ def run_one(session: Session, run: RunSpec) -> SimResult:
         last_lines = lines
         contents = _content(lines)
         failed = any("simulation(s) aborted" in t or "circuit not parsed" in t.lower() for t in contents)
-        plots = [p for p in session.plot_names() if p != "const"]
-        if not failed and plots:
-            plot = session.read_plot(session.current_plot(), set(run.save) if run.save else None)
+        current = session.current_plot()
+        if not failed and current != "const":
+            plot = session.read_plot(current, set(run.save) if run.save else None)
             session.command("destroy all")
             if step:
                 attempts.append({"step": name, "ok": True})

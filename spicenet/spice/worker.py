@@ -182,16 +182,21 @@ class WorkerPool:
             for worker in busy:
                 job = job_list[worker.job_index]  # type: ignore[index]
                 if worker.inbox in ready:
-                    try:
-                        message = worker.inbox.recv()
-                    except (EOFError, OSError):
-                        message = None
-                    if message is None:
-                        yield from self._fail_current(worker, job, pending, crashed=True)
-                        continue
-                    yield from self._handle(worker, job, message)
+                    yield from self._drain(worker, job, pending)
                 elif time.monotonic() >= worker.deadline:
                     yield from self._fail_current(worker, job, pending, crashed=False)
+
+    def _drain(self, worker: _Worker, job: Job, pending: deque) -> Iterator[tuple[str, Outcome]]:
+        """Handle every message the worker has already sent (one wait() per burst, not per run)."""
+        while True:
+            try:
+                message = worker.inbox.recv()
+            except (EOFError, OSError):
+                yield from self._fail_current(worker, job, pending, crashed=True)
+                return
+            yield from self._handle(worker, job, message)
+            if worker.job_index is None or not worker.inbox.poll(0):
+                return
 
     def _handle(self, worker: _Worker, job: Job, message: tuple) -> Iterator[tuple[str, Outcome]]:
         kind = message[0]

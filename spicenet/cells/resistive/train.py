@@ -1,0 +1,270 @@
+"""``spicenet train eqprop``: centered EqProp on the calibrated resistive network, with and without mismatch injection.
+
+Model: :class:`ResistiveNetwork` ``[n_pixels, *hidden, 10]`` with the calibrated diode law (Is, n, Rs at the
+calibrated area), rails ``+-vb``, input gain and bias sources from the surrogate file. Parameters are in units of the
+conductance LSB ``g_lsb`` (S), clipped to ``[0, 2^bits - 1]`` after every step and quantised to the programmable
+levels ``k g_lsb`` in the forward pass (straight-through gradient). Loss: MSE of the output voltages to one-hot
+targets (``v_high`` at the label, ``v_low`` elsewhere); gradients by centered EqProp (+-beta nudges,
+:func:`spicenet.cells.resistive.eqprop.eqprop_gradients`); Adam.
+
+Mismatch: every chip is :func:`spicenet.cells.resistive.calibrate.level_chip` with the calibrated spreads —
+a programmed conductance realised as ``G (1 + g_sigma z)`` (``g_mode="device"``: one programmed cell per
+conductance) or ``G (1 + g_sigma z / sqrt(k))`` at level k (``"bank"``: k unit resistors of tolerance g_sigma),
+diode ``ln Is`` spread ``sigma_ln_is`` and ideality spread ``sigma_n``. The *injected* model sees a fresh chip per
+minibatch (``[mismatch] train_scale`` times the calibrated sigmas); the *no-injection* model is the same network,
+same initialisation, same minibatches, trained on the nominal chip. Both are evaluated on the nominal chip
+(``test_accuracy``) and on the same ``eval_chips`` held-out chips (``chip_mean``, ``chip_worst``: the seeds are
+shared, so both models see the same unit-resistor and diode draws).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from spicenet.cells.resistive.calibrate import level_chip
+from spicenet.cells.resistive.eqprop import accuracy, eqprop_gradients, mse_cost, one_hot_targets, param_grads
+from spicenet.cells.resistive.network import Chip, ResistiveNetwork, programmable_levels
+from spicenet.data import load_dataset
+from spicenet.errors import ConfigError
+from spicenet.surrogate import SurrogateFile
+from spicenet.train import RunDir, resolve_device
+
+__all__ = ["TRAIN_DEFAULTS", "NetSpec", "net_spec", "build_network", "chip_seed", "train_resistive",
+           "load_trained", "test_data"]
+
+TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
+    "data": {"dataset": "mnist", "source": "sample", "size": 8, "n_train": 0, "n_test": 0},
+    "model": {"hidden": [32], "bias": True, "init_max": 4.0},
+    "train": {"epochs": 10, "batch_size": 20, "lr": 0.3, "beta": 0.1, "v_low": -0.5, "v_high": 0.5,
+              "checkpoint_every": 1, "threads": 1},
+    "mismatch": {"train_scale": 1.0, "eval_scale": 1.0, "eval_chips": 10},
+}
+
+
+def merged_train_config(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``TRAIN_DEFAULTS`` overridden by ``config`` section by section (unknown keys raise ConfigError)."""
+    out = {k: dict(v) for k, v in TRAIN_DEFAULTS.items()}
+    for section, values in config.items():
+        if section not in out or not isinstance(values, dict):
+            raise ConfigError(f"eqprop config: unknown section [{section}] (known: {', '.join(out)})")
+        for key, val in values.items():
+            if key not in out[section]:
+                raise ConfigError(f"eqprop config: unknown key {section}.{key}")
+            out[section][key] = val
+    return out
+
+
+NetSpec = dict[str, Any]
+
+
+def net_spec(sur: SurrogateFile, layer_sizes: list[int], bias: bool) -> NetSpec:
+    """Keyword arguments of :class:`ResistiveNetwork` (plus levels and mismatch sigmas) from a surrogate file."""
+    if sur.family != "resistive":
+        raise ConfigError(f"surrogate is for family {sur.family!r}, not 'resistive'")
+    a = sur.attrs
+    levels = np.asarray(sur.extra["levels"], dtype=np.float64)
+    return {
+        "layer_sizes": [int(s) for s in layer_sizes], "bias": bool(bias), "input_gain": float(a["input_gain"]),
+        "v_bias": float(a["v_bias"]), "vb": float(a["vb"]), "gmin": float(a["gmin"]),
+        "is_": float(a["diode_is_nominal"]), "n": float(a["diode_n_nominal"]), "rs": float(a["diode_rs_nominal"]),
+        "g_lsb": float(a["g_lsb"]), "levels": levels.tolist(), "g_sigma": float(a["g_sigma"]),
+        "g_mode": str(a.get("g_mode", "bank")), "process": sur.process, "diode_area": float(a["diode_area"]),
+        "sigma_ln_is": float(a["sigma_ln_is"]), "sigma_n": float(a["sigma_n_rel"]),
+        "c_node_f": float(a.get("c_node_f", 10e-15)), "settle_taus": float(a.get("settle_taus", 5.0)),
+        "spice_options": {"reltol": float(a.get("spice_reltol", 1e-6)), "vntol": float(a.get("spice_vntol", 1e-9)),
+                          "abstol": float(a.get("spice_abstol", 1e-15))},
+    }
+
+
+def build_network(spec: NetSpec, *, init_max: float = 4.0, seed: int = 0,
+                  device: str | torch.device = "cpu") -> ResistiveNetwork:
+    """The quantised network of ``spec`` (parameters in LSB units, clipped to [0, 2^bits - 1])."""
+    levels = spec["levels"]
+    return ResistiveNetwork(
+        spec["layer_sizes"], input_gain=spec["input_gain"], bias=spec["bias"], v_bias=spec["v_bias"],
+        is_=spec["is_"], n=spec["n"], rs=spec["rs"], vb=spec["vb"], gmin=spec["gmin"], g_unit=spec["g_lsb"],
+        init_range=(0.0, float(init_max)), g_max=float(len(levels) - 1), quantize=programmable_levels(levels),
+        seed=seed, device=device)
+
+
+def chip_seed(seed: int, stream: int, index: int) -> int:
+    """A 63-bit chip seed from (seed, stream, index): stream 1 = training chips, 2 = held-out evaluation chips,
+    3 = validation chips."""
+    return int(np.random.SeedSequence([int(seed), int(stream), int(index)]).generate_state(2, np.uint64)[0] >> 1)
+
+
+def make_chip(net: ResistiveNetwork, spec: NetSpec, seed: int, scale: float = 1.0) -> Chip:
+    """A chip for ``net`` from the calibrated spreads of ``spec`` (see :func:`level_chip`)."""
+    return level_chip(net, spec["levels"], g_sigma=spec["g_sigma"], sigma_ln_is=spec["sigma_ln_is"],
+                      sigma_n=spec["sigma_n"], seed=seed, scale=scale, mode=spec.get("g_mode", "bank"))
+
+
+def test_data(cfg: dict[str, Any], *, source: str | None = None,
+              n_test: int | None = None) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Flattened test images [M, size^2] in [0, 1] and labels [M] of the run's dataset (``source`` overrides; the
+    split seed is the training one, 0, so pooled sets keep their held-out part)."""
+    d = cfg["data"]
+    ds = load_dataset(d["dataset"], source=source or d["source"], size=int(d["size"]), split_seed=0,
+                      n_test=n_test or None)
+    return (torch.as_tensor(ds.flat("test"), dtype=torch.float64), torch.as_tensor(ds.y_test, dtype=torch.long),
+            ds.origin)
+
+
+def _write_meta(run: RunDir, extra: dict[str, Any]) -> None:
+    meta = run.meta()
+    meta.update(extra)
+    path = run.path / "run.json"
+    tmp = path.with_name(".run.json.tmp")
+    tmp.write_text(json.dumps(meta, indent=2))
+    os.replace(tmp, path)
+
+
+def _evaluate(net: ResistiveNetwork, spec: NetSpec, x: torch.Tensor, y: torch.Tensor, seeds: list[int],
+              scale: float) -> dict[str, Any]:
+    with torch.no_grad():
+        nominal = accuracy(net(x), y)
+        accs = [accuracy(net(x, chip=make_chip(net, spec, s, scale)), y) for s in seeds]
+    return {"test_accuracy": nominal, "chip_mean": float(np.mean(accs)), "chip_worst": float(np.min(accs)),
+            "chip_std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0, "chip_accuracies": accs}
+
+
+def train_resistive(config: dict[str, Any], *, surrogate: Path, quick: bool, run_dir: Path, device: str = "cpu",
+                    seed: int = 0) -> dict[str, Any]:
+    """Train the injected and the no-injection models (module docstring); write the run directory.
+
+    Returns ``{"run_dir", "metrics"}``; metrics hold ``test_accuracy``, ``chip_mean``, ``chip_worst`` (injected
+    model) and the same keys with ``_no_injection``, plus ``injection_gain_worst_pp`` (worst-chip accuracy gain in
+    percentage points) and wall times."""
+    t0 = time.perf_counter()
+    cfg = merged_train_config(config)
+    dev = resolve_device(device)
+    threads = int(cfg["train"]["threads"])
+    if threads > 0:
+        torch.set_num_threads(threads)
+    sur = SurrogateFile.load(surrogate)
+    d, m, tr, mm = cfg["data"], cfg["model"], cfg["train"], cfg["mismatch"]
+    ds = load_dataset(d["dataset"], source=d["source"], size=int(d["size"]), split_seed=0,
+                      n_train=int(d["n_train"]) or None, n_test=int(d["n_test"]) or None)
+    x = torch.as_tensor(ds.flat("train"), dtype=torch.float64)
+    y = torch.as_tensor(ds.y_train, dtype=torch.long)
+    xt = torch.as_tensor(ds.flat("test"), dtype=torch.float64)
+    yt = torch.as_tensor(ds.y_test, dtype=torch.long)
+    sizes = [x.shape[1], *[int(h) for h in m["hidden"]], 10]
+    spec = net_spec(sur, sizes, bool(m["bias"]))
+    run = RunDir.create(run_dir, cfg, surrogate=surrogate, seed=seed, device=str(dev),
+                        dataset={"name": ds.name, "source": d["source"], "origin": ds.origin, "size": ds.size,
+                                 "n_train": int(x.shape[0]), "n_test": int(xt.shape[0])})
+    _write_meta(run, {"family": "resistive", "trainer": "eqprop", "net_spec": spec})
+    nets = {k: build_network(spec, init_max=float(m["init_max"]), seed=seed, device=dev)
+            for k in ("injected", "plain")}
+    opts = {k: torch.optim.Adam(list(n.parameters()), lr=float(tr["lr"])) for k, n in nets.items()}
+    gen = torch.Generator().manual_seed(int(seed))
+    start_epoch, step = 0, 0
+    blob = run.load_checkpoint(generators={"shuffle": gen}, restore_rng=True)
+    if blob is not None:
+        for k in nets:
+            nets[k].load_state_dict(blob["model"][k])
+            opts[k].load_state_dict(blob["model"]["opt_" + k])
+        start_epoch, step = int(blob["epoch"]) + 1, int(blob["step"])
+        run.truncate_metrics(start_epoch - 1)
+    beta = float(tr["beta"]) * spec["g_lsb"]
+    t_target = one_hot_targets(y, 10, float(tr["v_low"]), float(tr["v_high"])).to(dev)
+    tt_target = one_hot_targets(yt, 10, float(tr["v_low"]), float(tr["v_high"])).to(dev)
+    bs, epochs = int(tr["batch_size"]), int(tr["epochs"])
+    train_scale = float(mm["train_scale"])
+    wall_train = {"injected": 0.0, "plain": 0.0}
+    for epoch in tqdm(range(start_epoch, epochs), desc="eqprop", file=None, initial=start_epoch, total=epochs):
+        perm = torch.randperm(x.shape[0], generator=gen)
+        losses = {"injected": 0.0, "plain": 0.0}
+        for s in range(0, x.shape[0], bs):
+            idx = perm[s: s + bs]
+            xb, tb = x[idx].to(dev), t_target[idx]
+            for k, net in nets.items():
+                t1 = time.perf_counter()
+                chip = make_chip(net, spec, chip_seed(seed, 1, step), train_scale) if k == "injected" else None
+                res = eqprop_gradients(net, xb, beta=beta, target=tb, chip=chip)
+                for p, g in zip(list(net.weights) + list(net.biases), param_grads(net, res)):
+                    p.grad = g.to(p)
+                opts[k].step()
+                net.clip_()
+                losses[k] += float(res.loss) * idx.numel()
+                wall_train[k] += time.perf_counter() - t1
+            step += 1
+        row = {}
+        with torch.no_grad():
+            for k, net in nets.items():
+                suffix = "" if k == "injected" else "_no_injection"
+                v = net(xt.to(dev))
+                row["train_loss" + suffix] = losses[k] / x.shape[0]
+                row["test_loss" + suffix] = float(mse_cost(v, tt_target).mean())
+                row["test_accuracy" + suffix] = accuracy(v, yt)
+        run.log_metrics(epoch, **row)
+        if (epoch + 1) % max(1, int(tr["checkpoint_every"])) == 0 or epoch == epochs - 1:
+            state = {k: n.state_dict() for k, n in nets.items()}
+            state.update({"opt_" + k: o.state_dict() for k, o in opts.items()})
+            run.save_checkpoint(step=step, epoch=epoch, model=state, generators={"shuffle": gen})
+    torch.save({"spec": spec, "injected": nets["injected"].state_dict(), "plain": nets["plain"].state_dict()},
+               run.path / "model.pt")
+    # ------------------------------------------------------------------------------------------ evaluation
+    t_eval = time.perf_counter()
+    seeds = [chip_seed(seed, 2, c) for c in range(int(mm["eval_chips"]))]
+    ev = {k: _evaluate(n, spec, xt.to(dev), yt, seeds, float(mm["eval_scale"])) for k, n in nets.items()}
+    metrics: dict[str, Any] = {}
+    for k, e in ev.items():
+        suffix = "" if k == "injected" else "_no_injection"
+        metrics.update({key + suffix: val for key, val in e.items()})
+    metrics.update({
+        "injection_gain_worst_pp": 100.0 * (ev["injected"]["chip_worst"] - ev["plain"]["chip_worst"]),
+        "injection_gain_mean_pp": 100.0 * (ev["injected"]["chip_mean"] - ev["plain"]["chip_mean"]),
+        "eval_chips": len(seeds), "eval_scale": float(mm["eval_scale"]), "train_scale": train_scale,
+        "g_sigma": spec["g_sigma"], "sigma_ln_is": spec["sigma_ln_is"], "layer_sizes": sizes,
+        "n_train": int(x.shape[0]), "n_test": int(xt.shape[0]), "dataset": ds.name, "data_origin": ds.origin,
+        "epochs": epochs, "quick": bool(quick), "wall_train_s": {k: round(v, 2) for k, v in wall_train.items()},
+        "wall_eval_s": round(time.perf_counter() - t_eval, 2), "wall_s": round(time.perf_counter() - t0, 2),
+    })
+    run.write_final_metrics(metrics)
+    plots = [str(run.plot_metrics()), str(run.plot_metrics(
+        keys=["test_accuracy", "test_accuracy_no_injection"], name="accuracy.png"))]
+    plots.append(str(_plot_chips(run, ev)))
+    return {"run_dir": str(run.path), "metrics": metrics, "plots": plots}
+
+
+def _plot_chips(run: RunDir, ev: dict[str, dict[str, Any]]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for k, e in ev.items():
+        accs = e["chip_accuracies"]
+        ax.plot(range(len(accs)), accs, "o-", label=f"{k} (mean {e['chip_mean']:.3f}, worst {e['chip_worst']:.3f})")
+    ax.set(xlabel="held-out chip", ylabel="test accuracy", title="accuracy over held-out mismatch chips")
+    ax.legend()
+    fig.tight_layout()
+    p = run.plots / "chips.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return p
+
+
+def load_trained(run_dir: Path, which: str = "injected", device: str | torch.device = "cpu") -> tuple[
+        ResistiveNetwork, NetSpec]:
+    """The trained network (``which`` = "injected" or "plain") of a run directory and its spec."""
+    path = Path(run_dir) / "model.pt"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir}: no model.pt (training did not finish)")
+    blob = torch.load(path, map_location=device, weights_only=False)
+    if which not in ("injected", "plain"):
+        raise ValueError(f"which must be 'injected' or 'plain', got {which!r}")
+    net = build_network(blob["spec"], device=device)
+    net.load_state_dict(blob[which])
+    return net, blob["spec"]

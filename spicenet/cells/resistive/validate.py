@@ -1,0 +1,188 @@
+"""``spicenet validate RUN`` for the resistive family: the trained conductances back in ngspice.
+
+For each fresh Monte-Carlo chip (seed stream 3, disjoint from the training and held-out evaluation chips) the
+mismatch-aware model's realised conductances become real resistors (``R = 1/G``, quantised level times the chip's
+factor) in one deck (:func:`network_deck`) whose diodes are the process's own diode (wrapper ``X.. a k diode
+area=..``, the chip's Is mismatch as an area factor; :func:`process_diode_deck`), not the fitted law; ngspice computes
+``.op`` per test input through the engine's alter path (inputs pushed with ``alter`` on the input sources). The
+surrogate solver computes the same chip. Reported: accuracies (argmax of the output node voltages), the gap
+surrogate - SPICE in percentage points, the max node-voltage difference, and the energy per inference.
+
+Energy per inference: ``E = P t_settle`` with ``P = -sum_k V_k I_k`` over every source at the ``.op`` (ngspice
+branch currents are negative for a delivering source; the sum is the power dissipated in the resistors and diodes),
+averaged over inputs, and ``t_settle = settle_taus * max_i C_node / G_ii``: the slowest node's RC constant with an
+assumed node capacitance ``C_node`` (calibration ``[energy] c_node_f``, wiring plus junction capacitance) and
+``G_ii`` the total conductance of the resistors at node i (diode conductances left out: an upper bound on the
+time constant). 5 tau settles a step to within e^-5 = 0.7 %.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from spicenet.cells.resistive.calibrate import spice_node_voltages
+from spicenet.cells.resistive.eqprop import accuracy
+from spicenet.cells.resistive.network import ResistiveNetwork
+from spicenet.cells.resistive.train import chip_seed, load_trained, make_chip, merged_train_config, test_data
+from spicenet.energy import resistive_energy
+from spicenet.errors import ConfigError, DataError
+from spicenet.spice.engine import Engine
+from spicenet.train import RunDir
+
+__all__ = ["settle_time", "validate_resistive"]
+
+
+def settle_time(net: ResistiveNetwork, chip: Any, c_node_f: float, taus: float) -> float:
+    """``taus * max_i C_node / G_ii`` (s): G_ii the resistor conductance at free node i (S) on ``chip``."""
+    if not (c_node_f > 0 and taus > 0):
+        raise ValueError(f"c_node_f and taus must be > 0, got {c_node_f!r}, {taus!r}")
+    with torch.no_grad():
+        g_ii = torch.diagonal(net.circuit(chip).laplacian())
+    g_min = float(g_ii.min())
+    if g_min <= 0:
+        raise ValueError("a free node has no resistor attached (G_ii = 0): its settle time is unbounded")
+    return taus * c_node_f / g_min
+
+
+def _train_images(cfg: dict[str, Any]) -> set[bytes]:
+    from spicenet.data import load_dataset
+
+    d = cfg["data"]
+    ds = load_dataset(d["dataset"], source=d["source"], size=int(d["size"]), split_seed=0,
+                      n_train=int(d["n_train"]) or None)
+    return {np.ascontiguousarray(row, dtype=np.float64).tobytes() for row in ds.flat("train")}
+
+
+def validate_resistive(run_dir: Path, *, chips: int | None, quick: bool, workers: int, seed: int,
+                       n_test: int | None = None, source: str | None = "auto") -> dict[str, Any]:
+    """Run the SPICE validation of a resistive run directory (module docstring) and write ``validate.json``.
+
+    ``chips`` (default 3 quick / 10 full) fresh chips; ``n_test`` test inputs (default 500; the test split of the
+    npz sets in ../shared/data via ``source="auto"``, else the embedded sample's 200, reported in ``n_test``).
+    """
+    t0 = time.perf_counter()
+    run = RunDir.open(run_dir)
+    meta = run.meta()
+    if meta.get("family") != "resistive":
+        raise ConfigError(f"{run_dir}: run.json family is {meta.get('family')!r}, not 'resistive'")
+    cfg = merged_train_config(run.config())
+    n_chips = int(chips) if chips else (3 if quick else 10)
+    if n_chips < 1:
+        raise ValueError(f"chips must be >= 1, got {chips!r}")
+    n_want = int(n_test) if n_test else 500
+    try:
+        x, y, origin = test_data(cfg, source=source, n_test=None)
+    except (DataError, FileNotFoundError, ValueError):
+        x, y, origin = test_data(cfg, source="sample", n_test=None)
+    seen = _train_images(cfg)
+    fresh = np.array([np.ascontiguousarray(r, dtype=np.float64).tobytes() not in seen for r in x.numpy()])
+    dropped = int((~fresh).sum())
+    x, y = x[torch.as_tensor(fresh)], y[torch.as_tensor(fresh)]
+    if x.shape[0] > n_want:
+        idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(int(seed)))[:n_want]
+        x, y = x[idx], y[idx]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # ngspice workers share the cores; small batched solves are fastest on one thread
+    try:
+        return _validate(run, cfg, x, y, origin, dropped, n_chips=n_chips, workers=workers, seed=seed, t0=t0)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _validate(run: RunDir, cfg: dict[str, Any], x: torch.Tensor, y: torch.Tensor, origin: str, dropped: int, *,
+              n_chips: int, workers: int, seed: int, t0: float) -> dict[str, Any]:
+    net, spec = load_trained(run.path, "injected")
+    options = dict(spec["spice_options"])
+    out = net.out_slice
+    per_chip = []
+    scatter = None
+    with Engine(workers=max(1, int(workers))) as engine:
+        for c in range(n_chips):
+            t1 = time.perf_counter()
+            chip = make_chip(net, spec, chip_seed(seed, 3, c))
+            with torch.no_grad():
+                v_sur = net.equilibrium(x, chip=chip).v.numpy()
+            t_sur = time.perf_counter() - t1
+            t2 = time.perf_counter()
+            v_sp, power, errors = spice_node_voltages(net, chip, x, engine=engine, options=options, prefix=f"c{c}",
+                                                      process=spec.get("process"), area=spec.get("diode_area", 1.0))
+            t_sp = time.perf_counter() - t2
+            ok = np.isfinite(v_sp).all(axis=1)
+            if not ok.any():
+                raise DataError(f"validation chip {c}: every ngspice run failed, first: {errors[:1]}")
+            lab = y[torch.as_tensor(ok)]
+            acc_sur = accuracy(torch.as_tensor(v_sur[ok][:, out]), lab)
+            acc_sp = accuracy(torch.as_tensor(v_sp[ok][:, out]), lab)
+            agree = float(np.mean(v_sur[ok][:, out].argmax(1) == v_sp[ok][:, out].argmax(1)))
+            t_settle = settle_time(net, chip, spec["c_node_f"], spec["settle_taus"])
+            p_mean = float(np.mean(power[ok]))
+            energy = resistive_energy(t_settle, p_static_w=p_mean)
+            per_chip.append({"chip": c, "surrogate_accuracy": acc_sur, "spice_accuracy": acc_sp,
+                             "gap_pp": 100.0 * (acc_sur - acc_sp), "prediction_agreement": agree,
+                             "max_node_err_v": float(np.abs(v_sur[ok] - v_sp[ok]).max()),
+                             "failed_runs": len(errors), "power_w": p_mean, "power_max_w": float(np.max(power[ok])),
+                             "settle_time_s": t_settle, "energy_per_inference_j": energy["energy_j"],
+                             "wall_surrogate_s": round(t_sur, 3), "wall_spice_s": round(t_sp, 3)})
+            if scatter is None:
+                scatter = (v_sur[ok], v_sp[ok])
+    acc_sur = [p["surrogate_accuracy"] for p in per_chip]
+    acc_sp = [p["spice_accuracy"] for p in per_chip]
+    result = {
+        "surrogate": {"accuracy": float(np.mean(acc_sur)), "accuracy_worst": float(np.min(acc_sur)),
+                      "per_chip": acc_sur},
+        "spice": {"accuracy": float(np.mean(acc_sp)), "accuracy_worst": float(np.min(acc_sp)), "per_chip": acc_sp,
+                  "options": options, "failed_runs": int(sum(p["failed_runs"] for p in per_chip)),
+                  "diodes": f"process {spec.get('process')} diode, area {spec.get('diode_area', 1.0)}"},
+        "gap": {"accuracy_pp": float(np.mean([p["gap_pp"] for p in per_chip])),
+                "max_abs_accuracy_pp": float(np.max(np.abs([p["gap_pp"] for p in per_chip]))),
+                "max_node_err_v": float(np.max([p["max_node_err_v"] for p in per_chip])),
+                "prediction_agreement": float(np.mean([p["prediction_agreement"] for p in per_chip]))},
+        "energy_per_inference_j": float(np.mean([p["energy_per_inference_j"] for p in per_chip])),
+        "power_w": float(np.mean([p["power_w"] for p in per_chip])),
+        "settle_time_s": float(np.mean([p["settle_time_s"] for p in per_chip])),
+        "settle_assumption": f"t_settle = {spec['settle_taus']} * max_i C_node/G_ii, C_node = {spec['c_node_f']} F",
+        "chips": n_chips, "n_test": int(x.shape[0]), "test_source": origin, "test_dropped_in_train": dropped,
+        "layer_sizes": list(net.layer_sizes), "per_chip": per_chip,
+        "wall_s": round(time.perf_counter() - t0, 2),
+    }
+    if scatter is not None:
+        result["plots"] = [_plot(run, scatter, per_chip, net)]
+    tmp = run.path / ".validate.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, run.path / "validate.json")
+    return result
+
+
+def _plot(run: RunDir, scatter: tuple[np.ndarray, np.ndarray], per_chip: list[dict[str, Any]],
+          net: ResistiveNetwork) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    v_sur, v_sp = scatter
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    ax[0].plot(v_sp.flatten(), v_sur.flatten(), ".", ms=1, alpha=0.4, label="all free nodes")
+    ax[0].plot(v_sp[:, net.out_slice].flatten(), v_sur[:, net.out_slice].flatten(), ".", ms=2, label="outputs")
+    lim = [float(min(v_sp.min(), v_sur.min())), float(max(v_sp.max(), v_sur.max()))]
+    ax[0].plot(lim, lim, "k-", lw=0.5)
+    ax[0].set(xlabel="ngspice .op node voltage (V)", ylabel="surrogate node voltage (V)",
+              title=f"chip 0: max |dV| {np.abs(v_sur - v_sp).max():.1e} V")
+    ax[0].legend()
+    c = [p["chip"] for p in per_chip]
+    ax[1].plot(c, [p["surrogate_accuracy"] for p in per_chip], "o-", label="surrogate")
+    ax[1].plot(c, [p["spice_accuracy"] for p in per_chip], "x--", label="ngspice")
+    ax[1].set(xlabel="validation chip", ylabel="test accuracy", title="accuracy per Monte-Carlo chip")
+    ax[1].legend()
+    fig.tight_layout()
+    p = run.plots / "validate.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return str(p)

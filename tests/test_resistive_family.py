@@ -1,0 +1,216 @@
+"""Resistive family verbs: calibration (diode fit vs the model card, bank spread vs sqrt(k), solver vs ngspice),
+training (run directory, metrics), SPICE validation (gap, energy conservation), CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.special
+import torch
+
+from spicenet.cells.resistive import family
+from spicenet.cells.resistive.calibrate import diode_law, fit_diode, level_chip
+from spicenet.cells.resistive.network import ResistiveNetwork, programmable_levels
+from spicenet.cells.resistive.solver import thermal_voltage
+from spicenet.cells.resistive.train import load_trained
+from spicenet.surrogate import SurrogateFile
+
+needs_ngspice = pytest.mark.skipif(shutil.which("ngspice") is None, reason="ngspice not installed")
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY_CAL = {
+    "diode": {"chips": 4, "points": 16},
+    "conductance": {"chips": 60},
+    "solver_check": {"networks": 20, "inputs": 1},
+}
+TINY_TRAIN = {
+    "data": {"n_train": 60, "n_test": 40},
+    "model": {"hidden": [8]},
+    "train": {"epochs": 2, "batch_size": 20},
+    "mismatch": {"eval_chips": 3},
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _card_diode() -> tuple[float, float]:
+    """is and n of the generic process diode, read from the model card."""
+    text = (ROOT / "netlists" / "models" / "generic.lib").read_text()
+    block = re.search(r"\.model\s+dgen_generic\s+d(.*?)\n\s*\n", text, re.S | re.I).group(1)
+    val = {m.group(1).lower(): float(m.group(2)) for m in re.finditer(r"\+\s*(\w+)\s*=\s*([0-9.eE+-]+)", block)}
+    return val["is"], val["n"]
+
+
+def test_fit_diode_recovers_series_resistance_law_from_lambert_w():
+    vt = thermal_voltage()
+    is_, n, rs = 3e-15, 1.3, 150.0
+    v = np.linspace(0.2, 0.9, 40)
+    # independent: I = n Vt / Rs * W(Is Rs / (n Vt) exp((V + Is Rs)/(n Vt))) - Is with scipy's lambertw
+    arg = is_ * rs / (n * vt) * np.exp((v + is_ * rs) / (n * vt))
+    i = n * vt / rs * np.real(scipy.special.lambertw(arg)) - is_
+    assert np.allclose(diode_law(v, is_, n, rs), i, rtol=1e-10)
+    fit = fit_diode(v, i)
+    assert fit["is_"] == pytest.approx(is_, rel=1e-4)
+    assert fit["n"] == pytest.approx(n, rel=1e-5)
+    assert fit["rs"] == pytest.approx(rs, rel=1e-4)
+    assert fit["r2"] > 1 - 1e-10
+    # pure Shockley: Rs reported as 0
+    i0 = 1e-14 * np.expm1(v / vt)
+    fit0 = fit_diode(v, i0)
+    assert fit0["rs"] == 0.0 and fit0["n"] == pytest.approx(1.0, rel=1e-6)
+
+
+def test_level_chip_spread_follows_unit_resistor_law_and_is_seeded():
+    levels = 1e-6 * np.arange(16)
+    net = ResistiveNetwork([200, 100, 10], g_unit=1e-6, init_range=(0.6, 15.4), quantize=programmable_levels(levels),
+                           bias=False, seed=3)
+    chip = level_chip(net, levels, g_sigma=0.3, sigma_ln_is=0.1, sigma_n=0.0, seed=5)
+    k = torch.round(net.conductances()[0][0] / 1e-6)
+    f = chip.g_factor[0]
+    for level in (1, 4, 9):
+        sel = f[k == level]
+        assert sel.numel() > 500
+        assert float(sel.std()) == pytest.approx(0.3 / math.sqrt(level), rel=0.12)
+    assert float(torch.log(chip.is_factor).std()) == pytest.approx(0.1, rel=0.15)
+    again = level_chip(net, levels, g_sigma=0.3, sigma_ln_is=0.1, sigma_n=0.0, seed=5)
+    assert torch.equal(again.g_factor[0], f) and torch.equal(again.is_factor, chip.is_factor)
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cal") / "res.h5"
+    res = family.calibrate(TINY_CAL, process="generic", quick=True, output=out, workers=1, seed=0)
+    return res, out
+
+
+@needs_ngspice
+def test_calibrate_matches_model_card_and_ngspice(calibrated):
+    res, out = calibrated
+    fit = res["fit"]
+    for key in ("diode_is", "diode_n", "diode_rs", "r2", "levels", "solver_max_err_v"):
+        assert key in fit
+    is_card, n_card = _card_diode()
+    assert fit["diode_is"] == pytest.approx(is_card, rel=0.02)
+    assert fit["diode_n"] == pytest.approx(n_card, rel=0.01)
+    assert fit["diode_rs"] < 1.0  # the card has rs = 0
+    assert fit["r2"] > 0.999
+    assert fit["solver_max_err_v"] < 1e-3 and fit["solver_inputs"] >= 20
+    assert fit["levels"] == pytest.approx(list(1.25e-6 * np.arange(16)), rel=1e-12)
+    # the SPICE Monte-Carlo bank spread recovers the unit tolerance (60 chips: ~10 % sampling error)
+    assert fit["g_sigma_measured"] == pytest.approx(fit["g_sigma"], rel=0.25)
+    # Pelgrom forward-voltage spread -> ln Is spread = sigma_vd / (n Vt) (4 devices: loose)
+    sur = SurrogateFile.load(out)
+    assert sur.family == "resistive" and sur.params["diode_is"].values.shape == (4,)
+    assert all(Path(p).is_file() for p in res["plots"])
+
+
+@pytest.fixture(scope="module")
+def trained(calibrated, tmp_path_factory):
+    _, sur = calibrated
+    run_dir = tmp_path_factory.mktemp("run") / "r"
+    res = family.train(TINY_TRAIN, surrogate=sur, quick=True, run_dir=run_dir, device="cpu", seed=0)
+    return res, run_dir
+
+
+@needs_ngspice
+def test_train_writes_run_and_metrics(trained):
+    res, run_dir = trained
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["family"] == "resistive"
+    m = res["metrics"]
+    for key in ("test_accuracy", "chip_mean", "chip_worst"):
+        assert 0.0 <= m[key] <= 1.0 and 0.0 <= m[key + "_no_injection"] <= 1.0
+        assert m["chip_worst"] <= m["chip_mean"]
+    assert len(m["chip_accuracies"]) == 3
+    rows = (run_dir / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 2
+    net, _ = load_trained(run_dir)
+    levels = 1.25e-6 * np.arange(16)
+    g = net.conductances()[0][0].detach().numpy()
+    assert np.all(np.min(np.abs(g[..., None] - levels), axis=-1) < 1e-15)  # on the programmable levels
+    assert all(float(p.detach().min()) >= 0 for p in net.parameters())
+
+
+@needs_ngspice
+def test_train_rerun_resumes_from_checkpoint_with_same_metrics(trained, calibrated):
+    res, run_dir = trained
+    again = family.train(TINY_TRAIN, surrogate=calibrated[1], quick=True, run_dir=run_dir, device="cpu", seed=0)
+    for key in ("test_accuracy", "chip_accuracies", "chip_accuracies_no_injection"):
+        assert again["metrics"][key] == res["metrics"][key]
+    assert len((run_dir / "metrics.csv").read_text().strip().splitlines()) == 1 + 2
+
+
+@needs_ngspice
+def test_validate_gap_and_energy_conservation(trained):
+    from spicenet.cells.resistive.calibrate import spice_node_voltages
+    from spicenet.spice.engine import Engine
+
+    _, run_dir = trained
+    from spicenet.cells.resistive.validate import validate_resistive
+
+    res = validate_resistive(run_dir, chips=1, quick=True, workers=1, seed=0, n_test=40, source="sample")
+    assert res["chips"] == 1 and res["n_test"] == 40
+    assert abs(res["gap"]["accuracy_pp"]) <= 2.5  # at most one of 40 inputs may flip
+    assert res["gap"]["max_node_err_v"] < 1e-6
+    assert res["energy_per_inference_j"] > 0
+    assert res["spice"]["diodes"].startswith("process generic")  # SPICE ran the process diode, not the fitted law
+    # Tellegen: power delivered by the sources = sum G dV^2 over resistors + sum I_d V_d over diodes (solver V)
+    net, spec = load_trained(run_dir)
+    x = torch.rand(3, net.n_in, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    with torch.no_grad():
+        v = net.equilibrium(x).v
+        circ = net.circuit()
+    vs = net.source_voltages(x)
+    p_res = (((vs[:, :, None] - v[:, None, :]) ** 2) * circ.s).sum((1, 2))
+    p_res = p_res + 0.5 * (((v[:, :, None] - v[:, None, :]) ** 2) * circ.a).sum((1, 2))  # a counts edges twice
+    vt = thermal_voltage() * spec["n"]
+    vd_up, vd_lo = v - spec["vb"], -spec["vb"] - v
+    i_up = spec["is_"] * torch.expm1(vd_up / vt) + spec["gmin"] * vd_up
+    i_lo = spec["is_"] * torch.expm1(vd_lo / vt) + spec["gmin"] * vd_lo
+    p_dio = (i_up * vd_up + i_lo * vd_lo).sum(1)
+    with Engine(workers=1) as eng:
+        _, p_spice, errors = spice_node_voltages(net, None, x, engine=eng, options=spec["spice_options"])
+    assert not errors
+    assert np.allclose(p_spice, (p_res + p_dio).numpy(), rtol=1e-6)
+
+
+def test_process_diode_deck_swaps_every_diode_and_keeps_area_mismatch():
+    from spicenet.cells.resistive.calibrate import process_diode_deck
+    from spicenet.cells.resistive.netlist import network_deck
+    from spicenet.cells.resistive.network import sample_chip
+
+    net = ResistiveNetwork([3, 4, 2], seed=1)
+    chip = sample_chip(net, sigma_is=0.2, sigma_n=0.0, seed=2)
+    deck = process_diode_deck(network_deck(net, chip=chip), net, chip, "generic", 2.0)
+    lines = deck.splitlines()
+    assert lines[1].startswith(".include") and lines[1].rstrip().endswith('generic.lib"')
+    xd = [ln for ln in lines if ln.startswith(("Xdu_", "Xdl_"))]
+    assert len(xd) == 2 * net.n_free and not [ln for ln in lines if ln.startswith(("du_", "dl_"))]
+    first = xd[0].split()  # Xdu_h1_0 h1_0 rail_p diode area=...
+    assert first[1:4] == ["h1_0", "rail_p", "diode"]
+    assert float(first[4].split("=")[1]) == pytest.approx(2.0 * float(chip.is_factor[0, 0]), rel=1e-12)
+
+
+@pytest.mark.slow
+@needs_ngspice
+def test_cli_calibrate_quick_json(tmp_path):
+    out = tmp_path / "s.h5"
+    proc = subprocess.run([sys.executable, "-m", "spicenet", "calibrate", "resistive", "--quick", "--json",
+                           "--workers", "1", "-o", str(out)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    fit = json.loads(proc.stdout)["fit"]
+    assert fit["solver_max_err_v"] < 1e-3 and fit["r2"] > 0.999

@@ -32,13 +32,12 @@ what is done. Chips and input rows are variants of one loaded deck (``alter``), 
 from __future__ import annotations
 
 import itertools
-import json
 import sys
 import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 

@@ -37,3 +37,14 @@ def run_cli(*args: str, timeout: float = 600, check: bool = False):
     if check and proc.returncode != 0:
         raise AssertionError(f"spicenet {' '.join(args)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
     return proc
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Small batched torch solves are slowest with OpenMP threads on a busy 2-core machine: run them on one."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

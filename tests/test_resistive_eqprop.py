@@ -24,13 +24,7 @@ from spicenet.cells.resistive.network import ResistiveNetwork, sample_chip
 MNIST = Path("/work/shared/data/mnist_10k.npz")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small batched solves are slowest with OpenMP threads on a busy 2-core machine: run on one."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cos(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:

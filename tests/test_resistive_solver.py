@@ -31,13 +31,7 @@ TIGHT = {"reltol": 1e-9, "abstol": 1e-15, "vntol": 1e-12}
 SPICE_TOL = 1e-9
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small batched solves are slowest with OpenMP threads on a busy 2-core machine: run on one."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _run_ngspice(deck: str, tmp_path: Path, control: list[str]) -> list[dict[str, float]]:

@@ -1,5 +1,6 @@
 # spicenet: `make test` and `make demo` each do the whole set-up on a fresh Debian machine:
-# ngspice + libngspice (apt, when missing), a venv with the CPU build of torch, the package, and the sky130 models.
+# ngspice + libngspice (apt, when missing), a venv with the CPU build of torch, the package, the sky130 models and
+# the FID feature networks (trained once from ../shared/data, cached in ~/.cache/spicenet/features).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -25,6 +26,8 @@ $(STAMP): setup.cfg pyproject.toml | system-deps
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e '.[test]'
 	$(BIN)/spicenet pdk install sky130 --json
+	$(BIN)/spicenet metrics train-features mnist --json
+	$(BIN)/spicenet metrics train-features fashion --json
 	touch $@
 
 test: setup

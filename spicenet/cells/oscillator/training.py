@@ -261,7 +261,7 @@ def train(config: dict[str, Any], *, surrogate: Path | str | None, quick: bool =
 
     # ---- evaluation: nominal chip, then held-out mismatch chips (FID: lower is better)
     key = fid_key(ds.name)
-    net, net_info = load_feature_net(ds.name, train_if_missing=False)
+    net, net_info = load_feature_net(ds.name, train_if_missing=True)
     nominal = evaluate_fid(gen, reference, ds.name, n_eval, seed + 1000, None, net)
     eval_sampler = make_chip_sampler(info, n, seed, eval_scale, eval_chips)
     chip_vals, chip_seeds = [], []

@@ -138,8 +138,9 @@ def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
             RunStore(out, config={"source": args.source, "params": params, "analyses": analyses,
                                   "process": args.process}) as store:
         store.set_root_attrs(spicenet_version=__version__, ngspice_version=ngspice_version())
+        by_id = {run.id: run for run in runs}
         for run_id, outcome in engine.simulate_many(deck, runs).items():
-            run = next(r for r in runs if r.id == run_id)
+            run = by_id[run_id]
             ok = isinstance(outcome, SimResult)
             if ok:
                 vectors = sorted(set(vectors) | set(outcome.vectors))

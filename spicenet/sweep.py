@@ -199,9 +199,9 @@ def plan(config: SweepConfig) -> list[PlannedPoint]:
     from spicenet.spice.templates import load_template
 
     planned = []
+    tpl = load_template(config.template) if config.template else None
     for index, params in enumerate(config.points()):
-        if config.template:
-            tpl = load_template(config.template)
+        if tpl is not None:
             deck = render(config.template, params, config.process,
                           None if config.mismatch == "none" else config.mismatch)
             analysis = config.analysis or tpl.analysis

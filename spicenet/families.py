@@ -66,6 +66,21 @@ def load_config(path: str | Path | None, kind: str, name: str, quick: bool) -> d
         raise ConfigError(f"config {path}: {exc}") from None
 
 
+def dataclass_from_config(cls: type, values: dict[str, Any], what: str) -> Any:
+    """``cls(**values)`` for a config dataclass; an unknown key or a bad value is a one-line ConfigError naming
+    ``what`` (e.g. "dtm config") and the key."""
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{what}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise ConfigError(f"{what}: {exc}") from None
+
+
 def _available(verb: str, names: dict[str, str]) -> list[str]:
     out = []
     for name, family in names.items():

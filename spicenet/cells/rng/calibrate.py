@@ -28,7 +28,7 @@ import math
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -111,19 +111,14 @@ class RngCalibrationConfig:
 
 def parse_config(config: dict[str, Any], process: str) -> RngCalibrationConfig:
     """The validated config: top-level keys, overridden by the ``[process.<process>]`` table when present."""
-    known = {f.name for f in fields(RngCalibrationConfig)}
     values = {k: v for k, v in config.items() if k != "process"}
     per_process = config.get("process", {})
     if not isinstance(per_process, dict):
         raise ConfigError("rng calibration: 'process' must be a table of per-process overrides")
     values.update(per_process.get(process, {}))
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"rng calibration: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
-    try:
-        return RngCalibrationConfig(**values)
-    except TypeError as exc:
-        raise ConfigError(f"rng calibration: {exc}") from None
+    from spicenet.families import dataclass_from_config
+
+    return dataclass_from_config(RngCalibrationConfig, values, "rng calibration")
 
 
 def _progress(total: int, desc: str):

@@ -124,7 +124,6 @@ class DTMTrainConfig:
 
 def parse_config(config: dict[str, Any]) -> DTMTrainConfig:
     """Flatten the TOML sections (unknown keys are an error, naming the key)."""
-    known = {f.name for f in dataclasses.fields(DTMTrainConfig)}
     flat: dict[str, Any] = {}
     for k, v in config.items():
         if k in SECTIONS:
@@ -133,13 +132,9 @@ def parse_config(config: dict[str, Any]) -> DTMTrainConfig:
             flat.update(v)
         else:
             flat[k] = v
-    unknown = sorted(set(flat) - known)
-    if unknown:
-        raise ConfigError(f"dtm config: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
-    try:
-        return DTMTrainConfig(**flat)
-    except TypeError as exc:
-        raise ConfigError(f"dtm config: {exc}") from None
+    from spicenet.families import dataclass_from_config
+
+    return dataclass_from_config(DTMTrainConfig, flat, "dtm config")
 
 
 # ------------------------------------------------------------------------------------------------ chips --

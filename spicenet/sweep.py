@@ -3,7 +3,8 @@ into the HDF5 store (resumable; a killed sweep loses no finished point).
 
 Config (TOML)::
 
-    template = "basic/current_mirror"     # a shipped template ...
+    template = "basic/current_mirror"     # a shipped template (or "my_cell.cir": your template, path relative to
+                                           # this file) ...
     # netlist = "my_deck.cir"              # ... or a plain SPICE file (analysis from --analysis/`analysis` or its own)
     process = "generic"
     analysis = "op"                        # default: the template's @analysis
@@ -85,6 +86,8 @@ class SweepConfig:
         config = cls.from_dict(data, source=str(path))
         if config.netlist is not None and not config.netlist.is_absolute():
             config.netlist = (path.parent / config.netlist).resolve()
+        if config.template and config.template.endswith(".cir") and not Path(config.template).is_absolute():
+            config.template = str((path.parent / config.template).resolve())  # your own template, beside the config
         return config
 
     @classmethod

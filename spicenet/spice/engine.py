@@ -8,6 +8,7 @@ decks, analyses and Monte-Carlo chips into jobs. ``Engine.simulate`` is the one-
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -34,12 +35,13 @@ class Deck:
         return tuple(self.process.init_commands) if self.process is not None else ()
 
 
-def render(template: str, params: Mapping[str, Any] | None = None, process: str | None = "generic",
-           mismatch_mode: str | None = None) -> Deck:
-    """Render a shipped template for a process into a ``Deck`` (validated before anything runs)."""
+def render(template: str | Path, params: Mapping[str, Any] | None = None, process: str | None = "generic",
+           mismatch_mode: str | None = None, root: Path | None = None) -> Deck:
+    """Render a template for a process into a ``Deck`` (validated before anything runs). ``template`` is a shipped
+    name, a name under the folder ``root``, or the path of a ``.cir`` template file (see ``load_template``)."""
     from spicenet.spice.templates import load_template
 
-    tpl = load_template(template)
+    tpl = load_template(template, root)
     proc = None
     if tpl.uses and process:
         from spicenet.spice.process import get_process

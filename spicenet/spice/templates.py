@@ -209,8 +209,15 @@ def list_templates(root: Path | None = None) -> dict[str, Path]:
     return found
 
 
-def load_template(name: str, root: Path | None = None) -> Template:
-    """The template called ``name`` (``basic/rc`` or a unique stem such as ``rc``)."""
+def load_template(name: str | Path, root: Path | None = None) -> Template:
+    """The template called ``name``: a shipped name (``basic/rc`` or a unique stem such as ``rc``), a name under
+    another ``root`` folder, or the path of your own ``.cir`` file with a ``* @param`` header."""
+    if Path(name).suffix == ".cir":
+        path = Path(name)
+        if not path.is_file():
+            raise ParameterError(f"template file {str(name)!r} not found")
+        return parse_template(path, path.stem)
+    name = str(name)
     templates = list_templates(root)
     if name in templates:
         return parse_template(templates[name], name)

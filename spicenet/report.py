@@ -64,6 +64,7 @@ import numpy as np
 
 import spicenet
 from spicenet.errors import DataError
+from spicenet.plotting import subplots
 
 __all__ = ["YIELD_TOLERANCE", "build_report", "yield_curve", "yield_at", "lognormal_from_moments", "confusion_counts",
            "chromium_binary", "render_in_chromium", "register"]
@@ -305,29 +306,18 @@ def _find_validation(run: Path) -> Path | None:
 
 
 # ------------------------------------------------------------------------------------------------ figures
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
 
 def _png(fig: Any) -> bytes:
-    plt = _plt()
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
     return buf.getvalue()
 
 
 def _grid(n: int, width: float = 3.4, height: float = 2.6) -> tuple[Any, list[Any]]:
-    plt = _plt()
     cols = min(3, n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
     flat = list(axes.ravel())
     for ax in flat[n:]:
         ax.set_visible(False)
@@ -457,10 +447,9 @@ def confusion_counts(matrix: Any) -> np.ndarray:
 def plot_confusion(counts: np.ndarray, title: str) -> bytes:
     """Confusion matrix C[true, predicted] as an image of row-normalised rates with the counts written in;
     accuracy = trace(C) / sum(C)."""
-    plt = _plt()
     k = counts.shape[0]
     rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.45 * k, 1.0 + 0.42 * k))
+    fig, ax = subplots(figsize=(1.2 + 0.45 * k, 1.0 + 0.42 * k))
     im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     if k <= 12:
         ax.set_xticks(range(k))
@@ -485,9 +474,8 @@ def plot_energy(bars: dict[str, float], per_chip: dict[str, list[float]]) -> byt
     per_chip = {k: v for k, v in per_chip.items() if v}
     if not bars and not per_chip:
         return None
-    plt = _plt()
     n = int(bool(bars)) + int(bool(per_chip))
-    fig, axes = plt.subplots(1, n, figsize=(6.0 * n, 0.8 + 0.4 * max(4, len(bars))), squeeze=False)
+    fig, axes = subplots(1, n, figsize=(6.0 * n, 0.8 + 0.4 * max(4, len(bars))), squeeze=False)
     axes = list(axes.ravel())
     if bars:
         ax = axes.pop(0)

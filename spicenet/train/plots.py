@@ -9,21 +9,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+from spicenet.plotting import subplots
 
 
 def plot_curves(x: Sequence[float], series: dict[str, Sequence[float | None]], path: str | Path,
                 logy: bool = False, xlabel: str = "epoch") -> Path:
     """Line plot of each series against x; missing values (None) are skipped."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
+    fig, ax = subplots(figsize=(5, 3.5), dpi=100)
     for k, ys in series.items():
         pts = [(a, b) for a, b in zip(x, ys) if b is not None]
         if pts:
@@ -37,7 +29,6 @@ def plot_curves(x: Sequence[float], series: dict[str, Sequence[float | None]], p
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(p)
-    plt.close(fig)
     return p
 
 
@@ -55,8 +46,7 @@ def sample_grid(images: np.ndarray | torch.Tensor, path: str | Path, ncols: int 
     n = x.shape[0]
     ncols = ncols or min(n, int(math.ceil(math.sqrt(n))))
     nrows = int(math.ceil(n / ncols))
-    plt = _plt()
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * 0.9, nrows * 0.9 + (0.2 if titles else 0)), dpi=100,
+    fig, axes = subplots(nrows, ncols, figsize=(ncols * 0.9, nrows * 0.9 + (0.2 if titles else 0)), dpi=100,
                              squeeze=False)
     lo = float(x.min()) if vmin is None else vmin
     hi = float(x.max()) if vmax is None else vmax
@@ -70,5 +60,4 @@ def sample_grid(images: np.ndarray | torch.Tensor, path: str | Path, ncols: int 
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(p)
-    plt.close(fig)
     return p

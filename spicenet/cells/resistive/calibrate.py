@@ -44,6 +44,7 @@ from spicenet.cells.resistive.netlist import alter_commands, free_node_names, ne
 from spicenet.cells.resistive.network import Chip, ResistiveNetwork, programmable_levels
 from spicenet.cells.resistive.solver import ROOM_TEMPERATURE, thermal_voltage
 from spicenet.errors import ConfigError, SpicenetError
+from spicenet.plotting import subplots
 from spicenet.spice.engine import Deck, Engine
 from spicenet.spice.job import RunSpec
 from spicenet.spice.process import get_process
@@ -353,14 +354,10 @@ def solver_vs_spice(*, diode: dict[str, float], levels: np.ndarray, g_sigma: flo
 # ------------------------------------------------------------------------------------------------- plots
 def _plots(output: Path, v: np.ndarray, i: np.ndarray, fits: list[dict[str, float]], levels_mc: np.ndarray,
            g_sigma: float, errs: np.ndarray, temperature: float, mode: str = "bank") -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     stem = output.with_suffix("")
     paths = []
-    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    fig, ax = subplots(1, 2, figsize=(10, 4))
     for c in range(min(len(fits), 8)):
         ax[0].semilogy(v, i[c], ".", ms=3, color=f"C{c}")
         f = fits[c]
@@ -371,10 +368,9 @@ def _plots(output: Path, v: np.ndarray, i: np.ndarray, fits: list[dict[str, floa
     fig.tight_layout()
     p = Path(f"{stem}_diode_iv.png")
     fig.savefig(p, dpi=110)
-    plt.close(fig)
     paths.append(str(p))
 
-    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    fig, ax = subplots(1, 2, figsize=(10, 4))
     k = np.arange(levels_mc.shape[1])
     ax[0].errorbar(k, levels_mc.mean(0) * 1e6, yerr=levels_mc.std(0, ddof=1) * 1e6, fmt="o", ms=3)
     ax[0].set(xlabel="level k", ylabel="G (uS)", title="programmed conductance levels (MC mean +- sd)")
@@ -387,17 +383,15 @@ def _plots(output: Path, v: np.ndarray, i: np.ndarray, fits: list[dict[str, floa
     fig.tight_layout()
     p = Path(f"{stem}_levels.png")
     fig.savefig(p, dpi=110)
-    plt.close(fig)
     paths.append(str(p))
 
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig, ax = subplots(figsize=(5, 4))
     ax.hist(np.log10(np.maximum(errs, 1e-18)), bins=30)
     ax.set(xlabel="log10 max |V_solver - V_ngspice| per input (V)", ylabel="inputs",
            title="surrogate solver vs ngspice .op")
     fig.tight_layout()
     p = Path(f"{stem}_solver_err.png")
     fig.savefig(p, dpi=110)
-    plt.close(fig)
     paths.append(str(p))
     return paths
 

@@ -34,6 +34,7 @@ from spicenet.cells.resistive.eqprop import accuracy, eqprop_gradients, mse_cost
 from spicenet.cells.resistive.network import Chip, ResistiveNetwork, programmable_levels
 from spicenet.data import load_dataset
 from spicenet.errors import ConfigError
+from spicenet.plotting import subplots
 from spicenet.surrogate import SurrogateFile
 from spicenet.train import RunDir, resolve_device
 
@@ -238,12 +239,7 @@ def train_resistive(config: dict[str, Any], *, surrogate: Path, quick: bool, run
 
 
 def _plot_chips(run: RunDir, ev: dict[str, dict[str, Any]]) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = subplots(figsize=(6, 4))
     for k, e in ev.items():
         accs = e["chip_accuracies"]
         ax.plot(range(len(accs)), accs, "o-", label=f"{k} (mean {e['chip_mean']:.3f}, worst {e['chip_worst']:.3f})")
@@ -252,7 +248,6 @@ def _plot_chips(run: RunDir, ev: dict[str, dict[str, Any]]) -> Path:
     fig.tight_layout()
     p = run.plots / "chips.png"
     fig.savefig(p, dpi=110)
-    plt.close(fig)
     return p
 
 

@@ -33,6 +33,7 @@ from spicenet.cells.resistive.network import ResistiveNetwork
 from spicenet.cells.resistive.train import chip_seed, load_trained, make_chip, merged_train_config, test_data
 from spicenet.energy import resistive_energy
 from spicenet.errors import ConfigError, DataError
+from spicenet.plotting import subplots
 from spicenet.spice.engine import Engine
 from spicenet.train import RunDir
 
@@ -162,13 +163,9 @@ def _validate(run: RunDir, cfg: dict[str, Any], x: torch.Tensor, y: torch.Tensor
 
 def _plot(run: RunDir, scatter: tuple[np.ndarray, np.ndarray], per_chip: list[dict[str, Any]],
           net: ResistiveNetwork) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     v_sur, v_sp = scatter
-    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    fig, ax = subplots(1, 2, figsize=(10, 4))
     ax[0].plot(v_sp.flatten(), v_sur.flatten(), ".", ms=1, alpha=0.4, label="all free nodes")
     ax[0].plot(v_sp[:, net.out_slice].flatten(), v_sur[:, net.out_slice].flatten(), ".", ms=2, label="outputs")
     lim = [float(min(v_sp.min(), v_sur.min())), float(max(v_sp.max(), v_sur.max()))]
@@ -184,5 +181,4 @@ def _plot(run: RunDir, scatter: tuple[np.ndarray, np.ndarray], per_chip: list[di
     fig.tight_layout()
     p = run.plots / "validate.png"
     fig.savefig(p, dpi=110)
-    plt.close(fig)
     return str(p)

@@ -12,6 +12,7 @@ from torch import nn
 
 from spicenet.cells.resistive.eqprop import (
     accuracy,
+    confusion_matrix,
     eqprop_gradients,
     mse_cost,
     one_hot_targets,
@@ -167,3 +168,15 @@ def test_ffebm_trains_above_chance_on_8x8_mnist():
     assert acc > 0.4, f"test accuracy {acc:.3f} (chance 0.1)"
     assert time.perf_counter() - t0 < 30.0
     assert all(float(p.detach().min()) >= 0.0 for blk in model.blocks for p in blk.parameters())
+
+
+def test_confusion_matrix_counts_against_a_hand_example():
+    """Rows are true labels, columns predictions (argmax of the output voltages); the trace over the total is the
+    accuracy."""
+    v = torch.tensor([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.6, 0.3, 0.1], [0.0, 0.1, 0.8], [0.1, 0.8, 0.1]])
+    labels = torch.tensor([0, 1, 1, 2, 2])
+    c = confusion_matrix(v, labels, 3)
+    assert c == [[1, 0, 0], [1, 1, 0], [0, 1, 1]]
+    assert np.trace(c) / np.sum(c) == pytest.approx(accuracy(v, labels))
+    with pytest.raises(ValueError, match="labels"):
+        confusion_matrix(v, torch.tensor([0, 1, 1, 2, 3]), 3)

@@ -131,6 +131,9 @@ def test_train_writes_run_and_metrics(trained):
         assert 0.0 <= m[key] <= 1.0 and 0.0 <= m[key + "_no_injection"] <= 1.0
         assert m["chip_worst"] <= m["chip_mean"]
     assert len(m["chip_accuracies"]) == 3
+    c = np.asarray(m["confusion_matrix"])  # nominal chip: counts C[true, predicted] over the test set
+    assert c.shape == (10, 10) and c.sum() == m["n_test"]
+    assert np.trace(c) / c.sum() == pytest.approx(m["test_accuracy"])
     rows = (run_dir / "metrics.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 2
     net, _ = load_trained(run_dir)

@@ -165,6 +165,19 @@ def accuracy(v_out: Tensor, labels: Tensor) -> float:
     return float((v_out.argmax(dim=1).cpu() == torch.as_tensor(labels).cpu()).double().mean())
 
 
+def confusion_matrix(v_out: Tensor, labels: Tensor, classes: int) -> list[list[int]]:
+    """Counts C[true, predicted] (``classes`` x ``classes``) of the highest-output-voltage predictions;
+    trace(C) / sum(C) is :func:`accuracy`."""
+    pred = v_out.argmax(dim=1).cpu().long()
+    true = torch.as_tensor(labels).cpu().long()
+    if pred.shape != true.shape:
+        raise ValueError(f"confusion_matrix: {tuple(pred.shape)} predictions for {tuple(true.shape)} labels")
+    if true.numel() and (int(true.min()) < 0 or int(true.max()) >= classes):
+        raise ValueError(f"confusion_matrix: labels must lie in [0, {classes}), got [{int(true.min())}, {int(true.max())}]")
+    counts = torch.bincount(true * classes + pred, minlength=classes * classes)
+    return counts.reshape(classes, classes).tolist()
+
+
 @dataclass
 class TrainHistory:
     """Per-epoch mean training loss (V^2) and, when test data is given, test loss and accuracy."""

@@ -30,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from spicenet.cells.resistive.calibrate import level_chip
-from spicenet.cells.resistive.eqprop import accuracy, eqprop_gradients, mse_cost, one_hot_targets, param_grads
+from spicenet.cells.resistive.eqprop import accuracy, confusion_matrix, eqprop_gradients, mse_cost, one_hot_targets, param_grads
 from spicenet.cells.resistive.network import Chip, ResistiveNetwork, programmable_levels
 from spicenet.data import load_dataset
 from spicenet.errors import ConfigError
@@ -131,10 +131,12 @@ def _write_meta(run: RunDir, extra: dict[str, Any]) -> None:
 def _evaluate(net: ResistiveNetwork, spec: NetSpec, x: torch.Tensor, y: torch.Tensor, seeds: list[int],
               scale: float) -> dict[str, Any]:
     with torch.no_grad():
-        nominal = accuracy(net(x), y)
+        v_nominal = net(x)
+        nominal = accuracy(v_nominal, y)
         accs = [accuracy(net(x, chip=make_chip(net, spec, s, scale)), y) for s in seeds]
     return {"test_accuracy": nominal, "chip_mean": float(np.mean(accs)), "chip_worst": float(np.min(accs)),
-            "chip_std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0, "chip_accuracies": accs}
+            "chip_std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0, "chip_accuracies": accs,
+            "confusion_matrix": confusion_matrix(v_nominal, y, v_nominal.shape[1])}
 
 
 def train_resistive(config: dict[str, Any], *, surrogate: Path, quick: bool, run_dir: Path, device: str = "cpu",

@@ -189,14 +189,14 @@ def test_mapping_bias_shift_in_spice(engine, jval):
 
 @pytest.mark.slow
 def test_validate_small_machine_matches_exact(tiny_run):
-    """End to end: the run's 3-cell patch machine in ngspice on one chip, TV vs exact within 3x the i.i.d.
-    floor plus 0.03 (correlated samples)."""
+    """End to end: the run's 3-cell patch machine in ngspice on one chip, TV vs exact within 3x the finite-sample
+    floor at the measured number of effective (decorrelated) samples plus 0.03."""
     from pathlib import Path
 
     from spicenet.cells.rng.validation import ValidationConfig, validate
 
-    cfg = ValidationConfig(n_cells=3, samples=1500, trim_level_s=10e-6, surrogate_samples=20000)
+    cfg = ValidationConfig(n_cells=3, samples=30000, calib_samples=20000, trim_level_s=30e-6, surrogate_samples=20000)
     r = validate(Path(tiny_run["run_dir"]), chips=1, quick=True, workers=1, seed=0, config=cfg, progress=False)
     assert r["chips"] == 1
-    assert r["gap"]["tv_distance"] < 3 * r["gap"]["tv_floor_iid"] + 0.03
+    assert r["gap"]["tv_distance"] < 3 * r["gap"]["tv_floor_n_eff"] + 0.03
     assert r["gap"]["energy_per_sample_j"] > 0

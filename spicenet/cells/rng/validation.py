@@ -6,21 +6,41 @@ gamma_i x_1,i of the data nodes, with x_1 a held-out image noised by the forward
 outside the patch are dropped. (``bm="random"`` validates a seeded random machine instead.) Its exact law
 P(s) ∝ exp(beta (sum J s s + sum b s)) comes from enumeration (``gibbs.exact_enumeration``).
 
-SPICE, per Monte-Carlo chip (Pelgrom mismatch of every transistor, fresh chip ids):
+SPICE, per Monte-Carlo chip (Pelgrom mismatch of every transistor, fresh chip ids), transient step and noise
+sample ``dt`` (2 ns: P(1) and tau equal those at 1 ns within their errors, half the time points):
 1. trim: each cell's transition is located with noise-free up/down ``dc`` sweeps of its bias (midpoint), its
    operating point sizes its shot noise (S = 2 q sum I coth(Vds / 2 V_T), ``cells.shot_noise_psd``), then one
-   noisy transient of the uncoupled cells at v0_dc + vs_nom * (-span, 0, +span) measures P(1) per level and a
-   weighted least-squares fit of logit(P) = (v - v0) / vs gives each cell's (v0, vs);
+   noisy transient of the uncoupled cells at v0_dc + vs_nom * (-span, 0, +span) measures P(1) per level, its
+   error from the measured integrated correlation time (N_eff = T / 2 tau_int), and a weighted least-squares fit
+   of logit(P) = (v - v0) / vs gives each cell's (v0, vs) with standard errors;
 2. export (``export.py``): the BM becomes resistors from buffered cell outputs into the bias nodes, mapped with
-   the trimmed v0 and the nominal vs of the surrogate (exact mapping in export.py's docstring);
-3. a noisy transient of the coupled network; bits = [v(a_k) > v(b_k)] read every ``spacing_s`` after
-   ``settle_s``; the empirical law of the n-bit states is compared with the exact law: total-variation distance,
-   marginals <s_i>, pairwise correlations <s_i s_j>;
-4. energy per sample = (mean cell supply power + coupling-network dissipation) x spacing (the ideal readout
-   buffers are not counted).
+   the trimmed v0 and each cell's measured vs (``vs_mapping="measured"``, the exact mapping: no gain error) or
+   the surrogate's nominal vs (``"nominal"``, gain_k = vs_k / vs_nom as the training assumed);
+3. closed loop (``closed_loop``, default on): a first noisy transient of the coupled network (``calib_samples``
+   reads) measures the law the hardware realises; a maximum-likelihood fit within the Boltzmann family
+   exp(beta (alpha sum J s s + sum (b + db) s)) (``fit_correction``) gives the couplings' effective gain alpha
+   and each cell's bias error db. Measured on the generic card: alpha = 0.75-0.87 on every chip and at dt = 1
+   and 2 ns, db = 0..0.13, while the static bias nodes sit within 0.005 logit of Millman's values (so not a
+   mapping error; the likely cause, not proven: the continuous-time cell responds to a low-pass filtered field,
+   so neighbours that flip within its response time couple weaker than the static sigmoid predicts). alpha is
+   pooled over chips (a design property), db is per cell, and the machine is re-exported with J / alpha and
+   b - db (the hardware analogue: one global coupling-DAC gain trim and per-cell bias re-trim);
+4. a noisy transient of the (corrected) coupled network on a fresh noise stream; bits = [v(a_k) > v(b_k)] read
+   every ``spacing_s`` after ``settle_s``; the empirical law of the n-bit states is compared with the exact law:
+   total-variation distance, marginals <s_i>, pairwise correlations <s_i s_j>. Correlated reads do not bias the
+   estimate but raise its floor: n_eff = M / (2 tau_int) with tau_int (in reads) the largest integrated
+   autocorrelation time of the cells' bit streams, and the floor is the TV of n_eff i.i.d. exact draws (checked
+   against half the TV between the run's two halves, ``tv_floor_split_half``). Dense reads (10 ns) give the same
+   n_eff per simulated second as reads >= 3 tau apart, and use all of it;
+5. diagnostics of the export: the bias nodes at the read times vs the ideal (Millman) values for the read
+   states, in logit units ((v_bias - v_ideal) / vs_k; the buffers' finite swing and transitions), and the
+   law the measured cells would realise (``stationary_law``: exact stationary distribution of asynchronous
+   p-bit dynamics with the cells' gains and offsets; equals the Boltzmann law for unit gains);
+6. energy per sample = (mean cell supply power + coupling-network dissipation) x T / n_eff (per effective
+   independent sample; the ideal readout buffers are not counted); per read: x spacing.
 
 Surrogate, for the same machine: block Gibbs (``BlockGibbsSampler``) on (a) the SPICE chip's measured cells
-(gain = vs_k / vs_nom, offset 0 after the trim) and (b) fresh chips of the calibrated distribution with the trim
+(gain = vs_k / vs_map,k, offset 0 after the trim) and (b) fresh chips of the calibrated distribution with the trim
 error of the training config; TV vs exact with as many samples as SPICE had, and the finite-sample floor
 (TV of the same number of i.i.d. exact draws).
 """
@@ -44,42 +64,59 @@ from spicenet.cells.rng import cells, export
 from spicenet.errors import ConfigError, SpicenetError
 
 __all__ = ["ValidationConfig", "validate", "extract_bm", "tv_distance", "state_counts", "tv_floor",
-           "fit_trim", "switching_point"]
+           "fit_trim", "fit_trim_se", "fit_correction", "switching_point", "stationary_law", "effective_samples",
+           "random_bm"]
 
 
 @dataclass
 class ValidationConfig:
-    """Validation settings (quick defaults in ``quick()``). Times in s, voltages in V, resistances in Ohm."""
+    """Validation settings (quick defaults in ``quick()``). Times in s, voltages in V, resistances in Ohm.
+
+    ``samples`` reads every ``spacing_s`` in the final run (dense, correlated reads: the floor is computed at
+    n_eff), ``calib_samples`` reads in the closed-loop calibration run (``closed_loop``); ``trim_level_s`` per
+    trim level; ``dt`` transient step = noise sample; ``vs_mapping``: "measured" (each cell's trimmed slope, the
+    exact mapping) or "nominal" (the surrogate's mean slope for every cell). Quick: 4 cells, trim 3 x 100 us,
+    calibration 400 us, final 500 us of simulated time per chip."""
 
     n_cells: int = 9
-    samples: int = 12000
-    spacing_s: float = 100e-9
+    samples: int = 150000
+    spacing_s: float = 10e-9
     settle_s: float = 2e-6
-    trim_level_s: float = 40e-6
+    trim_level_s: float = 120e-6
     trim_span: float = 1.5
     sweep_range: float = 0.04
     sweep_step: float = 2e-5
-    dt: float = 1e-9
+    dt: float = 2e-9
     vw: float = 2e-4
     r_total: float = 10e6
     surrogate_samples: int = 100000
     bm: str = "run"
     random_scale: float = 0.5
+    vs_mapping: str = "measured"
+    closed_loop: bool = True
+    calib_samples: int = 60000
     timeout_s: float = 900.0
 
     @classmethod
     def quick(cls) -> "ValidationConfig":
-        return cls(n_cells=4, samples=3000, trim_level_s=20e-6)
+        return cls(n_cells=4, samples=QUICK_SAMPLES, calib_samples=QUICK_CALIB_SAMPLES, trim_level_s=QUICK_TRIM_LEVEL_S)
 
     def __post_init__(self) -> None:
         checks = {"n_cells": 1 <= self.n_cells <= export.MAX_CELLS, "samples": self.samples >= 100,
                   "spacing_s": self.spacing_s >= 5 * self.dt, "settle_s": self.settle_s >= 0,
                   "trim_level_s": self.trim_level_s > 1e-6, "trim_span": 0 < self.trim_span <= 5,
                   "dt": 0 < self.dt <= 1e-8, "vw": self.vw > 0, "r_total": self.r_total > 0,
-                  "surrogate_samples": self.surrogate_samples >= 1000, "bm": self.bm in ("run", "random")}
+                  "surrogate_samples": self.surrogate_samples >= 1000, "bm": self.bm in ("run", "random"),
+                  "vs_mapping": self.vs_mapping in ("measured", "nominal"),
+                  "calib_samples": self.calib_samples >= 100}
         for k, ok in checks.items():
             if not ok:
                 raise ConfigError(f"rng validation: {k} = {getattr(self, k)!r} is out of range")
+
+
+QUICK_SAMPLES = 50000
+QUICK_CALIB_SAMPLES = 40000
+QUICK_TRIM_LEVEL_S = 100e-6
 
 
 # --------------------------------------------------------------------------------------------- statistics --
@@ -102,8 +139,26 @@ def tv_distance(p: np.ndarray, q: np.ndarray) -> float:
 
 def tv_floor(probs: np.ndarray, m: int, reps: int = 50, seed: int = 0) -> float:
     """Mean TV between ``m`` i.i.d. draws from ``probs`` and ``probs`` (the estimator's finite-sample floor)."""
+    if m < 1:
+        raise ValueError(f"m: expected >= 1 draws, got {m}")
     rng = np.random.default_rng(seed)
-    return float(np.mean([tv_distance(rng.multinomial(m, probs), probs) for _ in range(reps)]))
+    return float(np.mean([tv_distance(rng.multinomial(int(m), probs), probs) for _ in range(reps)]))
+
+
+def effective_samples(bits: np.ndarray, window: float = 5.0) -> tuple[float, np.ndarray]:
+    """(n_eff, tau_int [n]) of correlated bit rows [M, n] read at a fixed spacing: tau_int,k (in reads) is the
+    integrated autocorrelation time 1/2 + sum_l C_k(l) of cell k's stream (Sokal window, ``measure.integrated_tau``;
+    1/2 for independent reads), and n_eff = M / (2 max_k tau_int,k): a mean over the M reads has the variance of
+    n_eff independent ones (for an AR(1) stream with lag-1 correlation r: n_eff = M (1 - r) / (1 + r))."""
+    from spicenet.cells.rng import measure
+
+    bits = np.asarray(bits, dtype=np.float64)
+    if bits.ndim != 2 or bits.shape[0] < 10:
+        raise ValueError(f"bits: expected [M >= 10, n], got {bits.shape}")
+    lag = min(bits.shape[0] - 1, max(20, bits.shape[0] // 20))
+    taus = np.array([max(0.5, measure.integrated_tau(measure.autocorrelation(bits[:, k], lag), 1.0, window))
+                     for k in range(bits.shape[1])])
+    return float(bits.shape[0] / (2.0 * taus.max())), taus
 
 
 def moments(bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -116,6 +171,43 @@ def exact_moments(states: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np
     return probs @ states, states.T @ (states * probs[:, None])
 
 
+def stationary_law(j: np.ndarray, b: np.ndarray, beta: float, offset: np.ndarray | None = None,
+                   gain: np.ndarray | None = None) -> np.ndarray:
+    """Exact stationary law [2^n] (state k: cell i is +1 when bit i of k is set) of asynchronous p-bit dynamics:
+    each cell i, at unit rate, redraws s_i = +1 with probability sigmoid((x_i - offset_i) / gain_i),
+    x_i = 2 beta (b_i + sum_j J_ij s_j) (continuous-time Glauber dynamics = random-scan Gibbs). For unit gains
+    this is the Boltzmann law exp(beta (sum_{i<j} J s s + sum b s)) / Z (detailed balance) with b shifted by
+    -offset / (2 beta); per-cell gains break detailed balance and the law is found by solving pi Q = 0."""
+    import scipy.sparse as sps
+    from scipy.sparse.linalg import spsolve
+
+    j = np.asarray(j, np.float64)
+    b = np.asarray(b, np.float64)
+    n = b.shape[0]
+    if b.ndim != 1 or not 1 <= n <= export.MAX_CELLS or j.shape != (n, n):
+        raise ValueError(f"j, b: expected [n, n] and [n] with 1 <= n <= {export.MAX_CELLS}, got {j.shape}, {b.shape}")
+    off = np.zeros(n) if offset is None else np.asarray(offset, np.float64)
+    g = np.ones(n) if gain is None else np.asarray(gain, np.float64)
+    if off.shape != (n,) or g.shape != (n,) or np.any(g <= 0):
+        raise ValueError(f"offset, gain: expected [{n}] with gain > 0, got {off.shape}, {g.shape}")
+    k = np.arange(2 ** n)
+    s = ((k[:, None] >> np.arange(n)) & 1) * 2.0 - 1.0          # [K, n]
+    x = 2.0 * beta * (b + s @ j)                                  # j symmetric, zero diagonal
+    p_up = 1.0 / (1.0 + np.exp(-(x - off) / g))
+    rate = np.where(s > 0, 1.0 - p_up, p_up)                      # rate of flipping cell i in state k
+    rows = np.repeat(k, n)
+    cols = (k[:, None] ^ (1 << np.arange(n))).ravel()
+    q = sps.coo_matrix((rate.ravel(), (rows, cols)), shape=(2 ** n, 2 ** n)).tocsr()
+    q = q - sps.diags(np.asarray(q.sum(1)).ravel())
+    a = q.T.tolil()
+    a[-1, :] = 1.0                                                # replace one balance equation by sum pi = 1
+    rhs = np.zeros(2 ** n)
+    rhs[-1] = 1.0
+    pi = spsolve(a.tocsr(), rhs)
+    pi = np.clip(pi, 0.0, None)
+    return pi / pi.sum()
+
+
 def switching_point(v: np.ndarray, x: np.ndarray) -> float:
     """Bias (V) at the first sign change of x along a dc sweep (linear interpolation); NaN when none."""
     s = np.sign(x)
@@ -126,20 +218,68 @@ def switching_point(v: np.ndarray, x: np.ndarray) -> float:
     return float(v[i] + (v[i + 1] - v[i]) * x[i] / (x[i] - x[i + 1]))
 
 
-def fit_trim(levels: np.ndarray, p: np.ndarray, n_eff: np.ndarray) -> tuple[float, float]:
-    """(v0, vs) of logit(p) = (v - v0) / vs by weighted least squares (weights = 1 / var(logit p) =
-    n_eff p (1 - p)); p is clipped to [1 / (2 n_eff), 1 - 1 / (2 n_eff)]."""
+def fit_trim_se(levels: np.ndarray, p: np.ndarray, n_eff: np.ndarray) -> tuple[float, float, float, float]:
+    """(v0, vs, se_v0, se_vs) of logit(p) = (v - v0) / vs by weighted least squares (weights = 1 / var(logit p)
+    = n_eff p (1 - p)); p is clipped to [1 / (2 n_eff), 1 - 1 / (2 n_eff)]; standard errors from the fit's
+    covariance (inverse Fisher information) by the delta method."""
     levels, p, n_eff = (np.asarray(a, np.float64) for a in (levels, p, n_eff))
-    if levels.shape != p.shape or levels.size < 2:
+    if levels.shape != p.shape or levels.size < 2 or n_eff.shape not in ((), levels.shape):
         raise ValueError(f"levels, p: expected equal shapes with >= 2 points, got {levels.shape}, {p.shape}")
+    if np.any(n_eff <= 0):
+        raise ValueError(f"n_eff: expected > 0, got {n_eff}")
     pc = np.clip(p, 0.5 / n_eff, 1 - 0.5 / n_eff)
     y = np.log(pc / (1 - pc))
     w = n_eff * pc * (1 - pc)
-    a = np.vstack([levels, np.ones_like(levels)]).T * np.sqrt(w)[:, None]
+    x = np.vstack([levels, np.ones_like(levels)]).T
+    a = x * np.sqrt(w)[:, None]
     slope, icpt = np.linalg.lstsq(a, y * np.sqrt(w), rcond=None)[0]
     if not slope > 0:
         raise ValueError(f"p: P(1) does not rise with the bias (slope {slope:.3g} 1/V)")
-    return float(-icpt / slope), float(1.0 / slope)
+    cov = np.linalg.inv(a.T @ a)
+    v0, vs = -icpt / slope, 1.0 / slope
+    d_v0 = np.array([icpt / slope ** 2, -1.0 / slope])             # d v0 / d (slope, icpt)
+    d_vs = np.array([-1.0 / slope ** 2, 0.0])
+    return float(v0), float(vs), float(math.sqrt(d_v0 @ cov @ d_v0)), float(math.sqrt(d_vs @ cov @ d_vs))
+
+
+def fit_trim(levels: np.ndarray, p: np.ndarray, n_eff: np.ndarray) -> tuple[float, float]:
+    """(v0, vs) of logit(p) = (v - v0) / vs by weighted least squares (see ``fit_trim_se``)."""
+    v0, vs, _, _ = fit_trim_se(levels, p, n_eff)
+    return v0, vs
+
+
+def fit_correction(counts: np.ndarray, j: np.ndarray, b: np.ndarray, beta: float,
+                   max_db: float = 0.5) -> tuple[float, np.ndarray, float]:
+    """(alpha, db [n], dnll) of the maximum-likelihood Boltzmann law exp(beta (alpha sum_{i<j} J s s +
+    sum (b + db) s)) / Z for state ``counts`` [2^n] (scipy.optimize, exact enumeration): the couplings as the
+    hardware realises them (alpha: their common effective gain) and each cell's bias error db (units of b; a v0
+    error of the trim shows up here as -offset / (2 beta)). ``dnll``: log-likelihood gained over (1, 0)."""
+    from scipy.optimize import minimize
+
+    j, b = np.asarray(j, np.float64), np.asarray(b, np.float64)
+    counts = np.asarray(counts, np.float64)
+    n = b.shape[0]
+    if counts.shape != (2 ** n,) or counts.sum() <= 0 or np.any(counts < 0):
+        raise ValueError(f"counts: expected [{2 ** n}] non-negative counts, got shape {counts.shape}")
+    k = np.arange(2 ** n)
+    st = ((k[:, None] >> np.arange(n)) & 1) * 2.0 - 1.0
+    pair = 0.5 * np.einsum("ki,ij,kj->k", st, j, st)              # sum_{i<j} J_ij s_i s_j
+
+    def nll(th: np.ndarray) -> tuple[float, np.ndarray]:
+        lw = beta * (th[0] * pair + st @ (b + th[1:]))
+        m = lw.max()
+        z = np.exp(lw - m)
+        lz = m + math.log(z.sum())
+        p = z / z.sum()
+        f = -(counts @ lw) + counts.sum() * lz
+        feats = np.column_stack([pair, st]) * beta               # d lw / d theta
+        grad = -(counts @ feats) + counts.sum() * (p @ feats)
+        return float(f), grad
+
+    th0 = np.r_[1.0, np.zeros(n)]
+    res = minimize(nll, th0, jac=True, method="L-BFGS-B",
+                   bounds=[(0.3, 3.0)] + [(-max_db, max_db)] * n)
+    return float(res.x[0]), res.x[1:].copy(), float(nll(th0)[0] - res.fun)
 
 
 # ------------------------------------------------------------------------------------------------ machine --
@@ -233,12 +373,13 @@ def _locate_and_noise(engine, sizing, process, cids: list[int], cfg: ValidationC
     return found
 
 
-def _bits(res, n: int, t0: float, spacing: float, m: int) -> np.ndarray:
+def _bits(res, n: int, t0: float, spacing: float, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """(read times [m], bits [m, n]) of cells 0..n-1 read every ``spacing`` from ``t0``."""
     t = res["time"]
     ts = t0 + spacing * np.arange(m)
     if ts[-1] > t[-1] + 1e-12:
         raise SpicenetError(f"transient ended at {t[-1]:.3g} s before the last sample time {ts[-1]:.3g} s")
-    return np.stack([np.interp(ts, t, res[f"v(a{k})"] - res[f"v(b{k})"]) > 0 for k in range(n)], axis=1)
+    return ts, np.stack([np.interp(ts, t, res[f"v(a{k})"] - res[f"v(b{k})"]) > 0 for k in range(n)], axis=1)
 
 
 def _gibbs_counts(j: np.ndarray, b: np.ndarray, beta: float, gain: np.ndarray | None, offset: np.ndarray | None,
@@ -257,17 +398,106 @@ def _gibbs_counts(j: np.ndarray, b: np.ndarray, beta: float, gain: np.ndarray | 
     return counts.sum(0).numpy()
 
 
+def trim_cells(engine, sizing, process, cids: dict[int, list[int]], found: dict[int, dict], vs_nom: float,
+               cfg: ValidationConfig, seed: int, work: Path) -> dict[int, dict[str, Any]]:
+    """Step 1 of the module docstring for every chip: one noisy transient per chip of its uncoupled cells on a
+    staircase v0_dc + vs_nom * (-span, 0, +span), each level ``trim_level_s`` long; per cell P(1) per level,
+    N_eff = (level - settle) / (2 tau_int) with tau_int measured on that level's bit stream, and the weighted
+    logistic fit. Returns {chip: {"v0", "vs", "se_v0", "se_vs", "v0_dc" [n], "p", "n_eff" [n, levels]}}."""
+    from spicenet.cells.rng import measure
+    from spicenet.spice.engine import Deck
+    from spicenet.spice.job import RunSpec
+
+    offs = vs_nom * np.array([-cfg.trim_span, 0.0, cfg.trim_span])
+    t_trim = cfg.trim_level_s * len(offs)
+    jobs = []
+    for c, ids in cids.items():
+        n = len(ids)
+        files = [cells.write_noise_file(work / f"trim_c{c}_k{k}.txt", seed=seed, chip=cid, cell=0,
+                                        rms=found[cid]["rms"], dt=cfg.dt, t_stop=t_trim, stream=2)
+                 for k, cid in enumerate(ids)]
+        biases = [cells.staircase(found[cid]["v0_dc"] + offs, cfg.trim_level_s) for cid in ids]
+        deck = Deck(export.with_sim_options(cells.ct_deck(biases, sizing, process, noise_files=files,
+                                                          save_all=False)), process)
+        save = tuple(f"v({nd}{k})" for k in range(n) for nd in ("a", "b"))
+        jobs.append(engine.job(deck, [RunSpec(f"trim{c}", f"tran {cfg.dt:.6g} {t_trim:.9g} 0 {cfg.dt:.6g}",
+                                              cells.device_commands(process, sizing, ids, seed), save=save)],
+                               label=f"trim {c}", timeout_s=cfg.timeout_s))
+    trims = engine.run_all(jobs)
+    settle = min(1e-6, 0.2 * cfg.trim_level_s)
+    meas: dict[int, dict[str, Any]] = {}
+    for c, ids in cids.items():
+        res = trims[f"trim{c}"]
+        if isinstance(res, SpicenetError):
+            raise res
+        n = len(ids)
+        out = {key: np.zeros(n) for key in ("v0", "vs", "se_v0", "se_vs")}
+        out["p"], out["n_eff"] = np.zeros((n, len(offs))), np.zeros((n, len(offs)))
+        for k, cid in enumerate(ids):
+            x = res[f"v(a{k})"] - res[f"v(b{k})"]
+            for li in range(len(offs)):
+                t0 = li * cfg.trim_level_s + settle
+                bits = measure.resample(res["time"], x, cfg.dt, t0, (li + 1) * cfg.trim_level_s) > 0
+                lag = min(bits.size - 1, int(2e-6 / cfg.dt))
+                tau = max(cfg.dt, measure.integrated_tau(measure.autocorrelation(bits, lag), cfg.dt))
+                out["p"][k, li] = float(bits.mean())
+                out["n_eff"][k, li] = measure.effective_bits(cfg.trim_level_s - settle, tau)
+            v0, vs, se0, ses = fit_trim_se(found[cid]["v0_dc"] + offs, out["p"][k], out["n_eff"][k])
+            out["v0"][k], out["vs"][k], out["se_v0"][k], out["se_vs"][k] = v0, vs, se0, ses
+        out["v0_dc"] = np.array([found[cid]["v0_dc"] for cid in ids])
+        meas[c] = out
+    return meas
+
+
+def _bias_error(res, m: export.BMMapping, ts: np.ndarray, bits: np.ndarray, vs: np.ndarray) -> dict[str, Any]:
+    """Bias nodes at the read times vs the ideal Millman values for the read states, in logit units
+    (v_bias - v_ideal) / vs_k: mean (a systematic offset of the realised field) and rms (transitions, chatter)."""
+    vb = np.stack([np.interp(ts, res["time"], res[f"v(bias{k})"]) for k in range(m.n)], 1)
+    err = (vb - export.bias_voltages(m, 2.0 * bits - 1.0)) / vs
+    return {"bias_err_logit_mean": err.mean(0).tolist(), "bias_err_logit_rms": np.sqrt((err ** 2).mean(0)).tolist(),
+            "bias_err_logit_max_abs_mean": float(np.abs(err.mean(0)).max())}
+
+
+def _run_networks(engine, maps: dict[int, export.BMMapping], cids: dict[int, list[int]], found: dict[int, dict],
+                  sizing, process, cfg: ValidationConfig, seed: int, work: Path, label: str, reads: int,
+                  stream: int, progress: bool) -> dict[str, Any]:
+    """One noisy transient per chip of its coupled network (``export.bm_deck``), long enough for ``reads`` reads
+    every ``spacing_s`` after ``settle_s``; noise stream ``stream`` of every cell (a fresh realisation per pass).
+    Returns {f"{label}{chip}": SimResult | SpicenetError}."""
+    from tqdm import tqdm
+
+    from spicenet.spice.engine import Deck
+    from spicenet.spice.job import RunSpec
+
+    t_stop = cfg.settle_s + cfg.spacing_s * reads + 10 * cfg.dt
+    jobs = []
+    for c, ids in cids.items():
+        n = len(ids)
+        files = [cells.write_noise_file(work / f"{label}_c{c}_k{k}.txt", seed=seed, chip=cid, cell=0,
+                                        rms=found[cid]["rms"], dt=cfg.dt, t_stop=t_stop, stream=stream)
+                 for k, cid in enumerate(ids)]
+        deck = Deck(export.with_sim_options(export.bm_deck(maps[c], sizing, process, files, vw=cfg.vw)), process)
+        save = tuple(f"v({nd}{k})" for k in range(n) for nd in ("a", "b", "bias")) + ("i(vdd)",)
+        jobs.append(engine.job(deck, [RunSpec(f"{label}{c}", f"tran {cfg.dt:.6g} {t_stop:.12g} 0 {cfg.dt:.6g}",
+                                              cells.device_commands(process, sizing, ids, seed), save=save)],
+                               label=f"{label} {c}", timeout_s=cfg.timeout_s))
+    bar = tqdm(total=len(jobs), desc=f"spice {label}", file=sys.stderr, disable=not progress, leave=False)
+    outs: dict[str, Any] = {}
+    for rid, res in engine.run(jobs):
+        outs[rid] = res
+        bar.update(1)
+    bar.close()
+    return outs
+
+
 def validate(run_dir: Path, *, chips: int | None = None, quick: bool = False, workers: int = 2, seed: int = 0,
              config: ValidationConfig | None = None, progress: bool = True) -> dict[str, Any]:
     """Export the run's patch machine to ngspice, sample it on ``chips`` Monte-Carlo chips and compare with the
     surrogate and exact enumeration. Returns {"surrogate", "spice", "gap", "chips"}; writes
     ``<run>/validation/{validation.json, validation.png}``."""
-    from tqdm import tqdm
-
     from spicenet.cells.rng.gibbs import exact_enumeration
     from spicenet.cells.rng.training import ChipModel, load_model
-    from spicenet.spice.engine import Deck, Engine
-    from spicenet.spice.job import RunSpec
+    from spicenet.spice.engine import Engine
     from spicenet.spice.process import get_process
     from spicenet.surrogate import SurrogateFile
     from spicenet.train.mismatch import _seed_int
@@ -286,7 +516,6 @@ def validate(run_dir: Path, *, chips: int | None = None, quick: bool = False, wo
     process = get_process(sf.process)
     sizing = _sizing(sf)
     vs_nom = float(blob["vs_nominal"])
-    cfg.dt = float(sf.attrs.get("dt_s", cfg.dt))
 
     # ------------------------------------------------------------------------------------ the machine --
     if cfg.bm == "run":
@@ -314,79 +543,68 @@ def validate(run_dir: Path, *, chips: int | None = None, quick: bool = False, wo
     cids = {c: [base + 32 * c + k for k in range(n)] for c in range(n_chips)}
     work = Path(tempfile.mkdtemp(prefix="spicenet_val_"))
     spice_chips: list[dict[str, Any]] = []
-    wall_spice = 0.0
+    wall: dict[str, float] = {}
     try:
         with Engine(workers=max(1, workers), timeout_s=cfg.timeout_s) as eng:
             t0 = time.time()
             found = _locate_and_noise(eng, sizing, process, [c for v in cids.values() for c in v], cfg, seed)
-            # trim transients: uncoupled cells, staircase of 3 levels around each cell's v0_dc
-            offs = vs_nom * np.array([-cfg.trim_span, 0.0, cfg.trim_span])
-            t_trim = cfg.trim_level_s * len(offs)
-            jobs = []
-            for c, ids in cids.items():
-                files = [cells.write_noise_file(work / f"trim_c{c}_k{k}.txt", seed=seed, chip=cid, cell=0,
-                                                rms=found[cid]["rms"], dt=cfg.dt, t_stop=t_trim, stream=2)
-                         for k, cid in enumerate(ids)]
-                biases = [cells.staircase(found[cid]["v0_dc"] + offs, cfg.trim_level_s) for cid in ids]
-                deck = Deck(cells.ct_deck(biases, sizing, process, noise_files=files), process)
-                save = tuple(f"v({nd}{k})" for k in range(n) for nd in ("a", "b"))
-                jobs.append(eng.job(deck, [RunSpec(f"trim{c}", f"tran {cfg.dt:.6g} {t_trim:.9g} 0 {cfg.dt:.6g}",
-                                                   cells.device_commands(process, sizing, ids, seed), save=save)],
-                                    label=f"trim {c}", timeout_s=cfg.timeout_s))
-            trims = eng.run_all(jobs)
-            tau_guess = float(sf.params["tau_s"].mean) if "tau_s" in sf.params else 50e-9
-            settle = min(1e-6, 0.2 * cfg.trim_level_s)
-            meas: dict[int, dict[str, np.ndarray]] = {}
-            for c, ids in cids.items():
-                res = trims[f"trim{c}"]
-                if isinstance(res, SpicenetError):
-                    raise res
-                t = res["time"]
-                v0f, vsf = np.zeros(n), np.zeros(n)
-                for k, cid in enumerate(ids):
-                    x = res[f"v(a{k})"] - res[f"v(b{k})"]
-                    ps = []
-                    for li in range(len(offs)):
-                        ts = np.arange(li * cfg.trim_level_s + settle, (li + 1) * cfg.trim_level_s, cfg.dt * 5)
-                        ps.append(float(np.mean(np.interp(ts, t, x) > 0)))
-                    n_eff = np.full(len(offs), (cfg.trim_level_s - settle) / (2 * tau_guess))
-                    v0f[k], vsf[k] = fit_trim(found[cid]["v0_dc"] + offs, np.array(ps), n_eff)
-                meas[c] = {"v0": v0f, "vs": vsf, "v0_dc": np.array([found[cid]["v0_dc"] for cid in ids])}
-            # coupled networks
-            t_stop = cfg.settle_s + cfg.spacing_s * cfg.samples + 10 * cfg.dt
-            jobs, maps = [], {}
-            for c, ids in cids.items():
-                mp = export.map_weights(j, b, beta, vs_nom, meas[c]["v0"], sizing.vdd, cfg.r_total)
-                maps[c] = mp
-                files = [cells.write_noise_file(work / f"bm_c{c}_k{k}.txt", seed=seed, chip=cid, cell=0,
-                                                rms=found[cid]["rms"], dt=cfg.dt, t_stop=t_stop, stream=3)
-                         for k, cid in enumerate(ids)]
-                deck = Deck(export.bm_deck(mp, sizing, process, files, vw=cfg.vw), process)
-                save = tuple(f"v({nd}{k})" for k in range(n) for nd in ("a", "b", "bias")) + ("i(vdd)",)
-                jobs.append(eng.job(deck, [RunSpec(f"bm{c}", f"tran {cfg.dt:.6g} {t_stop:.12g} 0 {cfg.dt:.6g}",
-                                                   cells.device_commands(process, sizing, ids, seed), save=save)],
-                                    label=f"bm {c}", timeout_s=cfg.timeout_s))
-            bar = tqdm(total=len(jobs), desc="spice bm", file=sys.stderr, disable=not progress, leave=False)
-            outs = {}
-            for rid, res in eng.run(jobs):
-                outs[rid] = res
-                bar.update(1)
-            bar.close()
+            wall["locate_s"] = time.time() - t0
+            t1 = time.time()
+            meas = trim_cells(eng, sizing, process, cids, found, vs_nom, cfg, seed, work)
+            wall["trim_s"] = time.time() - t1
+            # coupled networks: pass 1 (open loop, calibration of the export), pass 2 (corrected, the result)
+            t2 = time.time()
+            vs_map = {c: meas[c]["vs"] if cfg.vs_mapping == "measured" else np.full(n, vs_nom) for c in cids}
+            target = {c: (j, b) for c in cids}
+            passes: list[dict[int, Any]] = []
+            corrections: dict[int, dict[str, Any]] = {}
+            plan = [("cal", cfg.calib_samples, 4), ("bm", cfg.samples, 3)] if cfg.closed_loop else \
+                [("bm", cfg.samples, 3)]
+            for label, m_reads, stream in plan:
+                maps = {c: export.map_weights(target[c][0], target[c][1], beta, vs_map[c], meas[c]["v0"], sizing.vdd,
+                                              cfg.r_total) for c in cids}
+                outs = _run_networks(eng, maps, cids, found, sizing, process, cfg, seed, work, label, m_reads,
+                                     stream, progress)
+                passes.append({"label": label, "maps": maps, "outs": outs, "reads": m_reads})
+                if label == "cal":
+                    for c in cids:
+                        res = outs[f"{label}{c}"]
+                        if isinstance(res, SpicenetError):
+                            continue
+                        _, bits = _bits(res, n, cfg.settle_s, cfg.spacing_s, m_reads)
+                        cnt = state_counts(bits)
+                        alpha, db, dnll = fit_correction(cnt, j, b, beta)
+                        corrections[c] = {"alpha": alpha, "db": db, "dnll": dnll,
+                                          "tv_open_loop": tv_distance(cnt, probs),
+                                          "tv_floor_n_eff_open_loop": tv_floor(
+                                              probs, max(1, int(round(effective_samples(bits)[0]))), seed=seed)}
+                    # the coupling gain is a property of the design (equal within errors over chips): pooled;
+                    # the bias errors (trim residuals) are per cell
+                    alpha_pool = float(np.mean([v["alpha"] for v in corrections.values()])) if corrections else 1.0
+                    for c, v in corrections.items():
+                        target[c] = (j / alpha_pool, b - v["db"])
+                        v["alpha_pooled"], v["db"] = alpha_pool, v["db"].tolist()
+            wall["network_s"] = time.time() - t2
             wall_spice = time.time() - t0
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     from spicenet.spice import measure
 
+    final = passes[-1]
+    maps, outs = final["maps"], final["outs"]
     surrogate_same: list[dict[str, Any]] = []
     for c, ids in cids.items():
         res = outs[f"bm{c}"]
         if isinstance(res, SpicenetError):
             spice_chips.append({"chip": c, "error": str(res)})
             continue
-        bits = _bits(res, n, cfg.settle_s, cfg.spacing_s, cfg.samples)
+        ts, bits = _bits(res, n, cfg.settle_s, cfg.spacing_s, cfg.samples)
         cnt = state_counts(bits)
         mean, corr = moments(bits)
+        n_eff, tau_reads = effective_samples(bits)
+        half = bits.shape[0] // 2
+        split_half = tv_distance(state_counts(bits[:half]), state_counts(bits[half:2 * half]))
         s = 2.0 * bits - 1.0
         lag1 = float(np.mean([np.corrcoef(s[:-1, k], s[1:, k])[0, 1] if s[:, k].std() > 0 else 1.0
                               for k in range(n)]))
@@ -401,20 +619,38 @@ def validate(run_dir: Path, *, chips: int | None = None, quick: bool = False, wo
         pc = export.coupling_power(maps[c], vb_, vo_)
         e_coup = float(np.trapezoid(pc, t[sel]))
         p_cells, p_coup = e_cells / duration, e_coup / duration
-        gain = meas[c]["vs"] / vs_nom
+        gain = meas[c]["vs"] / vs_map[c]
         sc = _gibbs_counts(j, b, beta, gain, None, cfg.surrogate_samples, _seed_int(seed, 11, c))
         surrogate_same.append({"chip": c, "tv_vs_exact": tv_distance(sc, probs), "gain": gain.tolist()})
-        spice_chips.append({
+        realised = stationary_law(j, b, beta, None, gain)
+        t_read = cfg.spacing_s * cfg.samples
+        row = {
             "chip": c, "cell_chip_ids": ids, "tv_vs_exact": tv_distance(cnt, probs),
             "tv_vs_surrogate_same_chip": tv_distance(cnt, sc),
+            "tv_floor_n_eff": tv_floor(probs, max(1, int(round(n_eff))), seed=seed),
+            "tv_cells_law_vs_exact": tv_distance(realised, probs),
+            "n_eff": n_eff, "tau_int_reads": tau_reads.tolist(),
+            # TV between the run's two halves ~ 2 x the floor of the whole run (sqrt(2) x 2 x 1/sqrt(2)), with
+            # whatever correlation the reads have: an estimate of the floor independent of n_eff
+            "tv_split_half": split_half, "tv_floor_split_half": 0.5 * split_half,
             "marginal_max_abs_err": float(np.abs(mean - m_ex).max()),
             "corr_max_abs_err": float(np.abs(corr[iu] - c_ex[iu]).max()) if n > 1 else 0.0,
             "marginals": mean.tolist(), "lag1_autocorr": lag1,
             "power_cells_w": p_cells, "power_coupling_w": p_coup,
-            "energy_per_sample_j": (p_cells + p_coup) * cfg.spacing_s,
+            "energy_per_sample_j": (p_cells + p_coup) * t_read / n_eff,
+            "energy_per_read_j": (p_cells + p_coup) * cfg.spacing_s,
             "v0_dc": meas[c]["v0_dc"].tolist(), "v0_trim": meas[c]["v0"].tolist(), "vs_trim": meas[c]["vs"].tolist(),
-            "counts": cnt.tolist(),
-        })
+            "se_v0_trim": meas[c]["se_v0"].tolist(), "se_vs_trim": meas[c]["se_vs"].tolist(),
+            "trim_p": meas[c]["p"].tolist(), "trim_n_eff": meas[c]["n_eff"].tolist(),
+            "trim_offset_logit_se": (meas[c]["se_v0"] / meas[c]["vs"]).tolist(),
+            "vs_mapped": vs_map[c].tolist(), "counts": cnt.tolist(),
+            **_bias_error(res, maps[c], ts, bits, meas[c]["vs"]),
+        }
+        alpha, db, dnll = fit_correction(cnt, j, b, beta)
+        row["residual_fit"] = {"alpha": alpha, "db": db.tolist(), "dnll": dnll}
+        if c in corrections:
+            row["correction"] = corrections[c]
+        spice_chips.append(row)
     ok = [s for s in spice_chips if "error" not in s]
     if not ok:
         raise SpicenetError(f"rng validation: every chip failed: {[s['error'] for s in spice_chips]}")
@@ -445,16 +681,27 @@ def validate(run_dir: Path, *, chips: int | None = None, quick: bool = False, wo
     spice = {
         "tv_vs_exact_mean": float(tvs.mean()), "tv_vs_exact_worst": float(tvs.max()),
         "energy_per_sample_j": float(energies.mean()), "chips": spice_chips, "samples": cfg.samples,
-        "spacing_s": cfg.spacing_s, "wall_s": wall_spice, "failed": len(spice_chips) - len(ok),
+        "n_eff_mean": float(np.mean([s["n_eff"] for s in ok])),
+        "spacing_s": cfg.spacing_s, "dt_s": cfg.dt, "vs_mapping": cfg.vs_mapping, "closed_loop": cfg.closed_loop,
+        "wall_s": wall_spice,
+        "wall_parts_s": wall, "failed": len(spice_chips) - len(ok),
     }
     gap = {
         "tv_distance": float(tvs.mean()),
         "tv_distance_worst": float(tvs.max()),
         "tv_floor_iid": floor,
+        "tv_floor_n_eff": float(np.mean([s["tv_floor_n_eff"] for s in ok])),
+        "tv_floor_split_half": float(np.mean([s["tv_floor_split_half"] for s in ok])),
+        "tv_cells_law_vs_exact": float(np.mean([s["tv_cells_law_vs_exact"] for s in ok])),
         "tv_spice_vs_surrogate_same_chip": float(np.mean([s["tv_vs_surrogate_same_chip"] for s in ok])),
         "tv_exact_vs_uniform": uniform_tv,
         "marginal_max_abs_err": float(max(s["marginal_max_abs_err"] for s in ok)),
         "corr_max_abs_err": float(max(s["corr_max_abs_err"] for s in ok)),
+        "bias_err_logit_max_abs_mean": float(max(s["bias_err_logit_max_abs_mean"] for s in ok)),
+        "tv_open_loop_mean": (float(np.mean([s["correction"]["tv_open_loop"] for s in ok]))
+                              if all("correction" in s for s in ok) else None),
+        "coupling_gain_open_loop": ([s["correction"]["alpha"] for s in ok]
+                                    if all("correction" in s for s in ok) else None),
         "energy_per_sample_j": float(energies.mean()),
         "energy_ratio_spice_over_surrogate": (float(energies.mean()) / surrogate["energy_per_sample_j"]
                                               if surrogate["energy_per_sample_j"] else None),

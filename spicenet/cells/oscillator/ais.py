@@ -7,7 +7,10 @@ probability ``extra_density``, seeded). Learnable piecewise-constant schedules o
 of the horizon ``t_end = periods / f0``:
 
 - coupling codes ``c_e(s)``, one per resistor (undirected edge e; ``K_ij = K_ji``), rounded to signed ``n_bits``
-  levels with a straight-through estimator (``quantize_codes_ste``);
+  levels with a straight-through estimator (``quantize_codes_ste``), then projected onto the per-node
+  conductance budget (``node_g_max_s`` > 0): ``sum_j |c_ij| g_unit <= G_max`` for every ring i and segment
+  (``budget_codes``). A ring loaded by many banks changes its frequency, swing and sensitivity (see
+  ``phase.py``, node loading); the budget keeps trained networks inside the load range that was calibrated;
 - SHIL strength ``L_i(s) = shil_max * sigmoid(u_i(s))`` [rad/s];
 - bias ``b_i(s) = bias_max * tanh(v_i(s))`` [rad/s].
 
@@ -45,7 +48,7 @@ from spicenet.cells.oscillator.phase import (
 )
 from spicenet.cells.oscillator.schedule import PiecewiseSchedule, max_code, quantize_codes_ste
 
-__all__ = ["AISConfig", "grid_connectivity", "AISGenerator", "Critic", "gradient_penalty", "AISResult", "train_ais"]
+__all__ = ["AISConfig", "grid_connectivity", "budget_codes", "node_code_load", "AISGenerator", "Critic", "gradient_penalty", "AISResult", "train_ais"]
 
 ChipSampler = Callable[[torch.Generator], ChipMismatch]
 
@@ -80,6 +83,7 @@ class AISConfig:
     lr_critic: float = 1e-3
     critic_hidden: int = 128
     seed: int = 0
+    node_g_max_s: float = 0.0  # per-ring budget of total bank conductance [S] (0 = no budget)
 
     def __post_init__(self) -> None:
         for key in ("height", "width", "n_segments", "n_steps", "batch_size", "iterations", "n_critic",
@@ -93,7 +97,7 @@ class AISConfig:
             v = getattr(self, key)
             if not (math.isfinite(v) and v > 0):
                 raise ValueError(f"{key} must be > 0, got {v!r}")
-        for key in ("hidden_radius", "code_init_std", "f0_std_rel", "k_gain_std_rel", "gp_weight"):
+        for key in ("hidden_radius", "code_init_std", "f0_std_rel", "k_gain_std_rel", "gp_weight", "node_g_max_s"):
             v = getattr(self, key)
             if not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"{key} must be >= 0, got {v!r}")
@@ -149,6 +153,34 @@ def grid_connectivity(height: int, width: int, n_hidden: int, radius: float, hid
     return torch.from_numpy(mask), torch.from_numpy(p)
 
 
+def node_code_load(codes: Tensor, edge_i: Tensor, edge_j: Tensor, n: int) -> Tensor:
+    """Total code magnitude per ring: ``sum_e |c_e|`` over the edges touching it, ``[S, E] -> [S, N]``
+    (times ``g_unit`` this is the ring's total bank conductance in S)."""
+    mag = codes.abs()
+    load = torch.zeros(codes.shape[0], n, device=codes.device, dtype=codes.dtype)
+    return load.index_add(1, edge_i, mag).index_add(1, edge_j, mag)
+
+
+def budget_codes(codes: Tensor, edge_i: Tensor, edge_j: Tensor, n: int, budget: float) -> Tensor:
+    """Project integer codes ``[S, E]`` onto the per-node budget ``sum_{e at i} |c_e| <= budget`` (codes units).
+
+    Every ring over budget scales its edges by ``s_i = budget / load_i``; an edge takes the smaller scale of its two
+    ends and is truncated toward zero, so ``|c'_e| <= s_i |c_e|`` and each ring's load ends ``<= budget`` exactly
+    (integers in, integers out). Straight-through gradient: ``d c'/d c = s_e`` (the truncation is treated as identity).
+    """
+    if not (math.isfinite(budget) and budget >= 0):
+        raise ValueError(f"budget must be a finite code sum >= 0, got {budget!r}")
+    if codes.dim() != 2 or edge_i.shape != (codes.shape[1],) or edge_j.shape != (codes.shape[1],):
+        raise ValueError(f"codes must be [S, E] with E = len(edge_i) = len(edge_j), got {tuple(codes.shape)}")
+    load = node_code_load(codes.detach(), edge_i, edge_j, n)
+    scale = torch.where(load > budget, budget / load.clamp_min(1e-12), torch.ones_like(load))
+    s_e = torch.minimum(scale[:, edge_i], scale[:, edge_j])
+    y = codes * s_e
+    # truncate toward zero; the nudge keeps an exact product (e.g. 7 * 20/28) from rounding down to 4.999..
+    # (exact values sit >= 1/load >= 1e-4 from the next integer, so the budget still holds)
+    return y + (torch.trunc(y + 1e-6 * torch.sign(y)) - y).detach()
+
+
 class AISGenerator(nn.Module):
     """Oscillator-network generator with learnable quantised couplings and analog SHIL / bias schedules."""
 
@@ -190,9 +222,27 @@ class AISGenerator(nn.Module):
         n = self.config.n_oscillators
         return self.n_edges / max(1, n * (n - 1) // 2)
 
+    @property
+    def budget_code_sum(self) -> float | None:
+        """Per-ring budget in code units, ``floor(node_g_max_s / g_unit_s)`` (None without a budget)."""
+        if self.config.node_g_max_s <= 0:
+            return None
+        return float(math.floor(self.config.node_g_max_s / self.params.g_unit_s + 1e-9))
+
     def edge_codes(self) -> Tensor:
-        """Signed integer codes per segment and resistor [S, E] (STE: gradients reach ``codes_raw``)."""
-        return quantize_codes_ste(self.codes_raw, self.config.n_bits, signed=True)
+        """Signed integer codes per segment and resistor [S, E] within the node budget (STE: gradients reach
+        ``codes_raw``)."""
+        q = quantize_codes_ste(self.codes_raw, self.config.n_bits, signed=True)
+        b = self.budget_code_sum
+        if b is not None:
+            q = budget_codes(q, self.edge_i, self.edge_j, self.config.n_oscillators, b)
+        return q
+
+    def node_conductance_s(self) -> Tensor:
+        """Total bank conductance [S] hanging on each ring per segment ``[S, N]`` (the exported codes)."""
+        with torch.no_grad():
+            return node_code_load(self.edge_codes(), self.edge_i, self.edge_j, self.config.n_oscillators) * \
+                self.params.g_unit_s
 
     def code_matrices(self) -> Tensor:
         """Symmetric signed code matrices [S, N, N]."""

@@ -22,7 +22,16 @@ that frequencies are comparable):
 4. **Phase diffusion**: a TRRANDOM Gaussian current (std ``sigma``, step ``dt``: one-sided PSD
    ``S_I = 2 sigma^2 dt`` [A^2/Hz]) into ``p0``; ``Var[phi(t + tau) - phi(t)] = c + 2 D tau`` fitted over several
    lags (averaged over seeds; ``c`` is the non-accumulating crossing jitter) -> D [rad^2/s] and ``D / S_I``.
-5. **Monte Carlo** (Pelgrom chips): f0 per chip; coupling gain per chip from a mismatched pair at two detunings
+5. **Node loading** (``[load]``): in a network a ring carries many banks; the mean-field part of a bank current is a
+   resistive load to mid-supply (``netlist.load_lines``). Measured: the free-running frequency pull
+   ``df_load(G_p, G_n)`` [Hz] of one ring with loads ``G_p`` on ``p0`` and ``G_n`` on ``n0`` (a 2-D table over
+   ``load.g_s``, symmetric by the rail swap, so only ``G_p >= G_n`` is simulated), the swing, and the coupling gain
+   ``g_load(G)`` (a pair at ``load.probe_r`` with both rings loaded by an extra ``g`` on ``p0``, locked at two
+   detunings ``+-a``: ``K(g) = (dw_+ - dw_-) / (2 S(x_+) - 2 S(x_-))`` with ``dw`` the measured free-running
+   detunings of the loaded rings; ``g_load(1/probe_r + g) = K(g) / K(0)``, 1 at no load). The pair even-part fit
+   subtracts ``df_load(1/R, 0)`` (each ring of a pair is loaded by its own resistor) so that the network model does
+   not count the pull twice.
+6. **Monte Carlo** (Pelgrom chips): f0 per chip; coupling gain per chip from a mismatched pair at two detunings
    ``+-a``: ``dw_chip +- s a = K_chip 2 S(x_+-)`` -> ``K_chip = 2 s a / (2 S(x_+) - 2 S(x_-))``, gain
    ``K_chip / K_nominal``.
 """
@@ -81,8 +90,21 @@ class OscCalibrationConfig:
     mc_fraction: float = 0.5
     r_lsb: float = 200e3
     n_bits: int = 4
+    load_g_s: tuple[float, ...] = ()
+    load_gain_g_s: tuple[float, ...] = ()
+    load_probe_r: float = 100e3
+    load_fraction: float = 0.4
+    load_t_end: float = 60e-9
 
     def __post_init__(self) -> None:
+        for name in ("load_g_s", "load_gain_g_s"):
+            grid = getattr(self, name)
+            if grid and (len(grid) < 2 or grid[0] != 0 or any(not b > a for a, b in zip(grid, grid[1:]))
+                         or grid[-1] > 0.1):
+                raise ValueError(f"{name} must be empty or >= 2 increasing conductances from 0 to <= 0.1 S, got {grid!r}")
+        if not (self.load_probe_r > 0 and 0 < self.load_fraction < 0.9 and self.load_t_end > self.window_s):
+            raise ValueError(f"load: probe_r > 0, fraction in (0, 0.9), t_end > window_s needed, got "
+                             f"{self.load_probe_r!r}, {self.load_fraction!r}, {self.load_t_end!r}")
         if not 1e-13 <= self.step_s <= 1e-10:
             raise ValueError(f"step_s must be in [1e-13, 1e-10] s, got {self.step_s!r}")
         if not self.resistances or min(self.resistances) <= 0:
@@ -113,7 +135,7 @@ class OscCalibrationConfig:
 
 def parse_config(config: dict[str, Any]) -> OscCalibrationConfig:
     """TOML dict (sections ``ring``, ``free``, ``pair``, ``shil``, ``noise``, ``montecarlo``, ``bank``) -> config."""
-    known = {"ring", "sim", "free", "pair", "shil", "noise", "montecarlo", "bank"}
+    known = {"ring", "sim", "free", "pair", "shil", "noise", "montecarlo", "bank", "load"}
     unknown = set(config) - known
     if unknown:
         raise ValueError(f"config: unknown sections {sorted(unknown)} (known: {sorted(known)})")
@@ -121,7 +143,7 @@ def parse_config(config: dict[str, Any]) -> OscCalibrationConfig:
     if "ring" in config:
         kw["ring"] = RingSpec(**config["ring"])
     sim, free, pair = config.get("sim", {}), config.get("free", {}), config.get("pair", {})
-    shil, noise, mc, bank = (config.get(k, {}) for k in ("shil", "noise", "montecarlo", "bank"))
+    shil, noise, mc, bank, load = (config.get(k, {}) for k in ("shil", "noise", "montecarlo", "bank", "load"))
     mapping = [
         (sim, "step_s", "step_s"), (sim, "settle_s", "settle_s"),
         (free, "vdd_offsets", "vdd_offsets"), (free, "t_end", "free_t_end"),
@@ -134,7 +156,13 @@ def parse_config(config: dict[str, Any]) -> OscCalibrationConfig:
         (noise, "seeds", "noise_seeds"), (noise, "lags_s", "noise_lags_s"),
         (mc, "chips", "chips"), (mc, "fraction", "mc_fraction"),
         (bank, "r_lsb", "r_lsb"), (bank, "n_bits", "n_bits"),
+        (load, "g_s", "load_g_s"), (load, "gain_g_s", "load_gain_g_s"), (load, "probe_r", "load_probe_r"),
+        (load, "fraction", "load_fraction"), (load, "t_end", "load_t_end"),
     ]
+    for section, name in ((load, "load"),):
+        bad = set(section) - {"g_s", "gain_g_s", "probe_r", "fraction", "t_end"}
+        if bad:
+            raise ValueError(f"config: unknown [{name}] keys {sorted(bad)}")
     for section, key, attr in mapping:
         if key in section:
             v = section[key]
@@ -345,7 +373,8 @@ def _pair_sweep(engine: Engine, cfg: OscCalibrationConfig, process: str, free: d
     return rows
 
 
-def _fit_pairs(rows: list[dict[str, Any]], cfg: OscCalibrationConfig) -> dict[str, Any]:
+def _fit_pairs(rows: list[dict[str, Any]], cfg: OscCalibrationConfig,
+               load: dict[str, Any] | None = None) -> dict[str, Any]:
     ok = [r for r in rows if r["locked"]]
     if len(ok) < cfg.n_harmonics + 1:
         raise ValueError(f"only {len(ok)} locked pair points; need >= {cfg.n_harmonics + 1}")
@@ -363,7 +392,9 @@ def _fit_pairs(rows: list[dict[str, Any]], cfg: OscCalibrationConfig) -> dict[st
     # even part of H from the common locked frequency: Omega - wbar = K sum c_k cos(k x)
     k_pt = np.array([table[r["r"]] for r in ok])
     design = np.stack([k_pt * np.cos((k + 1) * x) for k in range(cfg.n_harmonics)], 1)
-    target = np.array([r["omega"] - r["wbar"] for r in ok])
+    # both rings of a pair carry the mean-field load of their resistor: the network model adds that pull itself
+    pull = 2 * math.pi * _df_load(load, np.array([1.0 / r["r"] for r in ok]), np.zeros(len(ok)))
+    target = np.array([r["omega"] - r["wbar"] for r in ok]) - pull
     c, *_ = np.linalg.lstsq(design, target, rcond=None)
     xm = locked_phase(dw, kappa * g, a)
     err = np.abs(xm - x)
@@ -477,6 +508,97 @@ def _noise(engine: Engine, cfg: OscCalibrationConfig, process: str, seed: int) -
     return {"D": d_fit, "c": float(icpt), "lags": lags, "var": v, "var_runs": np.asarray(var), "psd": psd, "D_per_psd": d_fit / psd}
 
 
+def _r_of_g(g: float) -> str:
+    return f"{(1.0 / g if g > 0 else 1e12):.9g}"
+
+
+def _load_freq(engine: Engine, cfg: OscCalibrationConfig, process: str) -> dict[str, Any] | None:
+    """Free-running frequency [Hz] and differential swing [V] of one ring with mid-supply loads ``G_p`` on ``p0`` and
+    ``G_n`` on ``n0`` over ``load_g_s`` x ``load_g_s`` (``G_p >= G_n`` simulated, the rest by the rail-swap symmetry);
+    ``df`` = f - f(0, 0)."""
+    if not cfg.load_g_s:
+        return None
+    grid = np.asarray(cfg.load_g_s, float)
+    n = grid.size
+    d = deck(ring_netlist(cfg.ring, process=process, load=True), process)
+    runs = [RunSpec(f"l{a}_{b}", cfg.tran(cfg.free_t_end),
+                    commands=(f"alter rlp0 = {_r_of_g(grid[a])}", f"alter rln0 = {_r_of_g(grid[b])}"))
+            for a in range(n) for b in range(a + 1)]
+    out = _run_jobs(engine, [(r.id, d, r) for r in runs], "load pull")
+    f, amp = np.full((n, n), np.nan), np.full((n, n), np.nan)
+    for a in range(n):
+        for b in range(a + 1):
+            r = out[f"l{a}_{b}"]
+            if isinstance(r, SpicenetError):
+                raise r
+            fa, aa = om.frequency_amplitude(r["time"], om.osc_signal(r, 0), cfg.settle_s)
+            f[a, b] = f[b, a] = fa
+            amp[a, b] = amp[b, a] = aa
+    return {"g": grid, "f": f, "df": f - f[0, 0], "amp": amp}
+
+
+def _df_load(lf: dict[str, Any] | None, g_p: float | np.ndarray, g_n: float | np.ndarray) -> np.ndarray:
+    """Bilinear frequency pull [Hz] of the load table at (G_p, G_n) [S] (clamped to the grid; 0 without a table)."""
+    if lf is None:
+        return np.zeros_like(np.asarray(g_p, float))
+    from scipy.interpolate import RegularGridInterpolator
+
+    g = lf["g"]
+    it = RegularGridInterpolator((g, g), lf["df"])
+    pts = np.stack(np.broadcast_arrays(np.clip(g_p, 0, g[-1]), np.clip(g_n, 0, g[-1])), -1)
+    return it(pts)
+
+
+def _load_gain(engine: Engine, cfg: OscCalibrationConfig, process: str, free: dict[str, Any],
+               fit: dict[str, Any]) -> dict[str, Any] | None:
+    """Coupling gain vs node load: a pair at ``load_probe_r`` with an extra mid-supply load ``g`` on ``p0`` of both
+    rings; per g the free-running detunings ``dw_+-`` (probe opened) and locked phases ``x_+-`` at supply offsets
+    aiming at ``+-load_fraction`` of the nominal lock range -> ``K(g)``. Returns the table ``G = 1/probe_r + g``
+    (plus G = 0) -> ``K(g) / K(0)`` (1 at G = 0)."""
+    if not cfg.load_gain_g_s:
+        return None
+    r_p = cfg.load_probe_r
+    k0 = fit["table"].get(r_p, fit["kappa"] / r_p)
+    a_w = cfg.load_fraction * lock_range(k0, fit["a"])
+    grid = np.asarray(cfg.load_gain_g_s, float)
+    items = []
+    free_deck = deck(pair_netlist(cfg.ring, r_p, 1, process=process, phases=(0.0, 1.0), load=True), process)
+    for sgn in (+1, -1):
+        dv = _dv_for(free, sgn * a_w / (2 * math.pi))
+        x0 = float(locked_phase(sgn * a_w, k0, fit["a"])[0])
+        lock_deck = deck(pair_netlist(cfg.ring, r_p, 1, process=process, dvdd=dv, phases=(0.0, x0), load=True), process)
+        for k, g in enumerate(grid):
+            loads = (f"alter rlp0 = {_r_of_g(g)}", f"alter rlp1 = {_r_of_g(g)}")
+            rid = f"gf{sgn:+d}_{k}"
+            items.append((rid, free_deck, RunSpec(rid, cfg.tran(cfg.free_t_end), commands=loads + (
+                "alter rc = 1e12", f"alter vdd1 dc = {cfg.ring.vdd + dv:.9g}"))))
+            rid = f"gl{sgn:+d}_{k}"
+            items.append((rid, lock_deck, RunSpec(rid, cfg.tran(cfg.load_t_end), commands=loads)))
+    out = _run_jobs(engine, items, "load gain")
+    k_of_g, rows = {}, []
+    for k, g in enumerate(grid):
+        dw, sx = {}, {}
+        for sgn in (+1, -1):
+            rf = out[f"gf{sgn:+d}_{k}"]
+            lk = _pair_lock(out[f"gl{sgn:+d}_{k}"], cfg, 1)
+            if isinstance(rf, SpicenetError) or lk is None or not lk["locked"]:
+                break
+            fa = om.frequency_amplitude(rf["time"], om.osc_signal(rf, 0), cfg.settle_s)[0]
+            fb = om.frequency_amplitude(rf["time"], om.osc_signal(rf, 1), cfg.settle_s)[0]
+            dw[sgn], sx[sgn] = 2 * math.pi * (fb - fa), 2 * float(odd_part(lk["x"], fit["a"]))
+        if len(dw) < 2 or sx[+1] - sx[-1] <= 0:
+            rows.append({"g": float(g), "locked": False})
+            continue
+        k_of_g[k] = (dw[+1] - dw[-1]) / (sx[+1] - sx[-1])
+        rows.append({"g": float(g), "locked": True, "k": k_of_g[k], "dw_plus": dw[+1], "dw_minus": dw[-1]})
+    if 0 not in k_of_g:
+        raise ValueError(f"load gain: the unloaded probe pair at {r_p:g} Ohm did not lock; lower load.fraction")
+    ks = sorted(k_of_g)
+    g_tab = np.concatenate([[0.0], 1.0 / r_p + grid[ks]])
+    gain = np.concatenate([[1.0], [k_of_g[k] / k_of_g[0] for k in ks]])
+    return {"g": g_tab, "gain": gain, "rows": rows, "k0": k_of_g[0], "probe_r": r_p}
+
+
 def _montecarlo(engine: Engine, cfg: OscCalibrationConfig, process: str, free: dict[str, Any], fit: dict[str, Any],
                 seed: int) -> dict[str, Any]:
     """Per Pelgrom chip: f0 of one ring; for a mismatched pair at ``r_ref``: its free-running detuning
@@ -543,7 +665,10 @@ def calibrate_oscillator(config: dict[str, Any], *, process: str = "generic", qu
     ``phase_diffusion``, ``energy_per_cycle_j``, ``f0_std_rel``, ``k_gain_std_rel``, ``max_rel_err`` (max over
     locked pair points of ``|x_model - x_spice| / |x_spice|`` with the fitted H and the R -> K table),
     ``max_rel_err_linear_k`` (same with ``K = k_per_siemens G``), ``k_per_code_rad_s`` (K of each bank code from
-    the power law ``K = A G^p`` fitted to the table), ``max_abs_err_rad`` and the lock-range checks.
+    the power law ``K = A G^p`` fitted to the table), ``max_abs_err_rad``, the lock-range checks and, with a
+    ``[load]`` section, ``load`` (``g_s``, pull ``df_hz_p_rail`` / ``df_hz_split`` [Hz], ``swing_v_p_rail``,
+    ``gain_g_s`` [S], ``k_gain``); the load tables also go into ``phase_model_params`` (``load_g_s``,
+    ``load_df_hz`` [p-rail x n-rail], ``load_gain_g_s``, ``load_k_gain``) and the surrogate's ``extra/load/*``.
     """
     import time
 
@@ -552,10 +677,12 @@ def calibrate_oscillator(config: dict[str, Any], *, process: str = "generic", qu
     t_start = time.perf_counter()
     with Engine(mode="shared", workers=max(1, int(workers)), timeout_s=600) as engine:
         free = _free_running(engine, cfg, process)
+        lfreq = _load_freq(engine, cfg, process)
         dwl_ref = _estimate_lock(engine, cfg, process, free)
         rows = _pair_sweep(engine, cfg, process, free, dwl_ref)
-        pfit = _fit_pairs(rows, cfg)
+        pfit = _fit_pairs(rows, cfg, lfreq)
         checks = _lock_checks(engine, cfg, process, free, pfit)
+        lgain = _load_gain(engine, cfg, process, free, pfit)
         shil = _shil(engine, cfg, process, free)
         noise = _noise(engine, cfg, process, seed)
         mc = _montecarlo(engine, cfg, process, free, pfit, seed)
@@ -599,17 +726,32 @@ def calibrate_oscillator(config: dict[str, Any], *, process: str = "generic", qu
         "gain_chips": int(gain_vals.size),
         "wall_s": wall,
     }
+    if lfreq is not None:
+        fit["load"] = {"g_s": [float(v) for v in lfreq["g"]],
+                       "df_hz_p_rail": [float(v) for v in lfreq["df"][:, 0]],
+                       "df_hz_split": [float(v) for v in _df_load(lfreq, lfreq["g"] / 2, lfreq["g"] / 2)],
+                       "swing_v_p_rail": [float(v) for v in lfreq["amp"][:, 0]]}
+    if lgain is not None:
+        fit.setdefault("load", {}).update({"gain_g_s": [float(v) for v in lgain["g"]],
+                                           "k_gain": [float(v) for v in lgain["gain"]],
+                                           "gain_points_unlocked": sum(not r["locked"] for r in lgain["rows"])})
     fit["phase_model_params"] = {"f0_hz": fit["f0_hz"], "h_harmonics": fit["h_harmonics"],
                                  "g_unit_s": 1.0 / cfg.r_lsb, "k_per_siemens": k_per_siemens, "n_bits": cfg.n_bits,
                                  "phase_diffusion": fit["phase_diffusion"],
                                  "k_code_table": [float(v) for v in fit["k_per_code_rad_s"]]}
-    _save(output, cfg, process, fit, free, pfit, shil, noise, mc, config)
-    plots = _plots(output, cfg, free, rows, pfit, checks, shil, noise, mc)
+    if lfreq is not None:
+        fit["phase_model_params"].update({"load_g_s": [float(v) for v in lfreq["g"]],
+                                          "load_df_hz": [[float(v) for v in row] for row in lfreq["df"]]})
+    if lgain is not None:
+        fit["phase_model_params"].update({"load_gain_g_s": [float(v) for v in lgain["g"]],
+                                          "load_k_gain": [float(v) for v in lgain["gain"]]})
+    _save(output, cfg, process, fit, free, pfit, shil, noise, mc, config, lfreq, lgain)
+    plots = _plots(output, cfg, free, rows, pfit, checks, shil, noise, mc, lfreq, lgain)
     return {"output": str(output), "fit": fit, "plots": [str(p) for p in plots]}
 
 
 def _save(output: Path, cfg: OscCalibrationConfig, process: str, fit: dict[str, Any], free, pfit, shil, noise, mc,
-          config: dict[str, Any]) -> None:
+          config: dict[str, Any], lfreq: dict[str, Any] | None = None, lgain: dict[str, Any] | None = None) -> None:
     from spicenet.surrogate import SurrogateFile, SurrogateParam
 
     f0 = np.array(list(mc["f0"].values())) if mc["f0"] else np.array([fit["f0_hz"]])
@@ -638,6 +780,9 @@ def _save(output: Path, cfg: OscCalibrationConfig, process: str, fit: dict[str, 
             "pair/x_model_linear_k": pfit["x_model"],
             "k_code_rad_s": np.asarray(fit["k_per_code_rad_s"]),
             "ic_table": free["ic_table"],
+            **({"load/g_s": lfreq["g"], "load/f_hz": lfreq["f"], "load/df_hz": lfreq["df"],
+                "load/swing_v": lfreq["amp"]} if lfreq is not None else {}),
+            **({"load/gain_g_s": lgain["g"], "load/k_gain": lgain["gain"]} if lgain is not None else {}),
         },
         attrs={"f0_hz": fit["f0_hz"], "df_dvdd_hz_per_v": fit["df_dvdd_hz_per_v"], "g_unit_s": 1.0 / cfg.r_lsb,
                "r_lsb_ohm": cfg.r_lsb, "n_bits": cfg.n_bits, "step_s": cfg.step_s,
@@ -649,7 +794,8 @@ def _save(output: Path, cfg: OscCalibrationConfig, process: str, fit: dict[str, 
     sf.save(output)
 
 
-def _plots(output: Path, cfg: OscCalibrationConfig, free, rows, pfit, checks, shil, noise, mc) -> list[Path]:
+def _plots(output: Path, cfg: OscCalibrationConfig, free, rows, pfit, checks, shil, noise, mc,
+           lfreq: dict[str, Any] | None = None, lgain: dict[str, Any] | None = None) -> list[Path]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -733,4 +879,17 @@ def _plots(output: Path, cfg: OscCalibrationConfig, free, rows, pfit, checks, sh
     ax[1].hist(np.array(list(mc["gain"].values())), bins=10)
     ax[1].set(xlabel="K_chip / K_nominal", title="Monte-Carlo coupling gain")
     save(fig, "montecarlo")
+
+    if lfreq is not None or lgain is not None:
+        fig, ax = plt.subplots(1, 2, figsize=(9, 3.4))
+        if lfreq is not None:
+            g = lfreq["g"]
+            ax[0].plot(g * 1e6, lfreq["df"][:, 0] / 1e6, "o-", label="load on p0 only")
+            ax[0].plot(g * 1e6, lfreq["df"].diagonal() / 1e6, "s-", label="G on p0 and G on n0")
+            ax[0].set(xlabel="rail load G [uS]", ylabel="frequency pull [MHz]", title="mid-supply load: f - f0")
+            ax[0].legend(fontsize=7)
+        if lgain is not None:
+            ax[1].plot(lgain["g"] * 1e6, lgain["gain"], "o-")
+            ax[1].set(xlabel="node load G [uS]", ylabel="K(G) / K(0)", title="coupling gain vs load")
+        save(fig, "load")
     return paths

@@ -12,7 +12,8 @@ def calibrate(config: dict[str, Any], *, process: str, quick: bool, output: Path
               seed: int) -> dict[str, Any]:
     """Simulate the pseudo-differential ring oscillator and coupled pairs in ngspice; fit f0, amplitude, the
     coupling function H (Fourier harmonics) and the R -> K map from the locked phase of detuned pairs, SHIL
-    strength, phase diffusion, energy per cycle and the Monte-Carlo spread of f0 and coupling gain; write the
+    strength, phase diffusion, energy per cycle, the node-loading tables (frequency pull vs the mid-supply load on
+    each rail, coupling gain vs total load) and the Monte-Carlo spread of f0 and coupling gain; write the
     surrogate file ``output`` and PNG plots beside it. Returns {"output", "fit", "plots"}
     (see :func:`spicenet.cells.oscillator.calibrate.calibrate_oscillator`)."""
     from spicenet.cells.oscillator.calibrate import calibrate_oscillator

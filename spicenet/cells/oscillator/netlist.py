@@ -24,6 +24,12 @@ Naming (stable; used by ``measure`` and by anyone who ``alter``s a loaded deck),
   (-> ``o<j>n0``, control ``vcn<i>_<j>``). Switches are ngspice ``S`` elements with ``.model swbank sw``
   (``vt = 0.5 V``, control 0 / 1 V).
 * a plain pair (``pair_netlist``): one resistor ``rc`` from ``o0p0`` to ``o1p0`` (positive) or ``o1n0`` (negative).
+* load calibration (``ring_netlist`` / ``pair_netlist`` with ``load=True``): a mid-supply source ``vmid`` (node
+  ``vmid``, ``vdd / 2``) and resistors ``rlp<i>`` (``o<i>p0`` -> ``vmid``) and ``rln<i>`` (``o<i>n0`` -> ``vmid``),
+  1 TOhm until ``alter``ed. This is the mean-field picture of a ring in a network: a bank resistor G from ``p0`` of
+  ring i to a node of ring j carries ``G (v_j - v_i) = G (vdd/2 - v_i) + G (v_j - vdd/2)``; the first term is a
+  resistive load to mid-supply (it pulls the frequency and shrinks the swing, and it does not average out over
+  the phases of the neighbours), the second the zero-mean coupling that the pair calibration's H describes.
 
 Mapping from the phase model (``phase.py``; calibrated numbers from ``spicenet calibrate oscillator``): a code
 ``c`` switches conductance ``|c| / r_lsb`` [S] (``g_unit_s = 1 / r_lsb``), ``K = k_per_siemens * G``; a SHIL strength
@@ -57,6 +63,7 @@ __all__ = [
     "pair_netlist",
     "network_netlist",
     "code_bits",
+    "load_lines",
     "pwl",
     "deck",
 ]
@@ -229,6 +236,22 @@ def code_bits(code: int, n_bits: int = 4) -> tuple[int, list[int]]:
     return (0 if code == 0 else (1 if code > 0 else -1)), [(mag >> b) & 1 for b in range(n_bits)]
 
 
+def load_lines(i: int, spec: RingSpec, g_p: float = 0.0, g_n: float = 0.0, with_source: bool = True) -> list[str]:
+    """Mid-supply load of ring ``i``: ``rlp<i>`` = 1/g_p from ``o<i>p0`` and ``rln<i>`` = 1/g_n from ``o<i>n0`` to
+    node ``vmid`` (a ``vdd / 2`` source ``vmid`` when ``with_source``); a zero conductance is written as 1 TOhm (so
+    that ``alter rlp<i> = R`` can set it on a loaded deck). Conductances in S, in [0, 1] S."""
+    for name, g in (("g_p", g_p), ("g_n", g_n)):
+        if not (math.isfinite(g) and 0.0 <= g <= 1.0):
+            raise ValueError(f"{name} must be a conductance in [0, 1] S, got {g!r}")
+    if not spec.differential and g_n != 0.0:
+        raise ValueError(f"g_n must be 0 for a single-ended ring, got {g_n!r}")
+    lines = [f"vmid vmid 0 {_num(0.5 * spec.vdd)}"] if with_source else []
+    lines.append(f"rlp{i} o{i}p0 vmid {_num(1.0 / g_p if g_p > 0 else 1e12)}")
+    if spec.differential:
+        lines.append(f"rln{i} o{i}n0 vmid {_num(1.0 / g_n if g_n > 0 else 1e12)}")
+    return lines
+
+
 def _header(title: str, process: str) -> list[str]:
     proc = get_process(process)
     return [f"* {title}", proc.header().rstrip("\n")]
@@ -248,9 +271,10 @@ def _shil_lines(i: int, f_inj: float, psi: float, amp: float | str) -> list[str]
 
 def ring_netlist(spec: RingSpec = RingSpec(), *, process: str = "generic", phase: float = 0.0,
                  noise_a: float = 0.0, noise_dt: float = 10e-12, shil_a: float | None = None,
-                 f_inj: float = 1e9, shil_psi: float = 0.0, cdet: float = 0.0) -> str:
+                 f_inj: float = 1e9, shil_psi: float = 0.0, cdet: float = 0.0, load: bool = False) -> str:
     """One ring (oscillator 0, supply ``vdd0``). ``noise_a`` > 0 adds a TRRANDOM current (std [A], step
-    ``noise_dt`` [s]); ``shil_a`` (not None) adds SHIL at ``2 f_inj`` with envelope source ``vshil0`` = shil_a [A]."""
+    ``noise_dt`` [s]); ``shil_a`` (not None) adds SHIL at ``2 f_inj`` with envelope source ``vshil0`` = shil_a [A];
+    ``load`` adds the (open, 1 TOhm) mid-supply load resistors ``rlp0`` / ``rln0`` (``load_lines``)."""
     lines = _header("spicenet ring oscillator", process)
     lines.append(_supply(0, spec.vdd))
     lines += ring_lines(0, spec)
@@ -260,6 +284,8 @@ def ring_netlist(spec: RingSpec = RingSpec(), *, process: str = "generic", phase
         lines.append(f"inoise0 0 o0p0 dc 0 trrandom(2 {_num(noise_dt)} 0 {_num(noise_a)} 0)")
     if shil_a is not None:
         lines += _shil_lines(0, f_inj, shil_psi, shil_a)
+    if load:
+        lines += load_lines(0, spec)
     lines += _ic_lines(initial_voltages(0, spec, phase))
     lines.append(".end")
     return "\n".join(lines) + "\n"
@@ -267,10 +293,11 @@ def ring_netlist(spec: RingSpec = RingSpec(), *, process: str = "generic", phase
 
 def pair_netlist(spec: RingSpec = RingSpec(), r_ohm: float = 50e3, sign: int = 1, *, process: str = "generic",
                  dvdd: float = 0.0, phases: tuple[float, float] = (0.0, 1.0), noise_a: float = 0.0,
-                 noise_dt: float = 10e-12, ic_table: np.ndarray | None = None) -> str:
+                 noise_dt: float = 10e-12, ic_table: np.ndarray | None = None, load: bool = False) -> str:
     """Two rings coupled by resistor ``rc`` (``r_ohm`` [Ohm]) from ``o0p0`` to ``o1p0`` (``sign=+1``) or to
     ``o1n0`` (``sign=-1``: the complementary phase, a negative coupling). Ring 1's supply is ``vdd + dvdd``
-    (detuning; ``alter vdd1 dc = ...`` changes it on a loaded deck). Initial phases ``phases`` [rad]."""
+    (detuning; ``alter vdd1 dc = ...`` changes it on a loaded deck). Initial phases ``phases`` [rad]. ``load`` adds
+    the open mid-supply load resistors of both rings (``load_lines``; set them with ``alter rlp0 = R``)."""
     if sign not in (1, -1):
         raise ValueError(f"sign must be +1 or -1, got {sign!r}")
     if not (math.isfinite(r_ohm) and r_ohm > 0):
@@ -284,6 +311,8 @@ def pair_netlist(spec: RingSpec = RingSpec(), r_ohm: float = 50e3, sign: int = 1
         if noise_a > 0:
             lines.append(f"inoise{i} 0 o{i}p0 dc 0 trrandom(2 {_num(noise_dt)} 0 {_num(noise_a)} 0)")
     lines.append(f"rc o0p0 o1{'p' if sign == 1 else 'n'}0 {_num(r_ohm)}")
+    if load:
+        lines += load_lines(0, spec) + load_lines(1, spec, with_source=False)
     for i in range(2):
         lines += _ic_lines(initial_voltages(i, spec, phases[i], table=ic_table))
     lines.append(".end")

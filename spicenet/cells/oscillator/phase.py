@@ -17,6 +17,19 @@ Physics (rotating frame of the nominal carrier ``2 pi f0 t``; phases ``phi`` in 
 - ``b_i`` [rad/s]: bias (a frequency shift injected per oscillator).
 - ``D`` [rad^2/s]: phase diffusion constant; with noise only, ``Var[phi(t) - phi(0)] = 2 D t``.
 
+**Node loading** (optional, ``PhaseModelParams.load_*``, calibrated by ``spicenet calibrate oscillator``): a bank
+of conductance G from ``p0`` of ring i to a node of ring j carries ``G (v_j - v_i) = G (vdd/2 - v_i) +
+G (v_j - vdd/2)``. The second term is the zero-mean coupling described by H; the first is a resistive load to
+mid-supply that does *not* average out over the neighbours' phases and is not a superposition of pair effects (it
+shrinks the swing). Each ring's loads ``G_p,i`` / ``G_n,i`` [S] on its two rails follow from the codes and the
+netlist topology (bank (i, j), i < j, hangs on ``p0`` of ring i and on ``p0`` (c > 0) or ``n0`` (c < 0) of ring j):
+``G_p,i = g_unit (sum_{j>i} |c_ij| + sum_{j<i} max(c_ij, 0))``, ``G_n,i = g_unit sum_{j<i} max(-c_ij, 0)``. The
+model adds the measured frequency pull ``2 pi df_load(G_p,i, G_n,i)`` (bilinear in a 2-D table) to the drift of
+ring i, and scales everything injected into ring i (its couplings ``K_ij`` and its SHIL ``L_i``) by the measured
+coupling gain ``g_load(G_i) / g_load(|c_ij| g_unit)`` with ``G_i = G_p,i + G_n,i`` (the pair calibration's K
+already holds the load of its own resistor; SHIL only ``g_load(G_i)``). Loads beyond the table are clamped to its
+last point: keep networks inside the calibrated range (``AISConfig.node_g_max_s``).
+
 The phases returned are *unwrapped* (not reduced mod 2 pi). Conversions at the edges:
 ``to_units_of_pi`` / ``from_units_of_pi`` give the AIS authors' ``x = phi / pi``; in those units their model
 ``dx_i/dt = sum_j K'_ij sin(pi (x_i - x_j)) - L'_i sin(2 pi x_i) + b'_i`` is this one with ``K = -pi K'``,
@@ -49,6 +62,8 @@ __all__ = [
     "from_ais_units",
     "wrap_phase",
     "phase_to_intensity",
+    "interp1",
+    "interp2",
 ]
 
 
@@ -98,6 +113,9 @@ class PhaseModelParams:
     k_code_table: optional measured coupling strength K [rad/s] of each bank code 0..2^n_bits-1 (SPICE's K is
     slightly sublinear in G); when given it replaces ``k_per_code * |c|``, interpolated linearly between codes so
     that the straight-through gradient of a code stays defined.
+    load_g_s / load_df_hz: node-loading frequency pull (module docstring): grid of rail loads [S] (from 0) and the
+    pull f - f0 [Hz] on grid x grid (p-rail load major; nested lists accepted). load_gain_g_s / load_k_gain: total
+    node load grid [S] (from 0) and the injection gain K(G) / K(0) there. None = no load model (the plain model).
     """
 
     f0_hz: float = 1.0e9
@@ -108,6 +126,10 @@ class PhaseModelParams:
     n_bits: int = 4
     phase_diffusion: float = 0.0
     k_code_table: tuple[float, ...] | None = None
+    load_g_s: tuple[float, ...] | None = None
+    load_df_hz: tuple[float, ...] | None = None
+    load_gain_g_s: tuple[float, ...] | None = None
+    load_k_gain: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.f0_hz) and self.f0_hz > 0):
@@ -131,6 +153,30 @@ class PhaseModelParams:
                 raise ValueError(f"k_code_table must hold {max_code(self.n_bits) + 1} finite values >= 0 starting "
                                  f"at 0, got {self.k_code_table!r}")
             object.__setattr__(self, "k_code_table", table)
+        if (self.load_g_s is None) != (self.load_df_hz is None):
+            raise ValueError("load_g_s and load_df_hz must be given together")
+        if self.load_g_s is not None:
+            grid = _grid(self.load_g_s, "load_g_s")
+            df = tuple(float(v) for v in _flatten(self.load_df_hz))
+            if len(df) != len(grid) ** 2 or not all(math.isfinite(v) for v in df):
+                raise ValueError(f"load_df_hz must hold {len(grid)}x{len(grid)} finite values [Hz] (p-rail load major), "
+                                 f"got {len(df)} values")
+            object.__setattr__(self, "load_g_s", grid)
+            object.__setattr__(self, "load_df_hz", df)
+        if (self.load_gain_g_s is None) != (self.load_k_gain is None):
+            raise ValueError("load_gain_g_s and load_k_gain must be given together")
+        if self.load_gain_g_s is not None:
+            grid = _grid(self.load_gain_g_s, "load_gain_g_s")
+            gain = tuple(float(v) for v in self.load_k_gain)
+            if len(gain) != len(grid) or not all(math.isfinite(v) and v > 0 for v in gain):
+                raise ValueError(f"load_k_gain must hold {len(grid)} finite values > 0, got {self.load_k_gain!r}")
+            object.__setattr__(self, "load_gain_g_s", grid)
+            object.__setattr__(self, "load_k_gain", gain)
+
+    @property
+    def has_load_model(self) -> bool:
+        """True when the node-loading tables (frequency pull and/or coupling gain vs load) are present."""
+        return self.load_g_s is not None or self.load_gain_g_s is not None
 
     @property
     def k_per_code(self) -> float:
@@ -154,10 +200,54 @@ class PhaseModelParams:
         unknown = set(kw) - known
         if unknown:
             raise ValueError(f"unknown PhaseModelParams keys: {sorted(unknown)}")
-        for key in ("h_sin", "h_cos", "k_code_table"):
+        for key in ("h_sin", "h_cos", "k_code_table", "load_g_s", "load_gain_g_s", "load_k_gain", "load_df_hz"):
             if kw.get(key) is not None:
-                kw[key] = tuple(float(v) for v in kw[key])
+                kw[key] = tuple(float(v) for v in _flatten(kw[key]))
         return cls(**kw)
+
+
+def _flatten(x) -> list:
+    """Nested sequences (e.g. a 2-D table as lists of lists) -> flat list."""
+    out: list = []
+    for v in x:
+        if isinstance(v, (list, tuple)) or (hasattr(v, "__len__") and not isinstance(v, str)):
+            out += _flatten(v)
+        else:
+            out.append(v)
+    return out
+
+
+def _grid(values, name: str) -> tuple[float, ...]:
+    grid = tuple(float(v) for v in values)
+    if len(grid) < 2 or grid[0] != 0.0 or any(not (math.isfinite(b) and b > a) for a, b in zip(grid, grid[1:])):
+        raise ValueError(f"{name} must be >= 2 increasing conductances [S] starting at 0, got {values!r}")
+    return grid
+
+
+def interp1(x: Tensor, grid: Tensor, values: Tensor) -> Tensor:
+    """Piecewise-linear ``values(x)`` on an increasing ``grid`` (clamped to the end points outside it);
+    differentiable in ``x`` inside the grid."""
+    xc = torch.minimum(torch.maximum(x, grid[0]), grid[-1])
+    lo = torch.searchsorted(grid, xc.detach().contiguous(), right=True).clamp(1, grid.numel() - 1) - 1
+    w = (xc - grid[lo]) / (grid[lo + 1] - grid[lo])
+    return values[lo] * (1 - w) + values[lo + 1] * w
+
+
+def interp2(x: Tensor, y: Tensor, grid: Tensor, table: Tensor) -> Tensor:
+    """Bilinear ``table(x, y)`` on the square ``grid x grid`` (``table[ix, iy]``), clamped outside it."""
+    n = grid.numel()
+
+    def locate(v: Tensor) -> tuple[Tensor, Tensor]:
+        vc = torch.minimum(torch.maximum(v, grid[0]), grid[-1])
+        lo = torch.searchsorted(grid, vc.detach().contiguous(), right=True).clamp(1, n - 1) - 1
+        return lo, (vc - grid[lo]) / (grid[lo + 1] - grid[lo])
+
+    ix, wx = locate(x)
+    iy, wy = locate(y)
+    flat = table.reshape(-1)
+    t00, t01 = flat[ix * n + iy], flat[ix * n + iy + 1]
+    t10, t11 = flat[(ix + 1) * n + iy], flat[(ix + 1) * n + iy + 1]
+    return (t00 * (1 - wy) + t01 * wy) * (1 - wx) + (t10 * (1 - wy) + t11 * wy) * wx
 
 
 @dataclass
@@ -258,6 +348,16 @@ class PhaseOscillatorNetwork(nn.Module):
         self._sin_only = all(self.params.h_cos[k] == 0 for k in active)
         self.register_buffer("_odd_cols", torch.tensor([k % 2 == 1 for k in self._harmonic_list] * 2, device=device))
         self._fast = self._harmonic_list == [1] and self._sin_only
+        pr = self.params
+        if pr.load_g_s is not None:
+            self.register_buffer("_load_grid", torch.tensor(pr.load_g_s, dtype=dtype, device=device), persistent=False)
+            k = len(pr.load_g_s)
+            self.register_buffer("_load_df", torch.tensor(pr.load_df_hz, dtype=dtype, device=device).view(k, k), persistent=False)
+        if pr.load_gain_g_s is not None:
+            self.register_buffer("_gain_grid", torch.tensor(pr.load_gain_g_s, dtype=dtype, device=device), persistent=False)
+            self.register_buffer("_gain_vals", torch.tensor(pr.load_k_gain, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("_upper", torch.triu(torch.ones(n, n, dtype=dtype), 1).to(device), persistent=False)
+        self.register_buffer("_lower", torch.tril(torch.ones(n, n, dtype=dtype), -1).to(device), persistent=False)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -279,6 +379,34 @@ class PhaseOscillatorNetwork(nn.Module):
                 k_odd, k_even = k_odd.unsqueeze(-3), k_even.unsqueeze(-3)  # [..., 1, N, N] * [B, N, N]
             return k_odd * g, k_even * g
         return k_odd, k_even
+
+    def rail_loads(self, codes: Tensor) -> tuple[Tensor, Tensor]:
+        """Bank conductance [S] hanging on the ``p0`` and ``n0`` rails of every ring for signed codes ``[..., N, N]``
+        (symmetric): ``(G_p, G_n)`` each ``[..., N]`` (topology of ``netlist.network_netlist``; module docstring)."""
+        n = self.n
+        if codes.shape[-2:] != (n, n):
+            raise ValueError(f"codes must end in [{n}, {n}], got {tuple(codes.shape)}")
+        c = codes.to(device=self.device, dtype=self.dtype) * self.mask
+        g = self.params.g_unit_s
+        g_p = g * ((c.abs() * self._upper).sum(-1) + (torch.relu(c) * self._lower).sum(-1))
+        g_n = g * (torch.relu(-c) * self._lower).sum(-1)
+        return g_p, g_n
+
+    def load_terms(self, codes: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        """Node-loading terms for codes ``[..., N, N]``: frequency pull ``df_load(G_p, G_n)`` [Hz] ``[..., N]``,
+        injection gain ``g_load(G_p + G_n)`` ``[..., N]`` and the pair reference gain ``g_load(|c_ij| g_unit)``
+        ``[..., N, N]`` (None where the surrogate has no such table)."""
+        pr = self.params
+        if not pr.has_load_model:
+            return None, None, None
+        g_p, g_n = self.rail_loads(codes)
+        df = interp2(g_p, g_n, self._load_grid, self._load_df) if pr.load_g_s is not None else None
+        row = pair = None
+        if pr.load_gain_g_s is not None:
+            row = interp1(g_p + g_n, self._gain_grid, self._gain_vals)
+            c = codes.to(device=self.device, dtype=self.dtype).abs() * pr.g_unit_s
+            pair = interp1(c, self._gain_grid, self._gain_vals)
+        return df, row, pair
 
     def _k_of_code(self, c: Tensor) -> Tensor:
         """Signed K [rad/s] of (signed) codes ``c``: ``k_per_code * c``, or the calibrated table K(|c|) with the sign
@@ -378,6 +506,17 @@ class PhaseOscillatorNetwork(nn.Module):
             omega = torch.zeros(n, device=self.device, dtype=self.dtype)
 
         m_odd_all, m_even_all = self.coupling_rad_s(k_s.values, chip)  # [S, (B,) N, N]
+        load_drift = shil_gain = None
+        if self.params.has_load_model:
+            dfl, row_gain, pair_gain = self.load_terms(k_s.values)
+            if row_gain is not None:
+                factor = row_gain.unsqueeze(-1) / pair_gain  # [S, N, N]: row i = ring i's sensitivity
+                if m_odd_all.dim() == 4:
+                    factor = factor.unsqueeze(1)
+                m_odd_all, m_even_all = m_odd_all * factor, m_even_all * factor
+                shil_gain = list(row_gain.unbind(0))
+            if dfl is not None:
+                load_drift = list((2.0 * math.pi * dfl).unbind(0))
         need_even = self._has_even and bool((k_s.values.detach() < 0).any())
         if self._fast:
             m_odd_all = m_odd_all * self.params.h_sin[0]
@@ -413,9 +552,13 @@ class PhaseOscillatorNetwork(nn.Module):
 
         def params_at(stage: int, step: int) -> tuple:
             ik = idx["k"][stage][step]
-            return (mt_odd[ik], mt_even[ik] if mt_even is not None else None,
-                    drift[idx["b"][stage][step]] if b_s is not None else drift[0],
-                    two_l[idx["l"][stage][step]] if two_l is not None else None)
+            dr = drift[idx["b"][stage][step]] if b_s is not None else drift[0]
+            tl = two_l[idx["l"][stage][step]] if two_l is not None else None
+            if load_drift is not None:
+                dr = dr + load_drift[ik]
+            if tl is not None and shil_gain is not None:
+                tl = tl * shil_gain[ik]
+            return (mt_odd[ik], mt_even[ik] if mt_even is not None else None, dr, tl)
 
         rec: list[Tensor] = []
         for i in range(n_steps):

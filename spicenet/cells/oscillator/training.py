@@ -15,7 +15,8 @@ Pipeline (all seeded):
 4. **Metrics**: FID with the project's own feature net (``fid_spicenet_<dataset>``: a small CNN classifier
    trained on the dataset, penultimate 64-d features; it is **not** the Inception FID of the literature, so the
    numbers are not comparable to AIS's 27.6 / 80.8), on the nominal chip and on each evaluation chip (mean,
-   worst = max FID); density and bit width actually used; energy per image
+   worst = max FID); density and bit width actually used; the largest node load ``node_conductance_max_s`` [S]
+   (at most ``model.node_g_max_s``, which must lie inside the surrogate's calibrated load range); energy per image
    ``E = N * C * E_cycle`` (``spicenet.energy.oscillator_energy``; C = periods run, the SHIL / bias drivers and
    the coupling resistors are not included).
 
@@ -40,7 +41,7 @@ from spicenet.cells.oscillator.ais import AISConfig, AISGenerator, train_ais
 from spicenet.cells.oscillator.phase import ChipMismatch, PhaseModelParams
 from spicenet.errors import ConfigError
 
-__all__ = ["SurrogateInfo", "load_surrogate_info", "chip_to_mismatch", "build_ais_config", "make_chip_sampler",
+__all__ = ["SurrogateInfo", "load_surrogate_info", "calibrated_load_max", "chip_to_mismatch", "build_ais_config", "make_chip_sampler",
            "evaluate_fid", "load_generator", "train", "DEFAULT_ENERGY_PER_CYCLE_J"]
 
 DEFAULT_ENERGY_PER_CYCLE_J = 2.0e-13  # J per cycle of one ring (order of the generic 3-stage ring at ~2.7 GHz)
@@ -48,7 +49,7 @@ DEFAULT_F0_STD_REL = 0.007  # relative f0 spread of the generic ring (Pelgrom MC
 DEFAULT_K_GAIN_STD_REL = 0.015  # relative coupling-gain spread
 
 _AIS_MODEL_KEYS = ("n_hidden", "n_segments", "periods", "n_steps", "radius", "hidden_radius", "extra_density",
-                   "reference", "n_bits", "code_init_std", "shil_max", "bias_max", "noise")
+                   "reference", "n_bits", "code_init_std", "shil_max", "bias_max", "noise", "node_g_max_s")
 _AIS_TRAIN_KEYS = ("batch_size", "iterations", "n_critic", "gp_weight", "lr_codes", "lr_analog", "lr_critic",
                    "critic_hidden")
 
@@ -111,6 +112,13 @@ def load_surrogate_info(path: str | Path | None, n_bits: int | None = None) -> S
         e_cyc = DEFAULT_ENERGY_PER_CYCLE_J
     return SurrogateInfo(params, f0m, f0s, kgm, kgs, float(e_cyc), attrs, fallbacks,
                          str(Path(path).resolve()) if path is not None else None)
+
+
+def calibrated_load_max(params: PhaseModelParams) -> float | None:
+    """Largest node load [S] the surrogate's load model was measured at (the smaller of the frequency-pull grid,
+    per rail, and the coupling-gain grid, total), or None without a load model."""
+    ends = [g[-1] for g in (params.load_g_s, params.load_gain_g_s) if g is not None]
+    return min(ends) if ends else None
 
 
 def chip_to_mismatch(chip, f0_hz: float, n: int, device: torch.device | str = "cpu") -> ChipMismatch:
@@ -225,6 +233,10 @@ def train(config: dict[str, Any], *, surrogate: Path | str | None, quick: bool =
                           f"{eval_chips}, {n_eval}, {train_scale}, {eval_scale}")
 
     info = load_surrogate_info(surrogate, cfg.n_bits)
+    load_max = calibrated_load_max(info.params)
+    if cfg.node_g_max_s > 0 and load_max is not None and cfg.node_g_max_s > load_max * (1 + 1e-9):
+        raise ConfigError(f"model.node_g_max_s = {cfg.node_g_max_s:g} S lies beyond the surrogate's calibrated node "
+                          f"load range (<= {load_max:g} S); lower it or calibrate a wider [load] grid")
     ds = load_dataset(dataset, source, size=cfg.height, n_train=n_train, n_test=n_test)
     x_train = torch.as_tensor(ds.x_train, dtype=torch.float32)
     reference = np.asarray(ds.x_test, dtype=np.float32)
@@ -294,6 +306,10 @@ def train(config: dict[str, Any], *, surrogate: Path | str | None, quick: bool =
         "n_edges": int(gen.n_edges),
         "bits": int(cfg.n_bits),
         "nonzero_code_fraction": float((gen.edge_codes().detach() != 0).float().mean()),
+        "node_g_max_s": cfg.node_g_max_s,
+        "node_conductance_max_s": float(gen.node_conductance_s().max()),
+        "load_model": bool(info.params.has_load_model),
+        "load_calibrated_max_s": load_max,
         "n_oscillators": n,
         "n_visible": cfg.n_visible,
         "n_hidden": cfg.n_hidden,

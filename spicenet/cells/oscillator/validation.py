@@ -9,6 +9,9 @@ nominal chip with no mismatch, for a Monte-Carlo chip with the per-ring detuning
 a rings-only deck of that chip (same transistors in the same order, hence the same Pelgrom draws; coupling gains
 are left at 1).
 
+The surrogate is the trained network itself (its ``PhaseModelParams``, including the node-loading tables of the
+surrogate file it was trained on: each ring's frequency pull and injection gain at its total bank load).
+
 Figures of merit:
 
 * ``phase_nmse`` = sum over recorded times and oscillators of ``(phi_spice - phi_model)^2`` / sum of
@@ -152,7 +155,7 @@ def validate(run_dir: Path | str, *, chips: int | None = None, quick: bool = Fal
     from spicenet.spice.engine import Engine, montecarlo_runs
     from spicenet.spice.job import RunSpec
     from spicenet.spice import mismatch as mm
-    from spicenet.cells.oscillator.training import load_generator, load_surrogate_info
+    from spicenet.cells.oscillator.training import calibrated_load_max, load_generator, load_surrogate_info
     from spicenet.train import RunDir
     from spicenet.train.run import _atomic_write_text, _jsonable
 
@@ -252,10 +255,14 @@ def validate(run_dir: Path | str, *, chips: int | None = None, quick: bool = Fal
         "loading": {"node_conductance_max_s": float(node_g.max()),
                     "node_conductance_mean_s": float(node_g[:, others].mean()),
                     "reference_conductance_max_s": float(node_g[:, ref].max()) if ref is not None else None,
-                    "pair_calibration_range_s": [1 / 100e3, 1 / 25e3],
-                    "note": "the phase model superposes pair couplings calibrated with one resistor per ring "
-                            "(25-100 kOhm); a ring loaded by many banks (the reference above all) departs from "
-                            "that superposition in SPICE"},
+                    "node_g_max_s": float(gen.config.node_g_max_s),
+                    "budget_holds": bool(gen.config.node_g_max_s <= 0
+                                         or node_g.max() <= gen.config.node_g_max_s * (1 + 1e-9)),
+                    "load_model": bool(gen.network.params.has_load_model),
+                    "load_calibrated_max_s": calibrated_load_max(gen.network.params),
+                    "note": "the surrogate adds each ring's measured frequency pull and coupling/SHIL gain at its "
+                            "total bank load (phase.py, node loading) when the surrogate file holds load tables; "
+                            "the AIS budget node_g_max_s keeps every ring inside the calibrated load range"},
         "chips": chips,
         "images": images,
         "n_oscillators": n,

@@ -175,3 +175,75 @@ def test_per_cell_mapping_in_spice_op(engine) -> None:
     for k in range(2):
         want = v0[k] + 2 * vs[k] * (b[k] + j[k, 1 - k] * s[1 - k])
         assert abs(res.scalar(f"v(bias{k})") - want) < 2e-7
+
+
+def test_correction_standard_errors_match_monte_carlo_spread() -> None:
+    """i.i.d. draws from stationary_law (unit gains: the Boltzmann law with couplings alpha J, biases b + db): the
+    ML alpha is unbiased and its Hessian standard error equals the spread over repeated samples; reads repeated r
+    times with n_eff = M / r carry the information of the M / r distinct draws (same estimate, same errors)."""
+    from spicenet.cells.rng.validation import fit_correction_map
+
+    j, b = _machine(4, 11, 0.6)
+    alpha, db, beta = 0.85, np.array([0.1, -0.05, 0.0, 0.08]), 1.0
+    law = stationary_law(j * alpha, b + db, beta)
+    rng = np.random.default_rng(21)
+    fits = [fit_correction_map(rng.multinomial(4000, law).astype(float), j, b, beta) for _ in range(150)]
+    a = np.array([f.alpha for f in fits])
+    se = np.mean([f.se_alpha for f in fits])
+    assert abs(a.mean() - alpha) < 0.25 * se                         # unbiased (150 reps: mean error se / 12)
+    assert a.std() == pytest.approx(se, rel=0.15)
+    d = np.array([f.db for f in fits])
+    assert d.std(0) == pytest.approx(np.mean([f.se_db for f in fits], 0), rel=0.15)
+    cnt = rng.multinomial(4000, law).astype(float)
+    one, dup = fit_correction_map(cnt, j, b, beta), fit_correction_map(5 * cnt, j, b, beta, n_eff=4000.0)
+    assert dup.alpha == pytest.approx(one.alpha, abs=1e-5) and dup.se_alpha == pytest.approx(one.se_alpha, rel=1e-6)
+    assert abs(one.alpha - alpha) < 3.5 * one.se_alpha               # a known alpha within its standard error
+
+
+def test_correction_shrinks_a_small_sample_toward_the_prior() -> None:
+    """Gaussian prior N(1, sd^2) on alpha, N(0, sd^2) on db: a noisy small sample is pulled toward (1, 0), a large
+    one is not; tight priors pin the prior; over machines whose alpha is drawn from the prior the posterior mean
+    has the lower mean squared error than the ML fit (Bayes risk)."""
+    from spicenet.cells.rng.validation import fit_correction_map
+
+    j, b = _machine(4, 11, 0.6)
+    beta = 1.0
+    rng = np.random.default_rng(4)
+    law = stationary_law(j * 0.8, b + np.array([0.15, -0.1, 0.0, 0.1]), beta)
+    small = rng.multinomial(300, law).astype(float)
+    ml = fit_correction_map(small, j, b, beta)
+    mp = fit_correction_map(small, j, b, beta, prior_sd_alpha=0.1, prior_sd_db=0.1)
+    assert abs(mp.alpha - 1) < abs(ml.alpha - 1) and np.linalg.norm(mp.db) < np.linalg.norm(ml.db)
+    assert mp.se_alpha < ml.se_alpha and np.all(mp.se_db < ml.se_db)   # prior precision adds to the data's
+    pinned = fit_correction_map(small, j, b, beta, prior_sd_alpha=1e-4, prior_sd_db=1e-4)
+    assert abs(pinned.alpha - 1) < 1e-3 and np.all(np.abs(pinned.db) < 1e-3)
+    big_ml = fit_correction_map(law * 1e7, j, b, beta)
+    big_mp = fit_correction_map(law * 1e7, j, b, beta, prior_sd_alpha=0.1, prior_sd_db=0.1)
+    assert big_mp.alpha == pytest.approx(0.8, abs=1e-3) and big_ml.alpha == pytest.approx(0.8, abs=1e-4)
+    fixed = fit_correction_map(law * 1e7, j, b, beta, fixed_alpha=0.8)  # db alone at the true alpha
+    assert fixed.alpha == 0.8 and fixed.cov[0, 0] == 0 and np.allclose(fixed.db, [0.15, -0.1, 0.0, 0.1], atol=1e-4)
+    err_ml, err_mp = [], []
+    for _ in range(60):
+        a_true = 1 + 0.1 * rng.normal()
+        cnt = rng.multinomial(200, stationary_law(j * a_true, b, beta)).astype(float)
+        err_ml.append(fit_correction_map(cnt, j, b, beta).alpha - a_true)
+        err_mp.append(fit_correction_map(cnt, j, b, beta, prior_sd_alpha=0.1, prior_sd_db=0.1).alpha - a_true)
+    assert np.mean(np.square(err_mp)) < 0.7 * np.mean(np.square(err_ml))
+    with pytest.raises(ValueError, match="n_eff"):
+        fit_correction_map(small, j, b, beta, n_eff=0.0)
+    with pytest.raises(ValueError, match="prior_sd_db"):
+        fit_correction_map(small, j, b, beta, prior_sd_db=-1.0)
+
+
+def test_pool_shrink_alpha_gaussian_posterior() -> None:
+    """Inverse-variance pooling and the conjugate Gaussian update, by hand."""
+    from spicenet.cells.rng.validation import pool_shrink_alpha
+
+    a, se = pool_shrink_alpha(np.array([0.8, 0.9]), np.array([0.05, 0.05]))
+    assert a == pytest.approx(0.85) and se == pytest.approx(0.05 / np.sqrt(2))
+    a, se = pool_shrink_alpha(np.array([0.8, 1.0]), np.array([0.02, 0.04]))  # weights 4 : 1
+    assert a == pytest.approx(0.84)
+    a, se = pool_shrink_alpha(np.array([0.8]), np.array([0.1]), prior=1.0, prior_sd=0.1)  # equal precisions
+    assert a == pytest.approx(0.9) and se == pytest.approx(0.1 / np.sqrt(2))
+    with pytest.raises(ValueError, match="se"):
+        pool_shrink_alpha(np.array([0.8]), np.array([0.0]))

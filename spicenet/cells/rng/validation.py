@@ -19,12 +19,19 @@ sample ``dt`` (2 ns: P(1) and tau equal those at 1 ns within their errors, half 
 3. closed loop (``closed_loop``, default on): a first noisy transient of the coupled network (``calib_samples``
    reads) measures the law the hardware realises; a maximum-likelihood fit within the Boltzmann family
    exp(beta (alpha sum J s s + sum (b + db) s)) (``fit_correction``) gives the couplings' effective gain alpha
-   and each cell's bias error db. Measured on the generic card: alpha = 0.75-0.87 on every chip and at dt = 1
-   and 2 ns, db = 0..0.13, while the static bias nodes sit within 0.005 logit of Millman's values (so not a
-   mapping error; the likely cause, not proven: the continuous-time cell responds to a low-pass filtered field,
-   so neighbours that flip within its response time couple weaker than the static sigmoid predicts). alpha is
-   pooled over chips (a design property), db is per cell, and the machine is re-exported with J / alpha and
-   b - db (the hardware analogue: one global coupling-DAC gain trim and per-cell bias re-trim);
+   and each cell's bias error db, with standard errors from the Hessian (Fisher information) of the likelihood
+   weighted to the run's n_eff (``fit_correction_map``). Measured on the generic card: alpha = 0.75-0.87 on every
+   chip and at dt = 1 and 2 ns, db = 0..0.13, while the static bias nodes sit within 0.005 logit of Millman's
+   values (so not a mapping error; the likely cause, not proven: the continuous-time cell responds to a low-pass
+   filtered field, so neighbours that flip within its response time couple weaker than the static sigmoid
+   predicts). alpha is a design property: the chips' estimates are pooled by inverse variance and shrunk toward
+   the mapping's 1 with a Gaussian prior of sd ``prior_sd_alpha`` (``pool_shrink_alpha``); db is per cell, refitted
+   at the pooled alpha as the maximum a posteriori under a N(0, ``prior_sd_db``^2) prior (a noisy short
+   calibration run moves the biases by less than its raw estimate). The one-shot unshrunk correction overshot:
+   after J / alpha the network realised alpha' = 1.04-1.11 (the effective gain rises with the coupling
+   strength, or the open-loop estimate is low; 2 seeds x 2 chips), so prior_sd_alpha = 0.05 (tuned on seeds 0-1)
+   also damps the gain step by ~30 %. The machine is re-exported with J / alpha and b - db (the hardware
+   analogue: one global coupling-DAC gain trim and per-cell bias re-trim);
 4. a noisy transient of the (corrected) coupled network on a fresh noise stream; bits = [v(a_k) > v(b_k)] read
    every ``spacing_s`` after ``settle_s``; the empirical law of the n-bit states is compared with the exact law:
    total-variation distance, marginals <s_i>, pairwise correlations <s_i s_j>. Correlated reads do not bias the
@@ -64,7 +71,8 @@ from spicenet.cells.rng import cells, export
 from spicenet.errors import ConfigError, SpicenetError
 
 __all__ = ["ValidationConfig", "validate", "extract_bm", "tv_distance", "state_counts", "tv_floor",
-           "fit_trim", "fit_trim_se", "fit_correction", "switching_point", "stationary_law", "effective_samples",
+           "fit_trim", "fit_trim_se", "fit_correction", "fit_correction_map", "Correction", "pool_shrink_alpha",
+           "switching_point", "stationary_law", "effective_samples",
            "random_bm"]
 
 
@@ -73,10 +81,12 @@ class ValidationConfig:
     """Validation settings (quick defaults in ``quick()``). Times in s, voltages in V, resistances in Ohm.
 
     ``samples`` reads every ``spacing_s`` in the final run (dense, correlated reads: the floor is computed at
-    n_eff), ``calib_samples`` reads in the closed-loop calibration run (``closed_loop``); ``trim_level_s`` per
+    n_eff), ``calib_samples`` reads in the closed-loop calibration run (``closed_loop``), whose gain and bias
+    estimates are shrunk toward (1, 0) by Gaussian priors of sd ``prior_sd_alpha``, ``prior_sd_db`` (inf: maximum
+    likelihood); ``trim_level_s`` per
     trim level; ``dt`` transient step = noise sample; ``vs_mapping``: "measured" (each cell's trimmed slope, the
-    exact mapping) or "nominal" (the surrogate's mean slope for every cell). Quick: 4 cells, trim 3 x 100 us,
-    calibration 400 us, final 500 us of simulated time per chip."""
+    exact mapping) or "nominal" (the surrogate's mean slope for every cell). Quick: 4 cells, trim 3 x 50 us,
+    calibration 200 us, final 450 us of simulated time per chip, 50000 surrogate samples."""
 
     n_cells: int = 9
     samples: int = 150000
@@ -95,11 +105,14 @@ class ValidationConfig:
     vs_mapping: str = "measured"
     closed_loop: bool = True
     calib_samples: int = 60000
+    prior_sd_alpha: float = 0.05
+    prior_sd_db: float = 0.1
     timeout_s: float = 900.0
 
     @classmethod
     def quick(cls) -> "ValidationConfig":
-        return cls(n_cells=4, samples=QUICK_SAMPLES, calib_samples=QUICK_CALIB_SAMPLES, trim_level_s=QUICK_TRIM_LEVEL_S)
+        return cls(n_cells=4, samples=QUICK_SAMPLES, calib_samples=QUICK_CALIB_SAMPLES, trim_level_s=QUICK_TRIM_LEVEL_S,
+                   surrogate_samples=QUICK_SURROGATE_SAMPLES)
 
     def __post_init__(self) -> None:
         checks = {"n_cells": 1 <= self.n_cells <= export.MAX_CELLS, "samples": self.samples >= 100,
@@ -108,15 +121,17 @@ class ValidationConfig:
                   "dt": 0 < self.dt <= 1e-8, "vw": self.vw > 0, "r_total": self.r_total > 0,
                   "surrogate_samples": self.surrogate_samples >= 1000, "bm": self.bm in ("run", "random"),
                   "vs_mapping": self.vs_mapping in ("measured", "nominal"),
-                  "calib_samples": self.calib_samples >= 100}
+                  "calib_samples": self.calib_samples >= 100, "prior_sd_alpha": self.prior_sd_alpha > 0,
+                  "prior_sd_db": self.prior_sd_db > 0}
         for k, ok in checks.items():
             if not ok:
                 raise ConfigError(f"rng validation: {k} = {getattr(self, k)!r} is out of range")
 
 
-QUICK_SAMPLES = 50000
-QUICK_CALIB_SAMPLES = 40000
-QUICK_TRIM_LEVEL_S = 100e-6
+QUICK_SAMPLES = 45000
+QUICK_CALIB_SAMPLES = 20000
+QUICK_TRIM_LEVEL_S = 50e-6
+QUICK_SURROGATE_SAMPLES = 50000
 
 
 # --------------------------------------------------------------------------------------------- statistics --
@@ -248,38 +263,137 @@ def fit_trim(levels: np.ndarray, p: np.ndarray, n_eff: np.ndarray) -> tuple[floa
     return v0, vs
 
 
-def fit_correction(counts: np.ndarray, j: np.ndarray, b: np.ndarray, beta: float,
-                   max_db: float = 0.5) -> tuple[float, np.ndarray, float]:
-    """(alpha, db [n], dnll) of the maximum-likelihood Boltzmann law exp(beta (alpha sum_{i<j} J s s +
-    sum (b + db) s)) / Z for state ``counts`` [2^n] (scipy.optimize, exact enumeration): the couplings as the
-    hardware realises them (alpha: their common effective gain) and each cell's bias error db (units of b; a v0
-    error of the trim shows up here as -offset / (2 beta)). ``dnll``: log-likelihood gained over (1, 0)."""
+def _features(j: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(spin states [2^n, n], pair energies sum_{i<j} J_ij s_i s_j [2^n]) of the Boltzmann family."""
+    k = np.arange(2 ** n)
+    st = ((k[:, None] >> np.arange(n)) & 1) * 2.0 - 1.0
+    return st, 0.5 * np.einsum("ki,ij,kj->k", st, j, st)
+
+
+@dataclass(frozen=True)
+class Correction:
+    """A fit of the Boltzmann family exp(beta (alpha sum_{i<j} J s s + sum (b + db) s)) to measured state counts.
+
+    alpha: effective coupling gain; db [n]: bias errors (units of b); cov [1 + n, 1 + n]: covariance of (alpha, db)
+    (inverse Hessian of the objective, i.e. of the likelihood at n_eff samples plus the prior's precision; the alpha
+    row/column is zero when alpha was held fixed); dnll: log-likelihood (at the raw counts) gained over (1, 0);
+    n_eff: the effective sample count the likelihood was weighted to."""
+
+    alpha: float
+    db: np.ndarray
+    cov: np.ndarray
+    dnll: float
+    n_eff: float
+
+    @property
+    def se_alpha(self) -> float:
+        return float(math.sqrt(max(self.cov[0, 0], 0.0)))
+
+    @property
+    def se_db(self) -> np.ndarray:
+        return np.sqrt(np.clip(np.diag(self.cov)[1:], 0.0, None))
+
+
+def fit_correction_map(counts: np.ndarray, j: np.ndarray, b: np.ndarray, beta: float, *,
+                       n_eff: float | None = None, prior_sd_alpha: float = math.inf, prior_sd_db: float = math.inf,
+                       prior_alpha: float = 1.0, fixed_alpha: float | None = None,
+                       max_db: float = 0.5) -> Correction:
+    """Maximum a posteriori (alpha, db) of the Boltzmann family for state ``counts`` [2^n] (exact enumeration,
+    scipy.optimize L-BFGS-B): minimises w NLL(alpha, db) + (alpha - prior_alpha)^2 / (2 sd_a^2) + |db|^2 / (2 sd_b^2)
+    with w = n_eff / M (M = counts.sum(): correlated reads carry the information of n_eff independent ones;
+    ``n_eff=None``: w = 1). Infinite prior sds give the maximum-likelihood fit. The covariance is the inverse
+    Hessian of the objective: for an exponential family the Hessian of the NLL is M Cov_p(features) (Fisher
+    information, exact for any counts), so cov = (w M beta^2 Cov_p([pair, s]) + diag(1 / sd^2))^-1. With
+    ``fixed_alpha`` only db is fitted (alpha = fixed_alpha, its variance 0)."""
     from scipy.optimize import minimize
 
     j, b = np.asarray(j, np.float64), np.asarray(b, np.float64)
     counts = np.asarray(counts, np.float64)
     n = b.shape[0]
+    if b.ndim != 1 or j.shape != (n, n):
+        raise ValueError(f"j, b: expected [n, n] and [n], got {j.shape}, {b.shape}")
     if counts.shape != (2 ** n,) or counts.sum() <= 0 or np.any(counts < 0):
         raise ValueError(f"counts: expected [{2 ** n}] non-negative counts, got shape {counts.shape}")
-    k = np.arange(2 ** n)
-    st = ((k[:, None] >> np.arange(n)) & 1) * 2.0 - 1.0
-    pair = 0.5 * np.einsum("ki,ij,kj->k", st, j, st)              # sum_{i<j} J_ij s_i s_j
+    m_tot = float(counts.sum())
+    if n_eff is not None and not (0 < n_eff and math.isfinite(n_eff)):
+        raise ValueError(f"n_eff: expected a finite value > 0, got {n_eff!r}")
+    for name, v in (("prior_sd_alpha", prior_sd_alpha), ("prior_sd_db", prior_sd_db)):
+        if not v > 0:
+            raise ValueError(f"{name}: expected > 0 (inf: no prior), got {v!r}")
+    w = 1.0 if n_eff is None else float(n_eff) / m_tot
+    st, pair = _features(j, n)
+    feats = np.column_stack([pair, st]) * beta                    # d lw / d theta, [2^n, 1 + n]
+    prec = np.r_[1.0 / prior_sd_alpha ** 2, np.full(n, 1.0 / prior_sd_db ** 2)]
+    mu = np.r_[prior_alpha, np.zeros(n)]
 
-    def nll(th: np.ndarray) -> tuple[float, np.ndarray]:
+    def law(th: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         lw = beta * (th[0] * pair + st @ (b + th[1:]))
-        m = lw.max()
-        z = np.exp(lw - m)
-        lz = m + math.log(z.sum())
-        p = z / z.sum()
-        f = -(counts @ lw) + counts.sum() * lz
-        feats = np.column_stack([pair, st]) * beta               # d lw / d theta
-        grad = -(counts @ feats) + counts.sum() * (p @ feats)
-        return float(f), grad
+        mx = lw.max()
+        z = np.exp(lw - mx)
+        return lw, z / z.sum(), mx + math.log(z.sum())
 
+    def nll(th: np.ndarray) -> float:
+        lw, _, lz = law(th)
+        return float(-(counts @ lw) + m_tot * lz)
+
+    free = slice(0, 1 + n) if fixed_alpha is None else slice(1, 1 + n)
+
+    def obj(x: np.ndarray) -> tuple[float, np.ndarray]:
+        th = np.r_[x] if fixed_alpha is None else np.r_[fixed_alpha, x]
+        lw, p, lz = law(th)
+        f = w * (-(counts @ lw) + m_tot * lz) + 0.5 * float(prec @ (th - mu) ** 2)
+        g = w * (-(counts @ feats) + m_tot * (p @ feats)) + prec * (th - mu)
+        return float(f), g[free]
+
+    def hess_of(th: np.ndarray) -> np.ndarray:
+        _, p, _ = law(th)
+        f_c = feats - p @ feats
+        return w * m_tot * (f_c.T * p) @ f_c + np.diag(prec)
+
+    def hess(x: np.ndarray) -> np.ndarray:
+        th = np.r_[x] if fixed_alpha is None else np.r_[fixed_alpha, x]
+        return hess_of(th)[free, free]
+
+    # Newton-CG with the exact Hessian (the objective is convex): ~5 iterations. L-BFGS-B's threaded BLAS stalled
+    # at ~12 ms per iteration on a loaded machine. The box keeps a degenerate sample (a cell never flips) finite.
     th0 = np.r_[1.0, np.zeros(n)]
-    res = minimize(nll, th0, jac=True, method="L-BFGS-B",
-                   bounds=[(0.3, 3.0)] + [(-max_db, max_db)] * n)
-    return float(res.x[0]), res.x[1:].copy(), float(nll(th0)[0] - res.fun)
+    lo, hi = np.r_[0.3, np.full(n, -max_db)][free], np.r_[3.0, np.full(n, max_db)][free]
+    res = minimize(obj, th0[free], jac=True, hess=hess, method="Newton-CG", options={"xtol": 1e-9, "maxiter": 100})
+    x = np.clip(res.x, lo, hi)
+    th = np.r_[x] if fixed_alpha is None else np.r_[fixed_alpha, x]
+    hess_full = hess_of(th)
+    cov = np.zeros((1 + n, 1 + n))
+    idx = np.arange(1 + n)[free]
+    cov[np.ix_(idx, idx)] = np.linalg.inv(hess_full[np.ix_(idx, idx)])
+    return Correction(alpha=float(th[0]), db=th[1:].copy(), cov=cov, dnll=float(nll(th0) - nll(th)),
+                      n_eff=w * m_tot)
+
+
+def fit_correction(counts: np.ndarray, j: np.ndarray, b: np.ndarray, beta: float,
+                   max_db: float = 0.5) -> tuple[float, np.ndarray, float]:
+    """(alpha, db [n], dnll) of the maximum-likelihood Boltzmann law exp(beta (alpha sum_{i<j} J s s +
+    sum (b + db) s)) / Z for state ``counts`` [2^n] (``fit_correction_map`` without prior): the couplings as the
+    hardware realises them (alpha: their common effective gain) and each cell's bias error db (units of b; a v0
+    error of the trim shows up here as -offset / (2 beta)). ``dnll``: log-likelihood gained over (1, 0)."""
+    c = fit_correction_map(counts, j, b, beta, max_db=max_db)
+    return c.alpha, c.db, c.dnll
+
+
+def pool_shrink_alpha(alphas: np.ndarray, se: np.ndarray, prior: float = 1.0,
+                      prior_sd: float = math.inf) -> tuple[float, float]:
+    """(alpha, se) of a common coupling gain from per-chip maximum-likelihood estimates ``alphas`` [c] with standard
+    errors ``se`` [c]: the inverse-variance weighted mean (alpha_bar, var 1 / sum se^-2), then the Gaussian
+    posterior with prior N(prior, prior_sd^2): (alpha_bar / var + prior / sd^2) / (1 / var + 1 / sd^2)."""
+    a, s = np.asarray(alphas, np.float64), np.asarray(se, np.float64)
+    if a.ndim != 1 or a.size < 1 or s.shape != a.shape or not np.all(s > 0):
+        raise ValueError(f"alphas, se: expected equal 1-D shapes with se > 0, got {a.shape}, {s.shape}")
+    if not prior_sd > 0:
+        raise ValueError(f"prior_sd: expected > 0 (inf: no prior), got {prior_sd!r}")
+    prec = 1.0 / s ** 2
+    p_data = float(prec.sum())
+    a_bar = float(prec @ a) / p_data
+    p_prior = 1.0 / prior_sd ** 2
+    return (a_bar * p_data + prior * p_prior) / (p_data + p_prior), 1.0 / math.sqrt(p_data + p_prior)
 
 
 # ------------------------------------------------------------------------------------------------ machine --
@@ -567,23 +681,34 @@ def validate(run_dir: Path, *, chips: int | None = None, quick: bool = False, wo
                                      stream, progress)
                 passes.append({"label": label, "maps": maps, "outs": outs, "reads": m_reads})
                 if label == "cal":
+                    fits: dict[int, tuple[np.ndarray, Correction]] = {}
                     for c in cids:
                         res = outs[f"{label}{c}"]
                         if isinstance(res, SpicenetError):
                             continue
                         _, bits = _bits(res, n, cfg.settle_s, cfg.spacing_s, m_reads)
                         cnt = state_counts(bits)
-                        alpha, db, dnll = fit_correction(cnt, j, b, beta)
-                        corrections[c] = {"alpha": alpha, "db": db, "dnll": dnll,
-                                          "tv_open_loop": tv_distance(cnt, probs),
+                        n_eff_cal = effective_samples(bits)[0]
+                        ml = fit_correction_map(cnt, j, b, beta, n_eff=n_eff_cal)
+                        fits[c] = (cnt, ml)
+                        corrections[c] = {"alpha": ml.alpha, "se_alpha": ml.se_alpha, "db_ml": ml.db.tolist(),
+                                          "se_db_ml": ml.se_db.tolist(), "dnll": ml.dnll, "n_eff": n_eff_cal,
+                                          "counts": cnt.tolist(), "tv_open_loop": tv_distance(cnt, probs),
                                           "tv_floor_n_eff_open_loop": tv_floor(
-                                              probs, max(1, int(round(effective_samples(bits)[0]))), seed=seed)}
-                    # the coupling gain is a property of the design (equal within errors over chips): pooled;
-                    # the bias errors (trim residuals) are per cell
-                    alpha_pool = float(np.mean([v["alpha"] for v in corrections.values()])) if corrections else 1.0
-                    for c, v in corrections.items():
-                        target[c] = (j / alpha_pool, b - v["db"])
-                        v["alpha_pooled"], v["db"] = alpha_pool, v["db"].tolist()
+                                              probs, max(1, int(round(n_eff_cal))), seed=seed)}
+                    # the coupling gain is a property of the design (equal within errors over chips): pooled by
+                    # inverse variance and shrunk toward the mapping's 1 by its standard error; the bias errors
+                    # (trim residuals) are per cell, refitted at the pooled gain and shrunk toward 0 (MAP)
+                    if fits:
+                        alpha_pool, se_pool = pool_shrink_alpha(
+                            np.array([f.alpha for _, f in fits.values()]),
+                            np.array([max(f.se_alpha, 1e-6) for _, f in fits.values()]), 1.0, cfg.prior_sd_alpha)
+                    for c, (cnt, _) in fits.items():
+                        post = fit_correction_map(cnt, j, b, beta, n_eff=corrections[c]["n_eff"],
+                                                  prior_sd_db=cfg.prior_sd_db, fixed_alpha=alpha_pool)
+                        target[c] = (j / alpha_pool, b - post.db)
+                        corrections[c].update({"alpha_pooled": alpha_pool, "se_alpha_pooled": se_pool,
+                                               "db": post.db.tolist(), "se_db": post.se_db.tolist()})
             wall["network_s"] = time.time() - t2
             wall_spice = time.time() - t0
     finally:
@@ -646,8 +771,9 @@ def validate(run_dir: Path, *, chips: int | None = None, quick: bool = False, wo
             "vs_mapped": vs_map[c].tolist(), "counts": cnt.tolist(),
             **_bias_error(res, maps[c], ts, bits, meas[c]["vs"]),
         }
-        alpha, db, dnll = fit_correction(cnt, j, b, beta)
-        row["residual_fit"] = {"alpha": alpha, "db": db.tolist(), "dnll": dnll}
+        rf = fit_correction_map(cnt, j, b, beta, n_eff=n_eff)
+        row["residual_fit"] = {"alpha": rf.alpha, "se_alpha": rf.se_alpha, "db": rf.db.tolist(),
+                               "se_db": rf.se_db.tolist(), "dnll": rf.dnll}
         if c in corrections:
             row["correction"] = corrections[c]
         spice_chips.append(row)
@@ -702,6 +828,9 @@ def validate(run_dir: Path, *, chips: int | None = None, quick: bool = False, wo
                               if all("correction" in s for s in ok) else None),
         "coupling_gain_open_loop": ([s["correction"]["alpha"] for s in ok]
                                     if all("correction" in s for s in ok) else None),
+        "coupling_gain_pooled": (ok[0]["correction"]["alpha_pooled"]
+                                 if all("correction" in s for s in ok) else None),
+        "coupling_gain_residual": [s["residual_fit"]["alpha"] for s in ok],
         "energy_per_sample_j": float(energies.mean()),
         "energy_ratio_spice_over_surrogate": (float(energies.mean()) / surrogate["energy_per_sample_j"]
                                               if surrogate["energy_per_sample_j"] else None),

@@ -233,7 +233,8 @@ def _add_json_flag(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """``json.dumps`` hook for the results verbs return: numpy scalars/arrays and paths."""
     try:
         import numpy as np
         if isinstance(value, np.generic):
@@ -263,10 +264,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"spicenet {args.verb}: interrupted", file=sys.stderr)
         return 130
     if getattr(args, "json", False):
-        print(json.dumps(result, default=_json_default))
+        print(json.dumps(result, default=json_default))
     else:
         _print_human(result)
-    if args.verb == "doctor" and not result.get("ok"):
+    if result.get("ok") is False:  # a verb that reports overall success (doctor, demo) and did not succeed
+        if result.get("error"):
+            print(f"spicenet {args.verb}: error: {result['error']}", file=sys.stderr)
         return 1
     return 0
 

@@ -1,41 +1,363 @@
-"""``spicenet demo``: the whole loop on the embedded defaults, one family after another.
+"""``spicenet demo [--quick]``: the whole loop on the embedded defaults, one family after another.
 
 Steps: ``doctor``; a Monte-Carlo sweep of the subthreshold current mirror (the core); then for every family that
-implements them, ``calibrate`` (quick config, generic process) -> ``train`` (quick) -> ``validate`` (quick).
-Each step's JSON is collected; a failing step is recorded with its error and the demo goes on. A markdown summary
-(``demo-out/summary.md``) and the steps' plots are written to the output folder.
+implements them: ``calibrate`` (generic process, ngspice) -> ``train`` (torch, on the calibrated surrogate, with
+mismatch injection) -> ``validate`` (the trained model exported back to a netlist and simulated in ngspice on
+Monte-Carlo chips) -> ``report`` (``spicenet.report.build_report`` on the run directory, when that module exists).
+Every step is real in both modes; ``--quick`` only passes smaller settings (:data:`QUICK_OVERRIDES`) on top of the
+shipped quick configs (``calibration/<family>_quick.toml``, ``training/<trainer>_quick.toml``).
+
+Each step's JSON is collected; a failing step is recorded with its error and the demo goes on (the steps that need
+its output are left out). At the end a per-family summary (fit quality, trained metric on the surrogate, metric in
+SPICE, gap, energy per sample/image/inference, wall time) and the steps table are printed on stderr and written to
+``<output>/summary.md`` (with links to every PNG the families wrote under ``<output>/<family>/``) and
+``<output>/summary.json``. The demo replaces its own ``<output>/<family>/`` folders on every run.
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import math
+import os
+import resource
+import shutil
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from spicenet.errors import SpicenetError
+from spicenet.errors import ConfigError
 from spicenet.families import FAMILIES, TRAINERS, family_module, load_config
 
+__all__ = ["Override", "QUICK_OVERRIDES", "VALIDATION_CONFIGS", "apply_overrides", "shipped_value",
+           "validation_settings", "family_row", "run_demo", "render_summary", "register"]
 
-def _step(name: str, fn: Callable[[], dict[str, Any]], steps: list[dict[str, Any]]) -> dict[str, Any] | None:
-    print(f"[demo] {name} ...", file=sys.stderr, flush=True)
-    t0 = time.perf_counter()
+
+# -- quick-mode settings -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Override:
+    """One quick-demo setting: ``key`` of the ``stage`` settings of ``family`` set to ``value``; ``why`` gives the
+    reason and what it costs in accuracy.
+
+    ``stage`` ``"calibration"`` / ``"training"``: ``key`` is a dotted path in the shipped quick TOML config
+    (``calibration/<family>_quick.toml``, ``training/<trainer>_quick.toml``), e.g. ``"pair.t_end"``.
+    ``stage`` ``"validation"``: ``key`` ``"chips"`` is the protocol's Monte-Carlo chip count; any other key is a field
+    of the family's validation config dataclass (:data:`VALIDATION_CONFIGS`), replaced in its ``quick()`` defaults."""
+
+    family: str
+    stage: str
+    key: str
+    value: Any
+    why: str
+
+
+# The ONE table of what `spicenet demo --quick` changes relative to the shipped quick settings (which `spicenet
+# calibrate/train/validate --quick` and the full demo use; the summary lists each shipped value beside the demo's).
+# The demo's quick mode goes below the minimum counts the issues set for `calibrate --quick` (rng: >= 5 chips,
+# >= 7 bias points): it shows the whole loop, it does not certify a calibration. A key that is not in the shipped
+# config is an error of that step (a renamed key is never ignored silently).
+QUICK_OVERRIDES: tuple[Override, ...] = (
+    # rng: continuous-time p-bit (calibration/rng_quick.toml, training/dtm_quick.toml, rng/validation.py)
+    Override("rng", "calibration", "chips", 3,
+             "3 Monte-Carlo chips: the v0/vs/tau spread is still estimated (3 is the least for their correlation)"),
+    Override("rng", "calibration", "points", 5,
+             "5 bias points over V0 +- 3 Vs still pin the 2-parameter logistic (r2, max_abs_err over 5 points)"),
+    Override("rng", "calibration", "std_target", 0.03,
+             "each bias level held for ~280 effective bits (binomial std 0.03 at P = 1/2): ~4.6x shorter transients"),
+    Override("rng", "calibration", "pilot", 10e-6, "tau pilot of 10 us (~200 tau) per chip"),
+    Override("rng", "calibration", "extra_chips", 1, "one replacement chip"),
+    Override("rng", "training", "train.iters", 100,
+             "100 CD-K steps: the nominal-chip FID is near its plateau after ~100 steps (metrics.csv of a full run)"),
+    Override("rng", "training", "eval.eval_chips", 3, "FID on 3 held-out mismatch chips"),
+    Override("rng", "training", "eval.eval_samples", 200,
+             "200 generated images per FID (the held-out set has 200): the FID estimate is biased up a little"),
+    Override("rng", "validation", "chips", 1, "one Monte-Carlo chip in SPICE"),
+    Override("rng", "validation", "samples", 10000,
+             "10000 reads of the exported 4-cell machine: a shorter coupled transient, a higher TV floor"),
+    Override("rng", "validation", "calib_samples", 5000,
+             "5000 reads for the closed-loop correction transient: a coarser correction of the mapping"),
+    Override("rng", "validation", "trim_level_s", 30e-6,
+             "30 us per trim level: the per-cell (v0, vs) trim is less precise"),
+    # oscillator: coupled ring oscillators (calibration/oscillator_quick.toml, training/ais_quick.toml)
+    Override("oscillator", "calibration", "free.vdd_offsets", [-0.01, 0.0, 0.01],
+             "f(Vdd) from 3 supplies (quadratic through 3 points)"),
+    Override("oscillator", "calibration", "pair.resistances", [25e3, 50e3],
+             "R -> K table and its power law from 2 resistances (the slow high-R pairs are left out)"),
+    Override("oscillator", "calibration", "pair.negative_resistances", [],
+             "no negative-coupling pairs (H is fitted from positive coupling only)"),
+    Override("oscillator", "calibration", "pair.n_harmonics", 2, "H with 2 harmonics"),
+    Override("oscillator", "calibration", "pair.fractions", [-0.5, 0.3, 0.6, 0.8],
+             "4 detunings per resistance (>= n_harmonics + 1 locked points)"),
+    Override("oscillator", "calibration", "shil.dvdd", [-0.006, -0.002, 0.002, 0.006],
+             "SHIL lock (3 parameters) fitted on 4 supply offsets"),
+    Override("oscillator", "calibration", "noise.seeds", 1, "phase diffusion from one noise run"),
+    Override("oscillator", "calibration", "noise.t_end", 100e-9,
+             "100 ns noise transient (lags up to 16 ns): the diffusion slope from fewer increments"),
+    Override("oscillator", "calibration", "montecarlo.chips", 3, "f0 / coupling-gain spread from 3 chips"),
+    Override("oscillator", "calibration", "load.g_s", [0.0, 200e-6, 400e-6, 800e-6],
+             "node-load frequency-pull table on a 4 x 4 grid (10 runs with the rail symmetry instead of 36); "
+             "bilinear interpolation between coarser points"),
+    Override("oscillator", "calibration", "load.gain_g_s", [0.0, 400e-6, 800e-6],
+             "coupling gain vs node load at 3 loads"),
+    Override("oscillator", "training", "model.periods", 15.0,
+             "horizon of 15 periods of f0: the SPICE transient of the exported network (the slowest step of the "
+             "demo) and every training step are shorter in proportion"),
+    Override("oscillator", "training", "model.n_steps", 20,
+             "20 Heun steps over the shorter horizon: about the same step (0.75 periods)"),
+    Override("oscillator", "training", "train.iterations", 40, "40 WGAN-GP iterations"),
+    Override("oscillator", "training", "train.n_eval_samples", 100, "100 generated images per FID"),
+    Override("oscillator", "training", "mismatch.eval_chips", 2, "FID on 2 held-out chips"),
+    Override("oscillator", "validation", "chips", 0,
+             "nominal chip only: the Monte-Carlo chip (a rings-only detuning transient plus a second 81-ring network "
+             "transient, ~30 CPU s) is left out; rng and resistive still validate on a Monte-Carlo chip"),
+    # resistive: diode-resistor network (training/eqprop_quick.toml; its calibration takes seconds as shipped)
+    Override("resistive", "training", "train.epochs", 8,
+             "8 EqProp epochs: test accuracy ~0.69 instead of ~0.72 after 15 (8x8 MNIST sample, metrics.csv)"),
+    Override("resistive", "training", "mismatch.eval_chips", 3, "accuracy on 3 held-out chips"),
+    Override("resistive", "validation", "chips", 1, "one Monte-Carlo chip in ngspice"),
+)
+
+# Validation settings beyond `chips` are not part of the family protocol (spicenet/families.py): for these families
+# the demo calls the validation module's own `validate(..., config=<Config>.quick() with the overrides)`.
+VALIDATION_CONFIGS: dict[str, tuple[str, str]] = {
+    "rng": ("spicenet.cells.rng.validation", "ValidationConfig"),
+}
+
+
+def _walk(config: dict[str, Any], key: str, what: str) -> tuple[dict[str, Any], str]:
+    """(table, leaf) of a dotted ``key`` in ``config``; ValueError naming ``what`` and the key when absent."""
+    *parents, leaf = key.split(".")
+    table: Any = config
+    for part in parents:
+        table = table.get(part) if isinstance(table, dict) else None
+        if not isinstance(table, dict):
+            raise ValueError(f"override {what} {key!r}: [{part}] is not a table of the config")
+    if leaf not in table:
+        raise ValueError(f"override {what} {key!r}: key not in the config")
+    return table, leaf
+
+
+def apply_overrides(config: dict[str, Any], family: str, stage: str,
+                    overrides: tuple[Override, ...] = QUICK_OVERRIDES) -> dict[str, Any]:
+    """A deep copy of ``config`` with the ``overrides`` of ``family``/``stage`` set (dotted keys walk TOML tables).
+
+    Raises ValueError naming the key when a dotted key is not in ``config`` (or walks through a non-table)."""
+    if stage not in ("calibration", "training"):
+        raise ValueError(f"stage: expected 'calibration' or 'training', got {stage!r}")
+    out = copy.deepcopy(config)
+    for o in overrides:
+        if o.family == family and o.stage == stage:
+            table, leaf = _walk(out, o.key, f"{family} {stage}")
+            table[leaf] = copy.deepcopy(o.value)
+    return out
+
+
+def shipped_value(o: Override) -> Any:
+    """The value ``o`` replaces: from the shipped quick config, the validation config's ``quick()`` defaults, or
+    the family's default chip count (None: "the family's default")."""
+    if o.stage == "validation":
+        if o.key == "chips":
+            return None
+        module, cls = VALIDATION_CONFIGS[o.family]
+        import importlib
+        return getattr(getattr(importlib.import_module(module), cls).quick(), o.key)
+    name = o.family if o.stage == "calibration" else next(t for t, f in TRAINERS.items() if f == o.family)
+    table, leaf = _walk(load_config(None, o.stage, name, True), o.key, f"{o.family} {o.stage}")
+    return table[leaf]
+
+
+def validation_settings(family: str, quick: bool, overrides: tuple[Override, ...] = QUICK_OVERRIDES
+                        ) -> tuple[int | None, dict[str, Any]]:
+    """(chips, other settings) of the family's SPICE validation: the quick overrides, else (None, {}) = the
+    family's defaults."""
+    if not quick:
+        return None, {}
+    chips, other = None, {}
+    for o in overrides:
+        if o.family == family and o.stage == "validation":
+            if o.key == "chips":
+                chips = int(o.value)
+            else:
+                other[o.key] = o.value
+    return chips, other
+
+
+def _validate(module, family: str, run_dir: Path, quick: bool, workers: int, seed: int) -> dict[str, Any]:
+    """The family's ``validate`` with the quick settings (:func:`validation_settings`)."""
+    chips, other = validation_settings(family, quick)
+    if not other:
+        return module.validate(run_dir, chips=chips, quick=True, workers=workers, seed=seed)
+    if family not in VALIDATION_CONFIGS:
+        raise ValueError(f"validation overrides {sorted(other)} for {family!r}, which has no entry in "
+                         "VALIDATION_CONFIGS")
+    import dataclasses
+    import importlib
+
+    mod_name, cls_name = VALIDATION_CONFIGS[family]
+    mod = importlib.import_module(mod_name)
+    config = dataclasses.replace(getattr(mod, cls_name).quick(), **other)
+    return mod.validate(run_dir, chips=chips, quick=True, workers=workers, seed=seed, config=config)
+
+
+# -- the summary row of a family ---------------------------------------------------------------------------------
+def _get(d: Any, path: str) -> Any:
+    """``d["a"]["b"]`` for ``path = "a.b"``; None when any part is missing."""
+    for part in path.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
+
+
+def _number(value: Any) -> float | None:
+    """A finite float, or None (missing, non-numeric, NaN, inf)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:
+            import numpy as np
+            if isinstance(value, np.generic):
+                value = value.item()
+            else:
+                return None
+        except ImportError:  # pragma: no cover
+            return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _fid_key(metrics: dict[str, Any] | None) -> str | None:
+    """The ``fid_spicenet_<dataset>`` key of a trainer's metrics (the project's own-feature-net FID)."""
+    keys = sorted(k for k in (metrics or {}) if k.startswith("fid_spicenet_"))
+    return keys[0] if keys else None
+
+
+# Per family: (label, stage, dotted path) of each column. Stage is the step whose result holds the value:
+# "calibrate" {"fit": ...}, "train" {"metrics": ...}, "validate" {"surrogate", "spice", "gap", ...}.
+# "{fid}" stands for the trainer's fid_spicenet_<dataset> key.
+ROW_SPEC: dict[str, dict[str, Any]] = {
+    "rng": {
+        "fit": [("r2 (worst chip)", "calibrate", "fit.r2"), ("max_abs_err P(1)", "calibrate", "fit.max_abs_err")],
+        "surrogate_metric": ("FID own-net, nominal chip (DTM)", "train", "metrics.{fid}"),
+        "spice_metric": ("TV(SPICE, exact) mean over chips", "validate", "spice.tv_vs_exact_mean"),
+        "gap": ("TV(SPICE, surrogate) same chip", "validate", "gap.tv_spice_vs_surrogate_same_chip"),
+        "energy": ("J per sample of the exported patch", "validate", "surrogate.energy_per_sample_j",
+                   "spice.energy_per_sample_j"),
+        "extra": [("energy_trained_dtm_j", "train", "metrics.energy_per_sample_j"),
+                  ("tv_surrogate_same_chips", "validate", "surrogate.tv_same_chips_mean"),
+                  ("tv_floor_iid", "validate", "gap.tv_floor_iid"),
+                  ("fid_chips_mean", "train", "metrics.chips.fid_mean")],
+    },
+    "oscillator": {
+        "fit": [("max_rel_err locked phase", "calibrate", "fit.max_rel_err")],
+        "surrogate_metric": ("FID own-net, nominal chip (AIS)", "train", "metrics.{fid}"),
+        "spice_metric": ("phase NMSE SPICE vs surrogate", "validate", "gap.phase_nmse"),
+        "gap": ("pixel MAE SPICE vs surrogate", "validate", "gap.pixel_mae"),
+        "energy": ("J per image", "validate", "surrogate.energy_per_image_j", "spice.energy_per_image_j"),
+        "extra": [("fid_chips_mean", "train", "metrics.fid_chips_mean"),
+                  ("readout_rms_err_rad", "validate", "gap.readout_rms_err_rad"),
+                  ("f0_hz", "calibrate", "fit.f0_hz")],
+    },
+    "resistive": {
+        "fit": [("diode r2 (worst device)", "calibrate", "fit.r2"),
+                ("diode max_rel_err", "calibrate", "fit.diode_max_rel_err"),
+                ("solver max err V", "calibrate", "fit.solver_max_err_v")],
+        "surrogate_metric": ("test accuracy, nominal chip (EqProp)", "train", "metrics.test_accuracy"),
+        "spice_metric": ("ngspice accuracy, MC chips", "validate", "spice.accuracy"),
+        "gap": ("accuracy gap surrogate - SPICE (pp)", "validate", "gap.accuracy_pp"),
+        "energy": ("J per inference", "validate", None, "energy_per_inference_j"),
+        "extra": [("prediction_agreement", "validate", "gap.prediction_agreement"),
+                  ("surrogate_accuracy_same_chips", "validate", "surrogate.accuracy"),
+                  ("chip_worst_accuracy", "train", "metrics.chip_worst")],
+    },
+}
+
+
+def family_row(family: str, results: dict[str, dict[str, Any] | None], wall_s: float) -> dict[str, Any]:
+    """The summary row of ``family`` from its steps' results (``{"calibrate"|"train"|"validate": dict|None}``).
+
+    Values are finite floats or None; ``missing`` lists the ``stage:path`` of every None (absent key, failed
+    step, non-finite number), so the tables can say "n/a" and why."""
+    if family not in ROW_SPEC:
+        raise ValueError(f"family: expected one of {sorted(ROW_SPEC)}, got {family!r}")
+    spec = ROW_SPEC[family]
+    fid = _fid_key(_get(results.get("train"), "metrics"))
+    missing: list[str] = []
+
+    def value(stage: str, path: str | None) -> float | None:
+        if path is None:
+            return None
+        path = path.replace("{fid}", fid or "fid_spicenet_<dataset>")
+        v = _number(_get(results.get(stage), path))
+        if v is None:
+            missing.append(f"{stage}:{path}")
+        return v
+
+    def column(item: tuple[str, str, str]) -> dict[str, Any]:
+        label, stage, path = item
+        return {"name": label, "value": value(stage, path)}
+
+    label, stage, sur_path, spice_path = spec["energy"]
+    row = {
+        "family": family,
+        "trainer": next((t for t, f in TRAINERS.items() if f == family), None),
+        "fit": {label_: value(stage_, path_) for label_, stage_, path_ in spec["fit"]},
+        "surrogate_metric": column(spec["surrogate_metric"]),
+        "spice_metric": column(spec["spice_metric"]),
+        "gap": column(spec["gap"]),
+        "energy": {"name": label, "surrogate_j": value(stage, sur_path), "spice_j": value(stage, spice_path)},
+        "extra": {name: value(stage_, path_) for name, stage_, path_ in spec["extra"]},
+        "wall_s": round(float(wall_s), 2),
+    }
+    row["missing"] = missing
+    row["not_reported"] = [f"energy surrogate_j ({family}'s steps report no surrogate energy)"] if sur_path is None \
+        else []
+    return row
+
+
+# -- steps -------------------------------------------------------------------------------------------------------
+def _cpu_s() -> float:
+    """CPU seconds (user + system) of this process and of its finished child processes (the ngspice workers of
+    an engine are reaped when the engine closes, at the end of each step)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _step(name: str, fn: Callable[[], dict[str, Any]], steps: list[dict[str, Any]], total: int | None = None
+          ) -> dict[str, Any] | None:
+    """Run one step, append {"step", "ok", "wall_s", "result" | "error"} to ``steps``; the result or None.
+
+    Any Exception is a failed step (the demo reports and goes on); a result with ``"ok": False`` (doctor) too.
+    ``cpu_s`` (CPU seconds of the demo and its finished workers) tells a slow step from a busy machine."""
+    where = f"{len(steps) + 1}/{total}" if total else f"{len(steps) + 1}"
+    print(f"[demo {where}] {name} ...", file=sys.stderr, flush=True)
+    t0, c0 = time.perf_counter(), _cpu_s()
     try:
         result = fn()
-        steps.append({"step": name, "ok": True, "wall_s": round(time.perf_counter() - t0, 2), "result": result})
-        return result
-    except (SpicenetError, ValueError, RuntimeError) as exc:
-        print(f"[demo] {name} failed: {exc}", file=sys.stderr)
-        if "SPICENET_DEBUG" in __import__("os").environ:
+    except Exception as exc:  # noqa: BLE001 - a demo step's failure is data, reported in the summary
+        wall, cpu = round(time.perf_counter() - t0, 2), round(_cpu_s() - c0, 2)
+        print(f"[demo {where}] {name} FAILED after {wall} s: {type(exc).__name__}: {exc}", file=sys.stderr,
+              flush=True)
+        if "SPICENET_DEBUG" in os.environ:
             traceback.print_exc()
-        steps.append({"step": name, "ok": False, "wall_s": round(time.perf_counter() - t0, 2),
+        steps.append({"step": name, "ok": False, "wall_s": wall, "cpu_s": cpu,
                       "error": f"{type(exc).__name__}: {exc}"})
         return None
+    wall, cpu = round(time.perf_counter() - t0, 2), round(_cpu_s() - c0, 2)
+    ok = not (isinstance(result, dict) and result.get("ok") is False)
+    print(f"[demo {where}] {name} {'ok' if ok else 'NOT ok'} ({wall} s wall, {cpu} s CPU)", file=sys.stderr,
+          flush=True)
+    entry = {"step": name, "ok": ok, "wall_s": wall, "cpu_s": cpu, "result": result}
+    if not ok:
+        entry["error"] = "the step reported ok = false"
+    steps.append(entry)
+    return result if ok else None
 
 
 def _core_sweep(out: Path, quick: bool) -> dict[str, Any]:
+    """Monte-Carlo (Pelgrom) .op sweep of the subthreshold current mirror at Iref = 1, 10, 100 nA; adds the spread
+    sigma(ln(Iout / Iref)) over chips per Iref (subthreshold: ~ sigma(dVt) / (n V_T), independent of Iref)."""
     import h5py
     import numpy as np
 
@@ -51,59 +373,220 @@ def _core_sweep(out: Path, quick: bool) -> dict[str, Any]:
     spread = {}
     with h5py.File(path, "r") as f:
         for iref, index in (("1n", 0), ("10n", 1), ("100n", 2)):
-            ratios = [np.log(-float(np.asarray(g["i(vout)"])[0]) / float(iref[:-1]) / 1e-9)
+            ratios = [np.log(-float(np.asarray(g["i(vout)"])[0]) / (float(iref[:-1]) * 1e-9))
                       for name, g in f["runs"].items() if name.startswith(f"p{index:05d}")]
             spread[iref] = round(float(np.std(ratios, ddof=1)), 4)
     summary["sigma_ln_iout_over_iref"] = spread
     return summary
 
 
-def run_demo(out: Path, quick: bool = False) -> dict[str, Any]:
-    """Run every available step; return {"steps": [...], "summary": path}."""
+def _fresh_family_dir(folder: Path) -> None:
+    """Empty the demo's own ``<output>/<family>`` folder (a re-run would otherwise resume a run whose surrogate
+    changed); refuse a non-empty folder that does not look like demo output."""
+    if not folder.exists():
+        return
+    entries = list(folder.iterdir())
+    if entries and not ((folder / "surrogate.h5").exists() or (folder / "run").is_dir()):
+        raise ConfigError(f"{folder} exists and is not a demo output folder (no surrogate.h5, no run/)")
+    shutil.rmtree(folder)
+
+
+def _report_builder() -> Callable[..., dict[str, Any]] | None:
+    """``spicenet.report.build_report`` when that module exists (it is written separately), else None."""
+    try:
+        from spicenet.report import build_report  # type: ignore[import-not-found]
+    except ModuleNotFoundError as exc:
+        if exc.name in ("spicenet.report",):
+            return None
+        raise
+    return build_report
+
+
+def run_demo(out: Path, quick: bool = False, workers: int = 2, seed: int = 0) -> dict[str, Any]:
+    """Run every available step into the folder ``out``.
+
+    Returns {"steps": [{"step", "ok", "wall_s", "result" | "error"}], "families": {family: row (family_row)},
+    "summary": path of summary.md, "plots": [PNG paths], "overrides": [...] (quick), "notes": [...], "ok": all steps
+    ok, "wall_s": total}."""
+    if workers < 1:
+        raise ConfigError(f"workers: expected >= 1, got {workers}")
     from spicenet.cli import cmd_doctor
 
+    t_start, c_start = time.perf_counter(), _cpu_s()
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     steps: list[dict[str, Any]] = []
-    _step("doctor", lambda: cmd_doctor(None), steps)  # type: ignore[arg-type]
-    _step("core: Monte-Carlo sweep of a subthreshold current mirror", lambda: _core_sweep(out, quick), steps)
-    for family in FAMILIES:
-        module = family_module(family)
-        if module is None or not hasattr(module, "calibrate"):
+    notes: list[str] = []
+    build_report = _report_builder()
+    if build_report is None:
+        notes.append("report step left out: spicenet.report (build_report) is not installed yet")
+    modules = {f: family_module(f) for f in FAMILIES}
+    modules = {f: m for f, m in modules.items() if m is not None and hasattr(m, "calibrate")}
+    total = 2 + sum(1 + hasattr(m, "train") + hasattr(m, "validate") + (build_report is not None and
+                                                                       hasattr(m, "train"))
+                    for m in modules.values())
+
+    _step("doctor", lambda: cmd_doctor(None), steps, total)  # type: ignore[arg-type]
+    _step("core: Monte-Carlo sweep of a subthreshold current mirror", lambda: _core_sweep(out, quick), steps, total)
+    families: dict[str, dict[str, Any]] = {}
+    for family, module in modules.items():
+        first = len(steps)
+        folder = out / family
+        results: dict[str, dict[str, Any] | None] = {"calibrate": None, "train": None, "validate": None}
+        try:
+            _fresh_family_dir(folder)
+        except ConfigError as exc:
+            steps.append({"step": f"{family}: prepare {folder}", "ok": False, "wall_s": 0.0, "error": str(exc)})
+            families[family] = family_row(family, results, 0.0)
             continue
-        surrogate = out / family / "surrogate.h5"
-        surrogate.parent.mkdir(parents=True, exist_ok=True)
-        cal = _step(f"{family}: calibrate", lambda: module.calibrate(
-            load_config(None, "calibration", family, True), process="generic", quick=True, output=surrogate,
-            workers=2, seed=0), steps)
+        folder.mkdir(parents=True)
+        surrogate = folder / "surrogate.h5"
+        run_dir = folder / "run"
         trainer = next((t for t, f in TRAINERS.items() if f == family), None)
-        if cal is None or trainer is None or not hasattr(module, "train"):
-            continue
-        run_dir = out / family / "run"
-        trained = _step(f"{family}: train {trainer}", lambda: module.train(
-            load_config(None, "training", trainer, True), surrogate=surrogate, quick=True, run_dir=run_dir,
-            device="cpu", seed=0), steps)
-        if trained is None or not hasattr(module, "validate"):
-            continue
-        _step(f"{family}: validate in SPICE", lambda: module.validate(run_dir, chips=None, quick=True, workers=2,
-                                                                      seed=0), steps)
-    summary = out / "summary.md"
-    summary.write_text(_markdown(steps))
-    return {"steps": steps, "summary": str(summary), "ok": all(s["ok"] for s in steps)}
+
+        def calibrate(module=module, family=family, surrogate=surrogate) -> dict[str, Any]:
+            config = load_config(None, "calibration", family, True)
+            if quick:
+                config = apply_overrides(config, family, "calibration")
+            return module.calibrate(config, process="generic", quick=True, output=surrogate, workers=workers,
+                                    seed=seed)
+
+        def train(module=module, family=family, trainer=trainer, surrogate=surrogate, run_dir=run_dir
+                  ) -> dict[str, Any]:
+            config = load_config(None, "training", trainer, True)
+            if quick:
+                config = apply_overrides(config, family, "training")
+            return module.train(config, surrogate=surrogate, quick=True, run_dir=run_dir, device="cpu", seed=seed)
+
+        results["calibrate"] = _step(f"{family}: calibrate", calibrate, steps, total)
+        if results["calibrate"] is not None and trainer is not None and hasattr(module, "train"):
+            results["train"] = _step(f"{family}: train {trainer}", train, steps, total)
+        if results["train"] is not None and hasattr(module, "validate"):
+            results["validate"] = _step(f"{family}: validate in SPICE", lambda: _validate(
+                module, family, run_dir, quick, workers, seed), steps, total)
+        if results["train"] is not None and build_report is not None:
+            _step(f"{family}: report", lambda: build_report(run_dir), steps, total)
+        families[family] = family_row(family, results, sum(s["wall_s"] for s in steps[first:]))
+    plots = sorted(str(p) for p in out.glob("*/**/*.png"))
+    result: dict[str, Any] = {
+        "steps": steps, "families": families, "summary": str(out / "summary.md"), "plots": plots,
+        "quick": bool(quick), "overrides": _overrides_table() if quick else [], "notes": notes,
+        "ok": all(s["ok"] for s in steps), "wall_s": round(time.perf_counter() - t_start, 2),
+        "cpu_s": round(_cpu_s() - c_start, 2),
+    }
+    text = render_summary(result, out)
+    (out / "summary.md").write_text(text)
+    from spicenet.cli import json_default
+
+    (out / "summary.json").write_text(json.dumps(result, indent=2, default=json_default))
+    print("\n" + text, file=sys.stderr, flush=True)
+    return result
 
 
-def _markdown(steps: list[dict[str, Any]]) -> str:
-    lines = ["# spicenet demo", "", "| step | ok | wall s | key numbers |", "|---|---|---|---|"]
-    for s in steps:
-        result = s.get("result") or {}
-        numbers = result.get("fit") or result.get("metrics") or result.get("gap") or {
-            k: v for k, v in result.items() if isinstance(v, (int, float, str)) and k != "output"}
-        text = json.dumps(numbers, default=str)[:300] if s["ok"] else s.get("error", "")
-        lines.append(f"| {s['step']} | {'yes' if s['ok'] else 'NO'} | {s['wall_s']} | {text} |")
-    return "\n".join(lines) + "\n"
+# -- summary -----------------------------------------------------------------------------------------------------
+def _overrides_table() -> list[dict[str, Any]]:
+    """QUICK_OVERRIDES as records with the shipped value each replaces ("?" when it cannot be read)."""
+    rows = []
+    for o in QUICK_OVERRIDES:
+        try:
+            shipped = shipped_value(o)
+        except Exception as exc:  # noqa: BLE001 - the table reports, the step that uses the key fails
+            shipped = f"? ({type(exc).__name__}: {exc})"
+        rows.append({"family": o.family, "stage": o.stage, "key": o.key, "value": o.value,
+                     "shipped": "family default" if shipped is None else shipped, "why": o.why})
+    return rows
+
+
+def _fmt(value: Any) -> str:
+    """A number in 4 significant digits, "n/a" for None."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def render_summary(result: dict[str, Any], out: Path) -> str:
+    """Markdown: the per-family table, the steps table, the quick overrides, notes and links to the PNGs."""
+    mode = "quick" if result.get("quick") else "full"
+    lines = [f"# spicenet demo ({mode})", "",
+             f"All steps ok: **{'yes' if result['ok'] else 'NO'}**; total wall time {result['wall_s']} s "
+             f"({result.get('cpu_s', 'n/a')} CPU s).", "",
+             "## Families", "",
+             "| family | fit quality | trained metric (surrogate) | metric in SPICE | gap | energy surrogate / SPICE "
+             "| wall s |", "|---|---|---|---|---|---|---|"]
+    for family, row in result["families"].items():
+        fit = "; ".join(f"{k} {_fmt(v)}" for k, v in row["fit"].items())
+        sm, sp, gap, en = row["surrogate_metric"], row["spice_metric"], row["gap"], row["energy"]
+        lines.append(f"| {family} ({row['trainer']}) | {fit} | {sm['name']}: {_fmt(sm['value'])} | "
+                     f"{sp['name']}: {_fmt(sp['value'])} | {gap['name']}: {_fmt(gap['value'])} | "
+                     f"{_fmt(en['surrogate_j'])} / {_fmt(en['spice_j'])} ({en['name']}) | {row['wall_s']} |")
+    lines.append("")
+    na = [(f, m) for f, row in result["families"].items() for m in row["missing"]]
+    if na:
+        lines.append("n/a: the value was not produced (failed step or key absent from the step's result): "
+                     + ", ".join(f"{f} {m}" for f, m in na) + ".")
+        lines.append("")
+    absent = [note for row in result["families"].values() for note in row.get("not_reported", [])]
+    if absent:
+        lines += ["n/a by design: " + "; ".join(absent) + ".", ""]
+    extras = [(f, k, v) for f, row in result["families"].items() for k, v in row["extra"].items()]
+    if extras:
+        lines += ["More numbers: " + "; ".join(f"{f} {k} {_fmt(v)}" for f, k, v in extras) + ".", ""]
+    lines += ["## Steps", "", "| step | ok | wall s | CPU s | error |", "|---|---|---|---|---|"]
+    for s in result["steps"]:
+        error = str(s.get("error", "")).replace("|", "/").replace("\n", " ")[:300]
+        lines.append(f"| {s['step']} | {'yes' if s['ok'] else 'NO'} | {s['wall_s']} | {s.get('cpu_s', 'n/a')} "
+                     f"| {error} |")
+    lines.append("")
+    if result.get("overrides"):
+        lines += ["## Quick-mode settings (on top of the shipped quick configs)", "",
+                  "These go below the minimum counts of `spicenet calibrate --quick` (rng: >= 5 chips, >= 7 points):"
+                  " the quick demo shows the loop; it does not certify a calibration.", "",
+                  "| family | stage | key | demo | shipped quick | why |", "|---|---|---|---|---|---|"]
+        for o in result["overrides"]:
+            lines.append(f"| {o['family']} | {o['stage']} | `{o['key']}` | {o['value']} | {o['shipped']} | {o['why']} |")
+        lines.append("")
+    for note in result.get("notes", []):
+        lines.append(f"Note: {note}.")
+    if result.get("notes"):
+        lines.append("")
+    reports = [str((s.get("result") or {}).get("report")) for s in result["steps"]
+               if s["ok"] and isinstance(s.get("result"), dict) and s["result"].get("report")]
+    if reports:
+        lines += ["## Reports (HTML)", ""] + [f"- [{os.path.relpath(r, out)}]({os.path.relpath(r, out)})"
+                                               for r in reports] + [""]
+    plots = result.get("plots", [])
+    if plots:
+        lines += ["## Plots", ""]
+        for p in plots:
+            rel = os.path.relpath(p, out)
+            lines.append(f"- [{rel}]({rel})")
+        lines.append("")
+    return "\n".join(lines)
+
+
+# -- command line ------------------------------------------------------------------------------------------------
+def _handle(args) -> dict[str, Any]:
+    """The ``demo`` verb. A failed step gives ``ok: false`` and an ``error`` line, which the CLI turns into exit
+    status 1 after printing the result."""
+    result = run_demo(Path(args.output), quick=args.quick, workers=args.workers, seed=args.seed)
+    if not result["ok"]:
+        failed = [s["step"] for s in result["steps"] if not s["ok"]]
+        result["error"] = (f"{len(failed)} of {len(result['steps'])} steps failed: {', '.join(failed)} "
+                           f"(see {result['summary']})")
+    if getattr(args, "json", False):
+        return result
+    # human output: the tables are already on stderr; stdout gets the outline, not every step's full JSON
+    return {"summary": result["summary"], "ok": result["ok"], "error": result.get("error"),
+            "wall_s": result["wall_s"], "cpu_s": result["cpu_s"],
+            "steps": [{"step": s["step"], "ok": s["ok"], "wall_s": s["wall_s"]} for s in result["steps"]]}
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("demo", help="the whole loop on the embedded defaults")
-    p.add_argument("--quick", action="store_true", help="smallest settings (< 3 min)")
+    p.add_argument("--quick", action="store_true", help="smallest settings (< 3 min on 2 cores)")
     p.add_argument("-o", "--output", default="demo-out", help="output folder (default demo-out)")
-    p.set_defaults(handler=lambda args: run_demo(Path(args.output), args.quick))
+    p.add_argument("--workers", type=int, default=2, help="ngspice worker processes (default 2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every step (default 0)")
+    p.set_defaults(handler=_handle)

@@ -51,6 +51,7 @@ from scipy.optimize import brentq, least_squares
 from spicenet.cells.oscillator import measure as om
 from spicenet.cells.oscillator.netlist import (RingSpec, deck, limit_cycle_table, pair_netlist, ring_netlist,
                                                ring_node_names)
+from spicenet.plotting import subplots
 from spicenet.spice import measure as sm
 from spicenet.spice.engine import Engine, montecarlo_runs, derived_seed
 from spicenet.spice.job import RunSpec
@@ -796,10 +797,6 @@ def _save(output: Path, cfg: OscCalibrationConfig, process: str, fit: dict[str, 
 
 def _plots(output: Path, cfg: OscCalibrationConfig, free, rows, pfit, checks, shil, noise, mc,
            lfreq: dict[str, Any] | None = None, lgain: dict[str, Any] | None = None) -> list[Path]:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     stem = output.with_suffix("")
     paths = []
 
@@ -807,10 +804,9 @@ def _plots(output: Path, cfg: OscCalibrationConfig, free, rows, pfit, checks, sh
         p = Path(f"{stem}_{name}.png")
         fig.tight_layout()
         fig.savefig(p, dpi=90)
-        plt.close(fig)
         paths.append(p)
 
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.4))
+    fig, ax = subplots(1, 2, figsize=(9, 3.4))
     t, vp, vn = free["wave"]
     sel = (t > cfg.settle_s) & (t < cfg.settle_s + 3 / free["f0"])
     ax[0].plot(t[sel] * 1e9, vp[sel], label="p0")
@@ -823,7 +819,7 @@ def _plots(output: Path, cfg: OscCalibrationConfig, free, rows, pfit, checks, sh
     ax[1].set(xlabel="Vdd [V]", ylabel="f [GHz]", title=f"df/dV = {free['df_dv'] / 1e9:.3g} GHz/V")
     save(fig, "free")
 
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.4))
+    fig, ax = subplots(1, 2, figsize=(9, 3.4))
     for (r_ohm, sign) in sorted({(p["r"], p["sign"]) for p in pfit["points"]}):
         pts = [p for p in pfit["points"] if p["r"] == r_ohm and p["sign"] == sign]
         k = pfit["table"][r_ohm]
@@ -843,7 +839,7 @@ def _plots(output: Path, cfg: OscCalibrationConfig, free, rows, pfit, checks, sh
     ax[1].legend()
     save(fig, "pair")
 
-    fig, ax = plt.subplots(figsize=(4.5, 3.4))
+    fig, ax = subplots(figsize=(4.5, 3.4))
     rs = np.array(sorted(pfit["table"]))
     ax.loglog(1 / rs, [pfit["table"][r] for r in rs], "o", label="per-R fit")
     ax.loglog(1 / rs, pfit["kappa"] / rs, "-", label=f"linear: kappa = {pfit['kappa']:.3g} rad/s/S")
@@ -855,7 +851,7 @@ def _plots(output: Path, cfg: OscCalibrationConfig, free, rows, pfit, checks, sh
     ax.legend(fontsize=7)
     save(fig, "coupling")
 
-    fig, ax = plt.subplots(figsize=(4.5, 3.4))
+    fig, ax = subplots(figsize=(4.5, 3.4))
     ok = [r for r in shil["rows"] if r["locked"]]
     ax.plot([r["dw"] / 2 / math.pi / 1e6 for r in ok], [r["phi"] for r in ok], "o", label="SPICE locked")
     grid = np.linspace(-0.999, 0.999, 200) * shil["L"]
@@ -865,7 +861,7 @@ def _plots(output: Path, cfg: OscCalibrationConfig, free, rows, pfit, checks, sh
     ax.legend(fontsize=7)
     save(fig, "shil")
 
-    fig, ax = plt.subplots(figsize=(4.5, 3.4))
+    fig, ax = subplots(figsize=(4.5, 3.4))
     for v in noise["var_runs"]:
         ax.plot(noise["lags"] * 1e9, v, "o", alpha=0.5)
     ax.plot(noise["lags"] * 1e9, noise["c"] + 2 * noise["D"] * noise["lags"], "-", label=f"2 D tau, D = {noise['D']:.3g} rad^2/s")
@@ -873,7 +869,7 @@ def _plots(output: Path, cfg: OscCalibrationConfig, free, rows, pfit, checks, sh
     ax.legend(fontsize=7)
     save(fig, "noise")
 
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.4))
+    fig, ax = subplots(1, 2, figsize=(9, 3.4))
     ax[0].hist(np.array(list(mc["f0"].values())) / 1e9, bins=10)
     ax[0].set(xlabel="f0 [GHz]", title="Monte-Carlo f0")
     ax[1].hist(np.array(list(mc["gain"].values())), bins=10)
@@ -881,7 +877,7 @@ def _plots(output: Path, cfg: OscCalibrationConfig, free, rows, pfit, checks, sh
     save(fig, "montecarlo")
 
     if lfreq is not None or lgain is not None:
-        fig, ax = plt.subplots(1, 2, figsize=(9, 3.4))
+        fig, ax = subplots(1, 2, figsize=(9, 3.4))
         if lfreq is not None:
             g = lfreq["g"]
             ax[0].plot(g * 1e6, lfreq["df"][:, 0] / 1e6, "o-", label="load on p0 only")

@@ -40,6 +40,7 @@ from spicenet.cells.oscillator.export import analysis_for, hardware_map, ic_offs
 from spicenet.cells.oscillator.netlist import NetworkSpec, deck, network_netlist
 from spicenet.cells.oscillator.phase import ChipMismatch
 from spicenet.errors import ConfigError, SpicenetError
+from spicenet.plotting import subplots
 
 __all__ = ["validate", "measure_detunings", "compare_run"]
 
@@ -108,16 +109,11 @@ def compare_run(res, gen, phi0: np.ndarray, chip: ChipMismatch | None, hw, refin
 
 
 def _plots(run_path: Path, examples: list[tuple[str, dict]], hw_shape: tuple[int, int]) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     out = []
     if not examples:
         return out
     name, r = examples[0]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = subplots(figsize=(6, 4))
     for i in range(min(6, r["phi_spice"].shape[1])):
         line = ax.plot(r["times"] * 1e9, r["phi_spice"][:, i], "-")[0]
         ax.plot(r["times"] * 1e9, r["phi_model"][:, i], "--", color=line.get_color())
@@ -126,9 +122,8 @@ def _plots(run_path: Path, examples: list[tuple[str, dict]], hw_shape: tuple[int
     fig.tight_layout()
     p = run_path / "plots" / "validate_phases.png"
     fig.savefig(p, dpi=90)
-    plt.close(fig)
     out.append(str(p))
-    fig, axes = plt.subplots(2, len(examples), figsize=(1.6 * len(examples) + 0.5, 3.4), squeeze=False)
+    fig, axes = subplots(2, len(examples), figsize=(1.6 * len(examples) + 0.5, 3.4), squeeze=False)
     for c, (nm, r) in enumerate(examples):
         axes[0, c].imshow(r["image_spice"].reshape(hw_shape), cmap="gray", vmin=0, vmax=1)
         axes[1, c].imshow(r["image_model"].reshape(hw_shape), cmap="gray", vmin=0, vmax=1)
@@ -140,7 +135,6 @@ def _plots(run_path: Path, examples: list[tuple[str, dict]], hw_shape: tuple[int
     fig.tight_layout()
     p = run_path / "plots" / "validate_images.png"
     fig.savefig(p, dpi=90)
-    plt.close(fig)
     out.append(str(p))
     return out
 

@@ -69,6 +69,7 @@ import torch
 
 from spicenet.cells.rng import cells, export
 from spicenet.errors import ConfigError, SpicenetError
+from spicenet.plotting import subplots
 
 __all__ = ["ValidationConfig", "validate", "extract_bm", "tv_distance", "state_counts", "tv_floor",
            "fit_trim", "fit_trim_se", "fit_correction", "fit_correction_map", "Correction", "pool_shrink_alpha",
@@ -848,12 +849,7 @@ def validate(run_dir: Path, *, chips: int | None = None, quick: bool = False, wo
 
 
 def _plot(path: Path, probs: np.ndarray, spice_chips: list[dict], same: list[dict], cids) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(max(5, 0.25 * probs.size), 3.5), dpi=100)
+    fig, ax = subplots(figsize=(max(5, 0.25 * probs.size), 3.5), dpi=100)
     k = np.arange(probs.size)
     ax.bar(k, probs, color="0.8", label="exact")
     for s in spice_chips:
@@ -864,5 +860,4 @@ def _plot(path: Path, probs: np.ndarray, spice_chips: list[dict], same: list[dic
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path

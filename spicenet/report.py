@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import csv
 import datetime as _dt
 import fnmatch
 import html
@@ -63,6 +62,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 import spicenet
+from spicenet.csvtable import read_rows
 from spicenet.errors import DataError
 from spicenet.plotting import subplots
 
@@ -261,25 +261,6 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: cannot read JSON ({exc})") from None
-
-
-def _read_metrics_csv(path: Path) -> list[dict[str, Any]]:
-    """Rows of a run's metrics.csv (see :class:`spicenet.train.RunDir`) with numbers parsed, empty cells None;
-    read here without importing torch."""
-    if not path.is_file():
-        return []
-
-    def num(v: str | None) -> Any:
-        if v is None or v == "":
-            return None
-        try:
-            f = float(v)
-        except ValueError:
-            return v
-        return int(f) if f.is_integer() and "." not in v and "e" not in v.lower() else f
-
-    with open(path, newline="") as fh:
-        return [{k: num(v) for k, v in r.items()} for r in csv.DictReader(fh)]
 
 
 def _read_png(path: Path) -> bytes | None:
@@ -684,7 +665,7 @@ def _training_sections(run: Path, label: str, pngs: dict[str, list[Path]],
     """Derived metrics.csv curves, the last rows of metrics.csv, the run's curve PNGs; the sample-grid PNGs and
     the confusion matrices stored in ``sources`` (metrics / validation JSON, keys ``CONFUSION_KEYS``)."""
     train = Section(f"{label}: training")
-    rows = _read_metrics_csv(run / "metrics.csv")
+    rows = read_rows(run / "metrics.csv")
     train.figure(plot_training_curves(rows), "derived: every metrics.csv column against epoch")
     if rows:
         train.add(_table(list(rows[-1]), [[r.get(k) for k in rows[-1]] for r in rows[-5:]],

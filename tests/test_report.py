@@ -244,7 +244,7 @@ def test_run_report_tables_and_images(demo: Path, tmp_path: Path) -> None:
     assert _row(parsed, "seed", "run.json")[1] == "3"  # provenance from run.json
     from spicenet.train import RunDir
 
-    assert report._read_metrics_csv(run / "metrics.csv") == RunDir(run).read_metrics()  # torch-free reader
+    assert report.read_rows(run / "metrics.csv") == RunDir(run).read_metrics()  # torch-free reader
 
 
 def test_demo_report_renders_in_chromium(demo: Path, tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 import spicenet
+from spicenet.csvtable import read_rows
 from spicenet.errors import ConfigError, DataError
 from spicenet.surrogate import file_sha256
 
@@ -207,11 +208,7 @@ class RunDir:
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """Rows of metrics.csv with numbers parsed (empty cells -> None)."""
-        if not self.metrics_csv.is_file():
-            return []
-        with open(self.metrics_csv, newline="") as fh:
-            rows = list(csv.DictReader(fh))
-        return [{k: _num(v) for k, v in r.items()} for r in rows]
+        return read_rows(self.metrics_csv)
 
     def log_metrics(self, epoch: int, **metrics: float) -> None:
         """Append (or replace) the row of ``epoch``; rows of later epochs (left by a killed run) are dropped."""
@@ -257,13 +254,3 @@ class RunDir:
         from spicenet.train.plots import sample_grid
 
         return sample_grid(images, self.plots / name, **kw)
-
-
-def _num(v: str | None) -> Any:
-    if v is None or v == "":
-        return None
-    try:
-        f = float(v)
-    except ValueError:
-        return v
-    return int(f) if f.is_integer() and "." not in v and "e" not in v.lower() else f

@@ -1,6 +1,8 @@
 """Calibration of the continuous-time p-bit: Monte-Carlo chips -> V0 -> P(1) curve -> logistic fit -> surrogate.
 
-Per chip (Pelgrom mismatch drawn from (seed, chip), see :func:`spicenet.cells.rng.cells.device_commands`):
+Per chip (config key ``mismatch``: "pelgrom" = per-device draws from (seed, chip) pushed by ``alter``, see
+:func:`spicenet.cells.rng.cells.device_commands`; "pdk" = the PDK's own statistical model, re-drawn per chip by
+``setseed derived_seed(seed, chip)`` + ``reset``, see :func:`spicenet.cells.rng.cells.chip_setup`; sky130 uses "pdk"):
 
 1. Locate the transition: noise-free ``dc`` sweeps of the bias up and down (the bistable follows one branch until
    it vanishes); V0_dc = midpoint of the two switching points. Mismatch moves V0 by tens of Vs, so the bias
@@ -73,6 +75,7 @@ class RngCalibrationConfig:
     pilot: float = 30e-6         # noise transient at V0 per chip that measures tau before the bias sweep
     margin: float = 1.15         # t_level is sized for margin * the pilot's tau
     max_tau_factor: float = 4.0  # the pilot's tau is capped at max_tau_factor * tau_guess
+    mismatch: str = "pelgrom"    # "pelgrom" (alter draws, any process) or "pdk" (the PDK's own agauss model)
 
     def __post_init__(self) -> None:
         checks = {
@@ -82,7 +85,7 @@ class RngCalibrationConfig:
             "sweep_range": 0 < self.sweep_range <= 0.4, "sweep_step": 0 < self.sweep_step < self.sweep_range,
             "noise_scale": self.noise_scale >= 0, "timeout_s": self.timeout_s > 0, "extra_chips": self.extra_chips >= 0,
             "pilot": 0 <= self.pilot < 1e-2, "margin": 0.5 <= self.margin <= 5,
-            "max_tau_factor": self.max_tau_factor >= 1,
+            "max_tau_factor": self.max_tau_factor >= 1, "mismatch": self.mismatch in ("pelgrom", "pdk"),
         }
         for name, ok in checks.items():
             if not ok:
@@ -139,16 +142,30 @@ def switching_point(v: np.ndarray, x: np.ndarray) -> float:
     return float(v[i] + (v[i + 1] - v[i]) * x[i] / (x[i] - x[i + 1]))
 
 
+def cell_deck(cfg: RngCalibrationConfig, process, biases=(0.0,), **kwargs: Any) -> Deck:
+    """A single-cell ``Deck`` (``cells.ct_deck``) rendered for the config's mismatch mode."""
+    text = cells.ct_deck(list(biases), cfg.sizing, process, mismatch=cfg.mismatch, **kwargs)
+    return Deck(text, process, cfg.mismatch)
+
+
+def chip_spec(run_id: str, analysis: str, cfg: RngCalibrationConfig, process, chip: int, seed: int,
+              extra: tuple[str, ...] = (), **kwargs: Any) -> RunSpec:
+    """A RunSpec that makes the loaded single-cell deck chip ``chip`` (``cells.chip_setup``) then runs ``analysis``."""
+    commands, run_seed = cells.chip_setup(process, cfg.sizing, chip, seed, cfg.mismatch)
+    return RunSpec(run_id, analysis, commands + tuple(extra), seed=run_seed, **kwargs)
+
+
 def locate_v0(engine: Engine, cfg: RngCalibrationConfig, process, chips: list[int], seed: int
               ) -> dict[int, dict[str, float] | SpicenetError]:
     """Noise-free up/down dc sweeps per chip -> {chip: {"v_up", "v_down", "v0_dc"}} (or the run's error)."""
-    deck = Deck(cells.ct_deck([0.0], cfg.sizing, process, save_all=False), process)
+    deck = cell_deck(cfg, process, save_all=False)
     r, s = cfg.sweep_range, cfg.sweep_step
     runs = []
     for chip in chips:
-        commands = cells.device_commands(process, cfg.sizing, [chip], seed)
-        runs.append(RunSpec(f"up{chip}", f"dc vb0 {-r:.9g} {r:.9g} {s:.9g}", commands, save=("v(a0)", "v(b0)")))
-        runs.append(RunSpec(f"dn{chip}", f"dc vb0 {r:.9g} {-r:.9g} {-s:.9g}", commands, save=("v(a0)", "v(b0)")))
+        runs.append(chip_spec(f"up{chip}", f"dc vb0 {-r:.9g} {r:.9g} {s:.9g}", cfg, process, chip, seed,
+                              save=("v(a0)", "v(b0)")))
+        runs.append(chip_spec(f"dn{chip}", f"dc vb0 {r:.9g} {-r:.9g} {-s:.9g}", cfg, process, chip, seed,
+                              save=("v(a0)", "v(b0)")))
     outcomes = engine.simulate_many(deck, runs)
     found: dict[int, dict[str, float] | SpicenetError] = {}
     for chip in chips:
@@ -171,9 +188,9 @@ def locate_v0(engine: Engine, cfg: RngCalibrationConfig, process, chips: list[in
 def noise_at(engine: Engine, cfg: RngCalibrationConfig, process, v0: dict[int, float], seed: int
              ) -> dict[int, dict[str, float] | SpicenetError]:
     """``op`` at each chip's V0 -> per-node shot-noise PSD (A^2/Hz), rms per sample (A), supply currents."""
-    deck = Deck(cells.ct_deck([0.0], cfg.sizing, process), process)
-    runs = [RunSpec(f"op{chip}", "op", cells.device_commands(process, cfg.sizing, [chip], seed)
-                    + (f"alter vb0 dc = {v:.12g}",)) for chip, v in v0.items()]
+    deck = cell_deck(cfg, process)
+    runs = [chip_spec(f"op{chip}", "op", cfg, process, chip, seed, (f"alter vb0 dc = {v:.12g}",))
+            for chip, v in v0.items()]
     outcomes = engine.simulate_many(deck, runs)
     vdd = cfg.sizing.vdd
     found: dict[int, dict[str, float] | SpicenetError] = {}
@@ -196,10 +213,9 @@ def pilot_job(engine: Engine, cfg: RngCalibrationConfig, process, chip: int, v0:
     """A short noise transient at the chip's V0 (noise stream 1) whose autocorrelation sizes the bias levels."""
     path = cells.write_noise_file(folder / f"pilot_s{seed}_c{chip}.txt", seed=seed, chip=chip, cell=0, rms=rms,
                                   dt=cfg.dt, t_stop=cfg.pilot, stream=1)
-    deck = Deck(cells.ct_deck([v0], cfg.sizing, process, noise_files=[path], noise_scale=cfg.noise_scale,
-                              save_all=False), process)
-    run = RunSpec(f"pilot{chip}", f"tran {cfg.dt:.6g} {cfg.pilot:.9g} 0 {cfg.dt:.6g}",
-                  cells.device_commands(process, cfg.sizing, [chip], seed), save=("v(a0)", "v(b0)"))
+    deck = cell_deck(cfg, process, [v0], noise_files=[path], noise_scale=cfg.noise_scale, save_all=False)
+    run = chip_spec(f"pilot{chip}", f"tran {cfg.dt:.6g} {cfg.pilot:.9g} 0 {cfg.dt:.6g}", cfg, process, chip, seed,
+                    save=("v(a0)", "v(b0)"))
     return engine.job(deck, [run], label=f"pilot {chip}", timeout_s=cfg.timeout_s)
 
 
@@ -224,11 +240,10 @@ def noise_job(engine: Engine, cfg: RngCalibrationConfig, process, chip: int, v0:
     t_stop = t_level * cfg.points
     path = cells.write_noise_file(folder / f"noise_s{seed}_c{chip}.txt", seed=seed, chip=chip, cell=0, rms=rms,
                                   dt=cfg.dt, t_stop=t_stop)
-    deck = Deck(cells.ct_deck([cells.staircase(levels, t_level)], cfg.sizing, process, noise_files=[path],
-                              noise_scale=cfg.noise_scale, save_all=False), process)
-    run = RunSpec(f"tran{chip}", f"tran {cfg.dt:.6g} {t_stop:.12g} 0 {cfg.dt:.6g}",
-                  cells.device_commands(process, cfg.sizing, [chip], seed),
-                  save=("v(a0)", "v(b0)", "v(bias0)", "i(vdd)", "i(esa0)", "i(esb0)"), meta={"chip": chip})
+    deck = cell_deck(cfg, process, [cells.staircase(levels, t_level)], noise_files=[path],
+                     noise_scale=cfg.noise_scale, save_all=False)
+    run = chip_spec(f"tran{chip}", f"tran {cfg.dt:.6g} {t_stop:.12g} 0 {cfg.dt:.6g}", cfg, process, chip, seed,
+                    save=("v(a0)", "v(b0)", "v(bias0)", "i(vdd)", "i(esa0)", "i(esb0)"), meta={"chip": chip})
     return engine.job(deck, [run], label=f"chip {chip}", timeout_s=cfg.timeout_s), levels
 
 
@@ -291,6 +306,9 @@ def calibrate_rng(config: dict[str, Any], *, process: str = "generic", quick: bo
     t_start = time.perf_counter()
     cfg = parse_config(config, process)
     proc = get_process(process)
+    if cfg.mismatch not in proc.mismatch_modes:
+        raise ConfigError(f"rng calibration: mismatch = {cfg.mismatch!r} is not a mode of process {proc.name} "
+                          f"(has {', '.join(proc.mismatch_modes)})")
     if workers < 1:
         raise ConfigError(f"workers: expected >= 1, got {workers}")
     if seed < 0:
@@ -423,11 +441,11 @@ def build_surrogate(results: list[ChipResult], cfg: RngCalibrationConfig, fit: d
              "max_abs_err": fit["max_abs_err"], "power_w": fit["power_w"], "cell": "continuous-time cross-coupled "
              "subthreshold inverters, filesource shot noise (spicenet.cells.rng.cells)",
              "bit_energy_definition": "E_bit = P_avg * 2 tau_int = P_avg * T / N_eff (J per effective independent bit)",
-             "sizing": json.dumps(asdict(cfg.sizing))}
+             "sizing": json.dumps(asdict(cfg.sizing)), "mismatch": cfg.mismatch}
     return SurrogateFile(family="rng", process=process, params=params, correlation=corr, correlation_names=names,
                          energy={"energy_per_bit_j": fit["energy_per_bit_j"]}, extra=extra, attrs=attrs,
                          provenance={"runs_file": "", "run_ids": [f"tran{r.chip}" for r in results],
-                                     "config": config, "seed": seed, "mismatch": "pelgrom"})
+                                     "config": config, "seed": seed, "mismatch": cfg.mismatch})
 
 
 def write_plots(results: list[ChipResult], cfg: RngCalibrationConfig, output: Path) -> list[Path]:

@@ -19,6 +19,15 @@ a logistic sigmoid((vb - V0) / Vs) (Vs ~ 0.21 mV, r2 >= 0.998). The differential
 across mismatch chips. Measured convergence in the noise step: dt = 1 ns and 0.5 ns give the same P(1) (0.7455
 vs 0.7365 +- 0.009) and tau (38.7 vs 38.8 ns) at vb = 0.22 mV.
 
+sky130 (nfet/pfet_01v8, ~89 mV/dec, n ~ 1.5, plus DIBL): a subthreshold inverter's gain at its trip point is
+~ 1 / (n / (exp(Vdd / 2 V_T) - 1) + eta), so the loop reaches gain 1 at a higher supply than on the generic card;
+it also needs the two inverters balanced (trip point = Vdd / 2: the gain falls fast off-centre). Measured with
+wn = wp = 2 um, l = 0.15 um, dvtn = -0.5 V, dvtp = +0.565 V (balanced at 64 mV; ~50 nA per inverter): gain 1 at
+Vdd ~ 63.5 mV (nominal), DC hysteresis from 64-67 mV over PDK-mismatch chips; operated at 62 mV (tau 20-100 ns,
+Vs 0.14-0.21 mV). At 1 um widths the PDK mismatch (V0 std ~20 mV) unbalanced some chips' inverters so far that
+their loop lost the transition; 2 um halves that. The sky130 mismatch is the PDK's own statistical model
+(``mismatch="pdk"``, :func:`chip_setup`); the shifts (``alter ... delvto``) reach the PDK devices as on generic.
+
 Low-Vt devices: ngspice 39's transient has no device noise and nominal-Vth devices at 40 mV carry pA, so the cell
 uses threshold shifts ``dvtn`` (nMOS, negative) and ``dvtp`` (pMOS, positive: a less negative Vth) pushed as
 ``alter m.<x>.m0 delvto=...`` together with each chip's Pelgrom mismatch (see :func:`device_commands`); ``alter``
@@ -111,7 +120,7 @@ def _format_bias(cell: int, bias: Bias) -> str:
 
 def ct_deck(biases: Sequence[Bias], sizing: CellSizing, process, noise_files: Sequence[str | Path] | None = None,
             noise_scale: float = 1.0, title: str = "spicenet rng: continuous-time subthreshold p-bit cells",
-            save_all: bool = True) -> str:
+            save_all: bool = True, mismatch: str | None = None) -> str:
     """Deck text of ``len(biases)`` independent cells sharing one supply ``vdd``.
 
     ``biases[k]``: the bias vb of cell k, a DC value (V; the source ``vb<k>`` can then be swept by ``dc`` or set
@@ -120,7 +129,9 @@ def ct_deck(biases: Sequence[Bias], sizing: CellSizing, process, noise_files: Se
     (0 = noise-off control with the same deck). Output of cell k: ``v(a<k>) - v(b<k>)``; supply ``i(vdd)``;
     per-inverter currents ``i(vma<k>)``, ``i(vmb<k>)``. With ``save_all=False``, ``.save`` lines keep only these
     vectors, the bias nodes and the bias-source currents ``i(esa<k>)``, ``i(esb<k>)`` (ngspice otherwise holds
-    every node of a million-point transient in memory; the calibration uses it)."""
+    every node of a million-point transient in memory; the calibration uses it). ``mismatch="pdk"`` includes the
+    process's own statistical library (``process.header("pdk")``: chips are then drawn by ``setseed`` + ``reset``,
+    see :func:`chip_setup`); the default (None or "pelgrom") includes the nominal library."""
     n = len(biases)
     if n < 1:
         raise ValueError("biases: expected at least one cell")
@@ -128,7 +139,10 @@ def ct_deck(biases: Sequence[Bias], sizing: CellSizing, process, noise_files: Se
         raise ValueError(f"noise_files: expected {n} files (one per cell), got {len(noise_files)}")
     if not (math.isfinite(noise_scale) and noise_scale >= 0):
         raise ValueError(f"noise_scale: expected a finite value >= 0, got {noise_scale!r}")
-    lines = [f"* {title}", process.header().rstrip("\n"), f"vdd vdd 0 dc {sizing.vdd:.12g}"]
+    if mismatch not in (None, "pelgrom", "pdk"):
+        raise ValueError(f"mismatch: expected None, 'pelgrom' or 'pdk', got {mismatch!r}")
+    header = process.header("pdk") if mismatch == "pdk" else process.header()
+    lines = [f"* {title}", header.rstrip("\n"), f"vdd vdd 0 dc {sizing.vdd:.12g}"]
     for k, bias in enumerate(biases):
         lines += [
             f"vma{k} vdd pa{k} dc 0",
@@ -181,6 +195,28 @@ def device_commands(process, sizing: CellSizing, chips: Sequence[int | None], se
             shift = sizing.dvtn if device.kind == "nfet" else sizing.dvtp
             commands.extend(process.alter_commands(device.name, shift + dvt, beta))
     return tuple(commands)
+
+
+def chip_setup(process, sizing: CellSizing, chip: int, seed: int, mode: str = "pelgrom"
+               ) -> tuple[tuple[str, ...], int | None]:
+    """(alter commands, ngspice setseed value) that make a single-cell deck (cell index 0) chip ``chip``.
+
+    ``mode="pelgrom"``: the low-Vt shifts plus the chip's Pelgrom draws as ``alter`` values (:func:`device_commands`),
+    no reseed. ``mode="pdk"`` (the deck rendered with ``ct_deck(..., mismatch="pdk")``): only the low-Vt shifts as
+    ``alter`` values; the PDK's own per-instance ``agauss`` mismatch is re-drawn by ``setseed`` +
+    ``reset`` with the seed ``spicenet.spice.engine.derived_seed(seed, chip)`` (RunSpec.seed; the runner pushes
+    the alter commands after the reset, so the shifts survive)."""
+    if chip < 0 or seed < 0:
+        raise ValueError(f"chip, seed: expected >= 0, got {chip}, {seed}")
+    if mode == "pelgrom":
+        return device_commands(process, sizing, [chip], seed), None
+    if mode == "pdk":
+        if "pdk" not in process.mismatch_modes:
+            raise ValueError(f"mode: process {process.name} has no 'pdk' mismatch (has {process.mismatch_modes})")
+        from spicenet.spice.engine import derived_seed
+
+        return device_commands(process, sizing, [None], seed), derived_seed(seed, chip)
+    raise ValueError(f"mode: expected 'pelgrom' or 'pdk', got {mode!r}")
 
 
 def thermal_voltage(temp_c: float = 27.0) -> float:

@@ -38,6 +38,7 @@ import numpy as np
 
 from spicenet.cells.rng import cells, measure
 from spicenet.errors import ConfigError, SpicenetError
+from spicenet.plotting import subplots
 from spicenet.spice.engine import Deck, Engine
 from spicenet.spice.job import RunSpec
 from spicenet.spice.process import get_process
@@ -450,13 +451,10 @@ def build_surrogate(results: list[ChipResult], cfg: RngCalibrationConfig, fit: d
 
 def write_plots(results: list[ChipResult], cfg: RngCalibrationConfig, output: Path) -> list[Path]:
     """PNGs beside ``output``: P(1) curves with fits, V0/Vs histograms, autocorrelation, energy per chip."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     stem = output.with_suffix("")
     paths = []
-    fig, ax = plt.subplots(figsize=(6, 4))
+
+    fig, ax = subplots(figsize=(6, 4))
     for r in results:
         f = r.analysis["fit"]
         rel = (r.levels - f["v0"]) * 1e3
@@ -471,9 +469,8 @@ def write_plots(results: list[ChipResult], cfg: RngCalibrationConfig, output: Pa
     paths.append(stem.with_name(stem.name + "_p1.png"))
     fig.tight_layout()
     fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
 
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.2))
+    fig, axes = subplots(1, 3, figsize=(10, 3.2))
     data = [([r.analysis["fit"]["v0"] * 1e3 for r in results], "V0 (mV)"),
             ([r.analysis["fit"]["vs"] * 1e3 for r in results], "Vs (mV)"),
             ([r.analysis["tau"] * 1e9 for r in results], "tau (ns)")]
@@ -485,9 +482,8 @@ def write_plots(results: list[ChipResult], cfg: RngCalibrationConfig, output: Pa
     paths.append(stem.with_name(stem.name + "_hist.png"))
     fig.tight_layout()
     fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = subplots(figsize=(6, 4))
     for r in results:
         acf = r.analysis["acf"]
         lags = np.arange(acf.size) * cfg.dt * 1e9
@@ -499,9 +495,8 @@ def write_plots(results: list[ChipResult], cfg: RngCalibrationConfig, output: Pa
     paths.append(stem.with_name(stem.name + "_acf.png"))
     fig.tight_layout()
     fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = subplots(figsize=(6, 4))
     chips = [r.chip for r in results]
     ax.bar([str(c) for c in chips], [r.analysis["energy_per_bit_j"] * 1e18 for r in results])
     ax.set_xlabel("chip")
@@ -511,5 +506,4 @@ def write_plots(results: list[ChipResult], cfg: RngCalibrationConfig, output: Pa
     paths.append(stem.with_name(stem.name + "_energy.png"))
     fig.tight_layout()
     fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
     return paths

@@ -246,7 +246,7 @@ ROW_SPEC: dict[str, dict[str, Any]] = {
                    "spice.energy_per_sample_j"),
         "extra": [("energy_trained_dtm_j", "train", "metrics.energy_per_sample_j"),
                   ("tv_surrogate_same_chips", "validate", "surrogate.tv_same_chips_mean"),
-                  ("tv_floor_iid", "validate", "gap.tv_floor_iid"),
+                  ("tv_floor_n_eff", "validate", "gap.tv_floor_n_eff"),
                   ("fid_chips_mean", "train", "metrics.chips.fid_mean")],
     },
     "oscillator": {

@@ -41,6 +41,7 @@ from __future__ import annotations
 import functools
 import warnings
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import scipy.sparse as sp
@@ -490,13 +491,8 @@ class BlockGibbsSampler:
         """Samples [n_samples, N, chains] recorded every ``thin`` sweeps after ``burn_in`` sweeps."""
         self._check_schedule(n_samples, burn_in, thin)
         s = self._to_perm(state)
-        bufs = self._buffers(s)
-        for _ in range(burn_in):
-            self._sweep(s, generator, bufs)
         out = torch.empty((n_samples, self.n_nodes, s.shape[1]), dtype=s.dtype, device=s.device)
-        for k in range(n_samples):
-            for _ in range(thin):
-                self._sweep(s, generator, bufs)
+        for k in self._recorded(s, generator, n_samples, burn_in, thin):
             out[k] = s[:self.n_nodes]
         return out.index_select(1, self.inv_perm)
 
@@ -508,6 +504,18 @@ class BlockGibbsSampler:
             raise ValueError(f"burn_in: expected >= 0, got {burn_in}")
         if thin < 1:
             raise ValueError(f"thin: expected >= 1, got {thin}")
+
+    def _recorded(self, s: torch.Tensor, generator: torch.Generator, n_samples: int, burn_in: int,
+                  thin: int) -> Iterator[int]:
+        """Sweep the permuted state ``s`` in place: ``burn_in`` sweeps, then yield k = 0..n_samples-1 after every
+        ``thin`` further sweeps (the caller records ``s`` at each yield)."""
+        bufs = self._buffers(s)
+        for _ in range(burn_in):
+            self._sweep(s, generator, bufs)
+        for k in range(n_samples):
+            for _ in range(thin):
+                self._sweep(s, generator, bufs)
+            yield k
 
     def moments(
         self,
@@ -524,14 +532,9 @@ class BlockGibbsSampler:
         """
         self._check_schedule(n_samples, burn_in, thin)
         s = self._to_perm(state)
-        bufs = self._buffers(s)
-        for _ in range(burn_in):
-            self._sweep(s, generator, bufs)
         acc_s = torch.zeros((self.n_nodes, s.shape[1]), dtype=torch.float64, device=s.device)
         acc_e = torch.zeros((self.graph.n_edges, s.shape[1]), dtype=torch.float64, device=s.device)
-        for _ in range(n_samples):
-            for _ in range(thin):
-                self._sweep(s, generator, bufs)
+        for _ in self._recorded(s, generator, n_samples, burn_in, thin):
             acc_s += s[:self.n_nodes]
             acc_e += s[self._ei] * s[self._ej]
         mean = acc_s.index_select(0, self.inv_perm) / n_samples
@@ -566,12 +569,7 @@ class BlockGibbsSampler:
         pow2 = torch.pow(2, torch.from_numpy(self._perm_np)).to(self.device)  # 2^(original index) per row
         grp = (torch.arange(chains, device=self.device) // (chains // chain_groups)) * (2 ** n)
         counts = torch.zeros(chain_groups * 2 ** n, dtype=torch.int64, device=self.device)
-        bufs = self._buffers(s)
-        for _ in range(burn_in):
-            self._sweep(s, generator, bufs)
-        for _ in range(n_samples):
-            for _ in range(thin):
-                self._sweep(s, generator, bufs)
+        for _ in self._recorded(s, generator, n_samples, burn_in, thin):
             k = ((s[:n] > 0).to(torch.int64) * pow2[:, None]).sum(0) + grp
             counts += torch.bincount(k, minlength=chain_groups * 2 ** n)
         return counts.view(chain_groups, 2 ** n).cpu(), self._from_perm(s)

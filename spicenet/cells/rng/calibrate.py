@@ -30,7 +30,7 @@ import math
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +45,9 @@ from spicenet.spice.process import get_process
 
 
 @dataclass(frozen=True)
-class RngCalibrationConfig:
-    """Calibration settings (TOML keys of the same names; a ``[process.<name>]`` table overrides per process).
+class RngCalibrationConfig(cells.CellSizing):
+    """Calibration settings (TOML keys of the same names; a ``[process.<name>]`` table overrides per process):
+    the cell's sizing and supply (the fields of :class:`cells.CellSizing`, same defaults) plus the measurement plan.
 
     Times in s, voltages in V. ``std_target``: binomial std of P(1) at P = 1/2 that each bias level is sized
     for: t_level = settle + margin * 2 tau / (4 std_target^2), tau measured per chip by a ``pilot`` transient at
@@ -65,13 +66,6 @@ class RngCalibrationConfig:
     temp_c: float = 27.0
     noise_scale: float = 1.0
     timeout_s: float = 900.0
-    vdd: float = 0.040
-    wn: float = 1.0
-    wp: float = 2.5
-    l: float = 0.15
-    cload: float = 0.0
-    dvtn: float = -0.25
-    dvtp: float = 0.25
     extra_chips: int = 2         # replacement chips tried when some fail
     pilot: float = 30e-6         # noise transient at V0 per chip that measures tau before the bias sweep
     margin: float = 1.15         # t_level is sized for margin * the pilot's tau
@@ -91,15 +85,15 @@ class RngCalibrationConfig:
         for name, ok in checks.items():
             if not ok:
                 raise ConfigError(f"rng calibration: {name} = {getattr(self, name)!r} is out of range")
-        self.sizing  # validates the cell parameters
+        try:
+            super().__post_init__()  # the cell parameters
+        except ValueError as exc:
+            raise ConfigError(f"rng calibration: {exc}") from None
 
     @property
     def sizing(self) -> cells.CellSizing:
-        try:
-            return cells.CellSizing(vdd=self.vdd, wn=self.wn, wp=self.wp, l=self.l, cload=self.cload,
-                                    dvtn=self.dvtn, dvtp=self.dvtp)
-        except ValueError as exc:
-            raise ConfigError(f"rng calibration: {exc}") from None
+        """The cell part of the config, as a plain :class:`cells.CellSizing`."""
+        return cells.CellSizing(**{f.name: getattr(self, f.name) for f in fields(cells.CellSizing)})
 
     def t_level(self, tau: float | None = None) -> float:
         """Time each bias level is held (s): settle + margin * 2 tau N_target, N_target = 1 / (4 std_target^2)."""

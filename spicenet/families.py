@@ -8,8 +8,10 @@ A family is one package under ``spicenet/cells/<family>/`` whose module ``family
         # returns {"output": str, "fit": {...family metrics...}, "plots": [paths]}
     def train(config: dict, *, surrogate: Path, quick: bool, run_dir: Path, device: str, seed: int) -> dict
         # returns {"run_dir": str, "metrics": {...}}
-    def validate(run_dir: Path, *, chips: int, quick: bool, workers: int, seed: int) -> dict
-        # returns {"surrogate": {...}, "spice": {...}, "gap": {...}, "chips": int}
+    def validate(run_dir: Path, *, chips: int, quick: bool, workers: int, seed: int,
+                 settings: dict | None = None) -> dict
+        # returns {"surrogate": {...}, "spice": {...}, "gap": {...}, "chips": int}; ``settings`` replaces fields
+        # of the family's validation config (``with_settings``); a family without one rejects them (``no_settings``)
 
 Default configs are ``calibration/<family>[_quick].toml`` and ``training/<trainer>[_quick].toml`` (shipped in the
 package). A family that does not implement a verb yet is not offered that verb.
@@ -151,3 +153,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--workers", type=int, default=workers)
         p.add_argument("--seed", type=int, default=0)
         p.set_defaults(handler=_validate)
+
+
+def with_settings(base: Any, settings: dict[str, Any] | None, what: str) -> Any:
+    """The config dataclass ``base`` with the fields named in ``settings`` replaced (validated like a config file:
+    an unknown key or a bad value is a one-line ConfigError naming ``what``)."""
+    import dataclasses
+
+    if not settings:
+        return base
+    return dataclass_from_config(type(base), {**dataclasses.asdict(base), **settings}, what)
+
+
+def no_settings(family: str, settings: dict[str, Any] | None) -> None:
+    """ConfigError when ``settings`` are given to a family whose validation has no settings."""
+    if settings:
+        raise ConfigError(f"{family} validation has no settings to replace (got {', '.join(sorted(settings))})")

@@ -239,3 +239,21 @@ def test_a_failed_step_gives_exit_status_1_and_still_one_json_object(monkeypatch
     assert json.loads(captured.out)["ok"] is False
     err_lines = [line for line in captured.err.splitlines() if line.strip()]
     assert len(err_lines) == 1 and "rng: calibrate" in err_lines[0]
+
+
+def test_validation_settings_replace_config_fields_and_are_checked(monkeypatch, tmp_path):
+    """The protocol's `settings` reach the rng validation config (quick defaults otherwise); an unknown field, or
+    settings for a family whose validation has none, are one-line ConfigErrors."""
+    import spicenet.cells.rng.validation as rv
+    from spicenet.errors import ConfigError
+    from spicenet.families import family_module
+
+    seen = {}
+    monkeypatch.setattr(rv, "validate", lambda run_dir, **kw: seen.update(kw) or {})
+    family_module("rng").validate(tmp_path, chips=1, quick=True, workers=1, seed=0, settings={"samples": 12345})
+    assert seen["config"].samples == 12345
+    assert seen["config"].n_cells == rv.ValidationConfig.quick().n_cells
+    with pytest.raises(ConfigError, match="unknown key 'bogus'"):
+        family_module("rng").validate(tmp_path, chips=1, quick=True, workers=1, seed=0, settings={"bogus": 1})
+    with pytest.raises(ConfigError, match="no settings"):
+        family_module("resistive").validate(tmp_path, chips=1, quick=True, workers=1, seed=0, settings={"x": 1})

@@ -30,9 +30,13 @@ def train(config: dict[str, Any], *, surrogate: Path, quick: bool, run_dir: Path
     return train_ais(config, surrogate=surrogate, quick=quick, run_dir=run_dir, device=device, seed=seed)
 
 
-def validate(run_dir: Path, *, chips: int | None, quick: bool, workers: int, seed: int) -> dict[str, Any]:
+def validate(run_dir: Path, *, chips: int | None, quick: bool, workers: int, seed: int,
+             settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """Export the trained network to a netlist and compare ngspice phases with the surrogate on fresh chips (see
     :func:`spicenet.cells.oscillator.validation.validate`)."""
     from spicenet.cells.oscillator.validation import validate as validate_ais
+    from spicenet.families import no_settings
+
+    no_settings("oscillator", settings)
 
     return validate_ais(run_dir, chips=chips, quick=quick, workers=workers, seed=seed)

@@ -26,9 +26,13 @@ def train(config: dict[str, Any], *, surrogate: Path, quick: bool, run_dir: Path
     return train_resistive(config, surrogate=surrogate, quick=quick, run_dir=run_dir, device=device, seed=seed)
 
 
-def validate(run_dir: Path, *, chips: int | None, quick: bool, workers: int, seed: int) -> dict[str, Any]:
+def validate(run_dir: Path, *, chips: int | None, quick: bool, workers: int, seed: int,
+             settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """Export the trained conductances to netlists, run ngspice .op per test input on fresh chips, compare with the
     surrogate; energy per inference from source powers (see :mod:`spicenet.cells.resistive.validate`)."""
     from spicenet.cells.resistive.validate import validate_resistive
+    from spicenet.families import no_settings
+
+    no_settings("resistive", settings)
 
     return validate_resistive(run_dir, chips=chips, quick=quick, workers=workers, seed=seed)

@@ -27,9 +27,13 @@ def train(config: dict[str, Any], *, surrogate: Path, quick: bool, run_dir: Path
     return train_dtm(config, surrogate=surrogate, quick=quick, run_dir=run_dir, device=device, seed=seed)
 
 
-def validate(run_dir: Path, *, chips: int | None, quick: bool, workers: int, seed: int) -> dict[str, Any]:
+def validate(run_dir: Path, *, chips: int | None, quick: bool, workers: int, seed: int,
+             settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """Export a small Boltzmann machine of the trained model to a p-bit netlist and compare SPICE samples with exact
-    enumeration and the surrogate (see :func:`spicenet.cells.rng.validation.validate`)."""
-    from spicenet.cells.rng.validation import validate as validate_dtm
+    enumeration and the surrogate (see :func:`spicenet.cells.rng.validation.validate`). ``settings`` replaces
+    fields of :class:`spicenet.cells.rng.validation.ValidationConfig` (its ``quick()`` defaults when ``quick``)."""
+    from spicenet.cells.rng.validation import ValidationConfig, validate as validate_dtm
+    from spicenet.families import with_settings
 
-    return validate_dtm(run_dir, chips=chips, quick=quick, workers=workers, seed=seed)
+    config = with_settings(ValidationConfig.quick() if quick else ValidationConfig(), settings, "rng validation")
+    return validate_dtm(run_dir, chips=chips, quick=quick, workers=workers, seed=seed, config=config)

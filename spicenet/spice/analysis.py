@@ -1,47 +1,75 @@
-"""Analysis commands (``op``, ``dc``, ``tran``, ``ac``, ``noise``): validated one-line ngspice commands.
+"""Analysis commands and the dot cards of plain netlists.
 
-The same command string drives both engine modes: sent with ``ngSpice_Command`` in shared mode, written into a
-``.control`` block in batch mode. Tokens are restricted to names and numbers (no ``;``, quotes, newlines), so an
-analysis string cannot smuggle other commands into ngspice.
+An analysis is a validated one-line ngspice command (``op``, ``dc``, ``tran``, ``ac``, ``noise``, ``tf``, ``sens``,
+``pz``). The same command string drives both engine modes: sent with ``ngSpice_Command`` in shared mode, written
+into a ``.control`` block in batch mode. Tokens are restricted to names and numbers (no ``;``, quotes, newlines), so
+an analysis string cannot smuggle other commands into ngspice. Commands are lower-cased: ngspice lower-cases a
+netlist when it reads it, but not an interactive command (``DC V1 ...`` in shared mode finds no device ``V1``).
+Numbers follow ngspice's own rules (:func:`spicenet.spice.units.spice_number`: ``10ns`` is 10n).
+
+Plain netlists (:func:`read_netlist`): the first line is the title; a ``+`` line continues the card above it;
+``;``, `` $`` and ``//`` start inline comments. Policy for ``.control`` blocks (one rule for ``simulate``, sweep
+``netlist =``, templates and ``.include``d files): **spicenet never runs a ``.control`` block** and refuses a deck
+that has one (a one-line error naming the file and line), because a control script runs outside the engine's
+analyses, seeds, timeouts and result reading (and may run ``shell``). Give the analyses as dot cards (``.tran ...``)
+or with ``--analysis`` instead. Relative ``.include``/``.lib`` paths are resolved against the folder of the file
+that names them, as ``ngspice -b deck.cir`` does, in both engine modes.
 """
 
 from __future__ import annotations
 
+import os
 import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 
 from spicenet.errors import ParameterError
-from spicenet.spice.units import parse_value
+from spicenet.spice.units import spice_number
 
-_TOKEN = re.compile(r"^[A-Za-z0-9_.+\-()#:]+$")
-_ARITY = {"op": (0, 0), "dc": (4, 8), "tran": (2, 5), "ac": (4, 4), "noise": (6, 7)}
+_TOKEN = re.compile(r"^[A-Za-z0-9_.+\-()#:,]+$")
+# kind -> allowed argument counts (``uic`` of tran not counted)
+_ARITY: dict[str, tuple[int, ...]] = {"op": (0,), "dc": (4, 8), "tran": (2, 3, 4), "ac": (4,), "noise": (6, 7),
+                                      "tf": (2,), "sens": (1, 6), "pz": (6,)}
+_NUMERIC: dict[str, tuple[int, ...]] = {"dc": (1, 2, 3, 5, 6, 7), "tran": (0, 1, 2, 3), "ac": (1, 2, 3),
+                                        "noise": (3, 4, 5, 6), "sens": (3, 4, 5)}
+_SWEEP_TYPES = ("dec", "oct", "lin")
+ANALYSIS_KINDS = tuple(_ARITY)
+_CARDS = tuple("." + kind for kind in ANALYSIS_KINDS)
 
 
 def validate_analysis(text: str) -> str:
-    """Return the normalised analysis command or raise ParameterError naming what is wrong."""
-    tokens = str(text).strip().split()
+    """Return the normalised (lower-case, single-spaced) analysis command or raise ParameterError naming what is
+    wrong."""
+    tokens = str(text).strip().lower().split()
     if not tokens:
         raise ParameterError("analysis is empty (expected e.g. 'op', 'tran 1n 1u', 'dc vin 0 1 0.01')")
-    kind = tokens[0].lower().lstrip(".")
+    kind = tokens[0].lstrip(".")
     if kind not in _ARITY:
         raise ParameterError(f"analysis {text!r}: unknown kind {tokens[0]!r} (expected one of {', '.join(_ARITY)})")
     for token in tokens[1:]:
         if not _TOKEN.match(token):
             raise ParameterError(f"analysis {text!r}: token {token!r} is not a name or a number")
     args = tokens[1:]
-    low, high = _ARITY[kind]
-    if kind == "tran" and args and args[-1].lower() == "uic":
+    if kind == "tran" and args and args[-1] == "uic":
         args = args[:-1]
-    if not low <= len(args) <= high:
-        raise ParameterError(f"analysis {text!r}: {kind} takes {low}..{high} arguments, got {len(args)}")
-    numeric = {"tran": range(len(args)), "ac": range(1, 4), "dc": (1, 2, 3, 5, 6, 7), "noise": (3, 4, 5, 6)}.get(kind, ())
-    for i in numeric:
+    if len(args) not in _ARITY[kind]:
+        counts = " or ".join(map(str, _ARITY[kind]))
+        raise ParameterError(f"analysis {text!r}: {kind} takes {counts} arguments, got {len(args)}")
+    for i in _NUMERIC.get(kind, ()):
         if i < len(args):
             try:
-                parse_value(args[i])
+                spice_number(args[i])
             except ValueError as exc:
                 raise ParameterError(f"analysis {text!r}: argument {i + 1}: {exc}") from None
-    if kind == "ac" and args[0].lower() not in ("dec", "oct", "lin"):
+    if kind == "ac" and args[0] not in _SWEEP_TYPES:
         raise ParameterError(f"analysis {text!r}: ac sweep type must be dec, oct or lin")
+    if kind == "noise" and args[2] not in _SWEEP_TYPES:
+        raise ParameterError(f"analysis {text!r}: noise sweep type must be dec, oct or lin")
+    if kind == "sens" and len(args) == 6 and (args[1] != "ac" or args[2] not in _SWEEP_TYPES):
+        raise ParameterError(f"analysis {text!r}: an ac sensitivity is 'sens <output> ac dec|oct|lin n f1 f2'")
+    if kind == "pz" and (args[4] not in ("cur", "vol") or args[5] not in ("pol", "zer", "pz")):
+        raise ParameterError(f"analysis {text!r}: pz takes 4 nodes, cur|vol and pol|zer|pz")
     return " ".join([kind] + tokens[1:])
 
 
@@ -52,41 +80,193 @@ def with_max_step(analysis: str, divisor: float = 10.0) -> str:
         return analysis
     uic = tokens[-1].lower() == "uic"
     args = tokens[1:-1] if uic else tokens[1:]
-    tstep = parse_value(args[0])
+    tstep = spice_number(args[0])
     tstart = args[2] if len(args) >= 3 else "0"
     tmax = tstep / divisor
     if len(args) >= 4:
-        tmax = min(tmax, parse_value(args[3]) / divisor)
+        tmax = min(tmax, spice_number(args[3]) / divisor)
     return " ".join(["tran", args[0], args[1], tstart, repr(tmax)] + (["uic"] if uic else []))
 
 
+# -- plain netlists ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Card:
+    """One logical line of a netlist: its text (continuations joined, inline comments removed) and the 1-based
+    numbers of the physical lines it spans."""
+
+    text: str
+    first: int
+    last: int
+
+
+def _strip_comment(line: str) -> str:
+    cut = len(line)
+    for pattern in (";", " $", "\t$", "//"):
+        k = line.find(pattern)
+        if k >= 0:
+            cut = min(cut, k)
+    return line[:cut].rstrip()
+
+
+def cards(deck: str) -> list[Card]:
+    """The logical lines of a netlist after its title line: ``+`` continuations joined to their card, comment
+    lines (``*``) and inline comments dropped."""
+    lines = deck.splitlines()
+    out: list[Card] = []
+    for number, raw in enumerate(lines[1:], 2):
+        stripped = raw.strip()
+        if not stripped or stripped.startswith("*"):
+            continue
+        if stripped.startswith("+") and out:
+            prev = out[-1]
+            out[-1] = Card(f"{prev.text} {_strip_comment(stripped[1:]).strip()}".strip(), prev.first, number)
+            continue
+        out.append(Card(_strip_comment(stripped), number, number))
+    return out
+
+
+def _is_analysis(card: Card) -> bool:
+    words = card.text.split()
+    return bool(words) and words[0].lower() in _CARDS
+
+
 def dot_lines(deck: str) -> list[str]:
-    """The analysis lines (``.op``, ``.tran`` ...) of a plain netlist, as analysis commands (dot removed)."""
-    found = []
-    in_control = False
-    for line in deck.splitlines():
-        s = line.strip().lower()
-        if s.startswith(".control"):
-            in_control = True
-        elif s.startswith(".endc"):
-            in_control = False
-        elif not in_control and s.split() and s.split()[0] in (".op", ".dc", ".tran", ".ac", ".noise"):
-            found.append(line.strip()[1:])
-    return found
+    """The analysis cards (``.op``, ``.tran`` ...) of a plain netlist, as analysis commands (dot removed), in deck
+    order."""
+    return [card.text.strip()[1:] for card in cards(deck) if _is_analysis(card)]
 
 
 def strip_analyses(deck: str) -> str:
-    """The deck without its dot analysis lines and ``.control`` blocks (the engine issues analyses itself)."""
-    out, in_control = [], False
+    """The deck without its analysis cards (and their continuation lines): the engine issues analyses itself."""
+    drop: set[int] = set()
+    for card in cards(deck):
+        if _is_analysis(card):
+            drop.update(range(card.first, card.last + 1))
+    kept = [line for number, line in enumerate(deck.splitlines(), 1) if number not in drop]
+    return "\n".join(kept) + "\n"
+
+
+_INCLUDE = re.compile(r"^(\s*\.(?:include|inc|lib)\s+)(\"[^\"]*\"|'[^']*'|\S+)(.*)$", re.IGNORECASE)
+
+
+def _include_target(line: str) -> tuple[str, str, str] | None:
+    """(prefix, path, rest) of an ``.include``/``.lib`` line that names a file, else None (``.lib name`` inside a
+    library file defines a section and names no file)."""
+    match = _INCLUDE.match(line)
+    if match is None:
+        return None
+    prefix, path, rest = match.groups()
+    if prefix.strip().lower() == ".lib" and not rest.strip() and not path.startswith(("'", '"')):
+        return None
+    return prefix, path.strip("\"'"), rest
+
+
+def resolve_includes(deck: str, base: Path) -> str:
+    """The deck with every relative ``.include``/``.lib`` file path made absolute against ``base`` (the folder of
+    the file holding the deck). Nested includes are resolved by ngspice against their own file's folder."""
+    out = []
     for line in deck.splitlines():
-        s = line.strip().lower()
-        if s.startswith(".control"):
-            in_control = True
-            continue
-        if s.startswith(".endc"):
-            in_control = False
-            continue
-        if in_control or (s.split() and s.split()[0] in (".op", ".dc", ".tran", ".ac", ".noise")):
-            continue
+        target = _include_target(line)
+        if target is not None:
+            prefix, path, rest = target
+            expanded = os.path.expanduser(path)
+            if not os.path.isabs(expanded):
+                line = f'{prefix}"{(Path(base) / expanded).resolve()}"{rest}'
+            elif expanded != path:
+                line = f'{prefix}"{expanded}"{rest}'
         out.append(line)
-    return "\n".join(out) + "\n"
+    return "\n".join(out) + ("\n" if deck.endswith("\n") or not deck else "")
+
+
+def included_files(deck: str, base: Path | None = None) -> list[Path]:
+    """The files a deck's ``.include``/``.lib`` lines name (relative ones against ``base`` or the current folder)."""
+    found = []
+    for line in deck.splitlines():
+        target = _include_target(line)
+        if target is not None:
+            path = Path(os.path.expanduser(target[1]))
+            found.append(path if path.is_absolute() else Path(base or ".") / path)
+    return found
+
+
+def _control_line(text: str) -> int | None:
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip().lower().startswith(".control"):
+            return number
+    return None
+
+
+@lru_cache(maxsize=256)
+def _file_control(path: str, mtime: float, size: int) -> tuple[str, int] | None:
+    """(file, line) of a ``.control`` card in ``path`` or in a file it includes (recursively), else None."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return None  # ngspice reports a missing include itself
+    line = _control_line(text)
+    if line is not None:
+        return path, line
+    for child in included_files(text, Path(path).parent):
+        hit = _scan_file(child)
+        if hit is not None:
+            return hit
+    return None
+
+
+def _scan_file(path: Path) -> tuple[str, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return _file_control(str(path.resolve()), st.st_mtime, st.st_size)
+
+
+def check_no_control(deck: str, where: str = "deck") -> None:
+    """Raise ParameterError when the deck or a file it includes has a ``.control`` block (see the module
+    docstring for the policy)."""
+    hint = "spicenet does not run .control blocks: give the analyses as dot cards (.tran ...) or --analysis"
+    line = _control_line(deck)
+    if line is not None:
+        raise ParameterError(f"{where}: line {line}: .control block: {hint}")
+    for path in included_files(deck):
+        hit = _scan_file(path)
+        if hit is not None:
+            raise ParameterError(f"{where}: included file {hit[0]}: line {hit[1]}: .control block: {hint}")
+
+
+@dataclass(frozen=True)
+class Netlist:
+    """A plain netlist read from a file: the deck to load (analysis cards removed, include paths absolute) and its
+    analyses (validated commands, deck order)."""
+
+    path: Path
+    deck: str
+    analyses: tuple[str, ...]
+
+
+def read_netlist(path: str | Path) -> Netlist:
+    """Read and check a plain netlist file (see the module docstring); ParameterError on anything unusable."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ParameterError(f"netlist {str(path)!r} not found") from None
+    except OSError as exc:
+        raise ParameterError(f"netlist {str(path)!r}: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ParameterError(f"netlist {str(path)!r}: line {line}: not UTF-8 text") from None
+    if not text.strip():
+        raise ParameterError(f"netlist {str(path)!r} is empty")
+    deck = resolve_includes(text, path.resolve().parent)
+    check_no_control(deck, f"netlist {str(path)!r}")
+    analyses = []
+    for card in cards(deck):
+        if _is_analysis(card):
+            try:
+                analyses.append(validate_analysis(card.text))
+            except ParameterError as exc:
+                raise ParameterError(f"netlist {str(path)!r}: line {card.first}: {exc}") from None
+    return Netlist(path=path, deck=strip_analyses(deck), analyses=tuple(analyses))

@@ -20,10 +20,13 @@ import numpy as np
 from spicenet.errors import ConvergenceError, NetlistError, SimulationError, SpicenetError
 from spicenet.spice.analysis import with_max_step
 from spicenet.spice.job import RETRY_LADDER, Job, RunSpec
-from spicenet.spice.results import Plot, SimResult, normalise_vector_name
-from spicenet.spice.runner import _CONVERGENCE, Emit, blamed, parse_error_message
+from spicenet.spice.results import Plot, SimResult, merge_plots, vector_name, vector_unit
+from spicenet.spice.runner import _ABORTED, _CONVERGENCE, Emit, blamed, parse_error_message
 
-_TYPE_UNITS = {"time": "s", "frequency": "Hz", "voltage": "V", "current": "A"}
+# The most plots one analysis makes (noise: spectra + integrated totals); the control block writes this many plots
+# back from the newest, plus the constants plot, which the reader drops.
+_MAX_PLOTS = 2
+_CONSTANTS = "constants"  # Plotname of ngspice's constants plot (Title: Constant values)
 
 
 def read_raw(path: Path) -> list[Plot]:
@@ -70,10 +73,9 @@ def read_raw(path: Path) -> list[Plot]:
         table = values.reshape(n_points, n_vars, width)
         vectors, units = {}, {}
         for k, (name, kind) in enumerate(variables):
-            unit = _TYPE_UNITS.get(kind, "")
             column = table[:, k, 0] + 1j * table[:, k, 1] if complex_ else table[:, k, 0]
-            norm = normalise_vector_name(name, unit)
-            vectors[norm], units[norm] = column, unit
+            norm = vector_name(name, kind)
+            vectors[norm], units[norm] = column, vector_unit(kind)
         plots.append(Plot(name=header.get("plotname", ""), vectors=vectors, units=units))
         while pos < len(data) and data[pos:pos + 1] in (b"\n", b" "):
             pos += 1
@@ -82,7 +84,11 @@ def read_raw(path: Path) -> list[Plot]:
 
 def _deck_with_control(deck: str, commands: list[str], raw: Path) -> str:
     lines = [line for line in deck.splitlines() if line.strip().lower() != ".end"]
-    control = [".control", "set num_threads=1", "set filetype=binary", *commands, f"write {raw}", "quit 0", ".endc"]
+    # write the plots of the analysis, newest first (``setplot previous`` walks back to the constants plot)
+    # (``plainwrite``: the vectors as they are; without it ``write`` evaluates "all" and adds a vector "all" to a pz
+    # plot)
+    writes = ["set plainwrite", f"write {raw}", "set appendwrite"] + ["setplot previous", f"write {raw}"] * _MAX_PLOTS
+    control = [".control", "set num_threads=1", "set filetype=binary", *commands, *writes, "quit 0", ".endc"]
     return "\n".join(lines + control + [".end"]) + "\n"
 
 
@@ -101,7 +107,8 @@ def _run_once(job: Job, run: RunSpec, extra: tuple[str, ...], analysis: str, wor
     output = proc.stdout + "\n" + proc.stderr
     if not raw.exists():
         return [], output
-    return read_raw(raw), output
+    plots = [p for p in read_raw(raw) if p.name.strip().lower() != _CONSTANTS]
+    return plots[::-1], output
 
 
 def run_one_batch(job: Job, run: RunSpec, workdir: Path) -> SimResult:
@@ -117,25 +124,33 @@ def run_one_batch(job: Job, run: RunSpec, workdir: Path) -> SimResult:
         lower = output.lower()
         if re.search(r"error on line|unknown parameter|unknown subckt|could not find|circuit not parsed", lower):
             raise NetlistError(f"ngspice rejected the netlist: {parse_error_message(output.splitlines())}")
-        aborted = "simulation(s) aborted" in lower
+        aborted = bool(_ABORTED.search(output))
         if plots and not aborted:
             if step:
                 attempts.append({"step": name, "ok": True})
-            plot = plots[-1]
-            vectors = plot.vectors if not run.save else {k: v for k, v in plot.vectors.items()
-                                                         if k in run.save or k in ("time", "frequency", "v-sweep")}
-            return SimResult(analysis=run.analysis, vectors=vectors, units={k: plot.units[k] for k in vectors},
+            vectors, units = merge_plots(plots, run.save)
+            return SimResult(analysis=run.analysis, vectors=vectors, units=units,
                              mode="batch", wall_s=time.perf_counter() - t0, attempts=attempts)
         lines = ["stderr " + l for l in output.splitlines()]
         if not _CONVERGENCE.search(output):
-            message = next((l for l in output.splitlines() if re.search(r"error", l, re.I)), "no raw file written")
-            raise SimulationError(f"run {run.id!r}: {run.analysis!r} failed: {message.strip()}")
+            raise SimulationError(f"run {run.id!r}: {run.analysis!r} failed: {_batch_message(output)}")
         attempts.append({"step": name, "ok": False, "blamed": blamed(lines)})
     error = ConvergenceError(f"run {run.id!r}: {run.analysis.split()[0]} analysis did not converge (trouble with "
                              f"{blamed(['stderr ' + l for l in output.splitlines()]) or 'unknown node'}) after "
                              f"{', '.join(a['step'] for a in attempts)}")
     error.attempts = attempts  # type: ignore[attr-defined]
     raise error
+
+
+def _batch_message(output: str) -> str:
+    """ngspice's own words for a failed analysis: its error lines, without the closing "simulation(s) aborted"."""
+    picked = []
+    for line in output.splitlines():
+        text = line.strip()
+        if re.search(r"error|not in the circuit|no such|invalid|unknown|not found|could not|can't", text, re.I) \
+                and not _ABORTED.search(text) and text not in picked:
+            picked.append(text)
+    return "; ".join(picked)[:400] or "no result written"
 
 
 def execute_job_batch(job: Job, emit: Emit, skip: int = 0) -> None:

@@ -9,6 +9,7 @@ of the allowed kinds.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +49,14 @@ class Job:
     init_commands: tuple[str, ...] = ()
     timeout_s: float = 120.0
     label: str = ""
+
+    def __post_init__(self) -> None:
+        from spicenet.spice.analysis import check_no_control
+
+        check_no_control(self.deck, f"job {self.label!r} deck" if self.label else "deck")
+        if not (isinstance(self.timeout_s, (int, float)) and math.isfinite(self.timeout_s) and self.timeout_s > 0):
+            raise ParameterError(f"job {self.label!r}: timeout_s must be a finite number of seconds > 0, "
+                                 f"got {self.timeout_s!r}")
 
     @property
     def needs_fresh_process(self) -> bool:

@@ -5,8 +5,8 @@ PySpice 1.5 predates ngspice 39 and numpy 2. What this module fixes (measured, s
 - "Unsupported Ngspice version 39" warning: harmless (falls back to the v34 tables); PySpice's logger is silenced.
 - ``exec_command`` raises on any stderr line, including ngspice's informational "Note:" and "Using SPARSE" lines:
   we call ``ngSpice_Command`` directly and classify the captured lines ourselves.
-- vectors are read with ``ngSpice_AllVecs``/``ngGet_Vec_Info`` into numpy arrays (copies), names lower-cased and
-  normalised to ``v(node)`` / ``i(source)``; units come from the ngspice vector type.
+- vectors are read with ``ngSpice_AllVecs``/``ngGet_Vec_Info`` into numpy arrays (copies), named and given units by
+  the vector type with the same rule as the batch mode (``results.vector_name``).
 - the library is found as ``libngspice.so`` or, without the -dev package, ``libngspice.so.0``.
 - ngspice resets the OpenMP thread count on every analysis: ``set num_threads=1`` before each load.
 
@@ -24,11 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spicenet.spice.results import Plot, normalise_vector_name
-
-# ngspice's enum simulation_types (src/include/ngspice/sim.h) -> unit
-_VECTOR_TYPE_UNITS = {0: "", 1: "s", 2: "Hz", 3: "V", 4: "A", 5: "V/sqrt(Hz)", 6: "A/sqrt(Hz)", 7: "V^2/Hz",
-                      8: "A^2/Hz", 9: "V^2", 10: "A^2", 14: "degC", 21: "F", 22: "C"}
+from spicenet.spice.results import SCALE_NAMES, Plot, vector_name, vector_unit
 
 # stderr lines of ngspice that are informational, not errors.
 _BENIGN = re.compile(r"^(note:|warning:|using sparse|doing analysis|no\. of data rows|reference value|"
@@ -140,9 +136,9 @@ class Session:
             info = lib.ngGet_Vec_Info(f"{plot_name}.{raw_name}".encode("utf8"))
             if info == ffi.NULL:
                 continue
-            unit = _VECTOR_TYPE_UNITS.get(int(info.v_type), "")
-            name = normalise_vector_name(raw_name, unit)
-            if save is not None and name not in save and name not in {"time", "frequency", "v-sweep"}:
+            unit = vector_unit(int(info.v_type))
+            name = vector_name(raw_name, int(info.v_type))
+            if save is not None and name not in save and name not in SCALE_NAMES:
                 continue
             length = int(info.v_length)
             if info.v_compdata == ffi.NULL:

@@ -13,22 +13,49 @@ import numpy as np
 
 SCALE_NAMES = ("time", "frequency", "v-sweep", "i-sweep", "temp-sweep", "res-sweep")
 
+# ngspice's vector types (enum simulation_types in src/include/ngspice/sim.h, names as in src/frontend/typesdef.c,
+# which is what a raw file's "Variables:" section writes) and the unit spicenet gives each.
+VECTOR_TYPES = ("notype", "time", "frequency", "voltage", "current", "voltage-density", "current-density",
+                "voltage^2-density", "current^2-density", "voltage^2", "current^2", "pole", "zero", "s-param",
+                "temp-sweep", "res-sweep", "impedance", "admittance", "power", "phase", "decibel", "capacitance",
+                "charge", "temperature")
+TYPE_UNITS = {"time": "s", "frequency": "Hz", "voltage": "V", "current": "A", "voltage-density": "V/sqrt(Hz)",
+              "current-density": "A/sqrt(Hz)", "voltage^2-density": "V^2/Hz", "current^2-density": "A^2/Hz",
+              "voltage^2": "V^2", "current^2": "A^2", "temp-sweep": "degC", "res-sweep": "Ohm", "impedance": "Ohm",
+              "admittance": "S", "power": "W", "decibel": "dB", "capacitance": "F", "charge": "C",
+              "temperature": "degC"}
 
-def normalise_vector_name(raw: str, unit: str = "") -> str:
-    """ngspice names -> spicenet names: ``OUT``/``V(out)`` -> ``v(out)``, ``Vdd#branch``/``I(vdd)`` -> ``i(vdd)``.
+# dc sweep scales: ngspice's raw file writes v(v-sweep) / i(i-sweep); spicenet keeps the plot's own name.
+_SWEEP_ALIASES = {"v(v-sweep)": "v-sweep", "i(i-sweep)": "i-sweep"}
 
-    Scale vectors (``time``, ``frequency``, sweeps) keep their names; noise/other vectors are lower-cased as is.
-    """
-    name = raw.strip().lower()
-    if name.endswith("#branch"):
-        return f"i({name[:-len('#branch')]})"
-    if name.startswith(("v(", "i(", "vm(", "vp(", "vdb(")) or name in SCALE_NAMES:
-        return name
-    if "(" in name or "#" in name or unit not in ("V", ""):
-        return name
-    if name.startswith(("onoise", "inoise", "@")):
-        return name
-    return f"v({name})"
+
+def type_name(vector_type: int | str) -> str:
+    """ngspice's type name of a vector type given as its number (shared library) or its name (raw file)."""
+    if isinstance(vector_type, str):
+        return vector_type.strip().lower()
+    return VECTOR_TYPES[vector_type] if 0 <= vector_type < len(VECTOR_TYPES) else "notype"
+
+
+def vector_unit(vector_type: int | str) -> str:
+    return TYPE_UNITS.get(type_name(vector_type), "")
+
+
+def vector_name(raw: str, vector_type: int | str) -> str:
+    """The spicenet name of an ngspice vector: the name ngspice's raw-file writer gives it (``raw_write``:
+    a current ``x#branch`` becomes ``i(x)``, any other current ``i(name)``, a voltage ``v(name)``, unless already so
+    prefixed; other types keep their name), lower-cased; the dc sweep scale keeps its plot name ``v-sweep``
+    (``i-sweep``). The same rule in both engine modes, so shared and batch results have identical names."""
+    name = raw.strip()
+    kind = type_name(vector_type)
+    if kind == "current":
+        if name.lower().endswith("#branch"):
+            name = name[:-len("#branch")]
+        if not name.lower().startswith("i("):
+            name = f"i({name})"
+    elif kind == "voltage" and not name.lower().startswith("v("):
+        name = f"v({name})"
+    name = name.lower()
+    return _SWEEP_ALIASES.get(name, name)
 
 
 @dataclass
@@ -85,3 +112,27 @@ class SimResult:
         if value.size != 1:
             raise ValueError(f"vector {name!r} has {value.size} points, not 1")
         return float(np.real(value.reshape(-1)[0]))
+
+
+def merge_plots(plots: list[Plot], save: tuple[str, ...] | None = None) -> tuple[dict[str, np.ndarray],
+                                                                                 dict[str, str]]:
+    """The vectors of the plots one analysis made, in the order ngspice made them (``noise``: the spectra, then the
+    integrated totals), optionally limited to ``save`` (scale vectors always kept). Within a plot: its scale first,
+    then the other names sorted (the two engine modes list a plot's vectors in different orders). A name already
+    taken by an earlier plot keeps the earlier vector."""
+    vectors: dict[str, np.ndarray] = {}
+    units: dict[str, str] = {}
+    for plot in plots:
+        order = sorted(plot.vectors, key=lambda n: (n not in SCALE_NAMES, n))
+        for name in order:
+            values = plot.vectors[name]
+            if units_of(plot, name) == "Hz" and np.iscomplexobj(values):
+                values = np.ascontiguousarray(values.real)  # an ac sweep's frequency scale is real
+            if name in vectors or (save and name not in save and name not in SCALE_NAMES):
+                continue
+            vectors[name], units[name] = values, units_of(plot, name)
+    return vectors, units
+
+
+def units_of(plot: Plot, name: str) -> str:
+    return plot.units.get(name, "")

@@ -3,10 +3,14 @@
 For each run: reseed (``setseed`` + ``reset``) when asked, push its ``alter`` commands, issue the analysis, and read
 the new plot. A failed analysis is classified from ngspice's own messages:
 
-- convergence ("timestep too small", "singular matrix", gmin/source stepping failed, "iteration limit",
-  "simulation(s) aborted"): retried up the ``RETRY_LADDER``; after the last step a ``ConvergenceError`` names the
-  analysis, the ladder tried and the node/device ngspice blamed;
-- anything else: ``SimulationError`` with ngspice's message.
+- convergence ("timestep too small", "singular matrix", gmin/source stepping failed, "iteration limit"):
+  retried up the ``RETRY_LADDER``; after the last step a ``ConvergenceError`` names the analysis, the ladder tried
+  and the node/device ngspice blamed;
+- anything else (an unknown device or node, an invalid argument, a bad model): ``SimulationError`` with ngspice's
+  own message, at once (no retries). "simulation(s) aborted" is ngspice's last line of *every* failed analysis,
+  so it marks a failure, not its cause.
+
+An analysis may make more than one plot (``noise``: spectra and integrated totals): every plot it made is read.
 
 A deck that ngspice cannot parse fails every run with ``NetlistError`` holding ngspice's message and the offending
 line. Results are returned as ``(run_id, SimResult | SpicenetError)`` through the ``emit`` callback as each finishes,
@@ -23,11 +27,11 @@ from spicenet.errors import ConvergenceError, NetlistError, SimulationError, Spi
 from spicenet.spice.analysis import with_max_step
 from spicenet.spice.job import RETRY_LADDER, Job, RunSpec
 from spicenet.spice.ngshared import Session
-from spicenet.spice.results import SimResult
+from spicenet.spice.results import SimResult, merge_plots
 
 _CONVERGENCE = re.compile(r"timestep too small|singular matrix|stepping failed|iteration limit|no convergence|"
-                          r"simulation\(s\) aborted|gmin step|failed to converge|dc solution failed",
-                          re.IGNORECASE)
+                          r"gmin step|failed to converge|dc solution failed", re.IGNORECASE)
+_ABORTED = re.compile(r"simulation\(s\) aborted|circuit not parsed", re.IGNORECASE)
 _BLAME = re.compile(r"(?:trouble with|check node)\s+(?:node\s+)?\"?([^\"]+?)\"?\s*$", re.IGNORECASE)
 
 Outcome = SimResult | SpicenetError
@@ -100,22 +104,25 @@ def run_one(session: Session, run: RunSpec) -> SimResult:
             errors = Session.errors(session.command(command))
             if errors:
                 raise SimulationError(f"run {run.id!r}: {command!r} failed: {errors[0]}")
+        before = set(session.plot_names())
         lines = session.command(analysis)
         last_lines = lines
         contents = _content(lines)
-        failed = any("simulation(s) aborted" in t or "circuit not parsed" in t.lower() for t in contents)
-        current = session.current_plot()
-        if not failed and current != "const":
-            plot = session.read_plot(current, set(run.save) if run.save else None)
+        failed = any(_ABORTED.search(t) for t in contents)
+        made = [p for p in reversed(session.plot_names()) if p not in before and p != "const"]
+        if not failed and made:
+            plots = [session.read_plot(p) for p in made]
             session.command("destroy all")
+            vectors, units = merge_plots(plots, run.save)
             if step:
                 attempts.append({"step": name, "ok": True})
-            return SimResult(analysis=run.analysis, vectors=plot.vectors, units=plot.units, mode="shared",
+            return SimResult(analysis=run.analysis, vectors=vectors, units=units, mode="shared",
                              wall_s=time.perf_counter() - t0, attempts=attempts)
         errors = Session.errors(lines)
         convergence = any(_CONVERGENCE.search(t) for t in contents)
         if not convergence:
-            message = "; ".join(errors[:3]) or "no result produced"
+            message = "; ".join(e for e in errors if not _ABORTED.search(e))[:400] or "; ".join(errors[:1]) \
+                or "no result produced"
             raise SimulationError(f"run {run.id!r}: {run.analysis!r} failed: {message}")
         attempts.append({"step": name, "ok": False, "blamed": blamed(lines),
                          "message": _convergence_message(contents)})

@@ -180,3 +180,21 @@ def test_confusion_matrix_counts_against_a_hand_example():
     assert np.trace(c) / np.sum(c) == pytest.approx(accuracy(v, labels))
     with pytest.raises(ValueError, match="labels"):
         confusion_matrix(v, torch.tensor([0, 1, 1, 2, 3]), 3)
+
+
+@pytest.mark.parametrize("sizes,amp,back", [([5, 6, 4, 3], 4.0, None), ([4, 5, 4, 4, 2], 3.0, 0.5)])
+def test_eqprop_matches_autograd_deep_amplifier_nets(sizes, amp, back):
+    net = ResistiveNetwork(sizes, input_gain=8.0, seed=3, amp_gain=amp, amp_back=back)
+    chip = sample_chip(net, sigma_g=0.1, sigma_is=0.3, seed=4)
+    x, y = _data(sizes[0], sizes[-1], 8, seed=5)
+    xg = x.clone().requires_grad_(True)
+    v = net.equilibrium(xg, chip=chip, differentiable=True).v
+    assert float(v.detach().abs().max()) > net.vb + 0.4  # diodes conduct
+    mse_cost(v[:, net.out_slice], y).mean().backward()
+    ref = [p.grad for p in list(net.weights) + list(net.biases)]
+    res = eqprop_gradients(net, x, beta=1e-8, target=y, chip=chip)
+    factors = list(chip.g_factor) + list(chip.b_factor)
+    ep = [g * f for g, f in zip(param_grads(net, res), factors)]
+    for e, r in zip(ep, ref):  # every layer separately, magnitudes included (the layer weights w_l matter)
+        assert float((e - r).norm() / r.norm()) < 1e-3
+    assert float((res.x_grad - xg.grad).norm() / xg.grad.norm()) < 1e-3

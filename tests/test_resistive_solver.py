@@ -224,3 +224,57 @@ def test_bad_arguments_raise_value_error():
     with pytest.raises(ValueError, match="x must be"):
         network_netlist(net, torch.zeros(4))
     assert math.isfinite(thermal_voltage())
+
+
+# deep networks with Kendall's bidirectional amplifiers (VCVS gain A forward, CCCS gain b backward)
+AMP_CASES = [
+    ([4, 5, 3], 15.0, 4.0, None, 0.0, False, 10),
+    ([5, 6, 4, 3], 15.0, 3.0, None, 0.0, True, 11),
+    ([6, 5, 4, 4, 2], 12.0, 2.0, 0.7, 100.0, True, 12),
+]
+
+
+@needs_ngspice
+@pytest.mark.parametrize("sizes,gain,amp,back,rs,mismatch,seed", AMP_CASES)
+def test_amplifier_network_matches_ngspice_op(tmp_path, sizes, gain, amp, back, rs, mismatch, seed):
+    net = ResistiveNetwork(sizes, input_gain=gain, rs=rs, seed=seed, init_range=(0.05, 1.0), amp_gain=amp,
+                           amp_back=back)
+    assert net.weights[1].shape[0] == 2 * sizes[1]  # + and - amplifier copies of every hidden node
+    chip = sample_chip(net, sigma_g=0.1, sigma_is=0.3, sigma_n=0.02, seed=seed) if mismatch else None
+    x = torch.rand(2, sizes[0], generator=torch.Generator().manual_seed(200 + seed))
+    res = net.equilibrium(x, chip=chip)
+    assert bool(res.converged.all()) and float(res.residual.max()) < 1e-12
+    deck = network_netlist(net, x[0], chip=chip, options=TIGHT)
+    assert deck.count("\nea") == 2 * sum(sizes[1:-1]) and deck.count("\nfa") == 2 * sum(sizes[1:-1])
+    for b in range(2):
+        printed = _run_ngspice(network_netlist(net, x[b], chip=chip, options=TIGHT), tmp_path, ["op", "print all"])
+        v_spice = _ngspice_nodes(net, printed[0])
+        assert np.abs(v_spice - res.v[b].numpy()).max() < SPICE_TOL
+        # the amplified hidden nodes sit beyond the diode knee somewhere: the test runs through the nonlinearity
+    assert float(res.v.abs().max()) > net.vb + 0.4
+
+
+def test_amplifier_kcl_unscaled():
+    """Independent of the row-scaled form: recompute every node's KCL from the amplifier equations directly."""
+    net = ResistiveNetwork([3, 4, 3, 2], input_gain=6.0, seed=5, amp_gain=3.0, init_range=(0.1, 1.0))
+    x = torch.rand(3, 3, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    v = net.equilibrium(x).v
+    gw, gb = net.conductances()
+    vs = net.source_voltages(x)
+    a, bk = net.amp_gain, net.amp_back
+    i_leave = torch.zeros_like(v)
+    sl = [net.layer_slice(k) for k in range(1, 4)]
+    i_leave[:, sl[0]] += ((v[:, sl[0]].unsqueeze(1) - vs[:, :6].unsqueeze(2)) * gw[0]).sum(1)
+    for k in (1, 2):
+        vi, vj = v[:, sl[k - 1]], v[:, sl[k]]
+        drive = torch.cat((a * vi, -a * vi), 1)                      # amplifier outputs
+        cur = (drive.unsqueeze(2) - vj.unsqueeze(1)) * gw[k]          # [B, 2n, m] into layer k+1
+        i_leave[:, sl[k]] -= cur.sum(1)
+        sign = torch.cat((torch.ones(vi.shape[1]), -torch.ones(vi.shape[1]))).double()
+        back = bk * sign[None, :] * cur.sum(2)                       # CCCS currents leaving node i
+        i_leave[:, sl[k - 1]] += back[:, : vi.shape[1]] + back[:, vi.shape[1]:]
+    for k, g in enumerate(gb):
+        i_leave[:, sl[k]] += ((v[:, sl[k]].unsqueeze(1) - vs[:, 6:].unsqueeze(2)) * g).sum(1)
+    vt = thermal_voltage()
+    i_d = net.is_ * torch.expm1((v - net.vb) / vt) - net.is_ * torch.expm1((-net.vb - v) / vt) + 2 * net.gmin * v
+    assert float((i_leave + i_d).detach().abs().max()) < 1e-12

@@ -311,6 +311,11 @@ def spice_node_voltages(net: ResistiveNetwork, chip: Chip | None, x: torch.Tenso
     nodes = free_node_names(net)
     sources = [ln.split()[0].lower() for ln in deck.splitlines() if ln[:1].lower() == "v"]  # voltage sources
     src_nodes = {ln.split()[0].lower(): ln.split()[1].lower() for ln in deck.splitlines() if ln[:1].lower() == "v"}
+    amps = {}  # amplifier sense source -> (amplified node, signed backward gain), from the CCCS lines
+    for ln in deck.splitlines():
+        if ln[:2].lower() == "fa":
+            parts = ln.split()
+            amps[parts[3].lower()] = (parts[1].lower(), float(parts[4]))
     v = np.full((len(runs), len(nodes)), np.nan)
     p = np.full(len(runs), np.nan)
     errors = []
@@ -321,7 +326,12 @@ def spice_node_voltages(net: ResistiveNetwork, chip: Chip | None, x: torch.Tenso
             continue
         v[b] = [r.scalar(f"v({nm})") for nm in nodes]
         # ngspice's branch current of a source flows from + through the source to -: delivering -> i < 0
-        p[b] = -sum(r.scalar(f"v({src_nodes[s]})") * r.scalar(f"i({s})") for s in sources)
+        p[b] = -sum(r.scalar(f"v({src_nodes[s]})") * r.scalar(f"i({s})") for s in sources if s not in amps)
+        # amplifiers: the VCVS delivers V_out I (I = the sense source's current into the resistors), the
+        # backward CCCS delivers -V_node sigma b I (its current sigma b I leaves the node to ground)
+        for s, (node, back) in amps.items():
+            i_s = r.scalar(f"i({s})")
+            p[b] += r.scalar(f"v({src_nodes[s]})") * i_s - r.scalar(f"v({node})") * back * i_s
     return v, p, errors
 
 

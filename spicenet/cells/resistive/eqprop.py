@@ -123,21 +123,26 @@ def eqprop_gradients(
             minus = net.equilibrium(x, circuit=circ, out_current=beta * delta, v0=v0)
             weight = 1.0
         vp, vm = plus.v, minus.v
-        scale = weight / (4.0 * beta)  # dE/dG = dV^2/2, centered difference over 2 beta
+        # With amplifiers the energy is row-weighted (network docstring): the nudge enters it as beta w_L C, an
+        # edge into layer l as w_l G (drive - V_j)^2 / 2, so dC/dG = w_l / w_L * d(drive - V_j)^2/2 / dbeta.
+        ws = net.layer_scale()
+        w_out = ws[-1]
+        scale = weight / (4.0 * beta * w_out)  # dE/dG = dV^2/2, centered difference over 2 beta
         wg: list[Tensor] = []
         l1 = net.layer_slice(1)
-        wg.append(scale * _edge_sq_diff(vs[:, : 2 * net.n_in], vs[:, : 2 * net.n_in], vp[:, l1], vm[:, l1]))
+        wg.append(ws[0] * scale * _edge_sq_diff(vs[:, : 2 * net.n_in], vs[:, : 2 * net.n_in], vp[:, l1], vm[:, l1]))
         for layer in range(1, len(net.weights)):
             a, b = net.layer_slice(layer), net.layer_slice(layer + 1)
-            wg.append(scale * _edge_sq_diff(vp[:, a], vm[:, a], vp[:, b], vm[:, b]))
+            wg.append(ws[layer] * scale * _edge_sq_diff(net.drive_voltages(vp[:, a]), net.drive_voltages(vm[:, a]),
+                                                        vp[:, b], vm[:, b]))
         bg: list[Tensor] = []
         if net.has_bias:
             vb_src = vs[:, 2 * net.n_in:]
             for layer in range(1, len(net.layer_sizes)):
                 sl = net.layer_slice(layer)
-                bg.append(scale * _edge_sq_diff(vb_src, vb_src, vp[:, sl], vm[:, sl]))
+                bg.append(ws[layer - 1] * scale * _edge_sq_diff(vb_src, vb_src, vp[:, sl], vm[:, sl]))
         dv = vp - vm
-        src_grad = -(dv @ circ.s.T) * (weight / (2.0 * beta))  # [B, n_src]
+        src_grad = -(dv @ circ.s.T) * (weight / (2.0 * beta * w_out))  # [B, n_src]; circ.s is row-weighted
         n = net.n_in
         x_grad = net.input_gain * (src_grad[:, :n] - src_grad[:, n: 2 * n])
     its = {"free": float(free.iterations.double().mean()), "plus": float(plus.iterations.double().mean()),

@@ -10,6 +10,10 @@ Naming (stable, so an engine can ``alter`` sources and read node voltages):
   ``rb<l>_<i>_<j>`` (bias conductances);
 * diodes ``du_<node>`` (anode node, cathode ``rail_p``) and ``dl_<node>`` (anode ``rail_n``, cathode node);
   one ``.model`` card when the chip has no diode mismatch, one per diode otherwise;
+* bidirectional amplifiers (networks with ``amp_gain``), for node ``h<l>_<i>`` of a layer l < L and copy
+  ``c`` in {p, n} (sign sigma = +1, -1): ``ea<c><l>_<i>`` VCVS (output ``a<c><l>_<i>`` = sigma A V(h<l>_<i>)),
+  ``va<c><l>_<i>`` a 0 V sense source from the VCVS output to ``a<c><l>_<i>s`` where the resistors to layer l+1
+  hang, and ``fa<c><l>_<i>`` CCCS drawing ``sigma b I(va<c><l>_<i>)`` out of ``h<l>_<i>`` (the backward current);
 * nudging (optional): ``gnud<j>`` VCCS drawing ``beta (V_out - y)`` out of output j, ``vtgt<j>`` the target.
 """
 
@@ -83,8 +87,26 @@ def network_netlist(
         lines.append(f"vbiasn biasn 0 DC {_num(-net.v_bias)}")
     lines.append(f"vdp rail_p 0 DC {_num(net.vb)}")
     lines.append(f"vdn rail_n 0 DC {_num(-net.vb)}")
+    amp_rows: dict[int, list[str]] = {}
+    if net.amp_gain is not None:
+        for layer in range(1, len(gw)):
+            names = [nodes[i] for i in range(*_bounds(net, layer))]
+            rows_l = []
+            for c, sign in (("p", 1.0), ("n", -1.0)):
+                for i, h in enumerate(names):
+                    tag = f"{c}{layer}_{i}"
+                    lines.append(f"ea{tag} a{tag} 0 {h} 0 {_num(sign * net.amp_gain)}")
+                    lines.append(f"va{tag} a{tag} a{tag}s DC 0")
+                    lines.append(f"fa{tag} {h} 0 va{tag} {_num(sign * net.amp_back)}")
+                    rows_l.append(f"a{tag}s")
+            amp_rows[layer] = rows_l
     for layer, g in enumerate(gw):
-        rows = src_nodes if layer == 0 else [nodes[i] for i in range(*_bounds(net, layer))]
+        if layer == 0:
+            rows = src_nodes
+        elif net.amp_gain is not None:
+            rows = amp_rows[layer]
+        else:
+            rows = [nodes[i] for i in range(*_bounds(net, layer))]
         cols = [nodes[i] for i in range(*_bounds(net, layer + 1))]
         for i, j in (g > 0).nonzero().tolist():
             lines.append(f"r{layer}_{i}_{j} {rows[i]} {cols[j]} {_num(1.0 / g[i, j])}")

@@ -5,8 +5,17 @@ Topology (layer sizes ``[n_in, n_1, ..., n_L]``; the last layer holds the output
 * inputs: every input ``x_k`` drives two ideal voltage sources, ``+g x_k`` and ``-g x_k`` (``g`` = ``input_gain``,
   the amplifier in front of the network; the negated copy lets non-negative conductances realise signed weights);
 * optional bias sources: one pair ``+v_bias`` / ``-v_bias`` tied to every free layer by learnable conductances;
-* conductances ``G >= 0`` (S) between consecutive layers: sources -> layer 1, layer l -> layer l+1 (free-free,
-  non-negative only: inverting amplifiers between hidden layers are not modelled);
+* conductances ``G >= 0`` (S) between consecutive layers: sources -> layer 1, layer l -> layer l+1. Without
+  amplifiers (``amp_gain=None``) layer l and layer l+1 are tied by plain resistors (non-negative weights only);
+* bidirectional amplifiers (``amp_gain=A``, Kendall et al. 2020): every node i of a layer l < L drives two
+  amplifiers, a non-inverting one (VCVS, output ``+A V_i``) and an inverting one (``-A V_i``); the resistors to
+  layer l+1 hang on the amplifier outputs (weight matrix l has ``2 n_l`` rows: ``+`` copies first), so signed
+  weights are realised. Backward, each amplifier feeds the current I it delivers into its resistors back into node
+  i scaled by the current gain ``b`` (CCCS; ``amp_back``, Kendall's convention ``b = 1/A``): the current leaving
+  node i is ``sigma b I`` (``sigma = +1 / -1`` for the two copies). The KCL of layer l+1 sees ``G (sigma A V_i -
+  V_j)``; weighting the KCL rows of layer l by ``w_l`` with ``w_1 = 1``, ``w_{l+1} = w_l b / A`` makes the circuit
+  the gradient of the energy ``sum_edges w_j G (sigma A V_i - V_j)^2 / 2 + ...`` (``w_j`` the weight of the
+  receiving layer), which is how :meth:`circuit` hands it to the solver (``Circuit.node_scale``, ``diag``);
 * every free (hidden or output) node has two diodes: node -> ``+vb`` (conducts when ``V > vb``) and ``-vb`` -> node
   (conducts when ``V < -vb``); Shockley law with ``is_`` (A), ideality ``n``, series ``rs`` (ohm), plus ngspice's
   ``gmin`` across each junction (see :mod:`spicenet.cells.resistive.solver`).
@@ -110,6 +119,9 @@ class ResistiveNetwork(nn.Module):
         g_max: upper clip of the parameters (units of g_unit), None = unbounded.
         quantize: optional hook applied to conductances in S (straight-through gradient).
         temperature: K. diodes: False builds the purely linear network (no diodes).
+        amp_gain: forward voltage gain A of the bidirectional amplifiers between free layers (None: plain
+            resistors, non-negative weights between free layers).
+        amp_back: backward current gain b of those amplifiers (None: Kendall's ``1/A``).
         seed: initialisation seed. device: torch device.
     """
 
@@ -131,6 +143,8 @@ class ResistiveNetwork(nn.Module):
         quantize: Callable[[Tensor], Tensor] | None = None,
         temperature: float = ROOM_TEMPERATURE,
         diodes: bool = True,
+        amp_gain: float | None = None,
+        amp_back: float | None = None,
         seed: int = 0,
         device: str | torch.device = "cpu",
     ) -> None:
@@ -145,6 +159,10 @@ class ResistiveNetwork(nn.Module):
         for name, (value, ok) in checks.items():
             if not ok:
                 raise ValueError(f"{name} out of range, got {value!r}")
+        if amp_gain is not None and not (math.isfinite(amp_gain) and amp_gain > 0):
+            raise ValueError(f"amp_gain must be > 0 (or None), got {amp_gain!r}")
+        if amp_back is not None and (amp_gain is None or not (math.isfinite(amp_back) and amp_back > 0)):
+            raise ValueError(f"amp_back must be > 0 and needs amp_gain, got {amp_back!r}")
         if g_max is not None and not g_max > 0:
             raise ValueError(f"g_max must be > 0, got {g_max!r}")
         self.layer_sizes = sizes
@@ -158,6 +176,8 @@ class ResistiveNetwork(nn.Module):
         self.temperature = float(temperature)
         self.diodes = bool(diodes)
         self.device = torch.device(device)
+        self.amp_gain = None if amp_gain is None else float(amp_gain)
+        self.amp_back = None if amp_gain is None else float(1.0 / amp_gain if amp_back is None else amp_back)
         gen = torch.Generator().manual_seed(seed)
         lo, hi = init_range
 
@@ -165,7 +185,7 @@ class ResistiveNetwork(nn.Module):
             w = lo + (hi - lo) * torch.rand(*shape, generator=gen, dtype=torch.float64)
             return nn.Parameter(w.to(self.device))
 
-        rows = [2 * sizes[0]] + sizes[1:-1]
+        rows = [2 * sizes[0]] + [(2 if self.amp_gain is not None else 1) * s for s in sizes[1:-1]]
         self.weights = nn.ParameterList([init(r, c) for r, c in zip(rows, sizes[1:])])
         self.biases = nn.ParameterList([init(2, c) for c in sizes[1:]] if self.has_bias else [])
         starts = [0]
@@ -221,19 +241,51 @@ class ResistiveNetwork(nn.Module):
         gb = [self._realise(b, None if chip is None else chip.b_factor[k]) for k, b in enumerate(self.biases)]
         return gw, gb
 
+    def layer_scale(self) -> list[float]:
+        """KCL row weight ``w_l`` of free layers 1..L (module docstring): all 1 without amplifiers, else
+        ``w_1 = 1``, ``w_{l+1} = w_l b / A``."""
+        w = [1.0]
+        for _ in range(2, len(self.layer_sizes)):
+            w.append(w[-1] * (1.0 if self.amp_gain is None else self.amp_back / self.amp_gain))
+        return w
+
+    def drive_voltages(self, v_layer: Tensor) -> Tensor:
+        """Voltages [B, rows] at the row terminals of the weight matrix leaving a free layer whose node voltages
+        are ``v_layer`` [B, n_l]: ``[A V, -A V]`` (amplifier outputs) with amplifiers, ``V`` without."""
+        if self.amp_gain is None:
+            return v_layer
+        return torch.cat((self.amp_gain * v_layer, -self.amp_gain * v_layer), dim=1)
+
     def circuit(self, chip: Chip | None = None) -> Circuit:
-        """Dense float64 circuit of this network on ``chip`` (gradients flow to the parameters)."""
+        """Dense float64 circuit of this network on ``chip`` (gradients flow to the parameters); with amplifiers
+        in the row-scaled symmetric form of the module docstring."""
         gw, gb = self.conductances(chip)
         n_free, n_in = self.n_free, self.n_in
         dt, dev = torch.float64, self.device
+        ws = self.layer_scale()
         s = torch.zeros(self.n_src, n_free, dtype=dt, device=dev)
         s[: 2 * n_in, self.layer_slice(1)] = gw[0]
         a = torch.zeros(n_free, n_free, dtype=dt, device=dev)
+        amp = self.amp_gain
+        d_amp = torch.zeros(n_free, dtype=dt, device=dev)
         for layer in range(1, len(gw)):
-            a[self.layer_slice(layer), self.layer_slice(layer + 1)] = gw[layer]
+            g = gw[layer]
+            if amp is None:
+                a[self.layer_slice(layer), self.layer_slice(layer + 1)] = g
+            else:
+                n_l = self.layer_sizes[layer]
+                w_to = ws[layer]  # weight of the receiving layer layer+1 (ws is 0-based)
+                a[self.layer_slice(layer), self.layer_slice(layer + 1)] = w_to * amp * (g[:n_l] - g[n_l:])
+                d_amp[self.layer_slice(layer)] += w_to * amp ** 2 * (g[:n_l] + g[n_l:]).sum(1)
+                d_amp[self.layer_slice(layer + 1)] += w_to * (g[:n_l] + g[n_l:]).sum(0)
         a = a + a.T
         for layer, g in enumerate(gb, start=1):
-            s[2 * n_in:, self.layer_slice(layer)] = g
+            s[2 * n_in:, self.layer_slice(layer)] = g * ws[layer - 1]
+        diag = node_scale = None
+        if amp is not None:
+            diag = d_amp + s.sum(0)
+            node_scale = torch.cat([torch.full((n,), w, dtype=dt, device=dev)
+                                    for n, w in zip(self.layer_sizes[1:], ws)])
         is_ = torch.full((n_free, 2), self.is_, dtype=dt, device=dev)
         nn_ = torch.full((n_free, 2), self.n, dtype=dt, device=dev)
         if chip is not None:
@@ -241,7 +293,8 @@ class ResistiveNetwork(nn.Module):
             nn_ = nn_ * chip.n_factor.to(nn_)
         out = torch.arange(self.out_slice.start, self.out_slice.stop, device=dev)
         return Circuit(s=s, a=a, is_=is_, n=nn_, out_index=out, rs=self.rs, vb=self.vb, gmin=self.gmin,
-                       temperature=self.temperature, layers=tuple(self.layer_sizes[1:]), diodes=self.diodes)
+                       temperature=self.temperature, layers=tuple(self.layer_sizes[1:]), diodes=self.diodes,
+                       diag=diag, node_scale=node_scale)
 
     def source_voltages(self, x: Tensor) -> Tensor:
         """Source voltages [B, n_src] (V) for inputs ``x`` [B, n_in]: ``[g x, -g x, v_bias, -v_bias]``."""

@@ -29,6 +29,14 @@ root is unique. It is found by Newton's method in float64 on the dense batched J
 junction-voltage limiting (``pnjlim``) applied to every diode, until ``max |F| < tol_i`` (A) and the last
 Newton step ``max |dV| < tol_v`` (V).
 
+Amplifiers (Kendall et al. 2020). A circuit with bidirectional amplifiers between layers (see
+:class:`spicenet.cells.resistive.network.ResistiveNetwork`) has a non-symmetric KCL Jacobian; multiplying the KCL
+row of node i by a positive weight ``w_i`` (``node_scale``) makes it the Hessian of a convex energy. Such a circuit
+is given in that scaled form: ``s`` and ``a`` hold the scaled (symmetric, possibly negative off-diagonal)
+couplings, ``diag`` the scaled linear diagonal, and the solver scales the diode currents, the nudge and the injected
+currents of node i by ``w_i``. Scaling rows does not move the root, so the solution is ngspice's; the residual
+reported and tested against ``tol_i`` is the unscaled KCL residual (A).
+
 Differentiation: with ``differentiable=True`` the converged solution ``V*`` is detached and one more Newton
 step ``V = V* - J(V*)^-1 F(V*; theta)`` is taken with the autograd graph; since ``F(V*) = 0`` its derivative
 ``dV/dtheta = -J^-1 dF/dtheta`` is exactly the implicit-function-theorem derivative (theta = s, a, v_src,
@@ -90,6 +98,9 @@ class Circuit:
             layer has internal edges; the solver then eliminates layer by layer (block Thomas algorithm,
             diagonal first block) instead of a dense batched factorisation. None = dense.
         diodes: False removes the diodes (and their gmin): a purely linear network.
+        diag: [N] explicit diagonal of the linear nodal matrix (S, scaled like the rows), None = ``sum a + sum s``
+            (a plain resistor network). Needed when ``a`` holds amplifier couplings (negative entries allowed).
+        node_scale: [N] positive KCL row weights ``w_i`` (module docstring), None = all ones.
     """
 
     s: Tensor
@@ -103,6 +114,8 @@ class Circuit:
     temperature: float = ROOM_TEMPERATURE
     layers: tuple[int, ...] | None = None
     diodes: bool = True
+    diag: Tensor | None = None
+    node_scale: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.s.dim() != 2:
@@ -124,6 +137,12 @@ class Circuit:
             raise ValueError(f"gmin must be >= 0 S, got {self.gmin!r}")
         if self.layers is not None and (sum(self.layers) != n_free or min(self.layers) < 1):
             raise ValueError(f"layers must be positive sizes summing to {n_free}, got {self.layers!r}")
+        for name in ("diag", "node_scale"):
+            t = getattr(self, name)
+            if t is not None and tuple(t.shape) != (n_free,):
+                raise ValueError(f"{name} must be [{n_free}], got shape {tuple(t.shape)}")
+        if self.node_scale is not None and bool((self.node_scale <= 0).any()):
+            raise ValueError("node_scale must be > 0")
         if self.out_index.dim() != 1 or (self.out_index.numel() and int(self.out_index.max()) >= n_free):
             raise ValueError(f"out_index must be 1-D indices < {n_free}, got {self.out_index.tolist()!r}")
 
@@ -138,8 +157,16 @@ class Circuit:
         return self.s.shape[0]
 
     def laplacian(self) -> Tensor:
-        """Nodal conductance matrix of the linear part, ``diag(sum a + sum s) - a`` [N, N] (S)."""
-        return torch.diag(self.a.sum(1) + self.s.sum(0)) - self.a
+        """Nodal conductance matrix of the linear part, ``diag(sum a + sum s) - a`` [N, N] (S), or
+        ``diag(diag) - a`` when an explicit diagonal is given (scaled rows, see the module docstring)."""
+        d = self.a.sum(1) + self.s.sum(0) if self.diag is None else self.diag
+        return torch.diag(d) - self.a
+
+    def scale(self) -> Tensor:
+        """KCL row weights ``w`` [N] (ones for a plain resistor network)."""
+        if self.node_scale is None:
+            return torch.ones(self.n_free, dtype=self.s.dtype, device=self.s.device)
+        return self.node_scale
 
 
 @dataclass(frozen=True)
@@ -218,7 +245,10 @@ def _node_diodes(circuit: Circuit, v: Tensor, vte: Tensor) -> tuple[Tensor, Tens
         zero = torch.zeros_like(v)
         return vd, zero, zero, vd, torch.zeros_like(vd)
     i, g, u, gj = diode_current(vd, circuit.is_, vte, circuit.rs, circuit.gmin)
-    return vd, i[..., 0] - i[..., 1], g[..., 0] + g[..., 1], u, gj
+    i_node, g_node = i[..., 0] - i[..., 1], g[..., 0] + g[..., 1]
+    if circuit.node_scale is not None:
+        i_node, g_node = i_node * circuit.node_scale, g_node * circuit.node_scale
+    return vd, i_node, g_node, u, gj
 
 
 def _solve_dense(lap: Tensor, diag: Tensor, rhs: Tensor) -> Tensor:
@@ -270,7 +300,8 @@ def _solve_layered(lap: Tensor, diag: Tensor, rhs: Tensor, layers: tuple[int, ..
 def _initial_guess(circuit: Circuit, lap: Tensor, beta_vec: Tensor, b: Tensor, vte: Tensor, lin) -> Tensor:
     """Start near the answer: the solution without diodes, with every node that would overdrive a diode pulled
     back to ``vb + nVt ln(1 + G_node |V_lin - vb| / Is)`` (the drop at which that diode sinks the excess current)."""
-    gdiag = torch.diagonal(lap) + beta_vec + (2.0 * circuit.gmin if circuit.diodes else 0.0)
+    w = circuit.scale()
+    gdiag = torch.diagonal(lap) + beta_vec + (2.0 * circuit.gmin * w if circuit.diodes else 0.0)
     v_lin = lin(lap, (gdiag - torch.diagonal(lap)).expand_as(b), b)
     if not circuit.diodes:
         return v_lin
@@ -278,7 +309,7 @@ def _initial_guess(circuit: Circuit, lap: Tensor, beta_vec: Tensor, b: Tensor, v
     k = torch.where(v_lin >= 0, 0, 1)
     vte_k = torch.where(k == 0, vte[:, 0], vte[:, 1])
     is_k = torch.where(k == 0, circuit.is_[:, 0], circuit.is_[:, 1])
-    drop = vte_k * torch.log1p(torch.diagonal(lap).clamp(min=0.0) * over / is_k)
+    drop = vte_k * torch.log1p((torch.diagonal(lap) / w).clamp(min=0.0) * over / is_k)
     return torch.sign(v_lin) * (torch.minimum(v_lin.abs(), circuit.vb + torch.minimum(over, drop)))
 
 
@@ -327,16 +358,17 @@ def solve(
 
     vte = circuit.n * thermal_voltage(circuit.temperature)
     vcrit = vte * torch.log(vte / (math.sqrt(2.0) * circuit.is_))
+    w = circuit.scale().to(dtype)
     beta_vec = torch.zeros(n_free, dtype=dtype, device=device)
     if beta != 0.0:
-        beta_vec[circuit.out_index] = beta
+        beta_vec[circuit.out_index] = beta * w[circuit.out_index]
 
     def source_current(lap_s: Tensor, vs: Tensor, tgt: Tensor | None, inj: Tensor | None) -> Tensor:
         b = vs.to(dtype) @ lap_s
         if beta != 0.0 and tgt is not None:
-            b = b.index_add(1, circuit.out_index, beta * tgt.to(dtype))
+            b = b.index_add(1, circuit.out_index, beta_vec[circuit.out_index] * tgt.to(dtype))
         if inj is not None:
-            b = b + inj.to(dtype)
+            b = b + inj.to(dtype) * w
         return b
 
     layers = circuit.layers
@@ -357,7 +389,7 @@ def solve(
         for it in range(max_iter + 1):
             _, i_d, g_d, u, gj = _node_diodes(circuit, v, vte)
             f = v @ lap + beta_vec * v + i_d - b
-            res = f.abs().amax(dim=1)
+            res = (f / w).abs().amax(dim=1)
             done = (res < tol_i) & (last_step < tol_v)
             its = torch.where(done & (its < 0), torch.full_like(its, it), its)
             if bool((its >= 0).all()) or it == max_iter:

@@ -93,7 +93,7 @@ def build_network(spec: NetSpec, *, init_max: float = 4.0, seed: int = 0,
         spec["layer_sizes"], input_gain=spec["input_gain"], bias=spec["bias"], v_bias=spec["v_bias"],
         is_=spec["is_"], n=spec["n"], rs=spec["rs"], vb=spec["vb"], gmin=spec["gmin"], g_unit=spec["g_lsb"],
         init_range=(0.0, float(init_max)), g_max=float(len(levels) - 1), quantize=programmable_levels(levels),
-        seed=seed, device=device)
+        amp_gain=spec.get("amp_gain"), amp_back=spec.get("amp_back"), seed=seed, device=device)
 
 
 def chip_seed(seed: int, stream: int, index: int) -> int:

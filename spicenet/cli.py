@@ -1,8 +1,17 @@
 """The ``spicenet`` command line (contract in DESIGN.md).
 
 Every verb takes ``--json`` and then prints exactly one JSON object on stdout; logs and progress bars go to stderr.
-Exit code 0 on success; otherwise a one-line error on stderr and exit code 2 (bad input) or 1 (anything else).
-Modules add verbs with ``register(subparsers)``; a handler returns the JSON-able result dict.
+Exit code 0 on success; otherwise a one-line error ``spicenet VERB: error: <what> <where>`` on stderr and exit code
+2 (bad input: ``UsageError``, argparse errors, the argument checks of ``check_args``) or 1 (a simulation or run
+that failed). ``--debug`` (or ``SPICENET_DEBUG=1``) shows the traceback instead. Modules add verbs with
+``register(subparsers)``; a handler returns the JSON-able result dict.
+
+Every verb's arguments pass one validation layer before the verb runs (``check_args``), by argument name, so verbs
+added by other modules get the same checks: ``--workers`` >= 1, ``--seed`` in [0, 2^63), ``--chips`` >= 0
+(``validate``: >= 1), ``--timeout`` finite > 0, ``-o`` in an existing writable folder (a file output not naming a
+folder, a folder output not naming a file), ``--config`` a readable UTF-8 TOML file, ``--surrogate`` a readable
+surrogate file of the trainer's family, ``validate RUN_DIR`` a run directory with a readable ``run.json`` of a
+known family, ``--scheduler`` reachable. A verb that fails on bad input leaves no output it created behind.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from spicenet import __version__
-from spicenet.errors import ConfigError, ParameterError, SpicenetError
+from spicenet.errors import ConfigError, ParameterError, SpicenetError, UsageError
 
 # Modules that add verbs of their own (each exposes ``register(subparsers)``); a module absent from the install
 # is simply not offered.
@@ -95,35 +104,41 @@ def _parse_assignments(items: list[str]) -> dict[str, str]:
 
 
 def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
-    """Simulate a template (validated parameters) or a plain SPICE netlist file; store the result as HDF5."""
-    from spicenet.spice.analysis import dot_lines, strip_analyses, validate_analysis
-    from spicenet.spice.engine import Deck, Engine, montecarlo_runs, render
+    """Simulate a template (validated parameters) or a plain SPICE netlist file; store the result as HDF5.
+
+    A file with a template header line (``* @param``, ``* @analysis`` ...) is a template; any other file is a plain
+    netlist, run as written (its own analysis cards unless ``--analysis`` is given; ``--process`` adds that
+    process's header, see ``engine.plain_deck``). Every run is stored, failed ones with their error; when any run
+    failed the verb reports ``ok: false`` and exits 1."""
+    from spicenet.spice.analysis import read_netlist, validate_analysis
+    from spicenet.spice.engine import Engine, montecarlo_runs, plain_deck, render
     from spicenet.spice.job import RunSpec
     from spicenet.spice.results import SimResult
-    from spicenet.spice.templates import load_template
+    from spicenet.spice.templates import is_template, load_template
     from spicenet.store import RunRecord, RunStore
     from spicenet.sweep import ngspice_version
 
     t0 = time.perf_counter()
     params = _parse_assignments(args.param or [])
     source = Path(args.source)
-    if source.is_file() and "* @param" not in source.read_text(errors="replace"):  # plain netlist, not a template
+    plain = source.is_file() and not is_template(source.read_bytes().decode("utf-8", "replace"))
+    if plain:
         if params:
             raise ParameterError(f"{source}: -p applies to templates; a plain netlist has no declared parameters")
-        text = source.read_text()
-        deck = Deck(strip_analyses(text))
-        analyses = [args.analysis] if args.analysis else dot_lines(text)
+        netlist = read_netlist(source)
+        deck = plain_deck(netlist.deck, args.process, args.mismatch)
+        analyses = [args.analysis] if args.analysis else list(netlist.analyses)
         if not analyses:
-            raise ParameterError(f"{source}: the netlist has no analysis line; give --analysis")
+            raise ParameterError(f"{source}: the netlist has no analysis card; give --analysis")
         params_record: dict[str, Any] = {"source": str(source)}
     else:
         tpl = load_template(args.source)
-        deck = render(args.source, params, args.process, args.mismatch)
+        deck = render(args.source, params, args.process or "generic", args.mismatch)
         analyses = [args.analysis or tpl.analysis or "op"]
         params_record = {k: v for k, v in tpl.resolve(params).items()}
     analyses = [validate_analysis(a) for a in analyses]
     if args.chips and deck.mismatch is None:
-        raise ParameterError("--chips needs --mismatch pelgrom|pdk (and a template that uses process devices)")
+        raise ParameterError("--chips needs --mismatch pelgrom|pdk (and a deck with process transistors)")
     runs: list[RunSpec] = []
     for k, analysis in enumerate(analyses):
         prefix = f"a{k}-{analysis.split()[0]}-"
@@ -134,10 +149,11 @@ def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.output)
     vectors: list[str] = []
     points = 0
-    failed = 0
+    errors: list[str] = []
+    process_name = deck.process.name if deck.process is not None else "none"
     with Engine(mode=args.mode, workers=args.workers, timeout_s=args.timeout) as engine, \
             RunStore(out, config={"source": args.source, "params": params, "analyses": analyses,
-                                  "process": args.process}) as store:
+                                  "process": process_name}) as store:
         store.set_root_attrs(spicenet_version=__version__, ngspice_version=ngspice_version())
         by_id = {run.id: run for run in runs}
         for run_id, outcome in engine.simulate_many(deck, runs).items():
@@ -148,19 +164,21 @@ def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
                 scale = outcome.scale
                 points = max(points, len(outcome.vectors[scale]) if scale else 1)
             else:
-                failed += 1
+                errors.append(f"{run_id}: {outcome}")
                 print(f"spicenet: run {run_id} failed: {outcome}", file=sys.stderr)
             store.append(RunRecord(
                 id=run_id, params=params_record, seed=args.seed, chip=int(run.meta.get("chip", -1)),
-                process=args.process if deck.process else "none", status="ok" if ok else "failed",
+                process=process_name, status="ok" if ok else "failed",
                 error=None if ok else f"{type(outcome).__name__}: {outcome}", netlist=deck.text,
                 vectors=outcome.vectors if ok else {}, units=outcome.units if ok else {}, measurements={},
                 attrs={"analysis": run.analysis, "mode": args.mode, "wall_s": outcome.wall_s if ok else None,
                        "retries": outcome.attempts if ok else getattr(outcome, "attempts", [])}))
-    if failed == len(runs):
-        raise SpicenetError(f"all {failed} runs failed (stored with their errors in {out})")
-    return {"output": str(out), "vectors": vectors, "points": points, "runs": len(runs), "failed": failed,
-            "wall_s": round(time.perf_counter() - t0, 4)}
+    result: dict[str, Any] = {"ok": not errors, "output": str(out), "vectors": vectors, "points": points,
+                              "runs": len(runs), "failed": len(errors), "wall_s": round(time.perf_counter() - t0, 4)}
+    if errors:
+        count = f"all {len(runs)}" if len(errors) == len(runs) else f"{len(errors)} of {len(runs)}"
+        result["error"] = f"{count} runs failed (stored with their errors in {out}); first: {errors[0]}"
+    return result
 
 
 def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
@@ -174,10 +192,19 @@ def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # -- parser ------------------------------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``spicenet VERB: error: ...``, exit 2) instead of usage + error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{self.prog}: error: {_one_line(message)}", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="spicenet", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="spicenet", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--version", action="version", version=f"spicenet {__version__}")
-    sub = parser.add_subparsers(dest="verb", required=True)
+    sub = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
 
     p = sub.add_parser("doctor", help="check ngspice, processes, torch and dask")
     p.set_defaults(handler=cmd_doctor)
@@ -189,7 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="template name (see `spicenet netlists`), path of your own template (.cir with "
                    "'* @param' lines) or path of a plain SPICE netlist")
     p.add_argument("-p", "--param", action="append", metavar="NAME=VALUE", help="template parameter (repeatable)")
-    p.add_argument("--process", default="generic", help="process: generic or sky130 (default generic)")
+    p.add_argument("--process", default=None, help="process: generic or sky130 (templates: default generic; a plain "
+                   "netlist runs as written unless given, then the process header -- model library and "
+                   ".options gmin=1e-18 -- is added)")
     p.add_argument("--analysis", default=None, help='e.g. "tran 1n 1u", "op", "dc vin 0 1 0.01", "ac dec 10 1 1g"')
     p.add_argument("--mismatch", choices=("pelgrom", "pdk"), default=None, help="Monte-Carlo mismatch model")
     p.add_argument("--chips", type=int, default=0, help="Monte-Carlo chips (with --mismatch)")
@@ -231,6 +260,8 @@ def _add_json_flag(parser: argparse.ArgumentParser) -> None:
             return
     if "--json" not in parser._option_string_actions:  # noqa: SLF001
         parser.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    if "--debug" not in parser._option_string_actions:  # noqa: SLF001
+        parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
 
 
 def json_default(value: Any) -> Any:
@@ -248,17 +279,166 @@ def json_default(value: Any) -> Any:
     raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
 
 
+# -- the argument validation layer -------------------------------------------------------------------------------
+DIRECTORY_OUTPUTS = {"train", "demo"}   # verbs whose -o names a folder; every other -o names a file
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _check_int(args: argparse.Namespace, dest: str, flag: str, low: int, high: int | None = None) -> None:
+    value = getattr(args, dest, None)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UsageError(f"argument {flag}: expected an integer, got {value!r}")
+    if value < low or (high is not None and value >= high):
+        bound = f">= {low}" if high is None else f"in [{low}, {high})" if high != 2**63 else f"in [{low}, 2^63)"
+        raise UsageError(f"argument {flag}: must be {bound}, got {value}")
+
+
+def _check_output(path_text: str, verb: str) -> None:
+    path = Path(path_text)
+    folder = path.resolve().parent
+    if verb in DIRECTORY_OUTPUTS:
+        if path.exists() and not path.is_dir():
+            raise UsageError(f"-o {path_text}: exists and is not a folder")
+    elif path.is_dir():
+        raise UsageError(f"-o {path_text}: is a folder; give a file name")
+    elif path.exists() and not os.access(path, os.W_OK):
+        raise UsageError(f"-o {path_text}: the file exists and is not writable")
+    if not folder.is_dir():
+        raise UsageError(f"-o {path_text}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"-o {path_text}: folder {folder} is not writable")
+
+
+def _check_config(path_text: str, flag: str = "--config") -> None:
+    import tomllib
+
+    path = Path(path_text)
+    if not path.is_file():
+        raise UsageError(f"{flag} {path_text}: no such file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+        tomllib.loads(text)
+    except OSError as exc:
+        raise UsageError(f"{flag} {path_text}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{flag} {path_text}: not UTF-8 text (byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{flag} {path_text}: {_one_line(exc)}") from None
+
+
+def _check_surrogate(args: argparse.Namespace) -> None:
+    from spicenet.surrogate import SurrogateFile
+
+    path = args.surrogate
+    try:
+        surrogate = SurrogateFile.load(path)
+    except SpicenetError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:  # the reader's failure modes
+        raise UsageError(f"--surrogate {path}: unreadable surrogate file: {type(exc).__name__}: {_one_line(exc)}") \
+            from None
+    trainer = getattr(args, "trainer", None)
+    if trainer is not None:
+        from spicenet.families import TRAINERS
+
+        family = TRAINERS.get(trainer)
+        if family is not None and surrogate.family != family:
+            raise UsageError(f"--surrogate {path}: a {surrogate.family!r} surrogate; trainer {trainer!r} needs a "
+                             f"{family!r} one")
+
+
+def _check_run_dir(path_text: str) -> None:
+    import json
+
+    from spicenet.families import FAMILIES
+
+    meta = Path(path_text) / "run.json"
+    if not Path(path_text).is_dir():
+        raise UsageError(f"{path_text}: no such run directory")
+    if not meta.is_file():
+        raise UsageError(f"{path_text}: not a training run directory (no run.json)")
+    try:
+        data = json.loads(meta.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{meta}: unreadable run.json: {_one_line(exc)}") from None
+    family = data.get("family") if isinstance(data, dict) else None
+    if family not in FAMILIES:
+        raise UsageError(f"{meta}: 'family' must name one of {', '.join(FAMILIES)}, got {family!r}")
+
+
+def _check_scheduler(address: str) -> None:
+    import re
+    import socket
+
+    match = re.match(r"^(?:tcp://)?\[?([A-Za-z0-9_.:-]+?)\]?:(\d{1,5})$", address.strip())
+    if match is None:
+        raise UsageError(f"--scheduler {address!r}: expected tcp://HOST:PORT")
+    host, port = match.group(1), int(match.group(2))
+    try:
+        with socket.create_connection((host, port), timeout=5):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--scheduler {address}: cannot connect: {exc.strerror or exc}") from None
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """The validation layer every verb's arguments pass before it runs (see the module docstring)."""
+    verb = args.verb
+    _check_int(args, "workers", "--workers", 1)
+    _check_int(args, "seed", "--seed", 0, 2**63)
+    _check_int(args, "chips", "--chips", 0 if verb == "simulate" else 1)
+    timeout = getattr(args, "timeout", None)
+    if timeout is not None and not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
+        raise UsageError(f"argument --timeout: must be a finite number of seconds > 0, got {timeout!r}")
+    if getattr(args, "config", None) is not None:
+        _check_config(args.config, "CONFIG" if verb == "sweep" else "--config")
+    if getattr(args, "output", None) is not None:
+        _check_output(args.output, verb)
+    if getattr(args, "surrogate", None) is not None:
+        _check_surrogate(args)
+    if verb == "validate" and getattr(args, "run_dir", None) is not None:
+        _check_run_dir(args.run_dir)
+    if getattr(args, "scheduler", None):
+        _check_scheduler(args.scheduler)
+
+
+def _remove_new(path: Path | None, existed: bool) -> None:
+    """Remove an output a failed verb created (it did not exist before the verb ran)."""
+    import shutil
+
+    if path is None or existed or not path.exists():
+        return
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = bool(getattr(args, "debug", False) or os.environ.get("SPICENET_DEBUG"))
     handler: Callable[[argparse.Namespace], dict[str, Any]] = args.handler
+    output = Path(args.output) if getattr(args, "output", None) else None
+    existed = output is not None and output.exists()
     try:
+        check_args(args)
         result = handler(args)
-    except (ParameterError, ConfigError) as exc:
-        print(f"spicenet {args.verb}: error: {exc}", file=sys.stderr)
+    except UsageError as exc:
+        _remove_new(output, existed)
+        if debug:
+            raise
+        print(f"spicenet {args.verb}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except SpicenetError as exc:
-        print(f"spicenet {args.verb}: error: {exc}", file=sys.stderr)
+        if debug:
+            raise
+        print(f"spicenet {args.verb}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"spicenet {args.verb}: interrupted", file=sys.stderr)
@@ -269,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         _print_human(result)
     if result.get("ok") is False:  # a verb that reports overall success (doctor, demo) and did not succeed
         if result.get("error"):
-            print(f"spicenet {args.verb}: error: {result['error']}", file=sys.stderr)
+            print(f"spicenet {args.verb}: error: {_one_line(result['error'])}", file=sys.stderr)
         return 1
     return 0
 

@@ -1,6 +1,8 @@
 """Exception types of spicenet. Every error carries a one-line message naming what is wrong and where.
 
-The CLI prints ``str(error)`` on one line of stderr and exits non-zero for any ``SpicenetError``.
+The CLI prints ``str(error)`` on one line of stderr and exits non-zero for any ``SpicenetError``: 2 for a
+``UsageError`` (bad input: an argument, a config, a template, a file the verb was given), 1 for anything else
+(a simulation that failed, a worker that crashed).
 """
 
 from __future__ import annotations
@@ -10,11 +12,15 @@ class SpicenetError(Exception):
     """Base class: an error the user can act on (bad input, failed simulation, missing data)."""
 
 
-class ParameterError(SpicenetError, ValueError):
+class UsageError(SpicenetError):
+    """Bad input the user gave (an argument, a config value, a file): the CLI exits 2."""
+
+
+class ParameterError(UsageError, ValueError):
     """A template parameter is unknown, missing, malformed, of the wrong unit or out of range."""
 
 
-class TemplateError(SpicenetError):
+class TemplateError(UsageError):
     """A netlist template file is malformed (bad header, undeclared placeholder)."""
 
 
@@ -38,13 +44,13 @@ class WorkerCrashed(SimulationError):
     """The worker process running a simulation died (segfault, abort, out of memory)."""
 
 
-class ProcessError(SpicenetError):
+class ProcessError(UsageError):
     """A process/PDK is unknown or not installed."""
 
 
-class ConfigError(SpicenetError, ValueError):
+class ConfigError(UsageError, ValueError):
     """A TOML config (sweep, calibration, training) is malformed; names the key and the file."""
 
 
-class DataError(SpicenetError):
+class DataError(UsageError):
     """A dataset could not be found or read; says where it looked and how to provide it."""

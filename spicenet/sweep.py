@@ -5,8 +5,10 @@ Config (TOML)::
 
     template = "basic/current_mirror"     # a shipped template (or "my_cell.cir": your template, path relative to
                                            # this file) ...
-    # netlist = "my_deck.cir"              # ... or a plain SPICE file (analysis from --analysis/`analysis` or its own)
-    process = "generic"
+    # netlist = "my_deck.cir"              # ... or a plain SPICE file (analysis from `analysis` or its one own card;
+                                           # relative includes against its folder; no .control, see analysis.py)
+    process = "generic"                    # templates: default generic; a plain netlist gets the process header
+                                           # (model library + .options gmin=1e-18) only when process is given
     analysis = "op"                        # default: the template's @analysis
     seed = 1                               # mismatch seed; chip k of a point uses (seed, k)
     save = ["i(vout)"]                     # vectors to store (default: all)
@@ -18,13 +20,17 @@ Config (TOML)::
     [montecarlo]
     chips = 200                            # 0 = nominal only
     mode = "pelgrom"                       # "pelgrom" | "pdk" (sky130) | "none"
-    noise_seed = 7                         # optional: reseed TRRANDOM noise per chip
+    noise_seed = 7                         # optional: TRRANDOM noise seed per chip (default: the sweep seed)
     [inputs]                               # optional: operating points pushed into the loaded deck with alter
     sources = ["vin0", "vin1"]             # voltage/current sources whose dc value each row sets
     rows = [[0.1, 0.2], [0.3, 0.4]]        # or file = "inputs.npy" (2-D array, one row per run)
     [measure.iout]                         # scalar measurements stored with each run
     kind = "value"                         # value | final | mean | min | max | frequency | period | duty | settling | energy
-    vector = "i(vout)"
+    vector = "i(vout)"                     # also: level, tolerance; energy: supply = "vdd" (vector = its current
+                                           # i(vdd); voltage v(vdd) or volts = <number>)
+
+Every value is type-checked (a wrong type, an unknown key, an unknown save/measure vector of the deck: ConfigError
+naming the key and the file).
 
 Run ids are ``p<grid index>[-i<input row>]-c<chip>`` (``-nom`` for the nominal run), so a resumed sweep knows
 what is done. Chips and input rows are variants of one loaded deck (``alter``), the fast path of ngspice.
@@ -33,6 +39,7 @@ what is done. Chips and input rows are variants of one loaded deck (``alter``), 
 from __future__ import annotations
 
 import itertools
+import math
 import sys
 import time
 import tomllib
@@ -45,8 +52,8 @@ import numpy as np
 from spicenet import __version__
 from spicenet.errors import ConfigError, SpicenetError
 from spicenet.spice import measure as meas
-from spicenet.spice.analysis import dot_lines, validate_analysis
-from spicenet.spice.engine import Deck, derived_seed, montecarlo_runs, render
+from spicenet.spice.analysis import read_netlist, unknown_vector, validate_analysis
+from spicenet.spice.engine import Deck, derived_seed, montecarlo_runs, plain_deck, render
 from spicenet.spice.job import Job, RunSpec
 from spicenet.spice.results import SimResult
 
@@ -73,14 +80,22 @@ class SweepConfig:
     input_sources: tuple[str, ...] = ()
     input_rows: np.ndarray | None = None
     source: str = "<dict>"
+    process_given: bool = False  # a plain netlist gets the process header only when the config names a process
 
     @classmethod
     def from_toml(cls, path: Path) -> "SweepConfig":
         path = Path(path)
         try:
-            data = tomllib.loads(path.read_text())
+            raw = path.read_bytes()
         except FileNotFoundError:
             raise ConfigError(f"sweep config {path} not found") from None
+        except OSError as exc:
+            raise ConfigError(f"sweep config {path}: cannot read: {exc.strerror or exc}") from None
+        try:
+            data = tomllib.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            line = raw[:exc.start].count(b"\n") + 1
+            raise ConfigError(f"sweep config {path}: line {line}: not UTF-8 text") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"sweep config {path}: {exc}") from None
         config = cls.from_dict(data, source=str(path))
@@ -92,48 +107,57 @@ class SweepConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> "SweepConfig":
-        known = {"template", "netlist", "process", "analysis", "seed", "save", "timeout_s", "params", "grid",
-                 "montecarlo", "measure", "inputs"}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"{source}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        """Validate every key and value (type, range, cross-key rules); ConfigError naming the key and ``source``."""
+        check = _Checker(source)
+        check.keys(data, "", {"template", "netlist", "process", "analysis", "seed", "save", "timeout_s", "params",
+                              "grid", "montecarlo", "measure", "inputs"})
         if ("template" in data) == ("netlist" in data):
             raise ConfigError(f"{source}: give exactly one of 'template' or 'netlist'")
-        mc = dict(data.get("montecarlo", {}))
-        bad_mc = sorted(set(mc) - {"chips", "mode", "noise_seed"})
-        if bad_mc:
-            raise ConfigError(f"{source}: unknown key montecarlo.{bad_mc[0]}")
-        grid = data.get("grid", {})
+        template = check.text(data, "template") if "template" in data else None
+        netlist = check.text(data, "netlist") if "netlist" in data else None
+        process = check.text(data, "process") if "process" in data else "generic"
+        mc = check.table(data, "montecarlo")
+        check.keys(mc, "montecarlo.", {"chips", "mode", "noise_seed"})
+        params = check.table(data, "params")
+        for key, value in params.items():
+            check.scalar(value, f"params.{key}")
+        grid = check.table(data, "grid")
         for key, values in grid.items():
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"{source}: grid.{key} must be a non-empty list, got {values!r}")
-        measure = data.get("measure", {})
-        for name, spec in measure.items():
-            if not isinstance(spec, dict) or spec.get("kind") not in MEASURE_KINDS or "vector" not in spec:
-                raise ConfigError(f"{source}: measure.{name} needs kind (one of {', '.join(MEASURE_KINDS)}) and vector")
-        chips = mc.get("chips", 0)
-        if not isinstance(chips, int) or chips < 0:
-            raise ConfigError(f"{source}: montecarlo.chips must be an integer >= 0, got {chips!r}")
-        mode = mc.get("mode", "pelgrom" if chips else "none")
+            for k, value in enumerate(values):
+                check.scalar(value, f"grid.{key}[{k}]")
+        chips = check.integer(mc, "chips", 0, default=0, where="montecarlo.chips")
+        mode = check.text(mc, "mode", where="montecarlo.mode") if "mode" in mc else ("pelgrom" if chips else "none")
         if mode not in ("pelgrom", "pdk", "none"):
             raise ConfigError(f"{source}: montecarlo.mode must be pelgrom, pdk or none, got {mode!r}")
-        seed = data.get("seed", 0)
-        if not isinstance(seed, int) or seed < 0:
-            raise ConfigError(f"{source}: seed must be an integer >= 0, got {seed!r}")
-        analysis = data.get("analysis")
-        if analysis is not None:
+        noise_seed = check.integer(mc, "noise_seed", 0, 2**63, default=None, where="montecarlo.noise_seed")
+        seed = check.integer(data, "seed", 0, 2**63, default=0)
+        timeout_s = check.number(data, "timeout_s", default=120.0)
+        if not timeout_s > 0:
+            raise ConfigError(f"{source}: timeout_s must be > 0 seconds, got {timeout_s!r}")
+        save = None
+        if "save" in data:
+            names = data["save"]
+            if not isinstance(names, list) or not names or not all(isinstance(n, str) and n.strip() for n in names):
+                raise ConfigError(f"{source}: save must be a non-empty list of vector names such as "
+                                  f"[\"v(out)\", \"i(vdd)\"], got {names!r}")
+            save = tuple(n.strip().lower() for n in names)
+        analysis = None
+        if "analysis" in data:
             try:
-                analysis = validate_analysis(analysis)
+                analysis = validate_analysis(check.text(data, "analysis"))
             except SpicenetError as exc:
                 raise ConfigError(f"{source}: {exc}") from None
+        measure = check.table(data, "measure")
+        for name, spec in measure.items():
+            _check_measure(check, name, spec, save)
         sources, rows = _inputs(data.get("inputs"), source)
-        return cls(template=data.get("template"), netlist=Path(data["netlist"]) if "netlist" in data else None,
-                   process=data.get("process", "generic"), analysis=analysis, seed=seed,
-                   save=tuple(s.lower() for s in data["save"]) if "save" in data else None,
-                   timeout_s=float(data.get("timeout_s", 120.0)), params=dict(data.get("params", {})),
-                   grid={k: list(v) for k, v in grid.items()}, chips=chips, mismatch=mode,
-                   noise_seed=mc.get("noise_seed"), measure=measure, input_sources=sources, input_rows=rows,
-                   source=source)
+        return cls(template=template, netlist=Path(netlist) if netlist is not None else None,
+                   process=process, analysis=analysis, seed=seed, save=save, timeout_s=timeout_s,
+                   params=dict(params), grid={k: list(v) for k, v in grid.items()}, chips=chips, mismatch=mode,
+                   noise_seed=noise_seed, measure=measure, input_sources=sources, input_rows=rows, source=source,
+                   process_given="process" in data)
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"process": self.process, "seed": self.seed, "timeout_s": self.timeout_s,
@@ -160,6 +184,88 @@ class SweepConfig:
         return [{**self.params, **dict(zip(keys, combo))} for combo in combos]
 
 
+_MEASURE_KEYS = {"kind", "vector", "level", "tolerance", "supply", "volts"}
+
+
+class _Checker:
+    """Type checks of TOML values, each failure a ConfigError naming the key and the file."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, where: str, expected: str, value: Any) -> ConfigError:
+        return ConfigError(f"{self.source}: {where} must be {expected}, got {value!r} ({type(value).__name__})")
+
+    def keys(self, table: dict, prefix: str, known: set[str]) -> None:
+        unknown = sorted(set(table) - known)
+        if unknown:
+            raise ConfigError(f"{self.source}: unknown key {prefix}{unknown[0]} (known: {', '.join(sorted(known))})")
+
+    def table(self, data: dict, key: str) -> dict:
+        value = data.get(key, {})
+        if not isinstance(value, dict):
+            raise self.fail(key, "a table ([" + key + "])", value)
+        return value
+
+    def text(self, data: dict, key: str, where: str | None = None) -> str:
+        value = data[key]
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(where or key, "a non-empty string", value)
+        return value
+
+    def integer(self, data: dict, key: str, low: int, high: int | None = None, default: Any = 0,
+                where: str | None = None) -> Any:
+        if key not in data:
+            return default
+        value = data[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(where or key, "an integer", value)
+        if value < low or (high is not None and value >= high):
+            raise self.fail(where or key, f">= {low}" + (" and < 2^63" if high == 2**63 else ""), value)
+        return value
+
+    def number(self, data: dict, key: str, default: float) -> float:
+        if key not in data:
+            return default
+        value = data[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise self.fail(key, "a finite number", value)
+        return float(value)
+
+    def scalar(self, value: Any, where: str) -> None:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise self.fail(where, "a number or a string such as \"10k\"", value)
+
+
+def _check_measure(check: _Checker, name: str, spec: Any, save: tuple[str, ...] | None) -> None:
+    where = f"measure.{name}"
+    if not isinstance(spec, dict):
+        raise check.fail(where, "a table", spec)
+    check.keys(spec, where + ".", _MEASURE_KEYS)
+    if spec.get("kind") not in MEASURE_KINDS:
+        raise ConfigError(f"{check.source}: {where}.kind must be one of {', '.join(MEASURE_KINDS)}, "
+                          f"got {spec.get('kind')!r}")
+    if "vector" not in spec:
+        raise ConfigError(f"{check.source}: {where} needs vector (the vector to measure, e.g. \"v(out)\")")
+    vector = check.text(spec, "vector", where + ".vector").strip().lower()
+    spec["vector"] = vector
+    for key in ("level", "tolerance", "volts"):
+        if key in spec:
+            check.number(spec, key, 0.0)
+    if spec["kind"] == "energy":
+        if "supply" not in spec:
+            raise ConfigError(f"{check.source}: {where}: kind = \"energy\" needs supply = \"<voltage source name>\" "
+                              f"(vector is that source's current, e.g. \"i(vdd)\"; its voltage is v(<supply>) or "
+                              f"volts = <number>)")
+        spec["supply"] = check.text(spec, "supply", where + ".supply").strip().lower()
+    if save is not None:
+        needed = [vector] + ([f"v({spec['supply']})"] if spec["kind"] == "energy" and "volts" not in spec else [])
+        missing = [n for n in needed if n not in save]
+        if missing:
+            raise ConfigError(f"{check.source}: {where} measures {missing[0]!r}, which save does not keep "
+                              f"(save = {list(save)})")
+
+
 @dataclass
 class PlannedPoint:
     """One grid point: its rendered deck and the runs (chips) to simulate on it."""
@@ -177,16 +283,31 @@ def _inputs(spec: Any, source: str) -> tuple[tuple[str, ...], np.ndarray | None]
         return (), None
     import re
 
-    sources = tuple(str(s).lower() for s in spec.get("sources", []))
+    check = _Checker(source)
+    if not isinstance(spec, dict):
+        raise check.fail("inputs", "a table ([inputs])", spec)
+    check.keys(spec, "inputs.", {"sources", "rows", "file"})
+    names = spec.get("sources", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise check.fail("inputs.sources", "a list of source names", names)
+    sources = tuple(n.lower() for n in names)
     if not sources or not all(re.match(r"^[vi][a-z0-9_]*$", s) for s in sources):
         raise ConfigError(f"{source}: inputs.sources must list voltage/current source names (v.../i...), got {sources}")
     if ("rows" in spec) == ("file" in spec):
         raise ConfigError(f"{source}: inputs needs exactly one of 'rows' or 'file'")
+    if "file" in spec:
+        check.text(spec, "file", "inputs.file")
+    else:
+        rows_in = spec["rows"]
+        if not isinstance(rows_in, list) or not all(
+                isinstance(r, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in r)
+                for r in rows_in):
+            raise check.fail("inputs.rows", "a list of lists of numbers", rows_in)
     try:
-        rows = np.load(spec["file"]) if "file" in spec else np.asarray(spec["rows"], dtype=float)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{source}: inputs: {exc}") from None
-    rows = np.asarray(rows, dtype=float)
+        rows = np.load(spec["file"], allow_pickle=False) if "file" in spec else np.asarray(spec["rows"], dtype=float)
+        rows = np.asarray(rows, dtype=float)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigError(f"{source}: inputs: {' '.join(str(exc).split())}") from None
     if rows.ndim != 2 or rows.shape[1] != len(sources) or not np.all(np.isfinite(rows)):
         raise ConfigError(f"{source}: inputs rows must be finite, shape [n, {len(sources)}], got {rows.shape}")
     return sources, rows
@@ -211,18 +332,27 @@ def plan(config: SweepConfig) -> list[PlannedPoint]:
         else:
             if params:
                 raise ConfigError(f"{config.source}: params/grid need a template; a plain netlist has no parameters")
-            text = config.netlist.read_text()  # type: ignore[union-attr]
-            deck = Deck(text)
-            own = dot_lines(text)
-            analysis = config.analysis or (own[0] if own else None)
+            netlist = read_netlist(config.netlist)  # type: ignore[arg-type]
+            deck = plain_deck(netlist.deck, config.process if config.process_given else None,
+                              None if config.mismatch == "none" else config.mismatch)
+            if not config.analysis and len(netlist.analyses) > 1:
+                raise ConfigError(f"{config.source}: netlist {config.netlist} has {len(netlist.analyses)} analyses "
+                                  f"({', '.join(netlist.analyses)}); a sweep runs one: set analysis = \"...\"")
+            analysis = config.analysis or (netlist.analyses[0] if netlist.analyses else None)
         if not analysis:
             raise ConfigError(f"{config.source}: no analysis given and the deck declares none")
+        if index == 0:
+            _check_vectors(config, deck.text, validate_analysis(analysis))
+        # noise (TRRANDOM) is seeded from the sweep seed unless montecarlo.noise_seed says otherwise
+        noise_seed = config.noise_seed
+        if noise_seed is None and "trrandom" in deck.text.lower():
+            noise_seed = config.seed
         prefix = f"p{index:05d}-"
         if config.chips:
-            base = montecarlo_runs(deck, analysis, range(config.chips), config.seed, prefix, config.noise_seed,
+            base = montecarlo_runs(deck, analysis, range(config.chips), config.seed, prefix, noise_seed,
                                    config.save)
         else:
-            seed = derived_seed(config.noise_seed, 0) if config.noise_seed is not None else None
+            seed = derived_seed(noise_seed, 0) if noise_seed is not None else None
             base = [RunSpec(id=f"{prefix}nom", analysis=validate_analysis(analysis), seed=seed, save=config.save,
                             meta={"chip": -1, "seed": config.seed})]
         runs = base
@@ -233,6 +363,19 @@ def plan(config: SweepConfig) -> list[PlannedPoint]:
                     for run in base for k, row in enumerate(config.input_rows)]
         planned.append(PlannedPoint(index, params, deck, analysis, runs))
     return planned
+
+
+def _check_vectors(config: SweepConfig, deck: str, analysis: str) -> None:
+    """Reject save names and measured vectors the deck cannot produce (see ``analysis.unknown_vector``)."""
+    wanted = [("save", name) for name in config.save or ()]
+    for name, spec in config.measure.items():
+        wanted.append((f"measure.{name}.vector", spec["vector"]))
+        if spec["kind"] == "energy":
+            wanted.append((f"measure.{name}.supply", f"i({spec['supply']})"))
+    for where, name in wanted:
+        reason = unknown_vector(deck, name, analysis)
+        if reason is not None:
+            raise ConfigError(f"{config.source}: {where}: {name!r}: {reason}")
 
 
 def measure_result(result: SimResult, specs: dict[str, dict[str, Any]]) -> dict[str, float]:

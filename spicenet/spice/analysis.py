@@ -270,3 +270,46 @@ def read_netlist(path: str | Path) -> Netlist:
             except ParameterError as exc:
                 raise ParameterError(f"netlist {str(path)!r}: line {card.first}: {exc}") from None
     return Netlist(path=path, deck=strip_analyses(deck), analyses=tuple(analyses))
+
+
+_VECTOR = re.compile(r"^([vi])\((.+)\)$")
+_BRANCH_ELEMENTS = ("v", "e", "h", "l", "b")  # elements whose current ngspice keeps as a vector (x#branch)
+
+
+def unknown_vector(deck: str, name: str, analysis: str) -> str | None:
+    """Why ``name`` cannot be a vector of ``analysis`` on ``deck`` (None when it can or cannot be judged).
+
+    Judged for ``v(node[,node])`` and ``i(source)`` of op/dc/tran/ac results against the deck's top-level cards:
+    a node must appear on some element card (or be ground, or a subcircuit path ``x1.n``), a current must be that of
+    a voltage source, controlled voltage source, inductor or behavioural source. Other names (scales, noise,
+    tf/sens/pz outputs, ``@device[param]``) are not judged."""
+    if analysis.split()[0] not in ("op", "dc", "tran", "ac"):
+        return None
+    match = _VECTOR.match(name.strip().lower())
+    if match is None:
+        return None
+    nodes: set[str] = {"0", "gnd"}
+    elements: set[str] = set()
+    depth = 0
+    for card in cards(deck):
+        words = card.text.lower().replace("(", " ").replace(")", " ").replace(",", " ").split()
+        if not words:
+            continue
+        if words[0].startswith(".subckt"):
+            depth += 1
+        elif words[0].startswith(".ends"):
+            depth = max(0, depth - 1)
+        elif not words[0].startswith(".") and depth == 0:
+            elements.add(words[0])
+            nodes.update(w for w in words[1:] if "=" not in w)
+    kind, inner = match.groups()
+    if kind == "v":
+        for node in (n.strip() for n in inner.split(",")):
+            if node not in nodes and not (node.startswith("x") and "." in node):
+                return f"no node {node!r} in the deck"
+        return None
+    if inner in elements and inner[0] in _BRANCH_ELEMENTS or (inner.startswith("x") and "." in inner):
+        return None
+    if inner in elements:
+        return f"{inner!r} has no branch current (i() names a voltage source, E/H source, inductor or B source)"
+    return f"no element {inner!r} in the deck"

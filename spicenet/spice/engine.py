@@ -48,9 +48,32 @@ def render(template: str | Path, params: Mapping[str, Any] | None = None, proces
         proc = get_process(process)
     if mismatch_mode not in (None, "pelgrom", "pdk"):
         raise ParameterError(f"mismatch mode must be 'pelgrom' or 'pdk', got {mismatch_mode!r}")
-    if mismatch_mode and proc is not None and mismatch_mode not in proc.mismatch_modes:
+    if mismatch_mode and proc is None:
+        raise ParameterError(f"template {tpl.name!r} has no process transistors (no '* @uses' line): "
+                             f"{mismatch_mode} mismatch needs some")
+    if mismatch_mode and mismatch_mode not in proc.mismatch_modes:
         raise ParameterError(f"process {proc.name!r} has no {mismatch_mode!r} mismatch (has {proc.mismatch_modes})")
     return Deck(tpl.render(params, proc, mismatch=mismatch_mode), proc, mismatch_mode)
+
+
+def plain_deck(text: str, process: str | None = None, mismatch_mode: str | None = None) -> Deck:
+    """A plain netlist (analysis cards already removed) as a ``Deck``. Without ``process`` the deck runs exactly as
+    written (nothing added: no model library, no ``.options``). With ``process`` the process header -- its model
+    library ``.include`` (the ``nfet``/``pfet``/``diode`` wrappers) and its ``.options`` (``gmin=1e-18``, see
+    ``spicenet.spice.process.GMIN_OPTIONS``) -- goes after the title line, as for a template that ``@uses`` devices;
+    ``mismatch_mode`` then applies to the deck's wrapper instances."""
+    if process is None:
+        if mismatch_mode:
+            raise ParameterError(f"{mismatch_mode} mismatch on a plain netlist needs a process (--process generic|sky130)")
+        return Deck(text)
+    from spicenet.spice.process import get_process
+
+    proc = get_process(process)
+    if mismatch_mode not in (None, *proc.mismatch_modes):
+        raise ParameterError(f"process {proc.name!r} has no {mismatch_mode!r} mismatch (has {proc.mismatch_modes})")
+    lines = text.splitlines()
+    body = "\n".join(lines[:1] + [proc.header(mismatch=mismatch_mode).rstrip("\n")] + lines[1:]) + "\n"
+    return Deck(body, proc, mismatch_mode)
 
 
 def montecarlo_runs(deck: Deck, analysis: str, chips: Sequence[int], seed: int, id_prefix: str = "",

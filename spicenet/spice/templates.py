@@ -120,10 +120,29 @@ class Template:
         return "\n".join(out) + "\n"
 
 
+_ANY_DIRECTIVE = re.compile(r"^\*\s*@(param|analysis|uses|supply|doc)\b", re.MULTILINE)
+
+
+def is_template(text: str) -> bool:
+    """True when ``text`` has a template header line (``* @param``, ``* @analysis``, ``* @uses``, ``* @supply`` or
+    ``* @doc``): such a file is rendered as a template (its ``@analysis`` is its default analysis even without
+    parameters); any other file is a plain netlist."""
+    return _ANY_DIRECTIVE.search(text) is not None
+
+
 def parse_template(path: Path, name: str | None = None) -> Template:
     """Read a template file and its header; raise TemplateError on a malformed header or placeholder."""
     path = Path(path)
-    body = path.read_text()
+    try:
+        body = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise TemplateError(f"{path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise TemplateError(f"{path}: {exc.strerror or exc}") from None
+    # relative .include/.lib paths name files beside the template (as ngspice -b does for a deck file)
+    from spicenet.spice.analysis import resolve_includes
+
+    body = resolve_includes(body, path.resolve().parent)
     name = name or path.stem
     params: dict[str, Param] = {}
     analysis, uses, supplies, doc = None, (), (), []
@@ -212,7 +231,7 @@ def list_templates(root: Path | None = None) -> dict[str, Path]:
 def load_template(name: str | Path, root: Path | None = None) -> Template:
     """The template called ``name``: a shipped name (``basic/rc`` or a unique stem such as ``rc``), a name under
     another ``root`` folder, or the path of your own ``.cir`` file with a ``* @param`` header."""
-    if Path(name).suffix == ".cir":
+    if Path(name).suffix == ".cir" or Path(name).is_file():
         path = Path(name)
         if not path.is_file():
             raise ParameterError(f"template file {str(name)!r} not found")

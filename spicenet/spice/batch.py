@@ -102,8 +102,11 @@ def _run_once(job: Job, run: RunSpec, extra: tuple[str, ...], analysis: str, wor
     deck_path = workdir / "deck.cir"
     deck_path.write_text(_deck_with_control(job.deck, commands, raw))
     (workdir / ".spiceinit").write_text("\n".join(job.init_commands) + "\n")
-    proc = subprocess.run(["ngspice", "-b", str(deck_path)], cwd=workdir, capture_output=True, text=True,
-                          timeout=job.timeout_s, env=dict(os.environ, OMP_NUM_THREADS="1"))  # ngspice segfaults without HOME
+    from spicenet.spice.worker import die_with_parent
+
+    proc = subprocess.run(["ngspice", "-b", str(deck_path)], cwd=workdir, capture_output=True, text=True, errors="replace",
+                          timeout=job.timeout_s, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                          preexec_fn=die_with_parent)  # ngspice segfaults without HOME
     output = proc.stdout + "\n" + proc.stderr
     if not raw.exists():
         return [], output

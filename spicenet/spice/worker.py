@@ -12,13 +12,22 @@ The parent (``WorkerPool``) hands each idle worker one job at a time and receive
 - a worker that dies (segfault, abort, OOM kill) fails its current run with ``WorkerCrashed``, same recovery;
 - a worker is replaced after ``recycle_after`` runs or once its resident memory passes ``max_rss_mb``, which keeps
   memory flat over arbitrarily many runs.
+
+Workers die with their parent and never outlive a run's time limit, even when the parent is killed (SIGKILL,
+SIGTERM) and cannot clean up: each worker asks the kernel for SIGKILL when its parent dies
+(``prctl(PR_SET_PDEATHSIG)``, Linux), and a watchdog thread in the worker kills it when its parent process is gone
+(the parent pid changed: reparented), when the parent's pipe closes, or when the current run has run past its
+job's ``timeout_s`` (plus a grace of 10 % + 5 s, so the parent's own timeout normally fires first). ``ngspice -b``
+processes of the batch mode get the same parent-death signal.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -38,18 +47,65 @@ def _rss_mb() -> float:
         return 0.0
 
 
-def worker_main(read_fd: int, write_fd: int, mode: str) -> None:
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux ``prctl``; a no-op elsewhere). Also usable
+    as a ``preexec_fn`` (the setting survives ``exec``)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+
+
+class _Watchdog:
+    """A daemon thread that SIGKILLs this worker when its parent is gone or the current run is overdue."""
+
+    def __init__(self, parent_pid: int, period_s: float = 0.5) -> None:
+        self.parent_pid, self.period_s = parent_pid, period_s
+        self.deadline: float | None = None  # monotonic time after which the current run is overdue
+        threading.Thread(target=self._loop, name="spicenet-watchdog", daemon=True).start()
+
+    def arm(self, timeout_s: float) -> None:
+        self.deadline = time.monotonic() + 1.1 * timeout_s + 5.0
+
+    def disarm(self) -> None:
+        self.deadline = None
+
+    def _loop(self) -> None:
+        while True:
+            overdue = self.deadline is not None and time.monotonic() > self.deadline
+            if os.getppid() != self.parent_pid or overdue:
+                os.kill(os.getpid(), signal.SIGKILL)
+            time.sleep(self.period_s)
+
+
+def worker_main(read_fd: int, write_fd: int, mode: str, parent_pid: int | None = None) -> None:
     """Child loop: receive ``(job_index, job, skip)``, send ``("run", job_index, run_id, outcome, rss_mb)`` per
-    run and ``("done", job_index, rss_mb)`` per job; ``None`` ends the loop."""
+    run and ``("done", job_index, rss_mb)`` per job; ``None`` (or the parent's pipe closing) ends the loop."""
+    die_with_parent()
+    parent_pid = os.getppid() if parent_pid is None else parent_pid
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+    watchdog = _Watchdog(parent_pid)
     inbox, outbox = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
     session = None
     while True:
-        message = inbox.recv()
+        try:
+            message = inbox.recv()
+        except (EOFError, OSError):  # the parent closed its end (or died): nothing more to do
+            return
         if message is None:
             return
         job_index, job, skip = message
+        watchdog.arm(job.timeout_s)
 
         def emit(run_id: str, outcome: Outcome) -> None:
+            watchdog.arm(job.timeout_s)
             outbox.send(("run", job_index, run_id, outcome, _rss_mb()))
 
         try:
@@ -66,6 +122,7 @@ def worker_main(read_fd: int, write_fd: int, mode: str) -> None:
             outbox.send(("error", job_index, error, _rss_mb()))
         except Exception as error:  # noqa: BLE001 - never let a bug kill the worker silently
             outbox.send(("error", job_index, SimulationError(f"{type(error).__name__}: {error}"), _rss_mb()))
+        watchdog.disarm()
         outbox.send(("done", job_index, _rss_mb()))
 
 
@@ -113,8 +170,9 @@ class WorkerPool:
         c2p_r, c2p_w = os.pipe()
         env = dict(os.environ, OMP_NUM_THREADS="1")
         quiet = None if os.environ.get("SPICENET_DEBUG") else subprocess.DEVNULL
-        code = "import sys; from spicenet.spice.worker import worker_main; worker_main(*map(int, sys.argv[1:3]), sys.argv[3])"
-        proc = subprocess.Popen([sys.executable, "-c", code, str(p2c_r), str(c2p_w), self.mode],
+        code = ("import sys; from spicenet.spice.worker import worker_main; "
+                "worker_main(*map(int, sys.argv[1:3]), sys.argv[3], int(sys.argv[4]))")
+        proc = subprocess.Popen([sys.executable, "-c", code, str(p2c_r), str(c2p_w), self.mode, str(os.getpid())],
                                 pass_fds=(p2c_r, c2p_w), stdin=subprocess.DEVNULL, stdout=quiet, stderr=quiet,
                                 env=env, start_new_session=True)
         os.close(p2c_r)

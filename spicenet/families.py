@@ -31,7 +31,7 @@ from typing import Any
 from spicenet.errors import ConfigError
 
 FAMILIES: dict[str, str] = {"rng": "rng", "oscillator": "oscillator", "resistive": "resistive"}
-TRAINERS: dict[str, str] = {"dtm": "rng", "ais": "oscillator", "eqprop": "resistive"}
+TRAINERS: dict[str, str] = {"dtm": "rng", "ais": "oscillator", "eqprop": "resistive", "ffebm": "resistive"}
 
 
 def family_module(family: str) -> ModuleType | None:

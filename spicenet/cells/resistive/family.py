@@ -20,8 +20,15 @@ def calibrate(config: dict[str, Any], *, process: str, quick: bool, output: Path
 def train(config: dict[str, Any], *, surrogate: Path, quick: bool, run_dir: Path, device: str,
           seed: int) -> dict[str, Any]:
     """Centered EqProp on the calibrated network, mismatch-aware and without injection, both evaluated on the same
-    held-out chips (see :mod:`spicenet.cells.resistive.train`)."""
+    held-out chips (see :mod:`spicenet.cells.resistive.train`); a config with an ``[ffebm]`` section (the
+    ``training/ffebm*.toml`` of trainer ``ffebm``) trains feedforward-tied resistive blocks instead
+    (:mod:`spicenet.cells.resistive.ffebm_train`)."""
     from spicenet.cells.resistive.train import train_resistive
+
+    if "ffebm" in config:
+        from spicenet.cells.resistive.ffebm_train import train_ffebm
+
+        return train_ffebm(config, surrogate=surrogate, quick=quick, run_dir=run_dir, device=device, seed=seed)
 
     return train_resistive(config, surrogate=surrogate, quick=quick, run_dir=run_dir, device=device, seed=seed)
 

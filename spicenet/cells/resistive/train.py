@@ -43,9 +43,9 @@ __all__ = ["TRAIN_DEFAULTS", "NetSpec", "net_spec", "build_network", "chip_seed"
 
 TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "data": {"dataset": "mnist", "source": "sample", "size": 8, "n_train": 0, "n_test": 0},
-    "model": {"hidden": [32], "bias": True, "init_max": 4.0},
-    "train": {"epochs": 10, "batch_size": 20, "lr": 0.3, "beta": 0.1, "v_low": -0.5, "v_high": 0.5,
-              "checkpoint_every": 1, "threads": 1},
+    "model": {"hidden": [32], "bias": True, "init_max": 4.0, "amp_gain": 0.0, "amp_back": 0.0},
+    "train": {"epochs": 10, "batch_size": 20, "lr": 0.3, "lr_decay": 1.0, "beta": 0.1, "v_low": -0.5,
+              "v_high": 0.5, "ideal": True, "checkpoint_every": 1, "threads": 1},
     "mismatch": {"train_scale": 1.0, "eval_scale": 1.0, "eval_chips": 10},
 }
 
@@ -66,14 +66,19 @@ def merged_train_config(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
 NetSpec = dict[str, Any]
 
 
-def net_spec(sur: SurrogateFile, layer_sizes: list[int], bias: bool) -> NetSpec:
-    """Keyword arguments of :class:`ResistiveNetwork` (plus levels and mismatch sigmas) from a surrogate file."""
+def net_spec(sur: SurrogateFile, layer_sizes: list[int], bias: bool, amp_gain: float = 0.0,
+             amp_back: float = 0.0) -> NetSpec:
+    """Keyword arguments of :class:`ResistiveNetwork` (plus levels and mismatch sigmas) from a surrogate file;
+    ``amp_gain`` > 0 puts bidirectional amplifiers (VCVS gain A, CCCS gain ``amp_back``, 0 = 1/A) between the
+    free layers."""
     if sur.family != "resistive":
         raise ConfigError(f"surrogate is for family {sur.family!r}, not 'resistive'")
     a = sur.attrs
     levels = np.asarray(sur.extra["levels"], dtype=np.float64)
     return {
         "layer_sizes": [int(s) for s in layer_sizes], "bias": bool(bias), "input_gain": float(a["input_gain"]),
+        "amp_gain": float(amp_gain) if amp_gain else None,
+        "amp_back": float(amp_back) if (amp_gain and amp_back) else None,
         "v_bias": float(a["v_bias"]), "vb": float(a["vb"]), "gmin": float(a["gmin"]),
         "is_": float(a["diode_is_nominal"]), "n": float(a["diode_n_nominal"]), "rs": float(a["diode_rs_nominal"]),
         "g_lsb": float(a["g_lsb"]), "levels": levels.tolist(), "g_sigma": float(a["g_sigma"]),
@@ -86,13 +91,15 @@ def net_spec(sur: SurrogateFile, layer_sizes: list[int], bias: bool) -> NetSpec:
 
 
 def build_network(spec: NetSpec, *, init_max: float = 4.0, seed: int = 0,
-                  device: str | torch.device = "cpu") -> ResistiveNetwork:
-    """The quantised network of ``spec`` (parameters in LSB units, clipped to [0, 2^bits - 1])."""
+                  device: str | torch.device = "cpu", ideal: bool = False) -> ResistiveNetwork:
+    """The quantised network of ``spec`` (parameters in LSB units, clipped to [0, 2^bits - 1]); ``ideal``: the
+    same network with float conductances (no quantisation), the software reference."""
     levels = spec["levels"]
     return ResistiveNetwork(
         spec["layer_sizes"], input_gain=spec["input_gain"], bias=spec["bias"], v_bias=spec["v_bias"],
         is_=spec["is_"], n=spec["n"], rs=spec["rs"], vb=spec["vb"], gmin=spec["gmin"], g_unit=spec["g_lsb"],
-        init_range=(0.0, float(init_max)), g_max=float(len(levels) - 1), quantize=programmable_levels(levels),
+        init_range=(0.0, float(init_max)), g_max=float(len(levels) - 1),
+        quantize=None if ideal else programmable_levels(levels),
         amp_gain=spec.get("amp_gain"), amp_back=spec.get("amp_back"), seed=seed, device=device)
 
 
@@ -161,14 +168,16 @@ def train_resistive(config: dict[str, Any], *, surrogate: Path, quick: bool, run
     xt = torch.as_tensor(ds.flat("test"), dtype=torch.float64)
     yt = torch.as_tensor(ds.y_test, dtype=torch.long)
     sizes = [x.shape[1], *[int(h) for h in m["hidden"]], 10]
-    spec = net_spec(sur, sizes, bool(m["bias"]))
+    spec = net_spec(sur, sizes, bool(m["bias"]), float(m["amp_gain"]), float(m["amp_back"]))
     run = RunDir.create(run_dir, cfg, surrogate=surrogate, seed=seed, device=str(dev),
                         dataset={"name": ds.name, "source": d["source"], "origin": ds.origin, "size": ds.size,
                                  "n_train": int(x.shape[0]), "n_test": int(xt.shape[0])})
     _write_meta(run, {"family": "resistive", "trainer": "eqprop", "net_spec": spec})
-    nets = {k: build_network(spec, init_max=float(m["init_max"]), seed=seed, device=dev)
-            for k in ("injected", "plain")}
+    kinds = ("injected", "plain") + (("ideal",) if bool(tr["ideal"]) else ())
+    nets = {k: build_network(spec, init_max=float(m["init_max"]), seed=seed, device=dev, ideal=k == "ideal")
+            for k in kinds}
     opts = {k: torch.optim.Adam(list(n.parameters()), lr=float(tr["lr"])) for k, n in nets.items()}
+    scheds = {k: torch.optim.lr_scheduler.ExponentialLR(o, float(tr["lr_decay"])) for k, o in opts.items()}
     gen = torch.Generator().manual_seed(int(seed))
     start_epoch, step = 0, 0
     blob = run.load_checkpoint(generators={"shuffle": gen}, restore_rng=True)
@@ -176,6 +185,7 @@ def train_resistive(config: dict[str, Any], *, surrogate: Path, quick: bool, run
         for k in nets:
             nets[k].load_state_dict(blob["model"][k])
             opts[k].load_state_dict(blob["model"]["opt_" + k])
+            scheds[k].load_state_dict(blob["model"]["sched_" + k])
         start_epoch, step = int(blob["epoch"]) + 1, int(blob["step"])
         run.truncate_metrics(start_epoch - 1)
     beta = float(tr["beta"]) * spec["g_lsb"]
@@ -183,10 +193,11 @@ def train_resistive(config: dict[str, Any], *, surrogate: Path, quick: bool, run
     tt_target = one_hot_targets(yt, 10, float(tr["v_low"]), float(tr["v_high"])).to(dev)
     bs, epochs = int(tr["batch_size"]), int(tr["epochs"])
     train_scale = float(mm["train_scale"])
-    wall_train = {"injected": 0.0, "plain": 0.0}
+    wall_train = {k: 0.0 for k in nets}
+    suffixes = {"injected": "", "plain": "_no_injection", "ideal": "_ideal"}
     for epoch in tqdm(range(start_epoch, epochs), desc="eqprop", file=None, initial=start_epoch, total=epochs):
         perm = torch.randperm(x.shape[0], generator=gen)
-        losses = {"injected": 0.0, "plain": 0.0}
+        losses = {k: 0.0 for k in nets}
         for s in range(0, x.shape[0], bs):
             idx = perm[s: s + bs]
             xb, tb = x[idx].to(dev), t_target[idx]
@@ -201,10 +212,12 @@ def train_resistive(config: dict[str, Any], *, surrogate: Path, quick: bool, run
                 losses[k] += float(res.loss) * idx.numel()
                 wall_train[k] += time.perf_counter() - t1
             step += 1
+        for sch in scheds.values():
+            sch.step()
         row = {}
         with torch.no_grad():
             for k, net in nets.items():
-                suffix = "" if k == "injected" else "_no_injection"
+                suffix = suffixes[k]
                 v = net(xt.to(dev))
                 row["train_loss" + suffix] = losses[k] / x.shape[0]
                 row["test_loss" + suffix] = float(mse_cost(v, tt_target).mean())
@@ -213,17 +226,25 @@ def train_resistive(config: dict[str, Any], *, surrogate: Path, quick: bool, run
         if (epoch + 1) % max(1, int(tr["checkpoint_every"])) == 0 or epoch == epochs - 1:
             state = {k: n.state_dict() for k, n in nets.items()}
             state.update({"opt_" + k: o.state_dict() for k, o in opts.items()})
+            state.update({"sched_" + k: o.state_dict() for k, o in scheds.items()})
             run.save_checkpoint(step=step, epoch=epoch, model=state, generators={"shuffle": gen})
-    torch.save({"spec": spec, "injected": nets["injected"].state_dict(), "plain": nets["plain"].state_dict()},
-               run.path / "model.pt")
+    torch.save({"spec": spec, **{k: n.state_dict() for k, n in nets.items()}}, run.path / "model.pt")
     # ------------------------------------------------------------------------------------------ evaluation
     t_eval = time.perf_counter()
     seeds = [chip_seed(seed, 2, c) for c in range(int(mm["eval_chips"]))]
-    ev = {k: _evaluate(n, spec, xt.to(dev), yt, seeds, float(mm["eval_scale"])) for k, n in nets.items()}
+    ev = {k: _evaluate(n, spec, xt.to(dev), yt, seeds, float(mm["eval_scale"])) for k, n in nets.items()
+          if k != "ideal"}
     metrics: dict[str, Any] = {}
     for k, e in ev.items():
-        suffix = "" if k == "injected" else "_no_injection"
+        suffix = suffixes[k]
         metrics.update({key + suffix: val for key, val in e.items()})
+        metrics.update({"accuracy_nominal" + suffix: e["test_accuracy"], "accuracy_chip_mean" + suffix: e["chip_mean"],
+                        "accuracy_chip_worst" + suffix: e["chip_worst"]})
+    if "ideal" in nets:
+        with torch.no_grad():
+            metrics["accuracy_ideal"] = accuracy(nets["ideal"](xt.to(dev)), yt)
+    metrics["epoch_wall_s"] = {k: round(v / max(1, epochs - start_epoch), 2) for k, v in wall_train.items()}
+    metrics["amp_gain"], metrics["amp_back"] = spec["amp_gain"], spec["amp_back"]
     metrics.update({
         "injection_gain_worst_pp": 100.0 * (ev["injected"]["chip_worst"] - ev["plain"]["chip_worst"]),
         "injection_gain_mean_pp": 100.0 * (ev["injected"]["chip_mean"] - ev["plain"]["chip_mean"]),
@@ -235,7 +256,8 @@ def train_resistive(config: dict[str, Any], *, surrogate: Path, quick: bool, run
     })
     run.write_final_metrics(metrics)
     plots = [str(run.plot_metrics()), str(run.plot_metrics(
-        keys=["test_accuracy", "test_accuracy_no_injection"], name="accuracy.png"))]
+        keys=["test_accuracy", "test_accuracy_no_injection"] + (["test_accuracy_ideal"] if "ideal" in nets else []),
+        name="accuracy.png"))]
     plots.append(str(_plot_chips(run, ev)))
     return {"run_dir": str(run.path), "metrics": metrics, "plots": plots}
 
@@ -260,8 +282,8 @@ def load_trained(run_dir: Path, which: str = "injected", device: str | torch.dev
     if not path.is_file():
         raise ConfigError(f"{run_dir}: no model.pt (training did not finish)")
     blob = torch.load(path, map_location=device, weights_only=False)
-    if which not in ("injected", "plain"):
-        raise ValueError(f"which must be 'injected' or 'plain', got {which!r}")
-    net = build_network(blob["spec"], device=device)
+    if which not in ("injected", "plain", "ideal") or which not in blob:
+        raise ValueError(f"which must be 'injected', 'plain' or 'ideal' (when trained), got {which!r}")
+    net = build_network(blob["spec"], device=device, ideal=which == "ideal")
     net.load_state_dict(blob[which])
     return net, blob["spec"]

@@ -45,7 +45,8 @@ def settle_time(net: ResistiveNetwork, chip: Any, c_node_f: float, taus: float) 
     if not (c_node_f > 0 and taus > 0):
         raise ValueError(f"c_node_f and taus must be > 0, got {c_node_f!r}, {taus!r}")
     with torch.no_grad():
-        g_ii = torch.diagonal(net.circuit(chip).laplacian())
+        circ = net.circuit(chip)
+        g_ii = torch.diagonal(circ.laplacian()) / circ.scale()  # unscaled KCL diagonal (amplifier rows weighted)
     g_min = float(g_ii.min())
     if g_min <= 0:
         raise ValueError("a free node has no resistor attached (G_ii = 0): its settle time is unbounded")
@@ -73,7 +74,13 @@ def validate_resistive(run_dir: Path, *, chips: int | None, quick: bool, workers
     meta = run.meta()
     if meta.get("family") != "resistive":
         raise ConfigError(f"{run_dir}: run.json family is {meta.get('family')!r}, not 'resistive'")
-    cfg = merged_train_config(run.config())
+    ffebm = meta.get("trainer") == "ffebm"
+    if ffebm:
+        from spicenet.cells.resistive.ffebm_train import merged_ffebm_config
+
+        cfg = merged_ffebm_config(run.config())
+    else:
+        cfg = merged_train_config(run.config())
     n_chips = int(chips) if chips else (3 if quick else 10)
     if n_chips < 1:
         raise ValueError(f"chips must be >= 1, got {chips!r}")
@@ -92,6 +99,8 @@ def validate_resistive(run_dir: Path, *, chips: int | None, quick: bool, workers
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # ngspice workers share the cores; small batched solves are fastest on one thread
     try:
+        if ffebm:
+            return _validate_ffebm(run, x, y, origin, dropped, n_chips=n_chips, workers=workers, seed=seed, t0=t0)
         return _validate(run, cfg, x, y, origin, dropped, n_chips=n_chips, workers=workers, seed=seed, t0=t0)
     finally:
         torch.set_num_threads(threads)
@@ -155,6 +164,83 @@ def _validate(run: RunDir, cfg: dict[str, Any], x: torch.Tensor, y: torch.Tensor
     }
     if scatter is not None:
         result["plots"] = [_plot(run, scatter, per_chip, net)]
+    tmp = run.path / ".validate.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, run.path / "validate.json")
+    return result
+
+
+def _validate_ffebm(run: RunDir, x: torch.Tensor, y: torch.Tensor, origin: str, dropped: int, *, n_chips: int,
+                    workers: int, seed: int, t0: float) -> dict[str, Any]:
+    """ff-EBM: every block in ngspice on fresh chips (stream 3, one chip per block), block k+1's inputs computed by
+    the torch feedforward layer from block k's *SPICE* output voltages; the surrogate chain is run alongside.
+    Per block, the surrogate solved on the same (SPICE-derived) inputs gives the node-voltage error."""
+    from spicenet.cells.resistive.ffebm_train import block_chips, load_ffebm
+
+    model, specs = load_ffebm(run.path)
+    per_chip = []
+    with Engine(workers=max(1, int(workers))) as engine:
+        for c in range(n_chips):
+            t1 = time.perf_counter()
+            chips = block_chips(model, specs, seed, 3, c)
+            h_sur, h_sp = x, x
+            ok = np.ones(x.shape[0], dtype=bool)
+            blocks, errors_all, energy, power = [], 0, 0.0, 0.0
+            for k, (block, spec, chip) in enumerate(zip(model.blocks, specs, chips)):
+                with torch.no_grad():
+                    v_sur = block.equilibrium(h_sur, chip=chip).v
+                    v_sur_sp_in = block.equilibrium(h_sp, chip=chip).v.numpy()
+                v_sp, pw, errors = spice_node_voltages(block, chip, h_sp, engine=engine,
+                                                       options=dict(spec["spice_options"]), prefix=f"c{c}b{k}",
+                                                       process=spec.get("process"), area=spec.get("diode_area", 1.0))
+                errors_all += len(errors)
+                ok &= np.isfinite(v_sp).all(axis=1)
+                if not ok.any():
+                    raise DataError(f"validation chip {c} block {k}: every ngspice run failed, first: {errors[:1]}")
+                t_settle = settle_time(block, chip, spec["c_node_f"], spec["settle_taus"])
+                p_mean = float(np.mean(pw[ok]))
+                e_k = resistive_energy(t_settle, p_static_w=p_mean)["energy_j"]
+                energy, power = energy + e_k, power + p_mean
+                blocks.append({"block": k, "max_node_err_v": float(np.abs(v_sur_sp_in[ok] - v_sp[ok]).max()),
+                               "failed_runs": len(errors), "power_w": p_mean, "settle_time_s": t_settle,
+                               "energy_per_inference_j": e_k})
+                out = block.out_slice
+                v_sp_out = torch.as_tensor(np.nan_to_num(v_sp[:, out]))
+                with torch.no_grad():
+                    if k < len(model.ff):
+                        h_sur = model.ff[k](v_sur[:, out])
+                        h_sp = model.ff[k](v_sp_out)
+                    else:
+                        o_sur, o_sp = v_sur[:, out], v_sp_out
+            mask = torch.as_tensor(ok)
+            acc_sur = accuracy(o_sur[mask], y[mask])
+            acc_sp = accuracy(o_sp[mask], y[mask])
+            per_chip.append({"chip": c, "surrogate_accuracy": acc_sur, "spice_accuracy": acc_sp,
+                             "gap_pp": 100.0 * (acc_sur - acc_sp),
+                             "prediction_agreement": float((o_sur[mask].argmax(1) == o_sp[mask].argmax(1))
+                                                           .double().mean()),
+                             "max_node_err_v": max(b["max_node_err_v"] for b in blocks), "blocks": blocks,
+                             "failed_runs": errors_all, "power_w": power, "energy_per_inference_j": energy,
+                             "wall_s": round(time.perf_counter() - t1, 3)})
+    acc_sur = [p["surrogate_accuracy"] for p in per_chip]
+    acc_sp = [p["spice_accuracy"] for p in per_chip]
+    result = {
+        "surrogate": {"accuracy": float(np.mean(acc_sur)), "accuracy_worst": float(np.min(acc_sur)),
+                      "per_chip": acc_sur},
+        "spice": {"accuracy": float(np.mean(acc_sp)), "accuracy_worst": float(np.min(acc_sp)), "per_chip": acc_sp,
+                  "options": dict(specs[0]["spice_options"]),
+                  "failed_runs": int(sum(p["failed_runs"] for p in per_chip)),
+                  "diodes": f"process {specs[0].get('process')} diode, area {specs[0].get('diode_area', 1.0)}"},
+        "gap": {"accuracy_pp": float(np.mean([p["gap_pp"] for p in per_chip])),
+                "max_abs_accuracy_pp": float(np.max(np.abs([p["gap_pp"] for p in per_chip]))),
+                "max_node_err_v": float(np.max([p["max_node_err_v"] for p in per_chip])),
+                "prediction_agreement": float(np.mean([p["prediction_agreement"] for p in per_chip]))},
+        "energy_per_inference_j": float(np.mean([p["energy_per_inference_j"] for p in per_chip])),
+        "power_w": float(np.mean([p["power_w"] for p in per_chip])),
+        "blocks": len(model.blocks), "block_sizes": [list(b.layer_sizes) for b in model.blocks],
+        "chips": n_chips, "n_test": int(x.shape[0]), "test_source": origin, "test_dropped_in_train": dropped,
+        "per_chip": per_chip, "wall_s": round(time.perf_counter() - t0, 2),
+    }
     tmp = run.path / ".validate.json.tmp"
     tmp.write_text(json.dumps(result, indent=2))
     os.replace(tmp, run.path / "validate.json")

@@ -1,0 +1,204 @@
+"""``spicenet train ffebm``: feedforward-tied resistive blocks (ff-EBM, Nest & Ernoult 2024) on the calibrated network.
+
+Model: ``h_0 = x``; block k is a :class:`ResistiveNetwork` ``[n_in_k, *hidden_k, n_out_k]`` (4-bit levels, calibrated
+diodes, optional bidirectional amplifiers) whose free-phase output voltages ``v_k`` (V) feed a digital feedforward
+layer ``h_{k+1} = W_k v_k + c_k`` (torch ``nn.Linear``, float64) that drives the next block's input sources
+(``+-g h_{k+1}``, ideal drivers of gain g = the calibrated input gain). Loss: MSE of the last block's outputs to
+one-hot targets. Gradients: centered EqProp through each block, backprop through the feedforward layers
+(:meth:`spicenet.cells.resistive.ffebm.FFEBM.eqprop_backward`); Adam with ``lr`` on the conductances (LSB units,
+clipped to the levels' range) and ``[ffebm] lr_ff`` on the feedforward weights.
+
+Mismatch: every block gets its own chip (:func:`spicenet.cells.resistive.train.make_chip`) drawn fresh per minibatch
+(``[mismatch] train_scale``); evaluated on the nominal chip and on ``eval_chips`` held-out chips (seed stream 2,
+chip c of block k is index ``c * K + k``).
+
+Config: the eqprop sections (``[data]``, ``[train]``, ``[mismatch]``, ``[model]`` for bias/init/amplifiers; its
+``hidden`` is unused) plus ``[ffebm]``: ``blocks`` (per block its hidden sizes then its output size; the last
+block ends in 10 outputs) and ``lr_ff``. The ``[ffebm]`` section is what makes ``spicenet train`` run this
+trainer (the family protocol passes the config, not the trainer name).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from spicenet.cells.resistive.eqprop import accuracy, confusion_matrix, mse_cost, one_hot_targets
+from spicenet.cells.resistive.ffebm import FFEBM
+from spicenet.cells.resistive.train import (
+    _write_meta,
+    build_network,
+    chip_seed,
+    make_chip,
+    merged_train_config,
+    net_spec,
+)
+from spicenet.data import load_dataset
+from spicenet.errors import ConfigError
+from spicenet.surrogate import SurrogateFile
+from spicenet.train import RunDir, resolve_device
+
+__all__ = ["FFEBM_DEFAULTS", "merged_ffebm_config", "block_specs", "build_ffebm", "train_ffebm", "load_ffebm",
+           "block_chips"]
+
+FFEBM_DEFAULTS: dict[str, Any] = {"blocks": [[32, 16], [16, 10]], "lr_ff": 0.01}
+
+
+def merged_ffebm_config(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Eqprop defaults + ``[ffebm]`` defaults overridden by ``config`` (unknown keys raise ConfigError)."""
+    rest = {k: v for k, v in config.items() if k != "ffebm"}
+    cfg = merged_train_config(rest)
+    ff = dict(FFEBM_DEFAULTS)
+    for key, val in dict(config.get("ffebm", {})).items():
+        if key not in ff:
+            raise ConfigError(f"ffebm config: unknown key ffebm.{key}")
+        ff[key] = val
+    blocks = ff["blocks"]
+    if (not isinstance(blocks, list) or len(blocks) < 1
+            or any(not isinstance(b, list) or len(b) < 2 or any(int(s) < 1 for s in b) for b in blocks)):
+        raise ConfigError(f"ffebm.blocks must be a list of [hidden..., n_out] lists (>= 1 hidden), got {blocks!r}")
+    if int(blocks[-1][-1]) != 10:
+        raise ConfigError(f"ffebm.blocks: the last block must end in 10 outputs, got {blocks[-1][-1]}")
+    cfg["ffebm"] = ff
+    return cfg
+
+
+def block_specs(sur: SurrogateFile, n_in: int, cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """One :func:`net_spec` per block: block 0 takes the ``n_in`` pixels, block k > 0 takes ``n_out_{k-1}`` inputs
+    (the feedforward layers are square)."""
+    m = cfg["model"]
+    specs, prev = [], int(n_in)
+    for b in cfg["ffebm"]["blocks"]:
+        sizes = [prev, *[int(s) for s in b]]
+        specs.append(net_spec(sur, sizes, bool(m["bias"]), float(m["amp_gain"]), float(m["amp_back"])))
+        prev = sizes[-1]
+    return specs
+
+
+def build_ffebm(specs: list[dict[str, Any]], *, init_max: float, seed: int, device: torch.device) -> FFEBM:
+    """Blocks (seeded ``seed + k``) and square float64 ``nn.Linear`` feedforward layers (seeded by ``seed``)."""
+    blocks = [build_network(s, init_max=init_max, seed=seed + k, device=device) for k, s in enumerate(specs)]
+    gen = torch.Generator().manual_seed(int(seed) + 7919)
+    ff = []
+    for s in specs[:-1]:
+        n = s["layer_sizes"][-1]
+        lin = nn.Linear(n, n).double()
+        with torch.no_grad():  # identity plus a small seeded perturbation: the next block first sees v_k itself
+            lin.weight.copy_(torch.eye(n, dtype=torch.float64) + 0.1 * torch.randn(n, n, generator=gen,
+                                                                               dtype=torch.float64))
+            lin.bias.zero_()
+        ff.append(lin.to(device))
+    return FFEBM(blocks, ff)
+
+
+def block_chips(model: FFEBM, specs: list[dict[str, Any]], seed: int, stream: int, index: int,
+                scale: float = 1.0) -> list[Any]:
+    """One chip per block: block k of draw ``index`` uses ``chip_seed(seed, stream, index * K + k)``."""
+    k_n = len(model.blocks)
+    return [make_chip(b, s, chip_seed(seed, stream, index * k_n + k), scale)
+            for k, (b, s) in enumerate(zip(model.blocks, specs))]
+
+
+def train_ffebm(config: dict[str, Any], *, surrogate: Path, quick: bool, run_dir: Path, device: str = "cpu",
+                seed: int = 0) -> dict[str, Any]:
+    """Train the ff-EBM (module docstring) with mismatch injection; write the run directory
+    (``model.pt``, metrics with ``blocks``, ``accuracy_nominal``, ``accuracy_chip_mean``, ``accuracy_chip_worst``)."""
+    t0 = time.perf_counter()
+    cfg = merged_ffebm_config(config)
+    dev = resolve_device(device)
+    if int(cfg["train"]["threads"]) > 0:
+        torch.set_num_threads(int(cfg["train"]["threads"]))
+    sur = SurrogateFile.load(surrogate)
+    d, m, tr, mm, fcfg = cfg["data"], cfg["model"], cfg["train"], cfg["mismatch"], cfg["ffebm"]
+    ds = load_dataset(d["dataset"], source=d["source"], size=int(d["size"]), split_seed=0,
+                      n_train=int(d["n_train"]) or None, n_test=int(d["n_test"]) or None)
+    x = torch.as_tensor(ds.flat("train"), dtype=torch.float64)
+    y = torch.as_tensor(ds.y_train, dtype=torch.long)
+    xt = torch.as_tensor(ds.flat("test"), dtype=torch.float64).to(dev)
+    yt = torch.as_tensor(ds.y_test, dtype=torch.long)
+    specs = block_specs(sur, x.shape[1], cfg)
+    run = RunDir.create(run_dir, cfg, surrogate=surrogate, seed=seed, device=str(dev),
+                        dataset={"name": ds.name, "source": d["source"], "origin": ds.origin, "size": ds.size,
+                                 "n_train": int(x.shape[0]), "n_test": int(xt.shape[0])})
+    _write_meta(run, {"family": "resistive", "trainer": "ffebm", "block_specs": specs})
+    model = build_ffebm(specs, init_max=float(m["init_max"]), seed=seed, device=dev)
+    block_params = [p for b in model.blocks for p in b.parameters()]
+    opt = torch.optim.Adam([{"params": block_params, "lr": float(tr["lr"])},
+                            {"params": list(model.ff.parameters()), "lr": float(fcfg["lr_ff"])}])
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, float(tr["lr_decay"]))
+    gen = torch.Generator().manual_seed(int(seed))
+    start_epoch, step = 0, 0
+    blob = run.load_checkpoint(generators={"shuffle": gen}, restore_rng=True)
+    if blob is not None:
+        model.load_state_dict(blob["model"]["ffebm"])
+        opt.load_state_dict(blob["model"]["opt"])
+        sched.load_state_dict(blob["model"]["sched"])
+        start_epoch, step = int(blob["epoch"]) + 1, int(blob["step"])
+        run.truncate_metrics(start_epoch - 1)
+    beta = float(tr["beta"]) * specs[-1]["g_lsb"]
+    t_target = one_hot_targets(y, 10, float(tr["v_low"]), float(tr["v_high"])).to(dev)
+    tt_target = one_hot_targets(yt, 10, float(tr["v_low"]), float(tr["v_high"])).to(dev)
+    bs, epochs, scale = int(tr["batch_size"]), int(tr["epochs"]), float(mm["train_scale"])
+    wall_train = 0.0
+    for epoch in tqdm(range(start_epoch, epochs), desc="ffebm", file=None, initial=start_epoch, total=epochs):
+        perm = torch.randperm(x.shape[0], generator=gen)
+        loss_sum = 0.0
+        t1 = time.perf_counter()
+        for s in range(0, x.shape[0], bs):
+            idx = perm[s: s + bs]
+            chips = block_chips(model, specs, seed, 1, step, scale) if scale > 0 else None
+            opt.zero_grad(set_to_none=True)
+            loss = model.eqprop_backward(x[idx].to(dev), t_target[idx], beta=beta, chips=chips)
+            opt.step()
+            model.clip_()
+            loss_sum += float(loss) * idx.numel()
+            step += 1
+        sched.step()
+        wall_train += time.perf_counter() - t1
+        with torch.no_grad():
+            v = model(xt)
+        run.log_metrics(epoch, train_loss=loss_sum / x.shape[0], test_loss=float(mse_cost(v, tt_target).mean()),
+                        test_accuracy=accuracy(v, yt))
+        if (epoch + 1) % max(1, int(tr["checkpoint_every"])) == 0 or epoch == epochs - 1:
+            run.save_checkpoint(step=step, epoch=epoch, generators={"shuffle": gen},
+                                model={"ffebm": model.state_dict(), "opt": opt.state_dict(),
+                                       "sched": sched.state_dict()})
+    torch.save({"specs": specs, "ffebm": model.state_dict()}, run.path / "model.pt")
+    t_eval = time.perf_counter()
+    with torch.no_grad():
+        v_nom = model(xt)
+        accs = [accuracy(model(xt, chips=block_chips(model, specs, seed, 2, c, float(mm["eval_scale"]))), yt)
+                for c in range(int(mm["eval_chips"]))]
+    nominal = accuracy(v_nom, yt)
+    metrics: dict[str, Any] = {
+        "blocks": len(specs), "block_sizes": [s["layer_sizes"] for s in specs],
+        "test_accuracy": nominal, "chip_mean": float(np.mean(accs)), "chip_worst": float(np.min(accs)),
+        "chip_accuracies": accs, "accuracy_nominal": nominal, "accuracy_chip_mean": float(np.mean(accs)),
+        "accuracy_chip_worst": float(np.min(accs)), "confusion_matrix": confusion_matrix(v_nom, yt, 10),
+        "eval_chips": int(mm["eval_chips"]), "train_scale": scale, "g_sigma": specs[0]["g_sigma"],
+        "amp_gain": specs[0]["amp_gain"], "n_train": int(x.shape[0]), "n_test": int(xt.shape[0]),
+        "dataset": ds.name, "data_origin": ds.origin, "epochs": epochs, "quick": bool(quick),
+        "epoch_wall_s": round(wall_train / max(1, epochs - start_epoch), 2),
+        "wall_eval_s": round(time.perf_counter() - t_eval, 2), "wall_s": round(time.perf_counter() - t0, 2),
+    }
+    run.write_final_metrics(metrics)
+    plots = [str(run.plot_metrics()), str(run.plot_metrics(keys=["test_accuracy"], name="accuracy.png"))]
+    return {"run_dir": str(run.path), "metrics": metrics, "plots": plots}
+
+
+def load_ffebm(run_dir: Path, device: str | torch.device = "cpu") -> tuple[FFEBM, list[dict[str, Any]]]:
+    """The trained ff-EBM of a run directory and its block specs."""
+    path = Path(run_dir) / "model.pt"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir}: no model.pt (training did not finish)")
+    blob = torch.load(path, map_location=device, weights_only=False)
+    specs = blob["specs"]
+    model = build_ffebm(specs, init_max=1.0, seed=0, device=torch.device(device))
+    model.load_state_dict(blob["ffebm"])
+    return model, specs

@@ -109,11 +109,16 @@ class ValidationConfig:
     prior_sd_alpha: float = 0.05
     prior_sd_db: float = 0.1
     timeout_s: float = 900.0
+    machine: bool = True
+    machine_images: int = 64
+    machine_step_time_s: float = 0.0
+    machine_gain_trim: str = "patch"
+    machine_chains: int = 64
 
     @classmethod
     def quick(cls) -> "ValidationConfig":
         return cls(n_cells=4, samples=QUICK_SAMPLES, calib_samples=QUICK_CALIB_SAMPLES, trim_level_s=QUICK_TRIM_LEVEL_S,
-                   surrogate_samples=QUICK_SURROGATE_SAMPLES)
+                   surrogate_samples=QUICK_SURROGATE_SAMPLES, machine_images=QUICK_MACHINE_IMAGES)
 
     def __post_init__(self) -> None:
         checks = {"n_cells": 1 <= self.n_cells <= export.MAX_CELLS, "samples": self.samples >= 100,
@@ -123,7 +128,10 @@ class ValidationConfig:
                   "surrogate_samples": self.surrogate_samples >= 1000, "bm": self.bm in ("run", "random"),
                   "vs_mapping": self.vs_mapping in ("measured", "nominal"),
                   "calib_samples": self.calib_samples >= 100, "prior_sd_alpha": self.prior_sd_alpha > 0,
-                  "prior_sd_db": self.prior_sd_db > 0}
+                  "prior_sd_db": self.prior_sd_db > 0, "machine_images": self.machine_images >= 1,
+                  "machine_step_time_s": self.machine_step_time_s >= 0,
+                  "machine_gain_trim": self.machine_gain_trim in ("patch", "none"),
+                  "machine_chains": self.machine_chains >= 1}
         for k, ok in checks.items():
             if not ok:
                 raise ConfigError(f"rng validation: {k} = {getattr(self, k)!r} is out of range")
@@ -133,6 +141,7 @@ QUICK_SAMPLES = 45000
 QUICK_CALIB_SAMPLES = 20000
 QUICK_TRIM_LEVEL_S = 50e-6
 QUICK_SURROGATE_SAMPLES = 50000
+QUICK_MACHINE_IMAGES = 16   # per chip: 32 images on the quick validation's 2 chips
 
 
 # --------------------------------------------------------------------------------------------- statistics --
@@ -836,6 +845,26 @@ def validate(run_dir: Path, *, chips: int | None = None, quick: bool = False, wo
         "energy_ratio_spice_over_surrogate": (float(energies.mean()) / surrogate["energy_per_sample_j"]
                                               if surrogate["energy_per_sample_j"] else None),
     }
+    gap["patch_tv"] = gap["tv_distance"]
+    whole = None
+    if cfg.machine and cfg.bm == "run":
+        from spicenet.cells.rng.whole import validate_machine
+
+        alpha_patch = gap["coupling_gain_pooled"]
+        with Engine(workers=max(1, workers), timeout_s=cfg.timeout_s) as eng:
+            whole = validate_machine(run_dir, eng, dtm=dtm, tcfg=tcfg, sizing=sizing, process=process,
+                                     surrogate_path=sur_path, n_chips=n_chips, images=cfg.machine_images, seed=seed,
+                                     cfg=cfg, alpha_patch=alpha_patch, vs_nominal=vs_nom, e_bit=e_bit,
+                                     progress=progress)
+        spice.update({"fid": whole["fid_spice"], "energy_per_image_j": whole["energy_per_image_spice_j"],
+                      "images_per_cpu_hour": whole["images_per_cpu_hour"], "machine_chips": whole["chips_detail"]})
+        surrogate.update({"fid": whole["fid_surrogate"], "energy_per_image_j": whole["energy_per_image_surrogate_j"]})
+        for k in ("fid_rel", "fid_rel_floor", "marginal_mae", "marginal_mae_floor", "marginal_mae_unpaired",
+                  "marginal_mae_unpaired_floor", "cells_simulated", "grid_cells", "steps", "images",
+                  "energy_per_image_spice_j", "energy_per_image_surrogate_j", "coupling_gain_trim",
+                  "images_per_cpu_hour"):
+            gap[k] = whole[k]
+        gap["energy_per_image_ratio_spice_over_surrogate"] = whole["energy_ratio_spice_over_surrogate"]
     machine = {"source": cfg.bm, "n_cells": n, "beta": beta, "j": j.tolist(), "b": b.tolist(),
                "nodes": bm["nodes"], "max_abs_j": float(np.abs(j).max()), "max_abs_b": float(np.abs(b).max()),
                "exact_probs": probs.tolist(), "vs_design_v": vs_nom, "vo_v": sizing.vdd, "r_total_ohm": cfg.r_total}
@@ -844,6 +873,10 @@ def validate(run_dir: Path, *, chips: int | None = None, quick: bool = False, wo
     result = {"surrogate": surrogate, "spice": spice, "gap": gap, "chips": len(ok), "machine": machine,
               "config": asdict(cfg), "wall_s": time.time() - t_start, "quick": bool(quick)}
     result["plots"] = [str(_plot(out_dir / "validation.png", probs, ok, surrogate_same, cids))]
+    if whole is not None:
+        result["whole_machine"] = {k: v for k, v in whole.items() if k != "chips_detail"}
+        result["plots"] += whole["plots"]
+        result["wall_s"] = time.time() - t_start
     (out_dir / "validation.json").write_text(json.dumps(result, indent=2, default=float))
     return result
 

@@ -1,0 +1,408 @@
+"""The whole trained DTM in ngspice: every p-bit of the grid, every denoising step, chained, for a batch of images.
+
+Hardware schedule (per image, per Monte-Carlo chip). The chip is the full L x L grid of continuous-time p-bit
+cells (``machine.grid_deck``); step t of the reverse chain loads step t's quantised couplings and biases
+(``machine.map_grid``) with the conditioning gamma_i x_t,i of the previous step's read-out as each data cell's bias
+voltage, starts the cells at a random spin state (``.ic``, the surrogate's random start of each step), lets the
+coupled cells run for ``step_time_s`` and latches every cell's output at the end: s_k = [v(a_k) > v(b_k)] at
+t = step_time_s. The data cells' latched bits are x_{t-1}; they condition step t-1's deck. x_T is uniform noise
+(the forward chain's limit), x_0 is the generated image. ``step_time_s`` defaults to K tau (K = the model's sweeps
+per step, tau = the calibrated cell's mean correlation time): continuous-time Glauber dynamics at rate 1 / tau
+redraws each cell about once per tau, as one block-Gibbs sweep does.
+
+Trim (chip test, per cell): the transition v0_k is located with noise-free up/down ``dc`` sweeps of all cells of a
+chip at once (a common sweep source plus a per-cell offset: coarse over +-``sweep_range``, then fine around each
+cell's coarse point; v0 = midpoint of the up and down switching points), as the training assumes (``v0_trim``); the
+cell's operating point at v0 sizes its shot noise (``cells.shot_noise_psd``). The coupling-DAC gain trim alpha (one
+global number: couplings act weaker in SPICE than the static mapping) comes from the 4-cell patch's closed-loop
+fit (``validation``) and divides every coupling (``gain_trim = "patch"``), or is off (``"none"``).
+
+Chained generation: the T rounds run in order; inside a round every (chip, image) deck is an independent job on the
+engine's worker pool. After each round the latched states are written to ``<run>/validation/machine/state.npz``; an
+interrupted validation with the same settings resumes at the next round.
+
+Surrogate, same chips and initial noise: the trained DTM's own sampler (K block-Gibbs sweeps per step from a random
+start) from the same x_T per image, on the calibrated chip model of the training (``ChipModel``: trimmed v0 with
+its residual error, per-cell slope mismatch), chip c = the same seed for every image of SPICE chip c. Paired
+(teacher-forced) surrogate: for every SPICE step, the surrogate's conditional marginals P(x_{t-1,i} = 1 | x_t^SPICE)
+from ``paired_chains`` chains per image.
+
+Metrics: own-feature-net FID (``fid_spicenet_<dataset>``, features normalised by the real data's RMS; NOT
+Inception) of the SPICE images and of as many surrogate images against the held-out split; fid_rel =
+|FID_spice - FID_surrogate| / FID_surrogate. marginal_mae = mean over pixels of |P_spice(pixel = 1) -
+P_surrogate(pixel = 1)| with P_spice the fraction of SPICE images with the pixel on and P_surrogate the mean of the
+paired conditional marginals of the final step (the same conditioning x_1 per image: the comparison measures the
+circuit's last step, not the between-image spread); its floor is the same statistic for Bernoulli draws from the
+surrogate's own marginals. The unpaired version (SPICE images vs surrogate images) is reported beside it with its
+floor. Energy per image: sum over the T steps of the integral of (Vdd i(vdd) + the coupling network's dissipation)
+over the step (the ideal readout buffers and bias DACs are not counted), beside the surrogate's T K N E_bit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from spicenet.cells.rng import cells, export, machine
+from spicenet.errors import SpicenetError
+
+__all__ = ["locate_grid", "run_chain", "validate_machine", "surrogate_chain", "paired_marginals",
+           "marginal_mae_floor"]
+
+
+def _dc_deck(n: int, sizing, process, offsets: np.ndarray) -> str:
+    """All ``n`` cells uncoupled, noise-free, each bias = v(swp) + offsets[k] (a common sweep source)."""
+    text = cells.ct_deck([0.0] * n, sizing, process, title=f"spicenet rng: {n} uncoupled cells, common bias sweep")
+    out = []
+    for line in text.splitlines():
+        if line.startswith("vb") and " bias" in line and " 0 dc " in line:
+            k = int(line.split()[0][2:])
+            out.append(f"vb{k} bias{k} swp dc {offsets[k]:.12g}")
+        elif line.strip().lower() == ".end":
+            out.append("vswp swp 0 dc 0")
+            out.append(".end")
+        else:
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def locate_grid(engine, sizing, process, chips: dict[int, list[int]], seed: int, dt: float, sweep_range: float = 0.04,
+                coarse_step: float = 5e-4, fine_half: float = 1.5e-3, fine_step: float = 1e-5,
+                timeout_s: float = 900.0) -> dict[int, dict[str, np.ndarray]]:
+    """Per chip {"v0_dc" [n] (V), "rms" [n, 2] (A)}: each cell's noise-free transition (midpoint of the up and down
+    switching points of a fine ``dc`` sweep around its coarse crossing) and its shot-noise rms per sample of ``dt``
+    from the operating point at v0."""
+    from spicenet.cells.rng.validation import switching_point
+    from spicenet.spice.engine import Deck
+    from spicenet.spice.job import RunSpec
+
+    out: dict[int, dict[str, np.ndarray]] = {}
+    zero = {c: np.zeros(len(ids)) for c, ids in chips.items()}
+    cmds = {c: cells.device_commands(process, sizing, ids, seed) for c, ids in chips.items()}
+
+    def sweep(offsets: dict[int, np.ndarray], lo: float, hi: float, step: float, both: bool) -> dict:
+        jobs = []
+        for c, ids in chips.items():
+            deck = Deck(_dc_deck(len(ids), sizing, process, offsets[c]), process)
+            runs = [RunSpec(f"up{c}", f"dc vswp {lo:.9g} {hi:.9g} {step:.9g}", cmds[c])]
+            if both:
+                runs.append(RunSpec(f"dn{c}", f"dc vswp {hi:.9g} {lo:.9g} {-step:.9g}", cmds[c]))
+            jobs.append(engine.job(deck, runs, label=f"locate {c}", timeout_s=timeout_s))
+        res = engine.run_all(jobs)
+        for k, v in res.items():
+            if isinstance(v, SpicenetError):
+                raise v
+        return res
+
+    res = sweep(zero, -sweep_range, sweep_range, coarse_step, False)
+    coarse: dict[int, np.ndarray] = {}
+    for c, ids in chips.items():
+        r = res[f"up{c}"]
+        v = r[r.scale]
+        pts = np.array([switching_point(v, r[f"v(a{k})"] - r[f"v(b{k})"]) for k in range(len(ids))])
+        if not np.all(np.isfinite(pts)):
+            bad = [ids[k] for k in np.flatnonzero(~np.isfinite(pts))]
+            raise SpicenetError(f"whole-machine trim: cells {bad[:5]} show no transition within +-{sweep_range:g} V")
+        coarse[c] = pts
+    res = sweep(coarse, -fine_half, fine_half, fine_step, True)
+    jobs = []
+    for c, ids in chips.items():
+        r_up, r_dn = res[f"up{c}"], res[f"dn{c}"]
+        v0 = np.zeros(len(ids))
+        for k in range(len(ids)):
+            a = switching_point(r_up[r_up.scale], r_up[f"v(a{k})"] - r_up[f"v(b{k})"])
+            b = switching_point(r_dn[r_dn.scale], r_dn[f"v(a{k})"] - r_dn[f"v(b{k})"])
+            if not (math.isfinite(a) and math.isfinite(b)):
+                raise SpicenetError(f"whole-machine trim: cell {ids[k]} lost its transition in the fine sweep")
+            v0[k] = coarse[c][k] + 0.5 * (a + b)
+        out[c] = {"v0_dc": v0, "v0_coarse": coarse[c]}
+        deck = Deck(_dc_deck(len(ids), sizing, process, v0), process)
+        jobs.append(engine.job(deck, [RunSpec(f"op{c}", "op", cmds[c])], label=f"op {c}", timeout_s=timeout_s))
+    res = engine.run_all(jobs)
+    for c, ids in chips.items():
+        r = res[f"op{c}"]
+        if isinstance(r, SpicenetError):
+            raise r
+        rms = np.zeros((len(ids), 2))
+        for k in range(len(ids)):
+            v = out[c]["v0_dc"][k]
+            va, vb = r.scalar(f"v(a{k})"), r.scalar(f"v(b{k})")
+            ia, ib = abs(r.scalar(f"i(vma{k})")), abs(r.scalar(f"i(vmb{k})"))
+            sa = cells.shot_noise_psd([ia, ia], [va - v / 2, sizing.vdd - va])
+            sb = cells.shot_noise_psd([ib, ib], [vb + v / 2, sizing.vdd - vb])
+            rms[k] = (cells.noise_rms(sa, dt), cells.noise_rms(sb, dt))
+        out[c]["rms"] = rms
+    return out
+
+
+def _spins(seed: int, *key: int, n: int) -> np.ndarray:
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), *map(int, key)]))
+    return np.where(rng.random(n) < 0.5, -1.0, 1.0)
+
+
+def run_chain(engine, dtm, sizing, process, chips: dict[int, list[int]], trims: dict[int, dict[str, np.ndarray]],
+              x_init: dict[int, np.ndarray], *, vs_design: float, beta: float, alpha: float, seed: int, dt: float,
+              step_time_s: float, vw: float = 2e-4, r_total: float = 10e6, timeout_s: float = 900.0,
+              state_path: Path | None = None, state_key: str = "", progress: bool = True) -> dict[str, Any]:
+    """The T chained SPICE rounds (module docstring). ``x_init[c]``: x_T [B, D] (+-1) per chip. Returns
+    {"x": {t: {c: [B, D]}} (x_{t-1} read after step t; x[T + 1] = x_T), "energy_j": {c: [B]} (cells + coupling
+    network per image, all steps), "energy_cells_j", "energy_coupling_j", "sim_s" (sum of the runs' wall times in
+    the workers), "wall_s", "rounds_resumed"}."""
+    from tqdm import tqdm
+
+    from spicenet.spice.engine import Deck
+    from spicenet.spice.job import RunSpec
+    from spicenet.spice.measure import supply_energy
+
+    T = dtm.cfg.n_steps
+    n = dtm.graph.n_nodes
+    data = np.asarray(dtm.data_nodes)
+    xs: dict[int, dict[int, np.ndarray]] = {T + 1: {c: np.asarray(x, np.float64) for c, x in x_init.items()}}
+    e_cells = {c: np.zeros(len(x)) for c, x in x_init.items()}
+    e_coup = {c: np.zeros(len(x)) for c, x in x_init.items()}
+    sim_s, resumed, t_start = 0.0, 0, time.time()
+    if state_path is not None and state_path.is_file():
+        st = np.load(state_path, allow_pickle=False)
+        if str(st["key"]) == state_key:
+            for t in range(T, int(st["last_step"]) - 1, -1):
+                xs[t] = {c: st[f"x_t{t}_c{c}"] for c in x_init}
+            for c in x_init:
+                e_cells[c], e_coup[c] = st[f"ecell_c{c}"], st[f"ecoup_c{c}"]
+            sim_s = float(st["sim_s"])
+            resumed = T - int(st["last_step"]) + 1
+    work = Path(tempfile.mkdtemp(prefix="spicenet_whole_"))
+    try:
+        for t in range(T, 0, -1):
+            if t in xs:
+                continue
+            edges, w, _ = machine.grid_step_bm(dtm, t, np.zeros(len(data)))
+            jobs, maps = [], {}
+            for c, ids in chips.items():
+                for b_i, x_t in enumerate(xs[t + 1][c]):
+                    _, _, h = machine.grid_step_bm(dtm, t, x_t)
+                    m = machine.map_grid(n, edges, w, h, beta, vs_design, trims[c]["v0_dc"], sizing.vdd, r_total,
+                                         alpha)
+                    maps[(c, b_i)] = m
+                    stream = 100 + b_i * (T + 1) + t
+                    files = [cells.write_noise_file(work / f"c{c}_i{b_i}_k{k}.txt", seed=seed, chip=cid, cell=0,
+                                                    rms=trims[c]["rms"][k], dt=dt, t_stop=step_time_s + 10 * dt,
+                                                    stream=stream) for k, cid in enumerate(ids)]
+                    deck = Deck(export.with_sim_options(machine.grid_deck(
+                        m, sizing, process, files, _spins(seed, 7, c, b_i, t, n=n), vw=vw)), process)
+                    jobs.append(engine.job(deck, [RunSpec(f"s{t}c{c}i{b_i}", f"tran {dt:.6g} {step_time_s:.9g} 0 {dt:.6g}",
+                                                          cells.device_commands(process, sizing, ids, seed))],
+                                           label=f"step {t} chip {c} image {b_i}", timeout_s=timeout_s))
+            xs[t] = {c: np.zeros_like(xs[t + 1][c]) for c in chips}
+            bar = tqdm(total=len(jobs), desc=f"spice step {t}/{T}", file=sys.stderr, disable=not progress, leave=False)
+            for rid, res in engine.run(jobs):
+                bar.update(1)
+                c, b_i = (int(v) for v in rid.split("c", 1)[1].split("i"))
+                if isinstance(res, SpicenetError):
+                    raise SpicenetError(f"whole-machine step {t}, chip {c}, image {b_i}: {res}")
+                sim_s += float(getattr(res, "wall_s", 0.0))
+                tt = res["time"]
+                xk = np.stack([res[f"v(a{k})"] - res[f"v(b{k})"] for k in range(n)], 1)   # [time, n]
+                s_end = np.where(xk[-1] > 0, 1.0, -1.0)
+                xs[t][c][b_i] = s_end[data]
+                e_cells[c][b_i] += supply_energy(tt, np.full(tt.shape, sizing.vdd), res["i(vdd)"])
+                vb = np.stack([res[f"v(bias{k})"] for k in range(n)], 1)
+                vo = sizing.vdd * np.tanh(xk / vw)
+                e_coup[c][b_i] += float(np.trapezoid(machine.grid_coupling_power(maps[(c, b_i)], vb, vo), tt))
+                for k in range(n):
+                    (work / f"c{c}_i{b_i}_k{k}.txt").unlink(missing_ok=True)
+            bar.close()
+            if state_path is not None:
+                arrays = {f"x_t{s}_c{c}": xs[s][c] for s in range(t, T + 1) for c in chips}
+                arrays.update({f"ecell_c{c}": e_cells[c] for c in chips})
+                arrays.update({f"ecoup_c{c}": e_coup[c] for c in chips})
+                tmp = state_path.with_suffix(".tmp.npz")
+                np.savez(tmp, key=np.array(state_key), last_step=np.array(t), sim_s=np.array(sim_s), **arrays)
+                tmp.replace(state_path)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"x": xs, "energy_j": {c: e_cells[c] + e_coup[c] for c in chips}, "energy_cells_j": e_cells,
+            "energy_coupling_j": e_coup, "sim_s": sim_s, "wall_s": time.time() - t_start, "rounds_resumed": resumed}
+
+
+@torch.no_grad()
+def surrogate_chain(dtm, x_init: np.ndarray, chip: tuple[torch.Tensor, torch.Tensor] | None, seed: int
+                    ) -> np.ndarray:
+    """The trained DTM's own reverse chain (``DTM.sample``: K sweeps per step from a random start) from the given
+    x_T [B, D] (+-1) on ``chip`` = (offset, gain) [N]; returns x_0 [B, D]."""
+    from spicenet.cells.rng.gibbs import make_generator
+
+    gen = make_generator(int(seed))
+    x = torch.as_tensor(np.asarray(x_init), dtype=torch.float64)
+    b = x.shape[0]
+    for t in range(dtm.cfg.n_steps, 0, -1):
+        p = dtm.steps[t - 1]
+        cb = torch.zeros((dtm.graph.n_nodes, b), dtype=torch.float64)
+        cb[dtm._data_idx] = dtm.quantiser(p.gamma)[:, None] * x.T
+        smp = dtm._build(p, cb, clamp=False, chip=chip if chip is not None else (None, None))
+        s = smp.run(smp.random_state(b, gen), dtm.cfg.sweeps, gen)
+        x = s[dtm._data_idx].T.double().cpu()
+    return x.numpy()
+
+
+@torch.no_grad()
+def paired_marginals(dtm, step: int, x_cond: np.ndarray, chip: tuple[torch.Tensor, torch.Tensor] | None,
+                     chains: int, seed: int) -> np.ndarray:
+    """P(x_{t-1,i} = 1 | x_t) [B, D] of the surrogate's step ``step`` (K sweeps from a random start, as in
+    generation) for each conditioning row of ``x_cond`` [B, D], from ``chains`` chains per row."""
+    from spicenet.cells.rng.gibbs import make_generator
+
+    gen = make_generator(int(seed))
+    x = torch.as_tensor(np.asarray(x_cond), dtype=torch.float64)
+    b = x.shape[0]
+    xr = x.repeat_interleave(chains, 0)                                    # [B * chains, D]
+    p = dtm.steps[step - 1]
+    cb = torch.zeros((dtm.graph.n_nodes, xr.shape[0]), dtype=torch.float64)
+    cb[dtm._data_idx] = dtm.quantiser(p.gamma)[:, None] * xr.T
+    smp = dtm._build(p, cb, clamp=False, chip=chip if chip is not None else (None, None))
+    s = smp.run(smp.random_state(xr.shape[0], gen), dtm.cfg.sweeps, gen)
+    on = (s[dtm._data_idx].T.double().cpu() > 0).double().reshape(b, chains, -1)
+    return on.mean(1).numpy()
+
+
+def marginal_mae_floor(p: np.ndarray, reps: int = 50, seed: int = 0) -> float:
+    """Expected mean-over-pixels |mean_b bit_b,i - mean_b p_b,i| when the bits [B, D] are Bernoulli(p [B, D]):
+    the value ``marginal_mae`` takes for a circuit that realises the surrogate exactly (finite-image floor)."""
+    rng = np.random.default_rng(seed)
+    p = np.asarray(p, np.float64)
+    return float(np.mean([np.abs((rng.random(p.shape) < p).mean(0) - p.mean(0)).mean() for _ in range(reps)]))
+
+
+def _plot(path: Path, spice: dict[int, np.ndarray], sur: dict[int, np.ndarray], size: int, per_row: int = 8) -> Path:
+    from spicenet.plotting import subplots
+
+    chips = sorted(spice)
+    k = min(per_row, min(len(spice[c]) for c in chips))
+    fig, axes = subplots(2 * len(chips), 1, figsize=(1.0 * k + 1, 2.3 * len(chips) + 0.5), dpi=100, squeeze=False)
+    for r, c in enumerate(chips):
+        for j, (label, imgs) in enumerate((("SPICE", spice[c]), ("surrogate", sur[c]))):
+            ax = axes[2 * r + j, 0]
+            row = np.concatenate([np.pad((imgs[i].reshape(size, size) > 0).astype(float), 1, constant_values=0.5)
+                                  for i in range(k)], 1)
+            ax.imshow(row, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_ylabel(f"chip {c}\n{label}", fontsize=8)
+    fig.suptitle("same chip, same initial noise x_T: whole grid in ngspice vs the trained sampler", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def validate_machine(run_dir: Path, engine, *, dtm, tcfg: dict, sizing, process, surrogate_path: Path,
+                     n_chips: int, images: int, seed: int, cfg, alpha_patch: float | None, vs_nominal: float,
+                     e_bit: float, progress: bool = True) -> dict[str, Any]:
+    """Whole-machine validation (module docstring) of a trained DTM run. ``cfg``: the ``ValidationConfig``
+    (fields ``machine_*``, ``dt``, ``vw``, ``r_total``). Returns the "machine" result: per chip rows and the gap
+    keys (``fid_rel``, ``marginal_mae``, ``cells_simulated``, ``steps``, ``images``, energies)."""
+    from spicenet.cells.rng.training import ChipModel, _fid
+    from spicenet.data import load_dataset
+    from spicenet.metrics import load_feature_net
+    from spicenet.train.mismatch import _seed_int
+
+    t0 = time.time()
+    n = dtm.graph.n_nodes
+    T, K = dtm.cfg.n_steps, dtm.cfg.sweeps
+    d = dtm.n_data
+    chipm = ChipModel(surrogate_path, scale=float(tcfg.get("eval_scale", 1.0)),
+                      v0_trim=bool(tcfg.get("v0_trim", True)),
+                      v0_residual_std_v=float(tcfg.get("v0_residual_std_v", 5e-5)))
+    vs_nom = float(vs_nominal)
+    tau = float(chipm.model.dists["tau_s"].mean) if "tau_s" in chipm.model.dists else 40e-9
+    step_time = cfg.machine_step_time_s if cfg.machine_step_time_s > 0 else K * tau
+    step_time = cfg.dt * math.ceil(step_time / cfg.dt)
+    alpha = float(alpha_patch) if (cfg.machine_gain_trim == "patch" and alpha_patch) else 1.0
+    base = 50000 + 997 * int(seed)
+    chips = {c: [base + 1000 * c + k for k in range(n)] for c in range(n_chips)}
+    x_init = {c: _spins(seed, 3, c, n=images * d).reshape(images, d) for c in chips}
+
+    t1 = time.time()
+    trims = locate_grid(engine, sizing, process, chips, seed, cfg.dt, timeout_s=cfg.timeout_s)
+    locate_s = time.time() - t1
+    out_dir = Path(run_dir) / "validation"
+    (out_dir / "machine").mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(json.dumps({"seed": seed, "chips": n_chips, "images": images, "alpha": alpha,
+                                     "step": step_time, "dt": cfg.dt, "vw": cfg.vw, "r": cfg.r_total,
+                                     "v0": {c: trims[c]["v0_dc"].round(12).tolist() for c in chips}},
+                                    sort_keys=True).encode()).hexdigest()[:16]
+    chain = run_chain(engine, dtm, sizing, process, chips, trims, x_init, vs_design=vs_nom, beta=float(dtm.cfg.beta),
+                      alpha=alpha, seed=seed, dt=cfg.dt, step_time_s=step_time, vw=cfg.vw, r_total=cfg.r_total,
+                      timeout_s=cfg.timeout_s, state_path=out_dir / "machine" / "state.npz", state_key=key,
+                      progress=progress)
+
+    # ------------------------------------------------------------------------------ surrogate + metrics --
+    ds = load_dataset(tcfg["dataset"], tcfg["source"], tcfg.get("data_path") or None, size=tcfg["image_size"],
+                      encoding="spin", n_train=tcfg.get("n_train") or None, n_test=tcfg.get("n_test") or None)
+    ref = ds.flat("test")
+    net, _ = load_feature_net(ds.name, train_if_missing=True)
+    spice_img = {c: chain["x"][1][c] for c in chips}
+    sur_img, paired, floors, rows = {}, {}, {}, []
+    e_bit = float(e_bit) if e_bit is not None else math.nan
+    for c in chips:
+        chip = chipm.nonideality(_seed_int(seed, 21, c), n)
+        sur_img[c] = surrogate_chain(dtm, x_init[c], chip, _seed_int(seed, 22, c))
+        paired[c] = paired_marginals(dtm, 1, chain["x"][2][c], chip, cfg.machine_chains, _seed_int(seed, 23, c))
+    all_sp = np.concatenate([spice_img[c] for c in chips])
+    all_su = np.concatenate([sur_img[c] for c in chips])
+    all_pp = np.concatenate([paired[c] for c in chips])
+    fid_sp = _fid(torch.as_tensor(all_sp), ref, ds.name, net)
+    fid_su = _fid(torch.as_tensor(all_su), ref, ds.name, net)
+    on_sp = (all_sp > 0).astype(float)
+    mae = float(np.abs(on_sp.mean(0) - all_pp.mean(0)).mean())
+    mae_floor = marginal_mae_floor(all_pp, seed=seed)
+    mae_unpaired = float(np.abs(on_sp.mean(0) - (all_su > 0).mean(0)).mean())
+    # floor of the unpaired statistic: two independent image sets of this size from the surrogate
+    alt = np.concatenate([surrogate_chain(dtm, _spins(seed, 4, c, n=images * d).reshape(images, d),
+                                          chipm.nonideality(_seed_int(seed, 21, c), n), _seed_int(seed, 24, c))
+                          for c in chips])
+    mae_unpaired_floor = float(np.abs((alt > 0).mean(0) - (all_su > 0).mean(0)).mean())
+    fid_su_alt = _fid(torch.as_tensor(alt), ref, ds.name, net)
+    e_sur = T * K * n * e_bit if math.isfinite(e_bit) else None
+    for c in chips:
+        e = chain["energy_j"][c]
+        rows.append({"chip": c, "images": int(len(spice_img[c])),
+                     "fid_spice": _fid(torch.as_tensor(spice_img[c]), ref, ds.name, net) if images >= 4 else None,
+                     "fid_surrogate": _fid(torch.as_tensor(sur_img[c]), ref, ds.name, net) if images >= 4 else None,
+                     "marginal_mae": float(np.abs((spice_img[c] > 0).mean(0) - paired[c].mean(0)).mean()),
+                     "energy_per_image_j": float(e.mean()),
+                     "energy_cells_per_image_j": float(chain["energy_cells_j"][c].mean()),
+                     "energy_coupling_per_image_j": float(chain["energy_coupling_j"][c].mean()),
+                     "v0_dc_std_v": float(trims[c]["v0_dc"].std()), "cell_chip_ids": [chips[c][0], chips[c][-1]],
+                     "pixel_on_spice": float(on_sp.mean()), "pixel_on_surrogate": float((sur_img[c] > 0).mean())})
+    n_img = int(all_sp.shape[0])
+    e_sp = float(np.mean([r["energy_per_image_j"] for r in rows]))
+    sim_h = chain["sim_s"] / 3600.0
+    plot = _plot(out_dir / "machine_images.png", spice_img, sur_img, int(round(math.sqrt(d))))
+    np.savez_compressed(out_dir / "machine" / "images.npz", **{f"spice_c{c}": spice_img[c] for c in chips},
+                        **{f"surrogate_c{c}": sur_img[c] for c in chips}, **{f"x_init_c{c}": x_init[c] for c in chips})
+    return {
+        "fid_spice": fid_sp, "fid_surrogate": fid_su, "fid_surrogate_other_seed": fid_su_alt,
+        "fid_rel": abs(fid_sp - fid_su) / fid_su, "fid_rel_floor": abs(fid_su_alt - fid_su) / fid_su,
+        "marginal_mae": mae, "marginal_mae_floor": mae_floor, "marginal_mae_unpaired": mae_unpaired,
+        "marginal_mae_unpaired_floor": mae_unpaired_floor,
+        "cells_simulated": n, "grid_cells": n, "steps": T, "images": n_img, "chips": len(chips),
+        "energy_per_image_spice_j": e_sp, "energy_per_image_surrogate_j": e_sur,
+        "energy_ratio_spice_over_surrogate": e_sp / e_sur if e_sur else None,
+        "step_time_s": step_time, "read_out": f"latch every cell at t = step_time_s ({step_time * 1e9:.0f} ns "
+                                              f"= K tau, K = {K}, tau = {tau * 1e9:.1f} ns) after a random start",
+        "dt_s": cfg.dt, "coupling_gain_trim": alpha, "gain_trim_mode": cfg.machine_gain_trim,
+        "sim_cpu_s": chain["sim_s"], "spice_wall_s": chain["wall_s"], "locate_wall_s": locate_s,
+        "images_per_cpu_hour": (n_img / sim_h) if sim_h > 0 else None,
+        "cpu_s_per_step_deck": chain["sim_s"] / max(1, n_img * T),
+        "rounds_resumed": chain["rounds_resumed"], "chips_detail": rows, "plots": [str(plot)],
+        "wall_s": time.time() - t0,
+    }

@@ -198,3 +198,17 @@ def test_eqprop_matches_autograd_deep_amplifier_nets(sizes, amp, back):
     for e, r in zip(ep, ref):  # every layer separately, magnitudes included (the layer weights w_l matter)
         assert float((e - r).norm() / r.norm()) < 1e-3
     assert float((res.x_grad - xg.grad).norm() / xg.grad.norm()) < 1e-3
+
+
+def test_ffebm_with_amplifier_blocks_matches_autograd():
+    torch.manual_seed(3)
+    b1 = ResistiveNetwork([4, 6, 5, 3], input_gain=10.0, seed=11, amp_gain=4.0)
+    b2 = ResistiveNetwork([5, 4, 4, 2], input_gain=10.0, seed=12, amp_gain=2.0, amp_back=0.8)
+    model = FFEBM([b1, b2], [nn.Linear(3, 5).double()])
+    x, y = _data(4, 2, 8, seed=13)
+    mse_cost(model(x, differentiable=True), y).mean().backward()
+    ref = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    model.eqprop_backward(x, y, beta=1e-8)
+    for e, r in zip([p.grad for p in model.parameters()], ref):
+        assert float((e - r).norm() / r.norm()) < 1e-3

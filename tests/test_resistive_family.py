@@ -212,3 +212,70 @@ def test_cli_calibrate_quick_json(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     fit = json.loads(proc.stdout)["fit"]
     assert fit["solver_max_err_v"] < 1e-3 and fit["r2"] > 0.999
+
+
+TINY_DEEP = {**TINY_TRAIN, "model": {"hidden": [8, 6], "amp_gain": 4.0},
+             "train": {"epochs": 2, "batch_size": 20, "ideal": True}}
+TINY_FFEBM = {**{k: v for k, v in TINY_TRAIN.items() if k != "model"}, "model": {"amp_gain": 4.0},
+              "ffebm": {"blocks": [[8, 6], [6, 10]]}}
+
+
+@needs_ngspice
+def test_deep_amplifier_run_validates_in_ngspice_and_conserves_energy(calibrated, tmp_path):
+    from spicenet.cells.resistive.calibrate import spice_node_voltages
+    from spicenet.cells.resistive.validate import validate_resistive
+    from spicenet.spice.engine import Engine
+
+    run_dir = tmp_path / "deep"
+    res = family.train(TINY_DEEP, surrogate=calibrated[1], quick=True, run_dir=run_dir, device="cpu", seed=0)
+    m = res["metrics"]
+    for key in ("accuracy_ideal", "accuracy_nominal", "accuracy_chip_mean", "accuracy_chip_worst",
+                "accuracy_nominal_no_injection", "accuracy_chip_worst_no_injection"):
+        assert 0.0 <= m[key] <= 1.0
+    assert m["accuracy_nominal"] == m["test_accuracy"] and m["amp_gain"] == 4.0
+    ideal, _ = load_trained(run_dir, "ideal")
+    assert ideal.quantize is None  # float conductances
+    val = validate_resistive(run_dir, chips=1, quick=True, workers=1, seed=0, n_test=30, source="sample")
+    assert val["gap"]["max_node_err_v"] < 1e-6 and abs(val["gap"]["accuracy_pp"]) <= 100.0 / 30
+    # Tellegen with amplifiers: power delivered by the input/bias/rail sources and the amplifiers (VCVS + backward
+    # CCCS, from ngspice) = power dissipated in the resistors (across amplifier output - node) and the diodes
+    net, spec = load_trained(run_dir)
+    x = torch.rand(3, net.n_in, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    with torch.no_grad():
+        v = net.equilibrium(x).v
+        gw, gb = net.conductances()
+    vs = net.source_voltages(x)
+    p_res = (((vs[:, : 2 * net.n_in, None] - v[:, None, net.layer_slice(1)]) ** 2) * gw[0]).sum((1, 2))
+    for k in range(1, len(gw)):
+        drive = net.drive_voltages(v[:, net.layer_slice(k)])
+        p_res = p_res + (((drive[:, :, None] - v[:, None, net.layer_slice(k + 1)]) ** 2) * gw[k]).sum((1, 2))
+    for k, g in enumerate(gb, start=1):
+        p_res = p_res + (((vs[:, 2 * net.n_in:, None] - v[:, None, net.layer_slice(k)]) ** 2) * g).sum((1, 2))
+    vt = thermal_voltage() * spec["n"]
+    vd_up, vd_lo = v - spec["vb"], -spec["vb"] - v
+    p_dio = (spec["is_"] * torch.expm1(vd_up / vt) * vd_up + spec["is_"] * torch.expm1(vd_lo / vt) * vd_lo
+             + spec["gmin"] * (vd_up ** 2 + vd_lo ** 2)).sum(1)
+    with Engine(workers=1) as eng:
+        _, p_spice, errors = spice_node_voltages(net, None, x, engine=eng, options=spec["spice_options"])
+    assert not errors
+    assert np.allclose(p_spice, (p_res + p_dio).numpy(), rtol=1e-6)
+
+
+@needs_ngspice
+def test_ffebm_train_and_blockwise_ngspice_validation(calibrated, tmp_path):
+    from spicenet.cells.resistive.ffebm_train import load_ffebm
+    from spicenet.cells.resistive.validate import validate_resistive
+
+    run_dir = tmp_path / "ff"
+    res = family.train(TINY_FFEBM, surrogate=calibrated[1], quick=True, run_dir=run_dir, device="cpu", seed=0)
+    m = res["metrics"]
+    assert m["blocks"] == 2 and m["block_sizes"] == [[64, 8, 6], [6, 6, 10]]
+    assert m["accuracy_chip_worst"] <= m["accuracy_chip_mean"]
+    assert json.loads((run_dir / "run.json").read_text())["trainer"] == "ffebm"
+    model, _ = load_ffebm(run_dir)
+    assert all(float(p.detach().min()) >= 0 for b in model.blocks for p in b.parameters())
+    val = validate_resistive(run_dir, chips=1, quick=True, workers=1, seed=0, n_test=30, source="sample")
+    assert val["blocks"] == 2 and len(val["per_chip"][0]["blocks"]) == 2
+    # block 2 was fed from block 1's SPICE outputs: its surrogate solve on those inputs agrees with ngspice
+    assert val["gap"]["max_node_err_v"] < 1e-6 and abs(val["gap"]["accuracy_pp"]) <= 100.0 / 30
+    assert val["energy_per_inference_j"] > 0

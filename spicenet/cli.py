@@ -7,7 +7,7 @@ that failed). ``--debug`` (or ``SPICENET_DEBUG=1``) shows the traceback instead.
 ``register(subparsers)``; a handler returns the JSON-able result dict.
 
 Every verb's arguments pass one validation layer before the verb runs (``check_args``), by argument name, so verbs
-added by other modules get the same checks: ``--workers`` >= 1, ``--seed`` in [0, 2^63), ``--chips`` >= 0
+added by other modules get the same checks: ``--workers`` in [1, 1024], ``--seed`` in [0, 2^63), ``--chips`` >= 0
 (``validate``: >= 1), ``--timeout`` finite > 0, ``-o`` in an existing writable folder (a file output not naming a
 folder, a folder output not naming a file), ``--config`` a readable UTF-8 TOML file, ``--surrogate`` a readable
 surrogate file of the trainer's family, ``validate RUN_DIR`` a run directory with a readable ``run.json`` of a
@@ -111,7 +111,7 @@ def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
     process's header, see ``engine.plain_deck``). Every run is stored, failed ones with their error; when any run
     failed the verb reports ``ok: false`` and exits 1."""
     from spicenet.spice.analysis import read_netlist, validate_analysis
-    from spicenet.spice.engine import Engine, montecarlo_runs, plain_deck, render
+    from spicenet.spice.engine import Engine, derived_seed, montecarlo_runs, plain_deck, render
     from spicenet.spice.job import RunSpec
     from spicenet.spice.results import SimResult
     from spicenet.spice.templates import is_template, load_template
@@ -140,12 +140,15 @@ def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
     if args.chips and deck.mismatch is None:
         raise ParameterError("--chips needs --mismatch pelgrom|pdk (and a deck with process transistors)")
     runs: list[RunSpec] = []
+    noisy = "trrandom" in deck.text.lower()  # TRRANDOM noise is seeded from --seed: same seed, same numbers
     for k, analysis in enumerate(analyses):
         prefix = f"a{k}-{analysis.split()[0]}-"
         if args.chips:
-            runs += montecarlo_runs(deck, analysis, range(args.chips), args.seed, prefix)
+            runs += montecarlo_runs(deck, analysis, range(args.chips), args.seed, prefix,
+                                    noise_seed=args.seed if noisy else None)
         else:
-            runs.append(RunSpec(id=f"{prefix}nom", analysis=analysis, meta={"chip": -1}))
+            runs.append(RunSpec(id=f"{prefix}nom", analysis=analysis, meta={"chip": -1},
+                                seed=derived_seed(args.seed, 0) if noisy else None))
     out = Path(args.output)
     vectors: list[str] = []
     points = 0
@@ -222,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--analysis", default=None, help='e.g. "tran 1n 1u", "op", "dc vin 0 1 0.01", "ac dec 10 1 1g"')
     p.add_argument("--mismatch", choices=("pelgrom", "pdk"), default=None, help="Monte-Carlo mismatch model")
     p.add_argument("--chips", type=int, default=0, help="Monte-Carlo chips (with --mismatch)")
-    p.add_argument("--seed", type=int, default=0, help="mismatch seed")
+    p.add_argument("--seed", type=int, default=0, help="seed of the mismatch and of TRRANDOM noise sources")
     p.add_argument("--mode", choices=("shared", "batch"), default="shared", help="ngspice shared library or -b")
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--timeout", type=float, default=300.0, help="per-run time limit in seconds")
@@ -281,6 +284,7 @@ def json_default(value: Any) -> Any:
 
 # -- the argument validation layer -------------------------------------------------------------------------------
 DIRECTORY_OUTPUTS = {"train", "demo"}   # verbs whose -o names a folder; every other -o names a file
+MAX_WORKERS = 1024
 
 
 def _one_line(text: object) -> str:
@@ -294,7 +298,7 @@ def _check_int(args: argparse.Namespace, dest: str, flag: str, low: int, high: i
     if isinstance(value, bool) or not isinstance(value, int):
         raise UsageError(f"argument {flag}: expected an integer, got {value!r}")
     if value < low or (high is not None and value >= high):
-        bound = f">= {low}" if high is None else f"in [{low}, {high})" if high != 2**63 else f"in [{low}, 2^63)"
+        bound = f">= {low}" if high is None else f"in [{low}, {high - 1}]" if high != 2**63 else f"in [{low}, 2^63)"
         raise UsageError(f"argument {flag}: must be {bound}, got {value}")
 
 
@@ -312,6 +316,13 @@ def _check_output(path_text: str, verb: str) -> None:
         raise UsageError(f"-o {path_text}: folder {folder} does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise UsageError(f"-o {path_text}: folder {folder} is not writable")
+    import tempfile
+
+    try:  # a real probe: permissions say yes for root on a read-only file system
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".spicenet-probe-"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"-o {path_text}: cannot write in folder {folder}: {exc.strerror or exc}") from None
 
 
 def _check_config(path_text: str, flag: str = "--config") -> None:
@@ -389,7 +400,7 @@ def _check_scheduler(address: str) -> None:
 def check_args(args: argparse.Namespace) -> None:
     """The validation layer every verb's arguments pass before it runs (see the module docstring)."""
     verb = args.verb
-    _check_int(args, "workers", "--workers", 1)
+    _check_int(args, "workers", "--workers", 1, MAX_WORKERS + 1)
     _check_int(args, "seed", "--seed", 0, 2**63)
     _check_int(args, "chips", "--chips", 0 if verb == "simulate" else 1)
     timeout = getattr(args, "timeout", None)

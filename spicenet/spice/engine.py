@@ -41,10 +41,13 @@ def render(template: str | Path, params: Mapping[str, Any] | None = None, proces
     name, a name under the folder ``root``, or the path of a ``.cir`` template file (see ``load_template``)."""
     from spicenet.spice.templates import load_template
 
+    from spicenet.spice.process import KNOWN_PROCESSES, get_process
+
     tpl = load_template(template, root)
+    if process and process not in KNOWN_PROCESSES:
+        get_process(process)  # raises ProcessError naming the known ones (also for a template without devices)
     proc = None
     if tpl.uses and process:
-        from spicenet.spice.process import get_process
         proc = get_process(process)
     if mismatch_mode not in (None, "pelgrom", "pdk"):
         raise ParameterError(f"mismatch mode must be 'pelgrom' or 'pdk', got {mismatch_mode!r}")

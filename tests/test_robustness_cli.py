@@ -1,0 +1,164 @@
+"""Decks and errors through the CLI: ngspice's own message reaches the user (no retry ladder for it), a partial
+failure is not exit 0, templates without parameters keep their analysis, ``--process`` on a plain deck is applied
+(and nothing is added without it), relative includes work from any folder in batch mode, unit letters and upper
+case in ``--analysis``, TRRANDOM noise reproducible from the sweep seed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from spicenet.cli import main
+from spicenet.errors import ConvergenceError, SimulationError
+
+DECKS = Path(__file__).parent / "decks"
+NGSPICE = shutil.which("ngspice")
+RES = "t\nv1 a 0 1\nr1 a 0 1k\n.end\n"
+
+
+def run_main(capsys, argv):
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def raw_ngspice(tmp_path: Path, deck: str) -> str:
+    path = tmp_path / "raw.cir"
+    path.write_text(deck)
+    proc = subprocess.run([NGSPICE, "-b", "-r", str(tmp_path / "raw.raw"), str(path)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    return proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("analysis,card,needle", [
+    ("dc vnope 0 1 0.1", ".dc vnope 0 1 0.1", '"vnope" is not in the circuit'),
+    ("tran 0 1u", ".tran 0 1u", "TSTEP is invalid"),
+    ("noise v(a) vnope dec 2 1 10", ".noise v(a) vnope dec 2 1 10", None),
+])
+@pytest.mark.parametrize("mode", ["shared", "batch"])
+def test_ngspice_message_reaches_the_user_without_retries(tmp_path, engine, batch_engine, mode, analysis, card,
+                                                          needle):
+    if NGSPICE is None:
+        pytest.skip("ngspice not installed")
+    reference = raw_ngspice(tmp_path, RES.replace(".end", card + "\n.end"))
+    if needle is not None:
+        assert needle in reference  # what ngspice itself says
+    eng = engine if mode == "shared" else batch_engine
+    with pytest.raises(SimulationError) as info:
+        eng.simulate(RES, analysis)
+    assert not isinstance(info.value, ConvergenceError), str(info.value)
+    assert not getattr(info.value, "attempts", None)
+    message = str(info.value)
+    assert "did not converge" not in message and "simulation(s) aborted" not in message
+    if needle is not None:
+        assert needle in message
+    else:  # ngspice's own error line, whatever it is, is in the message
+        lines = [l.strip() for l in reference.splitlines() if "doAnalyses" in l or "rror" in l]
+        assert lines and any(l in message for l in lines), (lines, message)
+
+
+def test_bad_model_is_ngspice_words_with_the_line(engine):
+    from spicenet.errors import NetlistError
+
+    with pytest.raises(NetlistError, match=r"line 3: 'd1 a 0 dd'"):
+        engine.simulate("t\nv1 a 0 1\nd1 a 0 dd\n.model dd foo is=1e-14\n.end\n", "op")
+
+
+def test_one_failing_analysis_is_not_exit_0(capsys, tmp_path):
+    deck = tmp_path / "half.cir"
+    deck.write_text("half\nv1 a 0 1\nr1 a 0 1k\n.op\n.dc vnope 0 1 0.5\n.end\n")
+    code, out, err = run_main(capsys, ["simulate", str(deck), "-o", str(tmp_path / "h.h5"), "--json"])
+    assert code == 1
+    result = json.loads(out)
+    assert result["ok"] is False and result["runs"] == 2 and result["failed"] == 1
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("spicenet simulate: error: 1 of 2 runs failed") and '"vnope" is not in the circuit' in last
+    with h5py.File(tmp_path / "h.h5", "r") as f:
+        assert f["runs/a0-op-nom"].attrs["status"] == "ok"
+        assert f["runs/a1-dc-nom"].attrs["status"] == "failed"
+
+
+def test_template_without_params_keeps_its_analysis(capsys, tmp_path):
+    tpl = tmp_path / "fixed.cir"
+    tpl.write_text("* fixed divider\n* @analysis dc v1 0 2 0.5\nv1 a 0 1\nr1 a b 1k\nr2 b 0 1k\n.end\n")
+    code, out, err = run_main(capsys, ["simulate", str(tpl), "-o", str(tmp_path / "t.h5"), "--json"])
+    assert code == 0, err
+    with h5py.File(tmp_path / "t.h5", "r") as f:
+        run = f["runs/a0-dc-nom"]
+        np.testing.assert_allclose(np.asarray(run["v(b)"]), np.asarray(run["v-sweep"]) / 2, rtol=1e-12)
+
+
+def test_process_on_a_plain_deck_is_applied_and_absent_without_it(capsys, tmp_path):
+    deck = tmp_path / "inv.cir"
+    deck.write_text("inverter of process wrappers\nvdd vdd 0 1.2\nvin in 0 0\n"
+                    "xn out in 0 0 nfet w=1 l=0.1\nxp out in vdd vdd pfet w=2 l=0.1\n.op\n.end\n")
+    code, out, err = run_main(capsys, ["simulate", str(deck), "--process", "generic", "-o", str(tmp_path / "g.h5")])
+    assert code == 0, err
+    with h5py.File(tmp_path / "g.h5", "r") as f:
+        run = f["runs/a0-op-nom"]
+        assert float(np.asarray(run["v(out)"])[0]) == pytest.approx(1.2, abs=1e-3)  # input low: output high
+        assert "gmin=1e-18" in run.attrs["netlist"] and "generic.lib" in run.attrs["netlist"]
+    # without --process nothing is added: ngspice does not know the wrappers, and says so
+    code, out, err = run_main(capsys, ["simulate", str(deck), "-o", str(tmp_path / "n.h5")])
+    assert code == 1 and "nfet" in err.lower()
+    plain = tmp_path / "plain.cir"
+    plain.write_text("plain\nv1 a 0 1\nr1 a 0 1k\n.op\n.end\n")
+    assert run_main(capsys, ["simulate", str(plain), "-o", str(tmp_path / "p.h5")])[0] == 0
+    with h5py.File(tmp_path / "p.h5", "r") as f:
+        assert "gmin" not in f["runs/a0-op-nom"].attrs["netlist"]
+
+
+def test_relative_include_in_batch_mode_from_another_folder(tmp_path):
+    env_cwd = tmp_path / "elsewhere"
+    env_cwd.mkdir()
+    import os
+    import sys
+
+    deck = os.path.relpath(DECKS / "include_relative.cir", env_cwd)  # relative to the folder it is run from
+
+    proc = subprocess.run([sys.executable, "-m", "spicenet", "simulate", str(deck), "--mode", "batch", "-o",
+                           str(tmp_path / "i.h5"), "--json"], cwd=env_cwd, capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    with h5py.File(tmp_path / "i.h5", "r") as f:
+        op = f["runs/a1-op-nom"]
+        assert float(np.asarray(op["v(a)"])[0]) == 0.0  # V1 is 0 at the operating point
+        dc = f["runs/a0-dc-nom"]
+        assert np.asarray(dc["v(b)"]).shape == (11,)
+
+
+def test_upper_case_and_unit_letters_in_analysis(capsys, tmp_path):
+    code, out, err = run_main(capsys, ["simulate", "basic/rc", "--analysis", "TRAN 10ns 5us", "-o",
+                                       str(tmp_path / "u.h5"), "--json"])
+    assert code == 0, err
+    with h5py.File(tmp_path / "u.h5", "r") as f:
+        t = np.asarray(f["runs/a0-tran-nom/time"])
+    assert t[-1] == pytest.approx(5e-6)
+
+
+def test_noise_deck_reproducible_from_the_sweep_seed(tmp_path):
+    from spicenet.store import read_runs
+    from spicenet.sweep import SweepConfig, run_sweep
+
+    deck = tmp_path / "noise.cir"
+    deck.write_text("noisy rc\ninz 0 a dc 0 trrandom(2 10n 0 1u 0)\nr1 a 0 1k\nc1 a 0 10p\n.tran 10n 1u\n.end\n")
+
+    def sweep(seed: int, name: str) -> np.ndarray:
+        cfg = SweepConfig.from_dict({"netlist": str(deck), "seed": seed}, source="t")
+        run_sweep(cfg, tmp_path / name, workers=1, progress=False)
+        (record,) = list(read_runs(tmp_path / name))
+        return np.asarray(record.vectors["v(a)"])
+
+    a, b, c = sweep(3, "a.h5"), sweep(3, "b.h5"), sweep(4, "c.h5")
+    assert np.std(a) > 0
+    np.testing.assert_array_equal(a, b)
+    assert a.shape != c.shape or not np.array_equal(a, c)

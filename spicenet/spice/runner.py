@@ -111,7 +111,8 @@ def run_one(session: Session, run: RunSpec) -> SimResult:
         failed = any(_ABORTED.search(t) for t in contents)
         made = [p for p in reversed(session.plot_names()) if p not in before and p != "const"]
         if not failed and made:
-            plots = [session.read_plot(p) for p in made]
+            keep = set(run.save) if run.save else None  # filtered while reading: big decks, few vectors kept
+            plots = [session.read_plot(p, keep) for p in made]
             session.command("destroy all")
             vectors, units = merge_plots(plots, run.save)
             if step:

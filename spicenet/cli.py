@@ -127,14 +127,14 @@ def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
             raise ParameterError(f"{source}: -p applies to templates; a plain netlist has no declared parameters")
         netlist = read_netlist(source)
         deck = plain_deck(netlist.deck, args.process, args.mismatch)
-        analyses = [args.analysis] if args.analysis else list(netlist.analyses)
+        analyses = [args.analysis] if args.analysis is not None else list(netlist.analyses)
         if not analyses:
             raise ParameterError(f"{source}: the netlist has no analysis card; give --analysis")
         params_record: dict[str, Any] = {"source": str(source)}
     else:
         tpl = load_template(args.source)
         deck = render(args.source, params, args.process or "generic", args.mismatch)
-        analyses = [args.analysis or tpl.analysis or "op"]
+        analyses = [args.analysis if args.analysis is not None else tpl.analysis or "op"]
         params_record = {k: v for k, v in tpl.resolve(params).items()}
     analyses = [validate_analysis(a) for a in analyses]
     if args.chips and deck.mismatch is None:
@@ -302,7 +302,7 @@ def _check_int(args: argparse.Namespace, dest: str, flag: str, low: int, high: i
         raise UsageError(f"argument {flag}: must be {bound}, got {value}")
 
 
-def _check_output(path_text: str, verb: str) -> None:
+def _check_output(path_text: str, verb: str, resume: bool = False) -> None:
     path = Path(path_text)
     folder = path.resolve().parent
     if verb in DIRECTORY_OUTPUTS:
@@ -312,6 +312,9 @@ def _check_output(path_text: str, verb: str) -> None:
         raise UsageError(f"-o {path_text}: is a folder; give a file name")
     elif path.exists() and not os.access(path, os.W_OK):
         raise UsageError(f"-o {path_text}: the file exists and is not writable")
+    elif path.exists() and verb in ("simulate", "sweep") and not resume:
+        hint = "pass --resume to continue it or remove it" if verb == "sweep" else "remove it or choose another name"
+        raise UsageError(f"-o {path_text}: already exists; {hint}")
     if not folder.is_dir():
         raise UsageError(f"-o {path_text}: folder {folder} does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):
@@ -330,7 +333,7 @@ def _check_config(path_text: str, flag: str = "--config") -> None:
 
     path = Path(path_text)
     if not path.is_file():
-        raise UsageError(f"{flag} {path_text}: no such file")
+        raise UsageError(f"{flag} {path_text}: " + ("is a folder, not a file" if path.is_dir() else "no such file"))
     try:
         text = path.read_bytes().decode("utf-8")
         tomllib.loads(text)
@@ -409,7 +412,7 @@ def check_args(args: argparse.Namespace) -> None:
     if getattr(args, "config", None) is not None:
         _check_config(args.config, "CONFIG" if verb == "sweep" else "--config")
     if getattr(args, "output", None) is not None:
-        _check_output(args.output, verb)
+        _check_output(args.output, verb, bool(getattr(args, "resume", False)))
     if getattr(args, "surrogate", None) is not None:
         _check_surrogate(args)
     if verb == "validate" and getattr(args, "run_dir", None) is not None:

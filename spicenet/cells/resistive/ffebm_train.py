@@ -76,7 +76,8 @@ def block_specs(sur: SurrogateFile, n_in: int, cfg: dict[str, Any]) -> list[dict
     specs, prev = [], int(n_in)
     for b in cfg["ffebm"]["blocks"]:
         sizes = [prev, *[int(s) for s in b]]
-        specs.append(net_spec(sur, sizes, bool(m["bias"]), float(m["amp_gain"]), float(m["amp_back"])))
+        specs.append(net_spec(sur, sizes, bool(m["bias"]), float(m["amp_gain"]), float(m["amp_back"]),
+                              float(m["input_gain"])))
         prev = sizes[-1]
     return specs
 

@@ -14,7 +14,17 @@ diode ``ln Is`` spread ``sigma_ln_is`` and ideality spread ``sigma_n``. The *inj
 minibatch (``[mismatch] train_scale`` times the calibrated sigmas); the *no-injection* model is the same network,
 same initialisation, same minibatches, trained on the nominal chip. Both are evaluated on the nominal chip
 (``test_accuracy``) and on the same ``eval_chips`` held-out chips (``chip_mean``, ``chip_worst``: the seeds are
-shared, so both models see the same unit-resistor and diode draws).
+shared, so both models see the same unit-resistor and diode draws). With ``[train] ideal = true`` a third model,
+the *ideal* network (same architecture, float conductances in the same range, no mismatch), is trained on the same
+minibatches as the software reference (``accuracy_ideal``).
+
+Amplifiers: ``[model] amp_gain`` > 0 puts Kendall's bidirectional amplifiers between the free layers (VCVS gain
+``amp_gain`` forward with an inverting copy, CCCS gain ``amp_back`` backward, 0 = ``1/amp_gain``); needed for
+signed weights after the first layer and for deep (2-3 hidden layer) networks.
+
+Metrics: ``accuracy_ideal``; ``accuracy_nominal``, ``accuracy_chip_mean``, ``accuracy_chip_worst`` (4-bit,
+injected) and the same with ``_no_injection``; the older names ``test_accuracy``, ``chip_mean``, ``chip_worst``
+are kept; ``epoch_wall_s`` per model.
 """
 
 from __future__ import annotations
@@ -43,7 +53,8 @@ __all__ = ["TRAIN_DEFAULTS", "NetSpec", "net_spec", "build_network", "chip_seed"
 
 TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "data": {"dataset": "mnist", "source": "sample", "size": 8, "n_train": 0, "n_test": 0},
-    "model": {"hidden": [32], "bias": True, "init_max": 4.0, "amp_gain": 0.0, "amp_back": 0.0},
+    "model": {"hidden": [32], "bias": True, "init_max": 4.0, "amp_gain": 0.0, "amp_back": 0.0,
+              "input_gain": 0.0},
     "train": {"epochs": 10, "batch_size": 20, "lr": 0.3, "lr_decay": 1.0, "beta": 0.1, "v_low": -0.5,
               "v_high": 0.5, "ideal": True, "checkpoint_every": 1, "threads": 1},
     "mismatch": {"train_scale": 1.0, "eval_scale": 1.0, "eval_chips": 10},
@@ -67,16 +78,17 @@ NetSpec = dict[str, Any]
 
 
 def net_spec(sur: SurrogateFile, layer_sizes: list[int], bias: bool, amp_gain: float = 0.0,
-             amp_back: float = 0.0) -> NetSpec:
+             amp_back: float = 0.0, input_gain: float = 0.0) -> NetSpec:
     """Keyword arguments of :class:`ResistiveNetwork` (plus levels and mismatch sigmas) from a surrogate file;
     ``amp_gain`` > 0 puts bidirectional amplifiers (VCVS gain A, CCCS gain ``amp_back``, 0 = 1/A) between the
-    free layers."""
+    free layers; ``input_gain`` > 0 replaces the surrogate's ideal input-driver gain (V per unit input)."""
     if sur.family != "resistive":
         raise ConfigError(f"surrogate is for family {sur.family!r}, not 'resistive'")
     a = sur.attrs
     levels = np.asarray(sur.extra["levels"], dtype=np.float64)
     return {
-        "layer_sizes": [int(s) for s in layer_sizes], "bias": bool(bias), "input_gain": float(a["input_gain"]),
+        "layer_sizes": [int(s) for s in layer_sizes], "bias": bool(bias),
+        "input_gain": float(input_gain) if input_gain else float(a["input_gain"]),
         "amp_gain": float(amp_gain) if amp_gain else None,
         "amp_back": float(amp_back) if (amp_gain and amp_back) else None,
         "v_bias": float(a["v_bias"]), "vb": float(a["vb"]), "gmin": float(a["gmin"]),
@@ -168,7 +180,7 @@ def train_resistive(config: dict[str, Any], *, surrogate: Path, quick: bool, run
     xt = torch.as_tensor(ds.flat("test"), dtype=torch.float64)
     yt = torch.as_tensor(ds.y_test, dtype=torch.long)
     sizes = [x.shape[1], *[int(h) for h in m["hidden"]], 10]
-    spec = net_spec(sur, sizes, bool(m["bias"]), float(m["amp_gain"]), float(m["amp_back"]))
+    spec = net_spec(sur, sizes, bool(m["bias"]), float(m["amp_gain"]), float(m["amp_back"]), float(m["input_gain"]))
     run = RunDir.create(run_dir, cfg, surrogate=surrogate, seed=seed, device=str(dev),
                         dataset={"name": ds.name, "source": d["source"], "origin": ds.origin, "size": ds.size,
                                  "n_train": int(x.shape[0]), "n_test": int(xt.shape[0])})

@@ -75,30 +75,35 @@ def format_value(value: float) -> str:
     return repr(float(value))
 
 
-_SPICE_NUMBER = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+))(?:[eEdD]([+-]?\d+))?([a-zA-Z]*)$")
-_SPICE_SCALE = {"t": 1e12, "g": 1e9, "k": 1e3, "u": 1e-6, "n": 1e-9, "p": 1e-12, "f": 1e-15, "a": 1e-18,
-                "m": 1e-3}
+_SPICE_NUMBER = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+))(?:[eE]([+-]?)(\d+))?((?![eEdD])[a-zA-Z]*)$")
+_SPICE_EXPONENT = {"t": 12, "g": 9, "k": 3, "u": -6, "n": -9, "p": -12, "f": -15, "m": -3}  # ngspice 39: no "a" (atto)
+_SPICE_SCALE = _SPICE_EXPONENT
 
 
 def spice_number(text: str) -> float:
     """A number as ngspice reads it in a netlist or an analysis line (ngspice's ``INPevaluate``): mantissa, an
-    optional exponent (``e``/``d``), one optional scale factor (T G Meg K mil m u n p f a, any case) and then any
+    optional exponent (``e``), one optional scale factor (T G Meg K mil m u n p f, any case; ngspice 39 has
+    no ``a`` for atto: ``1A`` is 1) and then any
     letters, which are ignored (``10ns`` = 10n, ``5us`` = 5u, ``1kohm`` = 1k, ``2v`` = 2, ``1mil`` = 25.4u).
 
-    Stricter than ngspice only in refusing anything but letters after the number (``1n;``, ``1n*2``). Used for
+    Stricter than ngspice only in refusing anything but letters after the number (``1n;``, ``1n*2``) and an
+    exponent letter without digits (``1e``, ``1em``) and Fortran ``d`` exponents (``2d-2``): ngspice's readers
+    disagree on those (its deck reader refuses ``2d-2``, reads ``1em`` as 1m). Used for
     analysis arguments; template parameters use :func:`parse_value`, which checks the unit."""
     match = _SPICE_NUMBER.match(str(text).strip())
     if match is None:
         raise ValueError(f"{text!r} is not a SPICE number (digits, optional exponent, scale factor and unit letters)")
-    mantissa, exponent, letters = match.groups()
-    value = float(mantissa) * (10.0 ** int(exponent) if exponent else 1.0)
+    mantissa, sign, digits, letters = match.groups()
+    exponent = int(digits) * (-1 if sign == "-" else 1) if digits else 0
     low = letters.lower()
+    factor = 1.0
     if low.startswith("meg"):
-        value *= 1e6
+        exponent += 6
     elif low.startswith("mil"):
-        value *= 25.4e-6
+        exponent, factor = exponent - 6, 25.4
     elif low[:1] in _SPICE_SCALE:
-        value *= _SPICE_SCALE[low[:1]]
+        exponent += _SPICE_EXPONENT[low[:1]]
+    value = float(f"{mantissa}e{exponent}") * factor
     if not math.isfinite(value):
         raise ValueError(f"{text!r} is not finite")
     return value

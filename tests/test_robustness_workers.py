@@ -78,3 +78,36 @@ def test_no_worker_survives_its_killed_parent(tmp_path, sig, mode):
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
+def test_worker_enforces_the_run_timeout_when_its_parent_cannot(tmp_path):
+    """A parent that is alive but stopped (SIGSTOP) cannot kill an overdue worker: the worker's watchdog does, at
+    1.1 x timeout + 5 s."""
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "from spicenet.spice.engine import Engine\n"
+        "with Engine(timeout_s=2.0) as e:\n"
+        "    e.simulate('rc\\nv1 a 0 pulse(0 1 0 1n 1n 1u 2u)\\nr1 a b 1k\\nc1 b 0 1n\\n.end\\n', 'tran 1p 1')\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        workers: set[int] = set()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not workers:
+            workers = _children(proc.pid)
+            time.sleep(0.05)
+        assert workers
+        proc.send_signal(signal.SIGSTOP)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 20 and any(_alive(pid) for pid in workers):
+            time.sleep(0.1)
+        waited = time.monotonic() - t0
+        assert not any(_alive(pid) for pid in workers), "the overdue worker was not killed"
+        assert waited < 12.0
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        proc.kill()
+        proc.wait(timeout=30)

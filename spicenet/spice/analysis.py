@@ -13,7 +13,9 @@ Plain netlists (:func:`read_netlist`): the first line is the title; a ``+`` line
 that has one (a one-line error naming the file and line), because a control script runs outside the engine's
 analyses, seeds, timeouts and result reading (and may run ``shell``). Give the analyses as dot cards (``.tran ...``)
 or with ``--analysis`` instead. Relative ``.include``/``.lib`` paths are resolved against the folder of the file
-that names them, as ``ngspice -b deck.cir`` does, in both engine modes.
+that names them, as ``ngspice -b deck.cir`` does, in both engine modes. ``.disto``, ``.pss``, ``.sp`` and ``.hb``
+cards are refused (not run, not silently dropped); ``.meas``, ``.four``, ``.print`` and ``.plot`` make no vectors
+and are left to ngspice.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ _NUMERIC: dict[str, tuple[int, ...]] = {"dc": (1, 2, 3, 5, 6, 7), "tran": (0, 1,
 _SWEEP_TYPES = ("dec", "oct", "lin")
 ANALYSIS_KINDS = tuple(_ARITY)
 _CARDS = tuple("." + kind for kind in ANALYSIS_KINDS)
+# analyses ngspice has that spicenet does not run (their several plots share vector names): refused, not dropped
+UNSUPPORTED_CARDS = (".disto", ".pss", ".sp", ".hb")
 
 
 def validate_analysis(text: str) -> str:
@@ -264,6 +268,10 @@ def read_netlist(path: str | Path) -> Netlist:
     check_no_control(deck, f"netlist {str(path)!r}")
     analyses = []
     for card in cards(deck):
+        words = card.text.split()
+        if words and words[0].lower() in UNSUPPORTED_CARDS:
+            raise ParameterError(f"netlist {str(path)!r}: line {card.first}: {words[0]} analyses are not supported "
+                                 f"(supported: {', '.join(ANALYSIS_KINDS)})")
         if _is_analysis(card):
             try:
                 analyses.append(validate_analysis(card.text))

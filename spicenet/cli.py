@@ -7,8 +7,8 @@ that failed). ``--debug`` (or ``SPICENET_DEBUG=1``) shows the traceback instead.
 ``register(subparsers)``; a handler returns the JSON-able result dict.
 
 Every verb's arguments pass one validation layer before the verb runs (``check_args``), by argument name, so verbs
-added by other modules get the same checks: ``--workers`` in [1, 1024], ``--seed`` in [0, 2^63), ``--chips`` >= 0
-(``validate``: >= 1), ``--timeout`` finite > 0, ``-o`` in an existing writable folder (a file output not naming a
+added by other modules get the same checks: ``--workers`` in [1, 1024], ``--seed`` in [0, 2^63), ``--chips`` in [0, 10^6]
+(``validate``: >= 1), ``--timeout`` in (0, 10^6] s, ``-o`` in an existing writable folder (a file output not naming a
 folder, a folder output not naming a file), ``--config`` a readable UTF-8 TOML file, ``--surrogate`` a readable
 surrogate file of the trainer's family, ``validate RUN_DIR`` a run directory with a readable ``run.json`` of a
 known family, ``--scheduler`` reachable. A verb that fails on bad input leaves no output it created behind.
@@ -285,6 +285,7 @@ def json_default(value: Any) -> Any:
 # -- the argument validation layer -------------------------------------------------------------------------------
 DIRECTORY_OUTPUTS = {"train", "demo"}   # verbs whose -o names a folder; every other -o names a file
 MAX_WORKERS = 1024
+MAX_CHIPS = 1_000_000
 
 
 def _one_line(text: object) -> str:
@@ -405,10 +406,12 @@ def check_args(args: argparse.Namespace) -> None:
     verb = args.verb
     _check_int(args, "workers", "--workers", 1, MAX_WORKERS + 1)
     _check_int(args, "seed", "--seed", 0, 2**63)
-    _check_int(args, "chips", "--chips", 0 if verb == "simulate" else 1)
+    from spicenet.spice.job import MAX_TIMEOUT_S
+
+    _check_int(args, "chips", "--chips", 0 if verb == "simulate" else 1, MAX_CHIPS + 1)
     timeout = getattr(args, "timeout", None)
-    if timeout is not None and not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
-        raise UsageError(f"argument --timeout: must be a finite number of seconds > 0, got {timeout!r}")
+    if timeout is not None and not (isinstance(timeout, (int, float)) and 0 < timeout <= MAX_TIMEOUT_S):
+        raise UsageError(f"argument --timeout: must be a number of seconds in (0, {MAX_TIMEOUT_S:g}], got {timeout!r}")
     if getattr(args, "config", None) is not None:
         _check_config(args.config, "CONFIG" if verb == "sweep" else "--config")
     if getattr(args, "output", None) is not None:

@@ -54,7 +54,7 @@ from spicenet.errors import ConfigError, SpicenetError
 from spicenet.spice import measure as meas
 from spicenet.spice.analysis import read_netlist, unknown_vector, validate_analysis
 from spicenet.spice.engine import Deck, derived_seed, montecarlo_runs, plain_deck, render
-from spicenet.spice.job import Job, RunSpec
+from spicenet.spice.job import MAX_TIMEOUT_S, Job, RunSpec
 from spicenet.spice.results import SimResult
 
 MEASURE_KINDS = ("value", "final", "mean", "min", "max", "frequency", "period", "duty", "settling", "energy")
@@ -127,15 +127,15 @@ class SweepConfig:
                 raise ConfigError(f"{source}: grid.{key} must be a non-empty list, got {values!r}")
             for k, value in enumerate(values):
                 check.scalar(value, f"grid.{key}[{k}]")
-        chips = check.integer(mc, "chips", 0, default=0, where="montecarlo.chips")
+        chips = check.integer(mc, "chips", 0, MAX_CHIPS + 1, default=0, where="montecarlo.chips")
         mode = check.text(mc, "mode", where="montecarlo.mode") if "mode" in mc else ("pelgrom" if chips else "none")
         if mode not in ("pelgrom", "pdk", "none"):
             raise ConfigError(f"{source}: montecarlo.mode must be pelgrom, pdk or none, got {mode!r}")
         noise_seed = check.integer(mc, "noise_seed", 0, 2**63, default=None, where="montecarlo.noise_seed")
         seed = check.integer(data, "seed", 0, 2**63, default=0)
         timeout_s = check.number(data, "timeout_s", default=120.0)
-        if not timeout_s > 0:
-            raise ConfigError(f"{source}: timeout_s must be > 0 seconds, got {timeout_s!r}")
+        if not 0 < timeout_s <= MAX_TIMEOUT_S:
+            raise ConfigError(f"{source}: timeout_s must be in (0, {MAX_TIMEOUT_S:g}] seconds, got {timeout_s!r}")
         save = None
         if "save" in data:
             names = data["save"]
@@ -153,6 +153,10 @@ class SweepConfig:
         for name, spec in measure.items():
             _check_measure(check, name, spec, save)
         sources, rows = _inputs(data.get("inputs"), source)
+        total = math.prod(len(v) for v in grid.values()) * max(chips, 1) * (len(rows) if rows is not None else 1)
+        if total > MAX_RUNS:
+            raise ConfigError(f"{source}: the sweep has {total:.3g} runs (grid x chips x input rows); at most "
+                              f"{MAX_RUNS:g} per sweep")
         return cls(template=template, netlist=Path(netlist) if netlist is not None else None,
                    process=process, analysis=analysis, seed=seed, save=save, timeout_s=timeout_s,
                    params=dict(params), grid={k: list(v) for k, v in grid.items()}, chips=chips, mismatch=mode,
@@ -185,6 +189,8 @@ class SweepConfig:
 
 
 _MEASURE_KEYS = {"kind", "vector", "level", "tolerance", "supply", "volts"}
+MAX_CHIPS = 1_000_000
+MAX_RUNS = 10_000_000
 
 
 class _Checker:
@@ -221,7 +227,8 @@ class _Checker:
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.fail(where or key, "an integer", value)
         if value < low or (high is not None and value >= high):
-            raise self.fail(where or key, f">= {low}" + (" and < 2^63" if high == 2**63 else ""), value)
+            upper = "" if high is None else " and < 2^63" if high == 2**63 else f" and <= {high - 1}"
+            raise self.fail(where or key, f">= {low}{upper}", value)
         return value
 
     def number(self, data: dict, key: str, default: float) -> float:

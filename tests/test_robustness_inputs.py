@@ -78,6 +78,7 @@ def simulate_cases(f: dict[str, Path], out: str) -> list[tuple[list[str], str]]:
         (rc + ["--workers", "two"], "--workers"),
         (rc + ["--timeout", "inf"], "--timeout"), (rc + ["--timeout", "nan"], "--timeout"),
         (rc + ["--timeout", "0"], "--timeout"), (rc + ["--timeout", "-1"], "--timeout"),
+        (rc + ["--timeout", "1e300"], "--timeout"), (rc + ["--chips", "100000000"], "--chips"),
         (rc + ["--seed", str(2**63)], "--seed"), (rc + ["--seed", "-1"], "--seed"),
         (rc + ["--seed", "1e3"], "--seed"), (rc + ["--chips", "-5"], "--chips"),
         (rc + ["--mismatch", "pelgrom", "--chips", "3"], "no process transistors"),
@@ -121,6 +122,9 @@ def sweep_cases(tmp: Path, out: str) -> list[tuple[list[str], str]]:
         "chips_neg": (base + "[montecarlo]\nchips = -5\n", "chips"),
         "timeout_str": (base + 'timeout_s = "abc"\n', "timeout_s"), "timeout_nan": (base + "timeout_s = nan\n", "timeout_s"),
         "timeout_zero": (base + "timeout_s = 0\n", "timeout_s"),
+        "timeout_huge": (base + "timeout_s = 1e300\n", "timeout_s"),
+        "too_many_runs": (base + "[grid]\n" + "".join(f"p{k} = [{', '.join(['1'] * 20)}]\n" for k in range(8)),
+                          "runs"),
         "measure_key": (base + '[measure.m]\nkind = "mean"\nvector = "v(out)"\nlevl = 0.5\n', "levl"),
         "measure_kind": (base + '[measure.m]\nkind = "median"\nvector = "v(out)"\n', "kind"),
         "energy_no_supply": (base + '[measure.e]\nkind = "energy"\nvector = "i(vin)"\n', "supply"),
@@ -231,7 +235,7 @@ FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthChe
 bad_ints = st.one_of(st.integers(max_value=0), st.integers(min_value=2**63, max_value=2**80))
 bad_seeds = st.one_of(st.integers(max_value=-1), st.integers(min_value=2**63, max_value=2**80))
 bad_timeouts = st.one_of(st.floats(max_value=0.0, allow_nan=False), st.just(math.inf), st.just(-math.inf),
-                         st.just(math.nan))
+                         st.just(math.nan), st.floats(min_value=1.0001e6, allow_nan=False))
 junk = st.text(alphabet=string.ascii_letters + "!@#%^&*;{}", min_size=1, max_size=8).filter(
     lambda t: not re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", t) and not t.startswith("-"))
 

@@ -40,6 +40,9 @@ class RunSpec:
             raise ParameterError(f"run {self.id!r}: seed {self.seed} must be in [0, 2^31)")
 
 
+MAX_TIMEOUT_S = 1e6  # ~11.6 days: larger time limits overflow the OS timers ("timestamp too large")
+
+
 @dataclass(frozen=True)
 class Job:
     """A deck, the ngspice commands to send before loading it, and the runs to simulate on it."""
@@ -54,8 +57,8 @@ class Job:
         from spicenet.spice.analysis import check_no_control
 
         check_no_control(self.deck, f"job {self.label!r} deck" if self.label else "deck")
-        if not (isinstance(self.timeout_s, (int, float)) and math.isfinite(self.timeout_s) and self.timeout_s > 0):
-            raise ParameterError(f"job {self.label!r}: timeout_s must be a finite number of seconds > 0, "
+        if not (isinstance(self.timeout_s, (int, float)) and 0 < self.timeout_s <= MAX_TIMEOUT_S):
+            raise ParameterError(f"job {self.label!r}: timeout_s must be a number of seconds in (0, {MAX_TIMEOUT_S:g}], "
                                  f"got {self.timeout_s!r}")
 
     @property

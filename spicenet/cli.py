@@ -112,6 +112,7 @@ def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
     failed the verb reports ``ok: false`` and exits 1."""
     from spicenet.spice.analysis import read_netlist, validate_analysis
     from spicenet.spice.engine import Engine, derived_seed, montecarlo_runs, plain_deck, render
+    from spicenet.errors import NetlistError
     from spicenet.spice.job import RunSpec
     from spicenet.spice.results import SimResult
     from spicenet.spice.templates import is_template, load_template
@@ -159,7 +160,8 @@ def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
                                   "process": process_name}) as store:
         store.set_root_attrs(spicenet_version=__version__, ngspice_version=ngspice_version())
         by_id = {run.id: run for run in runs}
-        for run_id, outcome in engine.simulate_many(deck, runs).items():
+        outcomes = engine.simulate_many(deck, runs)
+        for run_id, outcome in outcomes.items():
             run = by_id[run_id]
             ok = isinstance(outcome, SimResult)
             if ok:
@@ -168,7 +170,6 @@ def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
                 points = max(points, len(outcome.vectors[scale]) if scale else 1)
             else:
                 errors.append(f"{run_id}: {outcome}")
-                print(f"spicenet: run {run_id} failed: {outcome}", file=sys.stderr)
             store.append(RunRecord(
                 id=run_id, params=params_record, seed=args.seed, chip=int(run.meta.get("chip", -1)),
                 process=process_name, status="ok" if ok else "failed",
@@ -176,6 +177,11 @@ def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
                 vectors=outcome.vectors if ok else {}, units=outcome.units if ok else {}, measurements={},
                 attrs={"analysis": run.analysis, "mode": args.mode, "wall_s": outcome.wall_s if ok else None,
                        "retries": outcome.attempts if ok else getattr(outcome, "attempts", [])}))
+    rejected = [o for o in outcomes.values() if isinstance(o, NetlistError)]
+    if rejected and len(rejected) == len(runs):  # ngspice refused the deck itself: bad input, no output kept
+        raise NetlistError(f"{args.source}: {rejected[0]}")
+    for line in errors:
+        print(f"spicenet: run {line}", file=sys.stderr)
     result: dict[str, Any] = {"ok": not errors, "output": str(out), "vectors": vectors, "points": points,
                               "runs": len(runs), "failed": len(errors), "wall_s": round(time.perf_counter() - t0, 4)}
     if errors:

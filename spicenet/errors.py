@@ -24,8 +24,9 @@ class TemplateError(UsageError):
     """A netlist template file is malformed (bad header, undeclared placeholder)."""
 
 
-class NetlistError(SpicenetError):
-    """ngspice rejected a netlist; the message holds ngspice's own words and the offending line."""
+class NetlistError(UsageError):
+    """ngspice rejected a netlist; the message holds ngspice's own words and the offending line. Bad input: a verb
+    whose every run failed with it (``simulate``) exits 2 and keeps no output; in a sweep it is a failed run."""
 
 
 class SimulationError(SpicenetError):

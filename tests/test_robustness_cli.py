@@ -109,7 +109,7 @@ def test_process_on_a_plain_deck_is_applied_and_absent_without_it(capsys, tmp_pa
         assert "gmin=1e-18" in run.attrs["netlist"] and "generic.lib" in run.attrs["netlist"]
     # without --process nothing is added: ngspice does not know the wrappers, and says so
     code, out, err = run_main(capsys, ["simulate", str(deck), "-o", str(tmp_path / "n.h5")])
-    assert code == 1 and "nfet" in err.lower()
+    assert code == 2 and "nfet" in err.lower() and not (tmp_path / "n.h5").exists()
     plain = tmp_path / "plain.cir"
     plain.write_text("plain\nv1 a 0 1\nr1 a 0 1k\n.op\n.end\n")
     assert run_main(capsys, ["simulate", str(plain), "-o", str(tmp_path / "p.h5")])[0] == 0

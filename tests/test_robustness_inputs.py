@@ -63,12 +63,14 @@ def _files(tmp: Path) -> dict[str, Path]:
     noana.write_text("t\nv1 a 0 1\nr1 a 0 1k\n.end\n")
     badcard = tmp / "badcard.cir"
     badcard.write_text("t\nv1 a 0 1\nr1 a 0 1k\n.tran 1n\n.end\n")
+    rejected = tmp / "rejected.cir"
+    rejected.write_text("t\nv1 a 0 1\nr1 a 0 bogus(\n.op\n.end\n")
     disto = tmp / "disto.cir"
     disto.write_text("t\nv1 a 0 dc 0 ac 1 distof1 0.1\nr1 a 0 1k\n.op\n.disto dec 2 1k 10k\n.end\n")
     notpl = tmp / "passive.cir"
     notpl.write_text("* @param r default=1k unit=Ohm\n* @analysis op\nv1 a 0 1\nr1 a 0 ${r}\n.end\n")
     return {"plain": plain, "control": control, "via_include": via_include, "latin": latin, "noana": noana,
-            "badcard": badcard, "passive": notpl, "disto": disto}
+            "badcard": badcard, "passive": notpl, "disto": disto, "rejected": rejected}
 
 
 def simulate_cases(f: dict[str, Path], out: str) -> list[tuple[list[str], str]]:
@@ -95,6 +97,8 @@ def simulate_cases(f: dict[str, Path], out: str) -> list[tuple[list[str], str]]:
         (["simulate", str(f["noana"]), "-o", out], "no analysis"),
         (["simulate", str(f["badcard"]), "-o", out], "line 4"),
         (["simulate", str(f["disto"]), "-o", out], ".disto analyses are not supported"),
+        (["simulate", str(f["rejected"]), "-o", out], "line 3: 'r1 a 0 bogus('"),
+        (["simulate", str(f["rejected"]), "-o", out, "--mode", "batch"], "line 3: 'r1 a 0 bogus('"),
         (["simulate", str(f["plain"]), "-o", out, "--mismatch", "pelgrom"], "needs a process"),
         (["simulate", "no/such/template", "-o", out], "no template named"),
         (["simulate", "basic/rc"], "-o"),

@@ -197,7 +197,11 @@ def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
     config = SweepConfig.from_toml(Path(args.config))
     summary = run_sweep(config, Path(args.output), workers=args.workers, resume=args.resume,
                         scheduler=args.scheduler, mode=args.mode, progress=not args.no_progress)
-    return summary.as_dict()
+    result = summary.as_dict()
+    if summary.failed and not summary.done:  # failed runs are data, but a sweep where none ran is not a success
+        result["ok"] = False
+        result["error"] = f"all {summary.failed} runs failed (stored with their errors in {args.output})"
+    return result
 
 
 # -- parser ------------------------------------------------------------------------------------------------------

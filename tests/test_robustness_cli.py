@@ -162,3 +162,15 @@ def test_noise_deck_reproducible_from_the_sweep_seed(tmp_path):
     assert np.std(a) > 0
     np.testing.assert_array_equal(a, b)
     assert a.shape != c.shape or not np.array_equal(a, c)
+
+
+def test_sweep_where_every_run_fails_is_not_exit_0(capsys, tmp_path):
+    deck = tmp_path / "d.cir"
+    deck.write_text("d\nv1 a 0 1\nr1 a 0 1k\n.dc vnope 0 1 0.5\n.end\n")
+    config = tmp_path / "s.toml"
+    config.write_text('netlist = "d.cir"\n')
+    code, out, err = run_main(capsys, ["sweep", str(config), "-o", str(tmp_path / "s.h5"), "--workers", "1",
+                                       "--no-progress", "--json"])
+    result = json.loads(out)
+    assert code == 1 and result["ok"] is False and result["failed"] == 1 and result["done"] == 0
+    assert err.strip().splitlines()[-1].startswith("spicenet sweep: error: all 1 runs failed")

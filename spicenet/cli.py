@@ -356,16 +356,16 @@ def _check_config(path_text: str, flag: str = "--config") -> None:
         raise UsageError(f"{flag} {path_text}: {_one_line(exc)}") from None
 
 
-def _check_surrogate(args: argparse.Namespace) -> None:
+def _check_surrogate(args: argparse.Namespace, path: str | None = None, flag: str = "--surrogate") -> None:
     from spicenet.surrogate import SurrogateFile
 
-    path = args.surrogate
+    path = args.surrogate if path is None else path
     try:
         surrogate = SurrogateFile.load(path)
     except SpicenetError:
         raise
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:  # the reader's failure modes
-        raise UsageError(f"--surrogate {path}: unreadable surrogate file: {type(exc).__name__}: {_one_line(exc)}") \
+        raise UsageError(f"{flag} {path}: unreadable surrogate file: {type(exc).__name__}: {_one_line(exc)}".strip()) \
             from None
     trainer = getattr(args, "trainer", None)
     if trainer is not None:
@@ -430,6 +430,9 @@ def check_args(args: argparse.Namespace) -> None:
         _check_surrogate(args)
     if verb == "validate" and getattr(args, "run_dir", None) is not None:
         _check_run_dir(args.run_dir)
+    if verb == "report" and getattr(args, "run_dir", None) and Path(args.run_dir).is_file() \
+            and Path(args.run_dir).suffix == ".h5":
+        _check_surrogate(args, args.run_dir, "")
     if getattr(args, "scheduler", None):
         _check_scheduler(args.scheduler)
 

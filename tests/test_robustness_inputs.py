@@ -195,7 +195,7 @@ def surrogate_cases(tmp: Path) -> list[tuple[list[str], str]]:
         f.create_dataset("x", data=[1])
     out = str(tmp / "run")
     return [(["train", "dtm", "--surrogate", str(p), "-o", out], "surrogate")
-            for p in (flipped, nan, nogroup, tmp / "absent.h5")]
+            for p in (flipped, nan, nogroup, tmp / "absent.h5")] + [(["report", str(nan)], "surrogate")]
 
 
 def config_cases(tmp: Path) -> list[tuple[list[str], str]]:

@@ -115,7 +115,8 @@ class SweepConfig:
             raise ConfigError(f"{source}: give exactly one of 'template' or 'netlist'")
         template = check.text(data, "template") if "template" in data else None
         netlist = check.text(data, "netlist") if "netlist" in data else None
-        process = check.text(data, "process") if "process" in data else "generic"
+        # a plain netlist runs as written unless the config names a process ("none": explicitly none)
+        process = check.text(data, "process") if "process" in data else ("generic" if template else "none")
         mc = check.table(data, "montecarlo")
         check.keys(mc, "montecarlo.", {"chips", "mode", "noise_seed"})
         params = check.table(data, "params")
@@ -161,7 +162,7 @@ class SweepConfig:
                    process=process, analysis=analysis, seed=seed, save=save, timeout_s=timeout_s,
                    params=dict(params), grid={k: list(v) for k, v in grid.items()}, chips=chips, mismatch=mode,
                    noise_seed=noise_seed, measure=measure, input_sources=sources, input_rows=rows, source=source,
-                   process_given="process" in data)
+                   process_given=process != "none" and netlist is not None)
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"process": self.process, "seed": self.seed, "timeout_s": self.timeout_s,

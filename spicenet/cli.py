@@ -400,9 +400,11 @@ def _check_scheduler(address: str) -> None:
     import re
     import socket
 
-    match = re.match(r"^(?:tcp://)?\[?([A-Za-z0-9_.:-]+?)\]?:(\d{1,5})$", address.strip())
+    if address.startswith("inproc://"):
+        return
+    match = re.match(r"^(?:(?:tcp|tls|ws|wss)://)?\[?([A-Za-z0-9_.:-]+?)\]?:(\d{1,5})$", address.strip())
     if match is None:
-        raise UsageError(f"--scheduler {address!r}: expected tcp://HOST:PORT")
+        raise UsageError(f"--scheduler {address!r}: expected tcp://HOST:PORT (or tls://, ws://, wss://)")
     host, port = match.group(1), int(match.group(2))
     try:
         with socket.create_connection((host, port), timeout=5):

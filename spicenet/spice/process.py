@@ -35,8 +35,9 @@ from spicenet.spice import pdk
 GMIN_OPTIONS = ".options gmin=1e-18"
 """Part of every process header (templates that ``@uses`` devices; a plain netlist only with ``--process``).
 ngspice's default gmin (1e-12 S across every junction) floors subthreshold currents near 1e-12 A; 1e-18 removes
-the floor. It changes results: sky130 off-currents (~1e-12 A and below) differ by up to ~99 % from a deck run with
-the default gmin, so a deck of your own run without ``--process`` gets nothing added and keeps ngspice's default."""
+the floor. It changes results: a sky130 nfet (W/L = 1/0.15 um, Vgs = 0, Vds = 1.8 V) draws 0.25 pA with it and
+2.05 pA with the default (measured), so a deck of your own run without ``--process`` gets nothing added and keeps
+ngspice's default."""
 
 _INSTANCE = re.compile(r"^x[a-z0-9_]*(\.x[a-z0-9_]*)*$")
 

@@ -65,12 +65,17 @@ def _files(tmp: Path) -> dict[str, Path]:
     badcard.write_text("t\nv1 a 0 1\nr1 a 0 1k\n.tran 1n\n.end\n")
     rejected = tmp / "rejected.cir"
     rejected.write_text("t\nv1 a 0 1\nr1 a 0 bogus(\n.op\n.end\n")
+    braces = tmp / "braces.cir"
+    braces.write_text("t\n.param a=1\nv1 a 0 1\nr1 a 0 1k\n.dc v1 0 {nope*2} 0.1\n.end\n")
+    shell = tmp / "shell.cir"
+    shell.write_text("t\nv1 a 0 1\nr1 a 0 1k\n.dc v1 0 {__import__('os').system('touch pwned')} 0.1\n.end\n")
     disto = tmp / "disto.cir"
     disto.write_text("t\nv1 a 0 dc 0 ac 1 distof1 0.1\nr1 a 0 1k\n.op\n.disto dec 2 1k 10k\n.end\n")
     notpl = tmp / "passive.cir"
     notpl.write_text("* @param r default=1k unit=Ohm\n* @analysis op\nv1 a 0 1\nr1 a 0 ${r}\n.end\n")
     return {"plain": plain, "control": control, "via_include": via_include, "latin": latin, "noana": noana,
-            "badcard": badcard, "passive": notpl, "disto": disto, "rejected": rejected}
+            "badcard": badcard, "passive": notpl, "disto": disto, "rejected": rejected, "braces": braces,
+            "shell": shell}
 
 
 def simulate_cases(f: dict[str, Path], out: str) -> list[tuple[list[str], str]]:
@@ -97,6 +102,8 @@ def simulate_cases(f: dict[str, Path], out: str) -> list[tuple[list[str], str]]:
         (["simulate", str(f["noana"]), "-o", out], "no analysis"),
         (["simulate", str(f["badcard"]), "-o", out], "line 4"),
         (["simulate", str(f["disto"]), "-o", out], ".disto analyses are not supported"),
+        (["simulate", str(f["braces"]), "-o", out], "'nope' is not a .param"),
+        (["simulate", str(f["shell"]), "-o", out], "cannot evaluate"),
         (["simulate", str(f["rejected"]), "-o", out], "line 3: 'r1 a 0 bogus('"),
         (["simulate", str(f["rejected"]), "-o", out, "--mode", "batch"], "line 3: 'r1 a 0 bogus('"),
         (["simulate", str(f["plain"]), "-o", out, "--mismatch", "pelgrom"], "needs a process"),

@@ -20,6 +20,7 @@ and are left to ngspice.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -267,14 +268,19 @@ def read_netlist(path: str | Path) -> Netlist:
     deck = resolve_includes(text, path.resolve().parent)
     check_no_control(deck, f"netlist {str(path)!r}")
     analyses = []
+    params: dict[str, float] | None = None
     for card in cards(deck):
         words = card.text.split()
         if words and words[0].lower() in UNSUPPORTED_CARDS:
             raise ParameterError(f"netlist {str(path)!r}: line {card.first}: {words[0]} analyses are not supported "
                                  f"(supported: {', '.join(ANALYSIS_KINDS)})")
         if _is_analysis(card):
+            text = card.text
             try:
-                analyses.append(validate_analysis(card.text))
+                if "{" in text:  # ngspice's numparam substitutes {expr}; issued as commands they need the values
+                    params = deck_params(deck) if params is None else params
+                    text = substitute_braces(text, params)
+                analyses.append(validate_analysis(text))
             except ParameterError as exc:
                 raise ParameterError(f"netlist {str(path)!r}: line {card.first}: {exc}") from None
     return Netlist(path=path, deck=strip_analyses(deck), analyses=tuple(analyses))
@@ -321,3 +327,89 @@ def unknown_vector(deck: str, name: str, analysis: str) -> str | None:
     if inner in elements:
         return f"{inner!r} has no branch current (i() names a voltage source, E/H source, inductor or B source)"
     return f"no element {inner!r} in the deck"
+
+
+# -- {expr} in analysis cards ------------------------------------------------------------------------------------
+_PARAM_ASSIGN = re.compile(r"([A-Za-z_][\w]*)\s*=\s*(\{[^}]*\}|'[^']*'|[^\s{}']+)")
+_SPICE_LITERAL = re.compile(r"(?<![\w.])((?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?[A-Za-z]*)")
+_FUNCS = {"sqrt": math.sqrt, "exp": math.exp, "log": math.log, "ln": math.log, "log10": math.log10, "abs": abs,
+          "min": min, "max": max, "pow": pow, "sin": math.sin, "cos": math.cos, "tan": math.tan, "atan": math.atan}
+
+
+def deck_params(deck: str) -> dict[str, float]:
+    """The top-level ``.param`` values of a deck (outside subcircuits), in order, each evaluated with the ones
+    before it; a value spicenet cannot evaluate is left out (using it then fails with a message)."""
+    values: dict[str, float] = {}
+    depth = 0
+    for card in cards(deck):
+        low = card.text.lower()
+        if low.startswith(".subckt"):
+            depth += 1
+        elif low.startswith(".ends"):
+            depth = max(0, depth - 1)
+        elif depth == 0 and low.split()[:1] == [".param"]:
+            for name, value in _PARAM_ASSIGN.findall(card.text[len(".param"):]):
+                try:
+                    values[name.lower()] = evaluate(value.strip("{}'"), values)
+                except ParameterError:
+                    pass
+    return values
+
+
+def evaluate(expr: str, params: dict[str, float]) -> float:
+    """A numparam-style expression: SPICE numbers (``3k``), ``.param`` names, + - * / ** ^, parentheses and a few
+    functions (sqrt exp log ln log10 abs min max pow sin cos tan atan). ParameterError for anything else."""
+    import ast
+
+    text = _SPICE_LITERAL.sub(lambda m: repr(_literal(m.group(1))), expr.strip()).replace("^", "**")
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError:
+        raise ParameterError(f"cannot evaluate {{{expr}}}") from None
+
+    def value(node: ast.AST) -> float:
+        if isinstance(node, ast.Expression):
+            return value(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) \
+                and not isinstance(node.value, bool):
+            return float(node.value)
+        if isinstance(node, ast.Name):
+            if node.id.lower() not in params:
+                raise ParameterError(f"cannot evaluate {{{expr}}}: {node.id!r} is not a .param of the deck")
+            return params[node.id.lower()]
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            v = value(node.operand)
+            return -v if isinstance(node.op, ast.USub) else v
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow)):
+            a, b = value(node.left), value(node.right)
+            try:
+                return float({ast.Add: a + b, ast.Sub: a - b, ast.Mult: a * b}.get(type(node.op))
+                             if not isinstance(node.op, (ast.Div, ast.Pow)) else a / b if isinstance(node.op, ast.Div)
+                             else a ** b)
+            except (ZeroDivisionError, OverflowError, TypeError) as exc:
+                raise ParameterError(f"cannot evaluate {{{expr}}}: {exc}") from None
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id.lower() in _FUNCS \
+                and not node.keywords:
+            try:
+                return float(_FUNCS[node.func.id.lower()](*(value(a) for a in node.args)))
+            except (ValueError, TypeError, OverflowError) as exc:
+                raise ParameterError(f"cannot evaluate {{{expr}}}: {exc}") from None
+        raise ParameterError(f"cannot evaluate {{{expr}}} (spicenet evaluates numbers, .param names, + - * / ^ "
+                             f"and {', '.join(_FUNCS)} in analysis cards)")
+
+    result = value(tree)
+    if not math.isfinite(result):
+        raise ParameterError(f"{{{expr}}} is not finite")
+    return result
+
+
+def _literal(token: str) -> float:
+    try:
+        return spice_number(token)
+    except ValueError as exc:
+        raise ParameterError(f"cannot evaluate {token!r}: {exc}") from None
+
+
+def substitute_braces(text: str, params: dict[str, float]) -> str:
+    """``text`` with every ``{expr}`` replaced by its value (full precision)."""
+    return re.sub(r"\{([^{}]*)\}", lambda m: repr(evaluate(m.group(1), params)), text)

@@ -18,7 +18,8 @@ SIGTERM) and cannot clean up: each worker asks the kernel for SIGKILL when its p
 (``prctl(PR_SET_PDEATHSIG)``, Linux), and a watchdog thread in the worker kills it when its parent process is gone
 (the parent pid changed: reparented), when the parent's pipe closes, or when the current run has run past its
 job's ``timeout_s`` (plus a grace of 10 % + 5 s, so the parent's own timeout normally fires first). ``ngspice -b``
-processes of the batch mode get the same parent-death signal.
+processes of the batch mode get the same parent-death signal. (Linux sends it when the *thread* that started the
+worker ends: a pool used from a short-lived thread sees its workers replaced, as after a crash.)
 """
 
 from __future__ import annotations

@@ -106,13 +106,15 @@ __all__ = [
     "dataset_name",
     "vector_name",
     "journal_path",
+    "open_runs",
+    "store_layout",
 ]
 
-STORE_LAYOUT = 1
+STORE_LAYOUT = 2
 _MAGIC = b"SNJ1"
 _FRAME = struct.Struct("<4sQI")  # magic, payload length, crc32(payload)
 _JSON_LEN = struct.Struct("<I")
-_STATUSES = ("ok", "failed")
+_STATUSES = ("ok", "failed", "measure_failed")  # measure_failed: simulated, a measurement failed
 
 
 class StoreError(SpicenetError):
@@ -133,7 +135,14 @@ class RunRecord:
 
     ``vectors`` maps lower-case names (``"time"``, ``"v(out)"``, ``"i(vdd)"``) to 0-d or N-d arrays; ``units`` maps
     vector names to units (a vector without an entry is stored with unit ``""``). ``chip`` is -1 for the nominal
-    (mismatch-free) circuit. ``error`` is required text when ``status == "failed"`` and must be None when ok.
+    (mismatch-free) circuit. ``error`` is required text when ``status`` is ``"failed"`` (the simulation failed) or
+    ``"measure_failed"`` (the vectors are stored, a measurement could not be made: ``error`` says which and why,
+    its value is NaN) and must be None when ok.
+
+    Layout-2 extras (all optional): ``point`` (the grid point index; default: one point per distinct netlist),
+    ``param_units``/``measurement_units`` (name -> unit), ``alters`` (the per-chip ``alter`` commands applied to
+    the loaded netlist, stored as the chip's delta), ``scale`` (the name of the independent vector, e.g. ``time``;
+    default: the first of ``time``, ``frequency``, ``v-sweep``, ``i-sweep`` present), stored in the shared axes.
     """
 
     id: str
@@ -148,6 +157,14 @@ class RunRecord:
     units: dict[str, str] = field(default_factory=dict)
     measurements: dict[str, float] = field(default_factory=dict)
     attrs: dict[str, Any] = field(default_factory=dict)
+    point: int | None = None
+    param_units: dict[str, str] = field(default_factory=dict)
+    measurement_units: dict[str, str] = field(default_factory=dict)
+    alters: tuple[str, ...] = ()
+    scale: str | None = None
+
+
+_SCALES = ("time", "frequency", "v-sweep", "i-sweep", "temp-sweep", "res-sweep")
 
 
 # --------------------------------------------------------------------------------------------------------- names
@@ -224,8 +241,8 @@ def _validate(record: RunRecord) -> RunRecord:
         raise ValueError(f"record id must be a printable string without '/', got {rid!r}")
     if record.status not in _STATUSES:
         raise ValueError(f"record {rid}: status must be 'ok' or 'failed', got {record.status!r}")
-    if record.status == "failed" and not (isinstance(record.error, str) and record.error):
-        raise ValueError(f"record {rid}: a failed record needs error text, got {record.error!r}")
+    if record.status != "ok" and not (isinstance(record.error, str) and record.error):
+        raise ValueError(f"record {rid}: a {record.status} record needs error text, got {record.error!r}")
     if record.status == "ok" and record.error is not None:
         raise ValueError(f"record {rid}: an ok record must have error=None, got {record.error!r}")
     if not isinstance(record.process, str) or not record.process:
@@ -245,6 +262,8 @@ def _validate(record: RunRecord) -> RunRecord:
     for name, arr in record.vectors.items():
         dataset_name(name)  # raises on empty / NUL names
         vectors[name] = _normalise_array(name, arr)
+        if vectors[name].ndim > 1:
+            raise ValueError(f"record {rid}: vector {name!r} must be 0-d or 1-d, got shape {vectors[name].shape}")
     units = {}
     for name, unit in record.units.items():
         if name not in vectors:
@@ -269,6 +288,11 @@ def _validate(record: RunRecord) -> RunRecord:
         units={n: units.get(n, "") for n in vectors},
         measurements=measurements,
         attrs=attrs,
+        point=None if record.point is None else _check_int(record.point, f"record {rid}: point", 0, 2**62),
+        param_units={str(k): str(v) for k, v in record.param_units.items()},
+        measurement_units={str(k): str(v) for k, v in record.measurement_units.items()},
+        alters=tuple(str(c) for c in record.alters),
+        scale=record.scale if record.scale in vectors else next((n for n in _SCALES if n in vectors), None),
     )
 
 
@@ -301,7 +325,8 @@ def _decode(payload: bytes) -> tuple[str, dict[str, Any], dict[str, np.ndarray]]
     return head["kind"], head["meta"], arrays
 
 
-def _record_to_journal(record: RunRecord) -> bytes:
+def _record_to_journal(record: RunRecord, netlist_known: bool = False) -> bytes:
+    """``netlist_known``: the netlist equals the previous journal record's (written as null: smaller, faster)."""
     meta = {
         "id": record.id,
         "params": record.params,
@@ -310,16 +335,21 @@ def _record_to_journal(record: RunRecord) -> bytes:
         "process": record.process,
         "status": record.status,
         "error": record.error,
-        "netlist": record.netlist,
+        "netlist": None if netlist_known else record.netlist,
         "units": record.units,
         "measurements": record.measurements,
         "attrs": record.attrs,
         "order": list(record.vectors),
+        "point": record.point,
+        "param_units": record.param_units,
+        "measurement_units": record.measurement_units,
+        "alters": list(record.alters),
+        "scale": record.scale,
     }
     return _encode("run", meta, record.vectors)
 
 
-def _record_from_journal(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> RunRecord:
+def _record_from_journal(meta: dict[str, Any], arrays: dict[str, np.ndarray], last_netlist: str = "") -> RunRecord:
     return RunRecord(
         id=meta["id"],
         params=meta["params"],
@@ -328,11 +358,16 @@ def _record_from_journal(meta: dict[str, Any], arrays: dict[str, np.ndarray]) ->
         process=meta["process"],
         status=meta["status"],
         error=meta["error"],
-        netlist=meta["netlist"],
+        netlist=last_netlist if meta["netlist"] is None else meta["netlist"],
         vectors={name: arrays[name] for name in meta["order"]},
         units=meta["units"],
         measurements=meta["measurements"],
         attrs=meta["attrs"],
+        point=meta.get("point"),
+        param_units=meta.get("param_units", {}),
+        measurement_units=meta.get("measurement_units", {}),
+        alters=tuple(meta.get("alters", ())),
+        scale=meta.get("scale"),
     )
 
 
@@ -512,6 +547,379 @@ def _canonical_json(value: Any) -> str:
 # ----------------------------------------------------------------------------------------------------- store
 
 
+# ------------------------------------------------------------------------------------------ layout 2 (columnar)
+
+_LAYOUT_DOC = {
+    "store_layout": 2,
+    "table": "/table: one row per run, every dataset of the group (and of its subgroups) is a column of the same "
+             "length (attr 'rows'): id, point, chip, seed, status (ok | failed | measure_failed), error, analysis, "
+             "process, wall_s, retries (convergence retry steps), deck (row of /decks), axis (row of /axes, -1: none), "
+             "alters (the chip's alter commands, one per line), extra (JSON of other attrs)",
+    "params": "/table/params/<name>: one column per parameter, float64 in SI units (attr 'unit'), or text",
+    "measure": "/table/measure/<name>: one column per measurement, float64 (attr 'unit'); NaN where it failed "
+               "(status measure_failed, error says why)",
+    "decks": "/decks/netlist: each distinct rendered netlist once (a run's deck = netlist + its alters)",
+    "axes": "/axes: each distinct scale vector (time, frequency, v-sweep, ...) once: name, unit, offset, length "
+            "into data; runs that share an axis (op/dc/ac, fixed-step tran) point at the same row",
+    "vectors": "/vectors/<name>/: attrs 'name' (exact vector name), 'unit'; 'data' (all runs' values "
+               "concatenated), 'offset' and 'length' (one per table row; length -1: the run has no such vector)",
+    "names": "group/dataset names are vector/parameter names with '%' -> '%25', '/' -> '%2F'",
+}
+_COLUMNS = {  # base columns of /table: dtype kind and fill value
+    "id": ("str", ""), "point": ("i8", -1), "chip": ("i8", -1), "seed": ("i8", -1), "status": ("str", ""),
+    "error": ("str", ""), "analysis": ("str", ""), "process": ("str", ""), "wall_s": ("f8", np.nan),
+    "retries": ("i8", 0), "deck": ("i8", -1), "axis": ("i8", -1), "alters": ("str", ""), "extra": ("str", ""),
+}
+_CHUNK = 8192
+
+
+def _new_column(group: h5py.Group, name: str, kind: str, rows: int, compression: str | None) -> h5py.Dataset:
+    if kind == "str":
+        return group.create_dataset(name, shape=(rows,), maxshape=(None,), dtype=_STR_DTYPE, chunks=(_CHUNK,))
+    dtype = np.dtype(kind)
+    fill = np.nan if dtype.kind in "fc" else (-1 if dtype.kind == "i" else 0)
+    return group.create_dataset(name, shape=(rows,), maxshape=(None,), dtype=dtype, chunks=(_CHUNK,),
+                                fillvalue=fill, compression=compression)
+
+
+def _write_at(ds: h5py.Dataset, rows: np.ndarray, values: np.ndarray, contiguous: bool) -> None:
+    if contiguous:
+        ds[int(rows[0]):int(rows[0]) + len(rows)] = values
+    else:
+        order = np.argsort(rows, kind="stable")
+        r, v = rows[order], values[order]
+        keep = np.r_[r[1:] != r[:-1], True]  # the last write of a row wins
+        ds[r[keep].tolist()] = v[keep]
+
+
+def _as_column(values: list[Any], kind: str) -> np.ndarray:
+    if kind == "str":
+        return np.array(["" if v is None else str(v) for v in values], dtype=object)
+    return np.array([np.nan if v is None else v for v in values], dtype=np.dtype(kind))
+
+
+def _value_kind(value: Any) -> str:
+    if isinstance(value, str):
+        return "str"
+    return "f8"
+
+
+def _promote_to_text(group: h5py.Group, name: str, rows: int) -> h5py.Dataset:
+    old = group[name]
+    values = old[:]
+    attrs = dict(old.attrs)
+    del group[name]
+    ds = _new_column(group, name, "str", rows, None)
+    ds[: len(values)] = np.array(["" if np.isnan(v) else repr(float(v)) for v in values], dtype=object)
+    ds.attrs.update(attrs)
+    return ds
+
+
+def _axis_key(name: str, arr: np.ndarray) -> tuple[str, bytes]:
+    import hashlib
+
+    return name, hashlib.blake2b(arr.dtype.str.encode() + arr.tobytes(), digest_size=16).digest()
+
+
+class _Layout2:
+    """In-memory index of a layout-2 file (id -> row, netlist -> deck, axis hash -> axis) and the batch writer."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, int] = {}
+        self.n = 0
+        self.decks: dict[str, int] = {}
+        self.axes: dict[tuple[str, bytes], int] = {}
+
+    @staticmethod
+    def create(f: h5py.File) -> None:
+        f.attrs["layout"] = json.dumps(_LAYOUT_DOC, sort_keys=True)
+        table = f.create_group("table")
+        table.attrs["rows"] = np.int64(0)
+        for name, (kind, _) in _COLUMNS.items():
+            _new_column(table, name, kind, 0, None)
+        table.create_group("params")
+        table.create_group("measure")
+        decks = f.create_group("decks")
+        _new_column(decks, "netlist", "str", 0, None)
+        _new_column(decks, "process", "str", 0, None)
+        axes = f.create_group("axes")
+        for name, kind in (("name", "str"), ("unit", "str"), ("offset", "i8"), ("length", "i8")):
+            _new_column(axes, name, kind, 0, None)
+        axes.create_dataset("hash", shape=(0, 2), maxshape=(None, 2), dtype=np.uint64, chunks=(_CHUNK, 2))
+        axes.create_dataset("data", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(1 << 16,))
+        f.create_group("vectors")
+
+    def load(self, f: h5py.File) -> dict[str, str]:
+        """Index an existing file; returns id -> status."""
+        table = f["table"]
+        self.n = int(table.attrs["rows"])
+        ids = table["id"].asstr()[: self.n]
+        statuses = table["status"].asstr()[: self.n]
+        self.rows = {rid: k for k, rid in enumerate(ids)}
+        netlists = f["decks/netlist"].asstr()[:]
+        self.decks = {text: k for k, text in enumerate(netlists)}
+        names = f["axes/name"].asstr()[:]
+        hashes = f["axes/hash"][:]
+        self.axes = {(n, h.tobytes()): k for k, (n, h) in enumerate(zip(names, hashes))}
+        return dict(zip(ids, statuses))
+
+    def write(self, f: h5py.File, records: list[RunRecord], compression: str | None) -> None:
+        if not records:
+            return
+        table = f["table"]
+        n0 = self.n
+        rows = np.empty(len(records), dtype=np.int64)
+        for k, rec in enumerate(records):
+            row = self.rows.get(rec.id)
+            if row is None:
+                row = self.rows[rec.id] = self.n
+                self.n += 1
+            rows[k] = row
+        n = self.n
+        contiguous = bool(np.array_equal(rows, np.arange(n0, n0 + len(records))))
+        # decks: each distinct netlist once
+        decks = f["decks"]
+        new_decks = []
+        deck_of = []
+        for rec in records:
+            d = self.decks.get(rec.netlist)
+            if d is None:
+                d = self.decks[rec.netlist] = len(self.decks)
+                new_decks.append(rec)
+            deck_of.append(d)
+        if new_decks:
+            d0 = decks["netlist"].shape[0]
+            for name in ("netlist", "process"):
+                decks[name].resize((d0 + len(new_decks),))
+                decks[name][d0:] = np.array([getattr(r, name) for r in new_decks], dtype=object)
+        # axes: each distinct scale vector once
+        axes = f["axes"]
+        axis_of = []
+        new_axes: list[tuple[str, str, np.ndarray, bytes]] = []
+        for rec in records:
+            if rec.scale is None:
+                axis_of.append(-1)
+                continue
+            arr = np.asarray(rec.vectors[rec.scale], dtype=np.float64).reshape(-1)
+            key = _axis_key(rec.scale, arr)
+            a = self.axes.get(key)
+            if a is None:
+                a = self.axes[key] = len(self.axes)
+                new_axes.append((rec.scale, rec.units.get(rec.scale, ""), arr, key[1]))
+            axis_of.append(a)
+        if new_axes:
+            a0 = axes["name"].shape[0]
+            e0 = axes["data"].shape[0]
+            lengths = np.array([len(a[2]) for a in new_axes], dtype=np.int64)
+            offsets = e0 + np.concatenate([[0], np.cumsum(lengths)[:-1]])
+            for name in ("name", "unit", "offset", "length", "hash"):
+                axes[name].resize(a0 + len(new_axes), axis=0)
+            axes["name"][a0:] = np.array([a[0] for a in new_axes], dtype=object)
+            axes["unit"][a0:] = np.array([a[1] for a in new_axes], dtype=object)
+            axes["offset"][a0:] = offsets
+            axes["length"][a0:] = lengths
+            axes["hash"][a0:] = np.frombuffer(b"".join(a[3] for a in new_axes), dtype=np.uint64).reshape(-1, 2)
+            axes["data"].resize((e0 + int(lengths.sum()),))
+            axes["data"][e0:] = np.concatenate([a[2] for a in new_axes])
+        # base columns
+        base: dict[str, list[Any]] = {name: [] for name in _COLUMNS}
+        extras = []
+        for k, rec in enumerate(records):
+            attrs = dict(rec.attrs)
+            retries = attrs.pop("retries", [])
+            base["id"].append(rec.id)
+            base["point"].append(rec.point if rec.point is not None else deck_of[k])
+            base["chip"].append(rec.chip)
+            base["seed"].append(rec.seed)
+            base["status"].append(rec.status)
+            base["error"].append(rec.error or "")
+            base["analysis"].append(attrs.pop("analysis", "") or "")
+            base["process"].append(rec.process)
+            wall = attrs.pop("wall_s", None)
+            base["wall_s"].append(np.nan if wall is None else float(wall))
+            base["retries"].append(len(retries) if isinstance(retries, list) else int(retries or 0))
+            if retries:
+                attrs["retries"] = retries
+            base["deck"].append(deck_of[k])
+            base["axis"].append(axis_of[k])
+            base["alters"].append("\n".join(rec.alters))
+            extras.append(json.dumps(attrs, sort_keys=True) if attrs else "")
+        base["extra"] = extras
+        for name, (kind, _) in _COLUMNS.items():
+            ds = table[name]
+            ds.resize((n,))
+            _write_at(ds, rows, _as_column(base[name], kind), contiguous)
+        # parameters and measurements: one column each
+        for group_name, attr, units_attr in (("params", "params", "param_units"),
+                                             ("measure", "measurements", "measurement_units")):
+            group = table[group_name]
+            names = {}
+            for rec in records:
+                for key in getattr(rec, attr):
+                    names.setdefault(key, None)
+            for key in names:
+                values = [getattr(rec, attr).get(key) for rec in records]
+                kind = "str" if any(isinstance(v, str) for v in values) else "f8"
+                dname = dataset_name(key)
+                if dname not in group:
+                    ds = _new_column(group, dname, kind, n, compression if kind != "str" else None)
+                    ds.attrs["name"] = key
+                    ds.attrs["unit"] = next((getattr(r, units_attr).get(key) for r in records
+                                             if getattr(r, units_attr).get(key)), "")
+                else:
+                    ds = group[dname]
+                    if kind == "str" and ds.dtype.kind != "O":
+                        ds = _promote_to_text(group, dname, n)
+                    kind = "str" if ds.dtype.kind == "O" else "f8"
+                    ds.resize((n,))
+                if kind == "f8":
+                    values = [float(v) if v is not None else np.nan for v in values]
+                _write_at(ds, rows, _as_column(values, kind), contiguous)
+            for dname in group:  # columns this batch did not mention: only resized (fill values)
+                if group[dname].shape[0] != n:
+                    group[dname].resize((n,))
+        # vectors: ragged values + offsets, one group per vector name
+        vgroup = f["vectors"]
+        names = {}
+        for rec in records:
+            for key in rec.vectors:
+                if key != rec.scale:
+                    names.setdefault(key, None)
+        for key in names:
+            dname = dataset_name(key)
+            arrs = [rec.vectors.get(key) if key != rec.scale else None for rec in records]
+            complex_ = any(a is not None and a.dtype.kind == "c" for a in arrs)
+            if dname not in vgroup:
+                g = vgroup.create_group(dname)
+                g.attrs["name"] = key
+                g.attrs["unit"] = next((r.units.get(key, "") for r in records if key in r.vectors), "")
+                g.attrs["scalar"] = all(a is None or a.ndim == 0 for a in arrs)
+                g.create_dataset("data", shape=(0,), maxshape=(None,), chunks=(1 << 16,),
+                                 dtype=np.complex128 if complex_ else np.float64, compression=compression)
+                for col in ("offset", "length"):
+                    _new_column(g, col, "i8", n, compression)
+            else:
+                g = vgroup[dname]
+                if any(a is not None and a.ndim != 0 for a in arrs):
+                    g.attrs["scalar"] = False
+                if complex_ and g["data"].dtype.kind != "c":
+                    old = g["data"][:]
+                    del g["data"]
+                    g.create_dataset("data", data=old.astype(np.complex128), maxshape=(None,), chunks=(1 << 16,),
+                                     compression=compression)
+            data = g["data"]
+            e0 = data.shape[0]
+            lengths = np.array([-1 if a is None else a.size for a in arrs], dtype=np.int64)
+            sizes = np.maximum(lengths, 0)
+            offsets = e0 + np.concatenate([[0], np.cumsum(sizes)[:-1]])
+            offsets[lengths < 0] = -1
+            present = [a.reshape(-1) for a in arrs if a is not None]
+            if present:
+                data.resize((e0 + int(sizes.sum()),))
+                data[e0:] = np.concatenate(present).astype(data.dtype, copy=False)
+            for col, values in (("offset", offsets), ("length", lengths)):
+                g[col].resize((n,))
+                _write_at(g[col], rows, values, contiguous)
+        for dname in vgroup:
+            for col in ("offset", "length"):
+                if vgroup[dname][col].shape[0] != n:
+                    vgroup[dname][col].resize((n,))
+        table.attrs["rows"] = np.int64(n)
+
+
+def _text(ds: h5py.Dataset, n: int | None = None) -> np.ndarray:
+    return ds.asstr()[: ds.shape[0] if n is None else n]
+
+
+class _V2Reader:
+    """Columns of a layout-2 file, read once (vectors on demand)."""
+
+    def __init__(self, f: h5py.File) -> None:
+        self.f = f
+        table = f["table"]
+        self.n = n = int(table.attrs["rows"])
+        self.columns: dict[str, np.ndarray] = {}
+        for name, (kind, _) in _COLUMNS.items():
+            self.columns[name] = _text(table[name], n) if kind == "str" else table[name][:n]
+        self.params = {table["params"][d].attrs.get("name", vector_name(d)): table["params"][d]
+                       for d in table["params"]}
+        self.measure = {table["measure"][d].attrs.get("name", vector_name(d)): table["measure"][d]
+                        for d in table["measure"]}
+        self.param_values = {k: (_text(ds, n) if ds.dtype.kind == "O" else ds[:n]) for k, ds in self.params.items()}
+        self.measure_values = {k: ds[:n] for k, ds in self.measure.items()}
+        self.vectors = {f["vectors"][d].attrs.get("name", vector_name(d)): f["vectors"][d] for d in f["vectors"]}
+        self._cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._axes: tuple | None = None
+        self._decks: np.ndarray | None = None
+
+    def vector_arrays(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if name not in self._cache:
+            g = self.vectors[name]
+            self._cache[name] = (g["data"][:], g["offset"][: self.n], g["length"][: self.n])
+        return self._cache[name]
+
+    def axes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        if self._axes is None:
+            a = self.f["axes"]
+            self._axes = (_text(a["name"]), _text(a["unit"]), a["offset"][:], a["length"][:], a["data"][:])
+        return self._axes
+
+    def decks(self) -> np.ndarray:
+        if self._decks is None:
+            self._decks = _text(self.f["decks/netlist"])
+        return self._decks
+
+    def record(self, row: int, load_vectors: bool = True) -> RunRecord:
+        c = self.columns
+        vectors: dict[str, np.ndarray] = {}
+        units: dict[str, str] = {}
+        scale = None
+        if load_vectors:
+            axis = int(c["axis"][row])
+            if axis >= 0:
+                names, aunits, offsets, lengths, data = self.axes()
+                scale = str(names[axis])
+                vectors[scale] = data[offsets[axis]: offsets[axis] + lengths[axis]].copy()
+                units[scale] = str(aunits[axis])
+            for name, g in self.vectors.items():
+                data, offsets, lengths = self.vector_arrays(name)
+                length = int(lengths[row])
+                if length < 0:
+                    continue
+                arr = data[offsets[row]: offsets[row] + length].copy()
+                vectors[name] = arr.reshape(()) if g.attrs.get("scalar", False) and length == 1 else arr
+                units[name] = str(g.attrs.get("unit", ""))
+        extra = json.loads(c["extra"][row]) if c["extra"][row] else {}
+        attrs = {"analysis": str(c["analysis"][row]),
+                 "wall_s": None if np.isnan(c["wall_s"][row]) else float(c["wall_s"][row]),
+                 "retries": extra.pop("retries", []), **extra}
+        params = {}
+        for k, values in self.param_values.items():
+            v = values[row]
+            if isinstance(v, str):
+                if v != "":
+                    params[k] = v
+            elif not np.isnan(v):
+                params[k] = float(v)
+        measurements = {k: float(v[row]) for k, v in self.measure_values.items()}
+        status = str(c["status"][row])
+        return RunRecord(
+            id=str(c["id"][row]), params=params, seed=int(c["seed"][row]), chip=int(c["chip"][row]),
+            process=str(c["process"][row]), status=status, error=str(c["error"][row]) if status != "ok" else None,
+            netlist=str(self.decks()[int(c["deck"][row])]), vectors=vectors, units=units,
+            measurements=measurements, attrs=attrs, point=int(c["point"][row]),
+            param_units={k: str(ds.attrs.get("unit", "")) for k, ds in self.params.items()},
+            measurement_units={k: str(ds.attrs.get("unit", "")) for k, ds in self.measure.items()},
+            alters=tuple(c["alters"][row].split("\n")) if c["alters"][row] else (), scale=scale)
+
+
+def store_layout(f: h5py.File) -> int:
+    """The layout number of an open store: 2 (columnar, ``/table``) or 1 (one group ``/runs/<id>`` per run)."""
+    if "store_layout" in f.attrs:
+        return int(f.attrs["store_layout"])
+    return 2 if "table" in f else 1
+
+
 class RunStore:
     """Writer of an HDF5 run store (see the module docstring for the layout and the durability argument).
 
@@ -587,13 +995,32 @@ class RunStore:
         if not self.path.parent.is_dir():
             raise StoreError(f"run store directory {self.path.parent} does not exist")
 
-        new_journal = not self.journal.exists()
-        self._fd = os.open(self.journal, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        self._layout = STORE_LAYOUT
+        self._v2 = _Layout2()
+        self._journal_netlist: str | None = None  # the netlist of the last journal record (None after truncation)
+        locked = False
+        new_journal = False
         try:
-            try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise StoreError(f"run store {self.path} is in use by another writer (journal locked)") from None
+            for _ in range(100):
+                new_journal = not self.journal.exists()
+                self._fd = os.open(self.journal, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+                try:
+                    fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise StoreError(f"run store {self.path} is in use by another writer (journal locked)") from None
+                # the winner of a race may have closed (and unlinked) the journal between our open and flock: the
+                # lock is only ours if the path still names the inode we locked
+                try:
+                    same = os.path.samestat(os.fstat(self._fd), os.stat(self.journal))
+                except FileNotFoundError:
+                    same = False
+                if same:
+                    break
+                os.close(self._fd)
+                self._fd = None
+            else:
+                raise StoreError(f"run store {self.path}: could not lock its journal (it keeps being replaced)")
+            locked = True
             tmp = _tmp_path(self.path)
             if tmp.exists():
                 tmp.unlink()  # a commit killed before its os.replace; the live file is intact
@@ -602,9 +1029,12 @@ class RunStore:
             else:
                 self._create(config_text)
             replay = _read_journal(self._fd, self.journal)
+            last_netlist = ""
             for kind, meta, arrays in replay:
                 if kind == "run":
-                    rec = _record_from_journal(meta, arrays)
+                    rec = _record_from_journal(meta, arrays, last_netlist)
+                    last_netlist = rec.netlist
+                    self._pending.pop(rec.id, None)
                     self._pending[rec.id] = rec
                     self._status[rec.id] = rec.status
                 elif kind == "root":
@@ -613,33 +1043,44 @@ class RunStore:
             if replay or os.fstat(self._fd).st_size:
                 self.commit()
         except BaseException:
-            self._abandon()
-            if new_journal and self.journal.exists() and self.journal.stat().st_size == 0:
+            # only the holder of the lock may remove the journal: a loser of the race would delete the winner's
+            if locked and new_journal and self.journal.exists() and self.journal.stat().st_size == 0:
                 self.journal.unlink()  # leave no trace of a store that could not be opened
+            self._abandon()
             raise
 
     # ------------------------------------------------------------------------------------------ open/create
 
     def _create(self, config_text: str | None) -> None:
         tmp = _tmp_path(self.path)
-        with h5py.File(tmp, "w") as f:
-            f.attrs["spicenet_version"] = __version__
-            f.attrs["ngspice_version"] = ""
-            f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-            f.attrs["config"] = config_text if config_text is not None else "{}"
-            f.attrs["store_layout"] = STORE_LAYOUT
-            f.create_group("runs")
-        self._publish(tmp)
+        try:
+            with h5py.File(tmp, "w") as f:
+                f.attrs["spicenet_version"] = __version__
+                f.attrs["ngspice_version"] = ""
+                f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+                f.attrs["config"] = config_text if config_text is not None else "{}"
+                f.attrs["store_layout"] = STORE_LAYOUT
+                _Layout2.create(f)
+            self._publish(tmp)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def _open_existing(self, config_text: str | None) -> None:
         try:
             with h5py.File(self.path, "r") as f:
-                if "runs" not in f:
-                    raise StoreError(f"{self.path} is not a spicenet run store (no /runs group)")
+                self._layout = store_layout(f)
+                if self._layout == 1:
+                    if "runs" not in f:
+                        raise StoreError(f"{self.path} is not a spicenet run store (no /runs group)")
+                    runs = f["runs"]
+                    for rid in runs:
+                        self._status[rid] = str(_get_attr(runs[rid].id, "status", "failed"))
+                elif self._layout == 2 and "table" in f:
+                    self._status = self._v2.load(f)
+                else:
+                    raise StoreError(f"{self.path} is not a spicenet run store (layout {self._layout}, no /table)")
                 stored = f.attrs.get("config")
-                runs = f["runs"]
-                for rid in runs:
-                    self._status[rid] = str(_get_attr(runs[rid].id, "status", "failed"))
         except OSError as exc:
             raise StoreError(f"cannot open run store {self.path}: {exc}") from None
         if config_text is not None and stored is not None:
@@ -663,8 +1104,16 @@ class RunStore:
     def __enter__(self) -> "RunStore":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        # an error is already propagating (e.g. ENOSPC from an append): commit what can be committed, but never
+        # raise a second error on top of it; what is not committed stays in the journal for --resume
+        try:
+            self.close()
+        except (OSError, StoreError):
+            self._abandon()
 
     def _check_open(self) -> int:
         if self._fd is None:
@@ -673,10 +1122,21 @@ class RunStore:
 
     def _journal_write(self, blob: bytes) -> None:
         fd = self._check_open()
+        start = os.fstat(fd).st_size
         view = memoryview(blob)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
+        try:
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+        except OSError as exc:
+            # a full disk (ENOSPC) or quota: cut the torn record off again so that the journal stays a sequence of
+            # intact records (a torn one in the middle would hide every later record from replay)
+            try:
+                os.ftruncate(fd, start)
+            except OSError:
+                pass
+            raise StoreError(f"run store {self.path}: cannot write its journal ({exc.strerror or exc}); the records "
+                             f"appended before are kept (resume with --resume)") from None
         now = time.monotonic()
         if now - self._last_fsync >= self.journal_fsync_s:
             os.fsync(fd)
@@ -712,13 +1172,28 @@ class RunStore:
 
         A record with an id already stored replaces it (last write wins).
         """
+        self.append_many([record])
+
+    def append_many(self, records: list[RunRecord]) -> None:
+        """``append`` for a batch: all validated first, journaled with one write (SIGKILL-safe on return)."""
         self._check_open()
-        rec = _validate(record)
-        self._journal_write(_record_to_journal(rec))
-        self._pending.pop(rec.id, None)
-        self._pending[rec.id] = rec
-        self._pending_bytes += sum(a.nbytes for a in rec.vectors.values()) + len(rec.netlist)
-        self._status[rec.id] = rec.status
+        recs = [_validate(record) for record in records]
+        if not recs:
+            return
+        blobs = []
+        for rec in recs:
+            blobs.append(_record_to_journal(rec, netlist_known=rec.netlist == self._journal_netlist))
+            self._journal_netlist = rec.netlist
+        try:
+            self._journal_write(b"".join(blobs))
+        except StoreError:
+            self._journal_netlist = None
+            raise
+        for rec in recs:
+            self._pending.pop(rec.id, None)
+            self._pending[rec.id] = rec
+            self._pending_bytes += sum(a.nbytes for a in rec.vectors.values()) + 256
+            self._status[rec.id] = rec.status
         if self._commit_due():
             self.commit()
 
@@ -733,32 +1208,53 @@ class RunStore:
         return time.monotonic() - self._last_commit_end >= self.next_commit_interval()
 
     def commit(self) -> None:
-        """Writes the pending records into a copy of the file and atomically replaces the file with it."""
+        """Writes the pending records into a copy of the file and atomically replaces the file with it.
+
+        On a failure (a full disk) the copy is removed, the live file and the journal are untouched (every record
+        stays recoverable) and a ``StoreError`` is raised once."""
         fd = self._check_open()
         if not self._pending and not self._pending_root:
             if os.fstat(fd).st_size:
                 os.ftruncate(fd, 0)
+                self._journal_netlist = None
             return
         t0 = time.monotonic()
         tmp = _tmp_path(self.path)
-        _copy_file(self.path, tmp)
+        write_s = 0.0
         try:
+            _copy_file(self.path, tmp)
             with h5py.File(tmp, "r+") as f:
                 for key, value in self._pending_root.items():
                     f.attrs[key] = value
-                runs = f["runs"]
                 t_write = time.monotonic()
-                for rec in self._pending.values():
-                    _write_group(runs, rec, self.compression, self.compress_min_len)
+                if self._layout == 1:
+                    runs = f["runs"]
+                    for rec in self._pending.values():
+                        _write_group(runs, rec, self.compression, self.compress_min_len)
+                else:
+                    self._v2.write(f, list(self._pending.values()), self.compression)
                 write_s = time.monotonic() - t_write
             self._publish(tmp)
-        except BaseException:
-            if tmp.exists():
-                tmp.unlink()
+        except BaseException as exc:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+            if self._layout == 2:  # the in-memory index may hold rows of the failed batch: rebuild it
+                self._v2 = _Layout2()
+                try:
+                    with h5py.File(self.path, "r") as f:
+                        self._v2.load(f)
+                except OSError:
+                    pass
+            if isinstance(exc, OSError):
+                raise StoreError(f"run store {self.path}: commit failed ({exc.strerror or exc}); nothing half-written "
+                                 f"is left, the pending records stay in the journal (resume with --resume)") from None
             raise
         # A kill here leaves the records both in the file and in the journal: replay rewrites them identically.
         os.ftruncate(fd, 0)
         os.fsync(fd)
+        self._journal_netlist = None
         self.stats["commits"] += 1
         self.stats["committed"] += len(self._pending)
         self._pending.clear()
@@ -771,10 +1267,15 @@ class RunStore:
         self._last_commit_end = end
 
     def close(self) -> None:
-        """Commits what is pending, removes the empty journal and releases the lock. Idempotent."""
+        """Commits what is pending, removes the empty journal and releases the lock. Idempotent. When the commit
+        fails the journal is kept (and the lock released): ``StoreError``, raised once."""
         if self._fd is None:
             return
-        self.commit()
+        try:
+            self.commit()
+        except BaseException:
+            self._abandon()
+            raise
         os.unlink(self.journal)
         self._abandon()
 
@@ -789,21 +1290,41 @@ class RunStore:
 
 
 def read_runs(path: str | os.PathLike[str], *, load_vectors: bool = True) -> Iterator[RunRecord]:
-    """Yields every committed run of a store, in id order (records still only in the journal are not included).
+    """Yields every committed run of a store (layout 1 in id order, layout 2 in table order; records still only in
+    the journal are not included).
 
-    ``load_vectors=False`` skips the datasets (``vectors``/``units`` empty): a fast scan of params, status and
+    ``load_vectors=False`` skips the vectors (``vectors``/``units`` empty): a fast scan of params, status and
     measurements. The file stays open until the iterator is exhausted or closed.
     """
     with h5py.File(path, "r") as f:
-        runs = f["runs"]
-        for rid in runs:
-            yield _read_group(rid, runs[rid], load_vectors)
+        if store_layout(f) == 1:
+            runs = f["runs"]
+            for rid in runs:
+                yield _read_group(rid, runs[rid], load_vectors)
+            return
+        reader = _V2Reader(f)
+        for row in range(reader.n):
+            yield reader.record(row, load_vectors)
 
 
 def read_run(path: str | os.PathLike[str], id: str) -> RunRecord:
     """One committed run by id; ``KeyError`` naming the id and the file when it is absent."""
     with h5py.File(path, "r") as f:
-        runs = f["runs"]
-        if id not in runs:
+        if store_layout(f) == 1:
+            runs = f["runs"]
+            if id not in runs:
+                raise KeyError(f"no run {id!r} in {path}")
+            return _read_group(id, runs[id])
+        reader = _V2Reader(f)
+        rows = np.nonzero(reader.columns["id"] == id)[0]
+        if not rows.size:
             raise KeyError(f"no run {id!r} in {path}")
-        return _read_group(id, runs[id])
+        return reader.record(int(rows[0]))
+
+
+def open_runs(path: str | os.PathLike[str]) -> "Runs":
+    """The analysis view of a store (layout 1 or 2): ``.table()``, ``.to_xarray(vector, grid=None)``, iteration.
+    See :class:`spicenet.store_analysis.Runs`."""
+    from spicenet.store_analysis import Runs
+
+    return Runs(path)

@@ -386,9 +386,20 @@ def _check_vectors(config: SweepConfig, deck: str, analysis: str) -> None:
             raise ConfigError(f"{config.source}: {where}: {name!r}: {reason}")
 
 
+MEASURE_UNITS = {"frequency": "Hz", "period": "s", "duty": "", "settling": "s", "energy": "J"}
+
+
 def measure_result(result: SimResult, specs: dict[str, dict[str, Any]]) -> dict[str, float]:
-    """Scalar measurements of one result; a measurement that cannot be made is NaN (recorded, not fatal)."""
+    """Scalar measurements of one result; a measurement that cannot be made is NaN (see ``measure_run`` for why)."""
+    return measure_run(result, specs)[0]
+
+
+def measure_run(result: SimResult, specs: dict[str, dict[str, Any]]) -> tuple[dict[str, float], dict[str, str]]:
+    """``(values, errors)``: every measurement of one result, and for each one that could not be made (a period of
+    a waveform that stopped oscillating, a missing vector) its reason; its value is NaN. A sweep stores such a run
+    with status ``measure_failed`` and the reasons as its error."""
     out: dict[str, float] = {}
+    errors: dict[str, str] = {}
     for name, spec in specs.items():
         try:
             y = np.real(result[spec["vector"]])
@@ -411,9 +422,19 @@ def measure_result(result: SimResult, specs: dict[str, dict[str, Any]]) -> dict[
                 supply = spec["supply"]
                 out[name] = meas.supply_energy(t, np.real(result[f"v({supply})"]) if f"v({supply})" in result
                                                else np.full_like(y, float(spec["volts"])), y)
-        except (KeyError, ValueError, TypeError):
+            if not np.isfinite(out[name]):
+                errors[name] = f"{kind} of {spec['vector']} is {out[name]}"
+        except (KeyError, ValueError, TypeError, IndexError) as exc:
             out[name] = float("nan")
-    return out
+            message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+            errors[name] = f"{spec.get('kind')} of {spec.get('vector')}: {message or type(exc).__name__}"
+    return out, errors
+
+
+def measurement_units(specs: dict[str, dict[str, Any]], units: dict[str, str]) -> dict[str, str]:
+    """The unit of each measurement: the vector's own for value/final/mean/min/max, else the kind's."""
+    return {name: units.get(spec.get("vector", ""), "") if spec.get("kind") not in MEASURE_UNITS
+            else MEASURE_UNITS[spec["kind"]] for name, spec in specs.items()}
 
 
 def chunked_jobs(points: list[PlannedPoint], done: set[str], workers: int, timeout_s: float,
@@ -470,11 +491,12 @@ class SweepSummary:
 def run_sweep(config: SweepConfig, output: Path, *, workers: int = 1, resume: bool = False,
               scheduler: str | None = None, mode: str = "shared", progress: bool = True) -> SweepSummary:
     """Plan, simulate and store a sweep. Failed points are stored with their error and the sweep goes on."""
-    from spicenet.store import RunRecord, RunStore
+    from spicenet.store import RunStore
 
     t0 = time.perf_counter()
     points = plan(config)
     by_id = {run.id: (point, run) for point in points for run in point.runs}
+    point_params = {point.index: _numeric_params(config, point.params) for point in points}
     with RunStore(Path(output), config=config.as_dict(), resume=resume) as store:
         store.set_root_attrs(spicenet_version=__version__, ngspice_version=ngspice_version())
         done = store.done_ids() & set(by_id)
@@ -482,28 +504,84 @@ def run_sweep(config: SweepConfig, output: Path, *, workers: int = 1, resume: bo
         total = sum(len(j.runs) for j in jobs)
         bar = _progress(total, progress, "sweep")
         n_ok = n_failed = 0
+        batch: list = []
+        flushed = time.monotonic()
         for run_id, outcome in execute(jobs, workers, mode, scheduler):
             point, run = by_id[run_id]
-            ok = isinstance(outcome, SimResult)
-            params = {k: str(v) if not isinstance(v, (int, float)) else v for k, v in point.params.items()}
-            if "input" in run.meta:
-                params["input_row"] = run.meta["input"]
-                params.update(zip(config.input_sources, map(float, config.input_rows[run.meta["input"]])))
-            record = RunRecord(
-                id=run_id, params=params,
-                seed=config.seed, chip=int(run.meta.get("chip", -1)), process=config.process,
-                status="ok" if ok else "failed", error=None if ok else f"{type(outcome).__name__}: {outcome}",
-                netlist=point.deck.text, vectors=outcome.vectors if ok else {}, units=outcome.units if ok else {},
-                measurements=measure_result(outcome, config.measure) if ok else {},
-                attrs={"analysis": point.analysis, "mode": mode, "wall_s": outcome.wall_s if ok else None,
-                       "retries": outcome.attempts if ok else getattr(outcome, "attempts", []),
-                       "noise_seed": run.seed})
-            store.append(record)
-            n_ok += ok
-            n_failed += not ok
-            bar.update(1)
+            record = sweep_record(config, point, run, outcome, mode, point_params[point.index])
+            batch.append(record)
+            n_ok += record.status != "failed"
+            n_failed += record.status == "failed"
+            # appends are batched (one journal write per batch); a kill loses at most the unjournaled batch, which a
+            # resume simulates again
+            if len(batch) >= 256 or time.monotonic() - flushed > 0.25:
+                store.append_many(batch)
+                bar.update(len(batch))
+                batch, flushed = [], time.monotonic()
+        store.append_many(batch)
+        bar.update(len(batch))
         bar.close()
     return SweepSummary(str(output), n_ok, n_failed, len(done), time.perf_counter() - t0)
+
+
+def _numeric_params(config: SweepConfig, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """A point's parameters as floats in SI units ("50k" -> 50000.0) with their declared units (templates); values
+    that are no numbers stay text."""
+    units: dict[str, str] = {}
+    values: dict[str, Any] = {}
+    declared = {}
+    if config.template:
+        from spicenet.spice.templates import load_template
+
+        tpl = load_template(config.template)
+        declared = tpl.params
+        values.update(tpl.resolve({k: v for k, v in params.items() if k in declared}))
+    for key, value in params.items():
+        if key in declared:
+            units[key] = declared[key].unit
+            continue
+        from spicenet.spice.units import parse_value
+
+        try:
+            values[key] = parse_value(value) if not isinstance(value, bool) else value
+        except (ValueError, TypeError):
+            values[key] = str(value)
+    return {k: float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+            for k, v in values.items()}, units
+
+
+def sweep_record(config: SweepConfig, point: PlannedPoint, run: RunSpec, outcome: Any, mode: str,
+                 params_units: tuple[dict[str, Any], dict[str, str]]):
+    """The store record of one sweep run (also what ``simulate`` stores): parameters as floats with units, the
+    chip's alter commands as its delta from the point's netlist, measurements with their failures."""
+    from spicenet.store import RunRecord
+
+    ok = isinstance(outcome, SimResult)
+    params, units = dict(params_units[0]), dict(params_units[1])
+    alters = run.commands
+    if "input" in run.meta and config.input_rows is not None:
+        row = run.meta["input"]
+        params["input_row"] = float(row)
+        for name, value in zip(config.input_sources, config.input_rows[row]):
+            params[name] = float(value)
+            units[name] = "V" if name.startswith("v") else "A"
+        alters = run.commands[:len(run.commands) - len(config.input_sources)]  # inputs are parameters
+    status, error = ("ok", None) if ok else ("failed", f"{type(outcome).__name__}: {outcome}")
+    measurements: dict[str, float] = {}
+    if ok and config.measure:
+        measurements, problems = measure_run(outcome, config.measure)
+        if problems:
+            status = "measure_failed"
+            error = "; ".join(f"measure {name!r}: {why}" for name, why in problems.items())
+    return RunRecord(
+        id=run.id, params=params, seed=config.seed, chip=int(run.meta.get("chip", -1)), process=config.process,
+        status=status, error=error, netlist=point.deck.text, vectors=outcome.vectors if ok else {},
+        units=outcome.units if ok else {}, measurements=measurements,
+        attrs={"analysis": point.analysis, "mode": mode, "wall_s": outcome.wall_s if ok else None,
+               "retries": outcome.attempts if ok else getattr(outcome, "attempts", []), "noise_seed": run.seed},
+        point=point.index, param_units=units,
+        measurement_units=measurement_units(config.measure, outcome.units if ok else {}), alters=tuple(alters),
+        scale=outcome.scale if ok else None)
 
 
 def ngspice_version() -> str:

@@ -132,18 +132,25 @@ def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
         if not analyses:
             raise ParameterError(f"{source}: the netlist has no analysis card; give --analysis")
         params_record: dict[str, Any] = {"source": str(source)}
+        param_units: dict[str, str] = {}
     else:
         tpl = load_template(args.source)
         deck = render(args.source, params, args.process or "generic", args.mismatch)
         analyses = [args.analysis if args.analysis is not None else tpl.analysis or "op"]
         params_record = {k: v for k, v in tpl.resolve(params).items()}
+        param_units = {k: p.unit for k, p in tpl.params.items()}
     analyses = [validate_analysis(a) for a in analyses]
     if args.chips and deck.mismatch is None:
         raise ParameterError("--chips needs --mismatch pelgrom|pdk (and a deck with process transistors)")
     runs: list[RunSpec] = []
     noisy = "trrandom" in deck.text.lower()  # TRRANDOM noise is seeded from --seed: same seed, same numbers
     for k, analysis in enumerate(analyses):
-        prefix = f"a{k}-{analysis.split()[0]}-"
+        prefix = f"p{k:05d}-"  # one run-id scheme with sweeps: point (= analysis here), then -nom / -c<chip>
+        if args.chips and deck.mismatch == "pelgrom":  # the nominal chip (-1) too, its devices reset by alter
+            from spicenet.spice import mismatch as mm
+            restore = mm.nominal_commands(mm.find_devices(deck.text, deck.process), deck.process)
+            runs.append(RunSpec(id=f"{prefix}nom", analysis=analysis, commands=restore, meta={"chip": -1},
+                                seed=derived_seed(args.seed, 0) if noisy else None))
         if args.chips:
             runs += montecarlo_runs(deck, analysis, range(args.chips), args.seed, prefix,
                                     noise_seed=args.seed if noisy else None)
@@ -176,7 +183,9 @@ def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
                 error=None if ok else f"{type(outcome).__name__}: {outcome}", netlist=deck.text,
                 vectors=outcome.vectors if ok else {}, units=outcome.units if ok else {}, measurements={},
                 attrs={"analysis": run.analysis, "mode": args.mode, "wall_s": outcome.wall_s if ok else None,
-                       "retries": outcome.attempts if ok else getattr(outcome, "attempts", [])}))
+                       "retries": outcome.attempts if ok else getattr(outcome, "attempts", [])},
+                point=int(run_id[1:6]), param_units=param_units, alters=run.commands,
+                scale=outcome.scale if ok else None))
     rejected = [o for o in outcomes.values() if isinstance(o, NetlistError)]
     if rejected and len(rejected) == len(runs):  # ngspice refused the deck itself: bad input, no output kept
         raise NetlistError(f"{args.source}: {rejected[0]}")

@@ -8,6 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
+from spicenet import open_runs
 from tests.conftest import run_cli
 
 
@@ -39,11 +40,13 @@ def test_simulate_template(tmp_path):
                         "-o", str(tmp_path / "rc.h5"), "--json"))
     assert set(out) >= {"output", "vectors", "points", "wall_s"}
     assert "v(out)" in out["vectors"] and out["points"] > 100
-    with h5py.File(tmp_path / "rc.h5", "r") as f:
-        (run,) = f["runs"].values()
-        t, v = np.asarray(run["time"]), np.asarray(run["v(out)"])
-        assert run["v(out)"].attrs["unit"] == "V"
-        assert "r1 in out 2000" in run.attrs["netlist"]
+    (run,) = open_runs(tmp_path / "rc.h5")
+    t, v = run.vectors["time"], run.vectors["v(out)"]
+    assert run.units["v(out)"] == "V" and run.params["r"] == 2000.0
+    assert "r1 in out 2000" in run.netlist
+    with h5py.File(tmp_path / "rc.h5", "r") as f:  # plain h5py: the columnar layout 2
+        assert f.attrs["store_layout"] == 2 and list(f["table/id"].asstr()[:]) == ["p00000-nom"]
+        np.testing.assert_array_equal(f["vectors/v(out)/data"][:], v)
     assert np.max(np.abs(v - (1 - np.exp(-t / 2e-6)))) < 1e-3
 
 
@@ -52,20 +55,21 @@ def test_simulate_plain_netlist_uses_its_own_analyses(tmp_path):
     deck.write_text("divider\nv1 a 0 2\nr1 a b 3k\nr2 b 0 1k\n.op\n.dc v1 0 2 0.5\n.end\n")
     out = _json(run_cli("simulate", str(deck), "-o", str(tmp_path / "d.h5"), "--json"))
     assert out["runs"] == 2 and out["failed"] == 0
-    with h5py.File(tmp_path / "d.h5", "r") as f:
-        op = f["runs/a0-op-nom"]
-        dc = f["runs/a1-dc-nom"]
-        assert float(np.asarray(op["v(b)"])[0]) == pytest.approx(0.5)
-        assert np.allclose(np.asarray(dc["v(b)"]), np.asarray(dc["v(a)"]) / 4)
+    runs = open_runs(tmp_path / "d.h5")
+    op, dc = runs["p00000-nom"], runs["p00001-nom"]
+    assert op.attrs["analysis"] == "op" and dc.attrs["analysis"].startswith("dc")
+    assert float(np.asarray(op.vectors["v(b)"]).reshape(-1)[0]) == pytest.approx(0.5)
+    assert np.allclose(dc.vectors["v(b)"], dc.vectors["v(a)"] / 4)
 
 
 def test_simulate_monte_carlo(tmp_path):
     out = _json(run_cli("simulate", "basic/current_mirror", "--mismatch", "pelgrom", "--chips", "5", "--seed", "2",
                         "-o", str(tmp_path / "mc.h5"), "--json"))
-    assert out["runs"] == 5
-    with h5py.File(tmp_path / "mc.h5", "r") as f:
-        currents = {float(np.asarray(g["i(vout)"])[0]) for g in f["runs"].values()}
-    assert len(currents) == 5  # every chip differs
+    assert out["runs"] == 6  # 5 chips and the nominal circuit (chip -1)
+    table = open_runs(tmp_path / "mc.h5").table()
+    assert sorted(table["chip"]) == [-1, 0, 1, 2, 3, 4] and set(table["status"]) == {"ok"}
+    currents = open_runs(tmp_path / "mc.h5").to_xarray("i(vout)").values.reshape(-1)
+    assert len(set(currents)) == 6  # every chip differs from the others and from the nominal one
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -90,6 +94,5 @@ def test_simulation_failure_is_stored_and_reported(tmp_path):
     proc = run_cli("simulate", str(deck), "-o", str(tmp_path / "nc.h5"), "--json")
     assert proc.returncode == 1
     assert "all 1 runs failed" in proc.stderr
-    with h5py.File(tmp_path / "nc.h5", "r") as f:
-        run = f["runs/a0-op-nom"]
-        assert run.attrs["status"] == "failed" and "did not converge" in run.attrs["error"]
+    run = open_runs(tmp_path / "nc.h5")["p00000-nom"]
+    assert run.status == "failed" and "did not converge" in run.error

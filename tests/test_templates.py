@@ -103,7 +103,6 @@ def test_own_template_file_renders_simulates_and_sweeps(tmp_path):
     relative to the config); the divider output is r2 / (r1 + r2) x 1 V."""
     import json
 
-    import h5py
     import numpy as np
 
     from spicenet.errors import ParameterError
@@ -122,15 +121,15 @@ def test_own_template_file_renders_simulates_and_sweeps(tmp_path):
 
     out = tmp_path / "sim.h5"
     run_cli("simulate", str(path), "-p", "r1=1k", "-p", "r2=1k", "-o", str(out), "--json", check=True)
-    with h5py.File(out) as f:
-        (group,) = f["runs"].values()
-        assert float(np.asarray(group["v(out)"])[0]) == pytest.approx(0.5, rel=1e-9)
+    from spicenet import open_runs
+
+    (run,) = open_runs(out)
+    assert float(np.asarray(run.vectors["v(out)"]).reshape(-1)[0]) == pytest.approx(0.5, rel=1e-9)
 
     config = tmp_path / "sweep.toml"
     config.write_text('template = "cells/divider.cir"\nprocess = "generic"\nsave = ["v(out)"]\n'
                       '[grid]\nr2 = ["1k", "3k"]\n')
     proc = run_cli("sweep", str(config), "-o", str(tmp_path / "sw.h5"), "--workers", "1", "--json", check=True)
     assert json.loads(proc.stdout)["done"] == 2
-    with h5py.File(tmp_path / "sw.h5") as f:
-        values = sorted(float(np.asarray(g["v(out)"])[0]) for g in f["runs"].values())
+    values = sorted(open_runs(tmp_path / "sw.h5").to_xarray("v(out)").values.reshape(-1))
     assert values == pytest.approx([0.5, 0.75], rel=1e-9)

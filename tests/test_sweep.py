@@ -43,27 +43,89 @@ def _config(tmp_path: Path, chips: int) -> Path:
 
 
 def _iout(path: Path) -> dict[str, float]:
+    """id -> i(vout) of every ok run, read with plain h5py from layout 2's columns."""
     with h5py.File(path, "r") as f:
-        return {rid: float(np.asarray(g["i(vout)"])[0]) for rid, g in f["runs"].items() if g.attrs["status"] == "ok"}
+        assert f.attrs["store_layout"] == 2
+        n = int(f["table"].attrs["rows"])
+        ids, status = f["table/id"].asstr()[:n], f["table/status"].asstr()[:n]
+        g = f["vectors/i(vout)"]
+        data, offset, length = g["data"][:], g["offset"][:n], g["length"][:n]
+    return {rid: float(data[o]) for rid, st, o, k in zip(ids, status, offset, length) if st == "ok" and k == 1}
 
 
 def test_sweep_layout_and_contract(tmp_path):
     out = tmp_path / "runs.h5"
     summary = run_sweep(SweepConfig.from_toml(_config(tmp_path, 4)), out, workers=2, progress=False)
     assert (summary.done, summary.failed, summary.skipped) == (8, 0, 0)
-    with h5py.File(out, "r") as f:
+    with h5py.File(out, "r") as f:  # plain h5py
         assert f.attrs["ngspice_version"].startswith("ngspice-")
         assert json.loads(f.attrs["config"])["montecarlo"]["chips"] == 4
-        run = f["runs/p00001-c00002"]
-        assert json.loads(run.attrs["params"])["iref"] == "20n"
-        assert run.attrs["chip"] == 2 and run.attrs["process"] == "generic" and run.attrs["status"] == "ok"
-        assert "nfet" in run.attrs["netlist"]
-        assert run["i(vout)"].attrs["unit"] == "A"
-        assert set(run.keys()) == {"i(vout)", "v(g)"}
-        iout = -float(run["i(vout)"][0])
-        assert json.loads(run.attrs["measurements"])["iout"] == pytest.approx(-iout)
+        assert "table" in json.loads(f.attrs["layout"])  # the layout describes itself
+        table = f["table"]
+        n = int(table.attrs["rows"])
+        ids = list(table["id"].asstr()[:n])
+        row = ids.index("p00001-c00002")
+        assert table["params/iref"][row] == pytest.approx(20e-9, rel=1e-12) and table["params/iref"].attrs["unit"] == "A"
+        assert table["params/vdd"][row] == 0.6
+        assert (table["chip"][row], table["point"][row]) == (2, 1)
+        assert table["process"].asstr()[row] == "generic" and table["status"].asstr()[row] == "ok"
+        assert "nfet" in f["decks/netlist"].asstr()[table["deck"][row]]
+        assert len(f["decks/netlist"]) == 2  # the netlist once per point, not once per run
+        assert table["alters"].asstr()[row].startswith("alter ")  # the chip's delta
+        assert set(f["vectors"]) == {"i(vout)", "v(g)"} and f["vectors/i(vout)"].attrs["unit"] == "A"
+        g = f["vectors/i(vout)"]
+        iout = -float(g["data"][g["offset"][row]])
+        assert table["measure/iout"][row] == pytest.approx(-iout)
     # the grid point's reference current sets the output current (mirror ratio within mismatch)
     assert 10e-9 < iout < 40e-9
+
+
+def test_open_runs_to_xarray_and_numeric_table(tmp_path):
+    """to_xarray gives point x chip with numeric parameter coordinates; the table sorts parameters as numbers
+    ("5n" < "20n" < "100n", which as text would sort "100n" < "20n" < "5n")."""
+    from spicenet import open_runs
+
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(MIRROR.format(chips=3).replace('iref = ["5n", "20n"]', 'iref = ["20n", "100n", "5n"]'))
+    out = tmp_path / "runs.h5"
+    run_sweep(SweepConfig.from_toml(cfg), out, workers=2, progress=False)
+    runs = open_runs(out)
+    da = runs.to_xarray("i(vout)")
+    assert da.dims == ("point", "chip") and da.shape == (3, 3)
+    assert da["iref"].dtype == np.float64 and list(da["iref"].values) == pytest.approx([20e-9, 100e-9, 5e-9], rel=1e-12)
+    assert da["iref"].attrs["unit"] == "A" and da.attrs["unit"] == "A"
+    assert list(da["chip"].values) == [0, 1, 2]
+    ref = _iout(out)  # plain h5py
+    for p in range(3):
+        for c in range(3):
+            assert da.values[p, c] == ref[f"p{p:05d}-c{c:05d}"]
+    # the output current follows iref point by point (the coordinate lines up with the data)
+    ratio = -da.mean("chip") / da["iref"]
+    assert np.all((ratio > 0.5) & (ratio < 2.0))
+    df = runs.table()
+    assert len(df) == 9 and df["iref"].dtype == np.float64
+    assert list(df.sort_values("iref")["iref"].unique()) == pytest.approx([5e-9, 20e-9, 100e-9], rel=1e-12)
+    assert df.attrs["units"]["iref"] == "A"
+    assert set(df["status"]) == {"ok"} and (df["wall_s"] > 0).all()
+    records = {r.id: r for r in runs}
+    assert set(records) == set(df["id"]) and records["p00001-c00002"].params["iref"] == pytest.approx(100e-9, rel=1e-12)
+
+
+def test_failed_measurement_is_flagged_not_a_silent_nan(tmp_path):
+    """A period measured on an RC step (no oscillation) gives status measure_failed with the reason; the run's
+    vectors are still stored and a measurement that worked keeps its value."""
+    from spicenet import open_runs
+
+    cfg = tmp_path / "s.toml"
+    cfg.write_text('template = "basic/rc"\nanalysis = "tran 10n 5u"\nsave = ["v(out)"]\n'
+                   '[measure.T]\nkind = "period"\nvector = "v(out)"\n'
+                   '[measure.vend]\nkind = "final"\nvector = "v(out)"\n')
+    summary = run_sweep(SweepConfig.from_toml(cfg), tmp_path / "m.h5", progress=False)
+    assert (summary.done, summary.failed) == (1, 0)
+    (run,) = open_runs(tmp_path / "m.h5")
+    assert run.status == "measure_failed" and "'T'" in run.error and "no oscillation" in run.error
+    assert np.isnan(run.measurements["T"]) and run.measurements["vend"] == run.vectors["v(out)"][-1]
+    assert run.measurement_units["T"] == "s"
 
 
 def test_failed_point_is_stored_with_its_error_and_the_sweep_goes_on(tmp_path):
@@ -73,9 +135,10 @@ def test_failed_point_is_stored_with_its_error_and_the_sweep_goes_on(tmp_path):
     cfg.write_text(f'netlist = "{deck.name}"\n')
     summary = run_sweep(SweepConfig.from_toml(cfg), tmp_path / "o.h5", progress=False)
     assert (summary.done, summary.failed) == (0, 1)
-    with h5py.File(tmp_path / "o.h5", "r") as f:
-        run = f["runs/p00000-nom"]
-        assert run.attrs["status"] == "failed" and "ConvergenceError" in run.attrs["error"]
+    from spicenet import open_runs
+
+    run = open_runs(tmp_path / "o.h5")["p00000-nom"]
+    assert run.status == "failed" and "ConvergenceError" in run.error and run.vectors == {}
 
 
 def test_sweep_killed_with_sigkill_resumes_without_losing_points(tmp_path):
@@ -93,7 +156,7 @@ def test_sweep_killed_with_sigkill_resumes_without_losing_points(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     with h5py.File(out, "r") as f:  # the file always opens
-        before = len(f["runs"]) if "runs" in f else 0
+        before = int(f["table"].attrs["rows"]) if "table" in f else 0
     resumed = subprocess.run(cmd + ["--resume"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     summary = json.loads(resumed.stdout)

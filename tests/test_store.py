@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import errno
+import os
 import inspect
 import json
 import signal
@@ -43,7 +45,8 @@ def make_record(rid: str, n: int = 64, status: str = "ok") -> RunRecord:
         return RunRecord(
             id=rid, params={"w": 1e-6, "nf": 2, "corner": "tt"}, seed=7, chip=3, process="generic",
             status="failed", error=f"timestep too small at node out ({rid})", netlist=f"* deck {rid}\n.end\n",
-            vectors={}, units={}, measurements={}, attrs={"analysis": "tran 1n 1u", "retries": [{"gmin": 1e-9}]},
+            vectors={}, units={}, measurements={},
+            attrs={"analysis": "tran 1n 1u", "wall_s": None, "retries": [{"gmin": 1e-9}]},
         )
     return RunRecord(
         id=rid,
@@ -94,40 +97,51 @@ def test_round_trip_plain_h5py_contract_paths(tmp_path: Path) -> None:
         for rec in (ok, failed, special):
             store.append(rec)
 
-    with h5py.File(path, "r") as f:  # plain h5py, paths of the DESIGN.md contract
+    with h5py.File(path, "r") as f:  # plain h5py, paths of the DESIGN.md contract (layout 2)
         assert f.attrs["spicenet_version"] == spicenet.__version__
         assert f.attrs["ngspice_version"] == "ngspice-39"
         assert json.loads(f.attrs["config"]) == config
+        assert f.attrs["store_layout"] == 2 and "vectors" in json.loads(f.attrs["layout"])
         created = dt.datetime.fromisoformat(f.attrs["created"])
         assert abs((dt.datetime.now(dt.timezone.utc) - created).total_seconds()) < 120
-        g = f["runs/p000000-c0000"]
-        assert json.loads(g.attrs["params"]) == ok.params
-        assert (g.attrs["seed"], g.attrs["chip"], g.attrs["process"], g.attrs["status"]) == (
+        t = f["table"]
+        assert int(t.attrs["rows"]) == 3
+        assert list(t["id"].asstr()[:]) == [ok.id, failed.id, special.id]
+        assert t["params/w"][0] == ok.params["w"] and t["params/nf"][0] == 2.0  # parameters as floats
+        assert t["params/corner"].asstr()[0] == "tt"
+        assert (t["seed"][0], t["chip"][0], t["process"].asstr()[0], t["status"].asstr()[0]) == (
             ok.seed, ok.chip, "generic", "ok")
-        assert "error" not in g.attrs and g.attrs["netlist"] == ok.netlist
-        for name, unit in ok.units.items():
-            ds = f[f"runs/p000000-c0000/{name}"]
-            assert ds.dtype == np.float64 and ds.attrs["unit"] == unit and ds.attrs["name"] == name
-            np.testing.assert_array_equal(ds[:], ok.vectors[name])
-        m = json.loads(g.attrs["measurements"])
-        assert m["freq"] == ok.measurements["freq"] and np.isnan(m["duty"])
-        assert json.loads(g.attrs["extra"]) == ok.attrs
-        gf = f["runs/p000001-c0000"]
-        assert gf.attrs["status"] == "failed" and gf.attrs["error"] == failed.error and len(gf) == 0
-        gs = f["runs/p000002-c0001"]
-        assert gs["v(out)"].dtype == np.complex128
-        np.testing.assert_array_equal(gs["v(out)"][:], h)
+        assert t["error"].asstr()[0] == "" and f["decks/netlist"].asstr()[t["deck"][0]] == ok.netlist
+        assert t["analysis"].asstr()[0] == "tran 1n 1u" and t["wall_s"][0] == 0.01 and t["retries"][1] == 1
+        assert t["measure/freq"][0] == ok.measurements["freq"] and np.isnan(t["measure/duty"][0])
+        # the time axis is stored once in /axes; the other vectors ragged with offsets
+        axis = t["axis"][0]
+        a = f["axes"]
+        assert a["name"].asstr()[axis] == "time" and a["unit"].asstr()[axis] == "s"
+        np.testing.assert_array_equal(a["data"][a["offset"][axis]:a["offset"][axis] + a["length"][axis]],
+                                      ok.vectors["time"])
+        for name in ("v(out)", "i(vdd)"):
+            g = f[f"vectors/{name}"]
+            assert g["data"].dtype == (np.complex128 if name == "v(out)" else np.float64)
+            assert g.attrs["unit"] == ok.units[name] and g.attrs["name"] == name
+            o, n = g["offset"][0], g["length"][0]
+            np.testing.assert_array_equal(g["data"][o:o + n], ok.vectors[name])
+            assert g["length"][1] == -1  # the failed run has no vectors
+        assert t["status"].asstr()[1] == "failed" and t["error"].asstr()[1] == failed.error
+        gs = f["vectors/v(out)"]
+        assert gs["data"].dtype == np.complex128  # an ac run made the column complex; real runs kept exactly
+        o, n = gs["offset"][2], gs["length"][2]
+        np.testing.assert_array_equal(gs["data"][o:o + n], h)
         # only "/" (and "%") is escaped; the exact name is in the "name" attr
-        assert "i(x1%2Fm1)" in gs and gs["i(x1%2Fm1)"].attrs["name"] == "i(x1/m1)"
-        assert gs["i(x1%2Fm1)"].dtype == np.float64
-        assert gs["@m1[id]"].shape == () and gs["@m1[id]"][()] == 3e-9
-        assert gs["v(x1.n#2)"].attrs["unit"] == ""
+        assert "i(x1%2Fm1)" in f["vectors"] and f["vectors/i(x1%2Fm1)"].attrs["name"] == "i(x1/m1)"
+        assert f["vectors/v(x1.n#2)"].attrs["unit"] == ""
 
     back = {r.id: r for r in read_runs(path)}
     assert sorted(back) == ["p000000-c0000", "p000001-c0000", "p000002-c0001"]
     assert_same(back[ok.id], ok)
     assert_same(back[failed.id], failed)
     assert back[special.id].vectors["i(x1/m1)"].tolist() == [1.5, 2.5]
+    assert back[special.id].vectors["@m1[id]"].shape == () and back[special.id].vectors["@m1[id]"] == 3e-9
     assert_same(read_run(path, ok.id), ok)
     meta = {r.id: r for r in read_runs(path, load_vectors=False)}
     assert meta[ok.id].vectors == {} and meta[ok.id].params == ok.params and meta[failed.id].error == failed.error
@@ -185,25 +199,27 @@ def test_overwrite_refused_resume_skips_done_and_retries_failed(tmp_path: Path) 
         store.append(make_record("p1"))  # the retry succeeds and replaces the failed group
         store.append(make_record("p2"))
     with h5py.File(path, "r") as f:
-        assert sorted(f["runs"]) == ["p0", "p1", "p2"]
-        assert f["runs/p1"].attrs["status"] == "ok" and "error" not in f["runs/p1"].attrs
+        assert sorted(f["table/id"].asstr()[:]) == ["p0", "p1", "p2"]  # the retry replaced its row
+        status = dict(zip(f["table/id"].asstr()[:], f["table/status"].asstr()[:]))
+        assert status["p1"] == "ok"
     assert_same(read_run(path, "p1"), make_record("p1"))
     with RunStore(path, resume=True) as store:
         assert store.done_ids() == {"p0", "p1", "p2"}
 
 
-def test_gzip_shuffle_chunked_option_for_long_vectors(tmp_path: Path) -> None:
+def test_gzip_option_compresses_the_columns(tmp_path: Path) -> None:
     path = tmp_path / "z.h5"
     long = make_record("long", n=10_000)
     short = make_record("short", n=100)
-    with RunStore(path, compression="gzip", compress_min_len=4096) as store:
+    with RunStore(path, compression="gzip") as store:
         store.append(long)
         store.append(short)
     with h5py.File(path, "r") as f:
-        ds = f["runs/long/v(out)"]
-        assert ds.compression == "gzip" and ds.shuffle and ds.chunks is not None and ds.dtype == np.float64
-        assert f["runs/short/v(out)"].compression is None
+        ds = f["vectors/v(out)/data"]
+        assert ds.compression == "gzip" and ds.chunks is not None and ds.dtype == np.float64
+        assert f["table/measure/freq"].compression == "gzip"
     assert_same(read_run(path, "long"), long)
+    assert_same(read_run(path, "short"), short)
 
 
 def test_copy_cost_is_a_bounded_fraction_of_wall_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -252,7 +268,7 @@ def test_torn_journal_tail_is_ignored(tmp_path: Path, damage: str) -> None:
     path = tmp_path / "j.h5"
     recs = _abandoned_store(path, 3)
     with h5py.File(path, "r") as f:
-        assert len(f["runs"]) == 0  # nothing committed yet: everything is in the journal
+        assert int(f["table"].attrs["rows"]) == 0  # nothing committed yet: everything is in the journal
     jp = journal_path(path)
     data = bytearray(jp.read_bytes())
     if damage == "truncate":
@@ -311,14 +327,11 @@ CHILD_BODY = textwrap.dedent(
     store = st.RunStore(path, {"sweep": "kill-test"}, resume=True, commit_interval_s=interval,
                         max_commit_fraction=0.5, journal_fsync_s=0.05)
     if stage == "in_h5_write":
-        real = st._write_group
-        calls = []
+        real = st._Layout2.write
         def write(*a, **k):
             real(*a, **k)
-            calls.append(1)
-            if len(calls) == 2:
-                die()
-        st._write_group = write
+            die()  # the batch is written into the open copy, which is neither closed nor renamed
+        st._Layout2.write = write
     elif stage == "before_replace":
         os.replace = die
     elif stage == "after_replace":
@@ -365,7 +378,7 @@ def _err(path: Path, prefix: str) -> str:
 
 def _committed_ids(path: Path) -> set[str]:
     with h5py.File(path, "r") as f:  # must always open with plain h5py
-        return set(f["runs"])
+        return set(f["table/id"].asstr()[: int(f["table"].attrs["rows"])])
 
 
 def _check_recovered(path: Path, reported: list[str]) -> set[str]:
@@ -434,4 +447,135 @@ def test_sigkill_inside_commit(tmp_path: Path, stage: str) -> None:
     done = _check_recovered(path, sorted(base) + reported)
     assert done == base | set(reported) and not tmp.exists()
     with h5py.File(path, "r") as f:
-        assert len(f["runs"]) == 7  # replay after a kill between replace and truncate adds no duplicates
+        assert int(f["table"].attrs["rows"]) == 7  # replay after a kill between replace and truncate adds no duplicates
+
+
+# ------------------------------------------------------------------------------- layout 1, disk full, lock race
+
+
+def _write_layout1(path: Path) -> list[dict]:
+    """A layout-1 store written with plain h5py as the old writer did (one group per run, JSON attrs, parameters
+    as the sweep then stored them: strings such as "50k")."""
+    runs = []
+    with h5py.File(path, "w") as f:
+        f.attrs.update({"spicenet_version": "0.1.0", "ngspice_version": "ngspice-39", "created": "2026-11-01T00:00:00",
+                        "config": "{}", "store_layout": 1})
+        g = f.create_group("runs")
+        for p, r in enumerate(["50k", "100k", "200k"]):
+            for chip in range(2):
+                rid = f"p{p:05d}-c{chip:05d}"
+                value = 1e-3 * (p + 1) + 1e-6 * chip
+                run = g.create_group(rid)
+                run.attrs.update({"params": json.dumps({"r": r}), "seed": 1, "chip": chip, "process": "generic",
+                                  "status": "ok", "netlist": f"* r={r}\n.end\n",
+                                  "measurements": json.dumps({"iout": value}),
+                                  "extra": json.dumps({"analysis": "op", "wall_s": 0.001, "retries": []})})
+                ds = run.create_dataset("i(vout)", data=np.array([value]))
+                ds.attrs.update({"name": "i(vout)", "unit": "A"})
+                runs.append({"id": rid, "r": r, "chip": chip, "value": value})
+    return runs
+
+
+def test_layout1_store_still_reads(tmp_path: Path) -> None:
+    path = tmp_path / "v1.h5"
+    expected = _write_layout1(path)
+    back = {r.id: r for r in read_runs(path)}
+    assert sorted(back) == sorted(e["id"] for e in expected)
+    for e in expected:
+        assert back[e["id"]].vectors["i(vout)"].tolist() == [e["value"]] and back[e["id"]].params == {"r": e["r"]}
+    runs = spicenet.open_runs(path)
+    df = runs.table()
+    assert len(df) == 6 and df["r"].dtype == np.float64  # "50k" -> 50000.0: sorts as a number
+    assert list(df.sort_values("r")["r"].unique()) == [50e3, 100e3, 200e3]
+    da = runs.to_xarray("i(vout)")
+    assert da.dims == ("point", "chip") and list(da["r"].values) == [50e3, 100e3, 200e3]
+    for e in expected:
+        assert da.values[int(e["id"][1:6]), e["chip"]] == e["value"]
+
+
+def _enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_disk_full_in_journal_write_keeps_earlier_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import spicenet.store as st
+
+    path = tmp_path / "full.h5"
+    recs = [make_record(f"p{k}") for k in range(4)]
+    store = RunStore(path, commit_interval_s=1e9)
+    store.append_many(recs[:2])
+    real_write = os.write
+
+    def half_write(fd, data):  # the disk fills up in the middle of a record: a partial write, then ENOSPC
+        n = real_write(fd, bytes(data[: len(data) // 2]))
+        monkeypatch.setattr(st.os, "write", _enospc)
+        return n
+
+    monkeypatch.setattr(st.os, "write", half_write)
+    with pytest.raises(StoreError, match="cannot write its journal"):
+        store.append(recs[2])
+    monkeypatch.setattr(st.os, "write", real_write)
+    store.append(recs[3])  # space came back: the journal was cut back, so this record follows intact ones
+    store._abandon()  # as a kill would
+    with RunStore(path, resume=True) as again:  # no JournalWarning: no torn record in the middle
+        assert again.done_ids() == {"p0", "p1", "p3"}
+    for rec in (recs[0], recs[1], recs[3]):
+        assert_same(read_run(path, rec.id), rec)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full.h5"]
+
+
+def test_disk_full_in_commit_leaves_no_tmp_and_raises_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import spicenet.store as st
+
+    path = tmp_path / "full.h5"
+    recs = [make_record(f"p{k}") for k in range(3)]
+    before_files = None
+    with pytest.raises(RuntimeError, match="the sweep's own error") as info:
+        with RunStore(path, commit_interval_s=1e9) as store:
+            store.append_many(recs)
+            before_files = path.read_bytes()
+            monkeypatch.setattr(st._Layout2, "write", _enospc)  # the copy is written when the disk is full
+            raise RuntimeError("the sweep's own error")
+    # __exit__ tried to commit, failed, and did not chain a second error onto the first
+    assert info.value.__context__ is None and info.value.__cause__ is None
+    assert path.read_bytes() == before_files  # the live file untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full.h5", "full.h5.journal"]  # no .tmp left
+    with pytest.raises(StoreError, match="commit failed") as once:  # the lock was released; a resume while the
+        RunStore(path, resume=True)  # disk is still full fails with one error, and changes nothing
+    assert once.value.__suppress_context__  # one traceback: the OSError is not printed under it
+    assert path.read_bytes() == before_files
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full.h5", "full.h5.journal"]
+    monkeypatch.undo()
+    with RunStore(path, resume=True) as store3:  # space again: every record comes back from the journal
+        assert store3.done_ids() == {"p0", "p1", "p2"}
+    for rec in recs:
+        assert_same(read_run(path, rec.id), rec)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full.h5"]
+
+
+def test_lock_race_loser_keeps_the_winners_journal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loser saw no journal (so it thinks it created it), the winner created and locked it in between: the
+    loser must fail with 'in use' and leave the winner's journal alone (else a third writer could get in)."""
+    path = tmp_path / "race.h5"
+    winner = RunStore(path, commit_interval_s=1e9)
+    jp = journal_path(path)
+    real_exists = Path.exists
+    calls = {"n": 0}
+
+    def exists(self: Path) -> bool:
+        if self == jp and calls["n"] == 0:
+            calls["n"] += 1
+            return False  # the loser's look came before the winner's create
+        return real_exists(self)
+
+    monkeypatch.setattr(Path, "exists", exists)
+    with pytest.raises(StoreError, match="in use"):
+        RunStore(path, resume=True)
+    monkeypatch.undo()
+    assert calls["n"] == 1 and jp.exists()
+    with pytest.raises(StoreError, match="in use"):  # the lock still holds: no second writer
+        RunStore(path, resume=True)
+    winner.append(make_record("p0"))
+    winner.close()
+    assert_same(read_run(path, "p0"), make_record("p0"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["race.h5"]

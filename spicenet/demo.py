@@ -349,9 +349,9 @@ def _step(name: str, fn: Callable[[], dict[str, Any]], steps: list[dict[str, Any
 def _core_sweep(out: Path, quick: bool) -> dict[str, Any]:
     """Monte-Carlo (Pelgrom) .op sweep of the subthreshold current mirror at Iref = 1, 10, 100 nA; adds the spread
     sigma(ln(Iout / Iref)) over chips per Iref (subthreshold: ~ sigma(dVt) / (n V_T), independent of Iref)."""
-    import h5py
     import numpy as np
 
+    from spicenet.store import open_runs
     from spicenet.sweep import SweepConfig, run_sweep
 
     config = SweepConfig.from_dict({
@@ -362,11 +362,10 @@ def _core_sweep(out: Path, quick: bool) -> dict[str, Any]:
         stale.unlink(missing_ok=True)
     summary = run_sweep(config, path, workers=2, progress=True).as_dict()
     spread = {}
-    with h5py.File(path, "r") as f:
-        for iref, index in (("1n", 0), ("10n", 1), ("100n", 2)):
-            ratios = [np.log(-float(np.asarray(g["i(vout)"])[0]) / (float(iref[:-1]) * 1e-9))
-                      for name, g in f["runs"].items() if name.startswith(f"p{index:05d}")]
-            spread[iref] = round(float(np.std(ratios, ddof=1)), 4)
+    iout = open_runs(path).to_xarray("i(vout)")  # point x chip, the iref coordinate in A
+    for iref, index in (("1n", 0), ("10n", 1), ("100n", 2)):
+        ratios = np.log(-iout.values[index] / float(iout["iref"].values[index]))
+        spread[iref] = round(float(np.std(ratios[np.isfinite(ratios)], ddof=1)), 4)
     summary["sigma_ln_iout_over_iref"] = spread
     return summary
 

@@ -229,6 +229,15 @@ def _check_int(value: Any, what: str, lo: int, hi: int) -> int:
     return value
 
 
+_PLAIN = (float, int, str, bool, type(None))
+
+
+def _str_map(mapping: dict[Any, Any]) -> dict[str, str]:
+    if all(type(k) is str and type(v) is str for k, v in mapping.items()):
+        return dict(mapping)
+    return {str(k): str(v) for k, v in mapping.items()}
+
+
 def _validate(record: RunRecord) -> RunRecord:
     """Checks a record and returns a normalised copy (numpy scalars -> Python, float arrays -> float64)."""
     rid = record.id
@@ -251,10 +260,13 @@ def _validate(record: RunRecord) -> RunRecord:
         raise ValueError(f"record {rid}: netlist must be a string, got {type(record.netlist).__name__}")
     seed = _check_int(record.seed, f"record {rid}: seed", 0, 2**63 - 1)
     chip = _check_int(record.chip, f"record {rid}: chip", -1, 2**63 - 1)
-    params = {str(k): _json_scalar(v, f"record {rid}: param {k!r}") for k, v in record.params.items()}
+    # (the error text is built only on the slow path: an f-string per value costs more than the check)
+    params = {str(k): v if type(v) in _PLAIN else _json_scalar(v, f"record {rid}: param {k!r}")
+              for k, v in record.params.items()}
     measurements = {}
     for k, v in record.measurements.items():
-        v = _json_scalar(v, f"record {rid}: measurement {k!r}")
+        if type(v) is not float:
+            v = _json_scalar(v, f"record {rid}: measurement {k!r}")
         if isinstance(v, str) or v is None:
             raise ValueError(f"record {rid}: measurement {k!r} must be a number, got {v!r}")
         measurements[str(k)] = float(v)
@@ -271,10 +283,9 @@ def _validate(record: RunRecord) -> RunRecord:
         if not isinstance(unit, str):
             raise ValueError(f"record {rid}: unit of {name!r} must be a string, got {unit!r}")
         units[name] = unit
-    try:
-        attrs = json.loads(json.dumps(record.attrs))
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"record {rid}: attrs must be JSON-able ({exc})") from None
+    if not isinstance(record.attrs, dict):
+        raise ValueError(f"record {rid}: attrs must be a dict (JSON-able), got {type(record.attrs).__name__}")
+    attrs = dict(record.attrs)  # JSON-ability is checked where they are journaled (as JSON), once
     return RunRecord(
         id=rid,
         params=params,
@@ -288,10 +299,10 @@ def _validate(record: RunRecord) -> RunRecord:
         units={n: units.get(n, "") for n in vectors},
         measurements=measurements,
         attrs=attrs,
-        point=None if record.point is None else _check_int(record.point, f"record {rid}: point", 0, 2**62),
-        param_units={str(k): str(v) for k, v in record.param_units.items()},
-        measurement_units={str(k): str(v) for k, v in record.measurement_units.items()},
-        alters=tuple(str(c) for c in record.alters),
+        point=None if record.point is None else _check_int(record.point, "record point", 0, 2**62),
+        param_units=_str_map(record.param_units),
+        measurement_units=_str_map(record.measurement_units),
+        alters=tuple(record.alters) if all(type(c) is str for c in record.alters) else tuple(map(str, record.alters)),
         scale=record.scale if record.scale in vectors else next((n for n in _SCALES if n in vectors), None),
     )
 
@@ -621,6 +632,19 @@ def _axis_key(name: str, arr: np.ndarray) -> tuple[str, bytes]:
     return name, hashlib.blake2b(arr.dtype.str.encode() + arr.tobytes(), digest_size=16).digest()
 
 
+@functools.lru_cache(maxsize=4096)
+def _extra_cached(items: tuple) -> str:
+    return json.dumps(dict(items), sort_keys=True)
+
+
+def _extra_text(attrs: dict[str, Any]) -> str:
+    """JSON text of a run's other attrs; the same few dicts ({mode, noise_seed}) repeat over runs: cached."""
+    try:
+        return _extra_cached(tuple(sorted(attrs.items())))
+    except TypeError:  # unhashable values (lists, dicts)
+        return json.dumps(attrs, sort_keys=True)
+
+
 class _Layout2:
     """In-memory index of a layout-2 file (id -> row, netlist -> deck, axis hash -> axis) and the batch writer."""
 
@@ -743,7 +767,7 @@ class _Layout2:
             base["deck"].append(deck_of[k])
             base["axis"].append(axis_of[k])
             base["alters"].append("\n".join(rec.alters))
-            extras.append(json.dumps(attrs, sort_keys=True) if attrs else "")
+            extras.append(_extra_text(attrs) if attrs else "")
         base["extra"] = extras
         for name, (kind, _) in _COLUMNS.items():
             ds = table[name]
@@ -901,8 +925,8 @@ class _V2Reader:
                     params[k] = v
             elif not np.isnan(v):
                 params[k] = float(v)
-        measurements = {k: float(v[row]) for k, v in self.measure_values.items()}
         status = str(c["status"][row])
+        measurements = {k: float(v[row]) for k, v in self.measure_values.items()} if status != "failed" else {}
         return RunRecord(
             id=str(c["id"][row]), params=params, seed=int(c["seed"][row]), chip=int(c["chip"][row]),
             process=str(c["process"][row]), status=status, error=str(c["error"][row]) if status != "ok" else None,
@@ -1181,9 +1205,14 @@ class RunStore:
         if not recs:
             return
         blobs = []
+        last = self._journal_netlist
         for rec in recs:
-            blobs.append(_record_to_journal(rec, netlist_known=rec.netlist == self._journal_netlist))
-            self._journal_netlist = rec.netlist
+            try:
+                blobs.append(_record_to_journal(rec, netlist_known=rec.netlist == last))
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"record {rec.id}: attrs must be JSON-able ({exc})") from None
+            last = rec.netlist
+        self._journal_netlist = last
         try:
             self._journal_write(b"".join(blobs))
         except StoreError:

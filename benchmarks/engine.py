@@ -1,10 +1,11 @@
 """Engine throughput against raw ngspice shared-library loops, measured in one run. Prints one JSON object.
 
 - ``mc_ratio_vs_raw``: a 1,000-chip Pelgrom Monte-Carlo sweep of the 5-stage ring oscillator (a 5 ns transient per
-  chip, the output waveform stored) through ``spicenet sweep`` (planning, worker processes, HDF5 store) over a raw
-  loop (libngspice via PySpice: ``alter`` + ``tran`` + read the output vector) doing the same 1,000 transients in the
-  same number of processes. ``mc_op_*``: the same for the ``op`` of the subthreshold current mirror, where one solve
-  (~0.3 ms) costs less than storing its record in HDF5, so the store bounds the sweep.
+  chip, the output waveform stored) through ``spicenet sweep`` (planning, worker start-up, worker processes, the
+  columnar HDF5 store) over a raw loop (libngspice via PySpice: ``alter`` + ``tran`` + read the output vector) doing
+  the same 1,000 transients in the same number of already started processes. ``mc_op_*``: the same for the ``op``
+  of the subthreshold current mirror (~0.1-0.3 ms per solve), where the per-run cost of the worker pool (one
+  message per run, the engine's per-run ngspice commands) and of the store (~50-75 us per record) shows.
 - ``op_ratio_vs_raw``: the same for 1,000 ``.op`` solves of a 10-input resistor-diode network, inputs pushed with
   ``alter`` (sweep ``[inputs]`` table).
 - ``speedup_2_workers``: spicenet sweep wall time with 1 worker over 2 workers (the ring-oscillator MC sweep).

@@ -1,27 +1,41 @@
 """HDF5 store of simulation runs: crash-safe, resumable, readable with plain h5py.
 
-Layout (the DESIGN.md contract)
--------------------------------
+Layout 2 (the DESIGN.md contract; columnar, written by :class:`RunStore`)
+-------------------------------------------------------------------------
 root attrs
     ``spicenet_version``, ``ngspice_version`` (set with :meth:`RunStore.set_root_attrs`), ``created`` (ISO 8601,
-    UTC), ``config`` (the sweep/calibration config as JSON text), ``store_layout`` (= 1).
-``/runs/<id>`` (one group per simulated point)
-    attrs ``params`` (JSON text), ``seed`` (int), ``chip`` (int, -1 = nominal, no mismatch), ``process``,
-    ``status`` (``"ok"`` | ``"failed"``), ``error`` (text, only when failed), ``netlist`` (the exact rendered deck),
-    ``measurements`` (JSON text ``{name: float}``; NaN/inf written as the JSON extensions ``NaN``/``Infinity``
-    that Python's ``json.loads`` reads) and ``extra`` (JSON text of ``RunRecord.attrs``: analysis, wall_s,
-    retries, mode, ...).
-    datasets: one per vector, attrs ``name`` (the exact vector name) and ``unit`` (``"s"``, ``"V"``, ``"A"``,
-    ``"Hz"``, ``""``).
+    UTC), ``config`` (the sweep/calibration config as JSON text), ``store_layout`` (= 2) and ``layout`` (JSON text
+    describing every group below, so a file documents itself).
+``/table`` (attr ``rows`` = N): one row per run, every dataset a 1-D chunked column of length N
+    ``id``, ``point`` (grid point), ``chip`` (-1 = nominal), ``seed``, ``status`` (``ok`` | ``failed`` |
+    ``measure_failed``), ``error`` (``""`` when ok), ``analysis``, ``process``, ``wall_s``, ``retries`` (convergence
+    retry steps), ``deck`` (row of ``/decks``), ``axis`` (row of ``/axes``, -1: none), ``alters`` (the chip's
+    ``alter`` commands, one per line: its delta from the deck), ``extra`` (JSON of the other attrs, ``""`` if none);
+    ``params/<name>``: float64 in SI units with attr ``unit`` (text for values that are no numbers);
+    ``measure/<name>``: float64 with attr ``unit`` (NaN where it failed: status ``measure_failed``, ``error`` says
+    which and why).
+``/decks``: ``netlist``, ``process`` -- every distinct rendered deck once (once per point of a sweep).
+``/axes``: ``name``, ``unit``, ``offset``, ``length``, ``hash`` and ``data`` -- every distinct scale vector
+    (``time``, ``frequency``, ``v-sweep``) once; runs that share one (``op``/``dc``/``ac``, a fixed-step ``tran``)
+    point at the same row.
+``/vectors/<name>``: attrs ``name``, ``unit``, ``scalar``; ``data`` (the values of every run concatenated, float64
+    or complex128 once any run's is complex), ``offset`` and ``length`` (per table row; length -1: no such vector).
 
-Dataset names. HDF5 treats only ``/`` as special inside a link name (``.`` alone means "this group"); ``(``, ``)``,
-``#``, ``[``, ``@``, ``:``, spaces and a leading ``.`` are all accepted by h5py 3 (checked). So a vector name is used
-verbatim as its dataset name -- a plain reader finds ``f["runs/p000001-c0000/v(out)"]`` -- except that ``%`` is
-written ``%25``, ``/`` is written ``%2F`` and a name that is exactly ``.`` or ``..`` is written ``%2E``/``%2E%2E``
-(reversible percent-escaping). The exact name is always kept in the dataset's ``name`` attr, which readers should
-prefer. Floating vectors are stored as float64, complex ones (ac) as complex128 (h5py's compound ``r``/``i``),
-integer/bool vectors keep their dtype. With ``compression="gzip"`` vectors of at least ``compress_min_len``
-elements are stored chunked with the shuffle filter and gzip.
+So run ``k``'s ``v(out)`` is ``data[offset[k]:offset[k] + length[k]]`` and its time axis
+``axes/data[axes/offset[a]:...]`` with ``a = table/axis[k]``; :func:`spicenet.open_runs` does this for you (a
+pandas table, xarray arrays). A record whose id is already stored replaces its row (a failed point retried on
+resume). Writes are batched: one journal write per :meth:`RunStore.append_many`, a few HDF5 operations per column
+per commit (not per run).
+
+Layout 1 (read, and still appended to when resuming an old file): one group ``/runs/<id>`` per run with attrs
+``params``/``measurements``/``extra`` (JSON text), ``seed``, ``chip``, ``process``, ``status``, ``error``,
+``netlist`` and one dataset per vector with attrs ``name`` and ``unit``.
+
+Names. HDF5 treats only ``/`` as special inside a link name, so a vector or parameter name is used verbatim as
+its group/dataset name -- ``f["vectors/v(out)"]`` -- except that ``%`` is written ``%25``, ``/`` is written ``%2F``
+and a name that is exactly ``.`` or ``..`` is written ``%2E``/``%2E%2E`` (reversible); the exact name is kept in
+the ``name`` attr. Vectors are 0-d or 1-d; real ones are stored as float64. ``compression="gzip"``/``"lzf"``
+compresses the numeric columns and vector data.
 
 Durability: why a journal plus copy-on-commit
 ----------------------------------------------
@@ -45,18 +59,17 @@ A SIGKILL at any moment therefore leaves a ``<file>`` that opens with plain h5py
 written by a closed h5py handle) holding every record of the last commit, and every appended record is in the file
 or in the journal. Replay is idempotent: the journal holds only records appended after the last completed
 commit, plus -- after a kill between ``os.replace`` and the truncation -- records that are already in the file;
-replaying "last write wins by id" rewrites those groups with identical content. A later record with an id already
-in the file (a failed point retried on resume) replaces the old group.
+replaying "last write wins by id" rewrites those rows with identical content. A later record with an id already
+in the file (a failed point retried on resume) replaces the old row.
 
 ``done_ids`` returns ids whose stored status is ``"ok"``; failed points are not "done", so a resumed sweep
 retries them and the new record replaces the failed one.
 
 Commit cost bound. A commit costs ``c = o + k * w``: a per-commit overhead ``o`` (copying the whole file, linear
 in its size -- measured 1.6 s per 100 MB on this busy shared VM -- plus opening/closing the copy, two fsyncs and
-the rename) and the writing of its ``k`` new records (``w`` ~ 1.3 ms per record of 3 short vectors measured here
-on a lightly loaded machine, ~70 us per HDF5 object; paid once per record whatever the batching, and about halved
-by writing groups/attrs/datasets with h5py's low-level API: 2.3 -> 1.3 ms). Only ``o`` is what batching must
-amortise. An automatic commit (triggered from ``append``) happens only when
+the rename) and the writing of its ``k`` new records (layout 2: ~20-25 us per ``.op`` record of 2 vectors and
+11 parameters, measured on the loaded 2-core machine, because each column is written once per commit; layout 1
+paid ~1.3 ms per record, one HDF5 object per attribute). Only ``o`` is what batching must amortise. An automatic commit (triggered from ``append``) happens only when
 ``max(commit_interval_s, o_prev * (1 - f) / f)`` seconds have passed since the previous commit ended, where
 ``o_prev`` is the measured overhead of the previous commit and ``f = max_commit_fraction`` (default 0.1). So the
 overhead takes at most about ``f`` of the wall time (exactly, if ``o`` did not grow between two commits; it grows

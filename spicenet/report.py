@@ -510,7 +510,8 @@ CHIP_SERIES: tuple[tuple[str, str, str, bool, str | None, str | None], ...] = (
      "test_accuracy_no_injection", None),
     ("validation", "spice.chips.[].tv_vs_exact", "SPICE chips: TV distance to exact", False, None, None),
     ("validation", "per_chip.[].spice_accuracy", "SPICE chips: test accuracy", True, "surrogate.accuracy", None),
-    ("validation", "gap.per_run.*.phase_nmse", "SPICE runs: phase NMSE vs surrogate", False, None, "goal.phase_nmse"),
+    ("validation", "gap.per_chip.*.pixel_mae", "SPICE chips: pixel MAE vs surrogate (same latents)", False, None,
+     None),
 )
 
 # confusion matrices C[true, predicted] (counts) a classifier run may store in metrics.json or its validation JSON
@@ -520,7 +521,7 @@ CONFUSION_KEYS: tuple[str, ...] = ("confusion_matrix", "surrogate.confusion_matr
 CHIP_ENERGY: tuple[tuple[str, str], ...] = (
     ("spice.chips.[].energy_per_sample_j", "J per sample"),
     ("per_chip.[].energy_per_inference_j", "J per inference"),
-    ("gap.per_run.*.energy_j", "J per image"),
+    ("gap.per_chip.*.energy_per_image_j", "J per image"),
 )
 
 

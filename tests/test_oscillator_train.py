@@ -194,10 +194,15 @@ def test_export_tiny_network_oscillates_and_binarises_under_shil(engine, surroga
 
 @pytest.mark.slow
 def test_validate_tiny_run(tiny_run) -> None:
-    """validate() on the tiny run (65 oscillators): report keys, energy within 10 % of N C E_cycle."""
+    """validate() on the tiny run (65 oscillators), 2 latents x (nominal + 1 chip): every image of both sides
+    counted, per-chip figures consistent with the overall ones, the SPICE energy within 10 % of N C E_cycle."""
     from spicenet.cells.oscillator.validation import validate
 
-    rep = validate(tiny_run["run_dir"], chips=1, quick=True, workers=2, seed=0)
-    assert set(rep) >= {"surrogate", "spice", "gap", "chips"}
-    assert rep["gap"]["phase_nmse"] < 0.1
-    assert abs(rep["gap"]["energy_ratio_spice_over_surrogate"] - 1) < 0.1
+    rep = validate(tiny_run["run_dir"], chips=1, quick=True, workers=2, seed=0, settings={"images": 2})
+    gap = rep["gap"]
+    assert gap["images"] == 4 and rep["chips"] == 2 and set(gap["per_chip"]) == {"nominal", "chip0"}
+    per = gap["per_chip"].values()
+    assert gap["pixel_mae"] == pytest.approx(sum(c["pixel_mae"] * c["images"] for c in per) / 4)
+    assert 0 <= gap["pixel_mae"] <= 1 and gap["readout_rms_rad"] <= math.pi
+    assert gap["fid_rel"] == pytest.approx(abs(rep["spice"]["fid"] - rep["surrogate"]["fid"]) / rep["surrogate"]["fid"])
+    assert abs(gap["energy_ratio_spice_over_surrogate"] - 1) < 0.1

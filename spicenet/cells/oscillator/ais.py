@@ -48,7 +48,8 @@ from spicenet.cells.oscillator.phase import (
 )
 from spicenet.cells.oscillator.schedule import PiecewiseSchedule, max_code, quantize_codes_ste
 
-__all__ = ["AISConfig", "grid_connectivity", "budget_codes", "node_code_load", "AISGenerator", "Critic", "gradient_penalty", "AISResult", "train_ais"]
+__all__ = ["AISConfig", "grid_connectivity", "budget_codes", "node_code_load", "AISGenerator", "Critic", "gradient_penalty", "AISResult", "train_ais",
+           "perturbed_chip", "fidelity_penalty"]
 
 ChipSampler = Callable[[torch.Generator], ChipMismatch]
 
@@ -84,10 +85,17 @@ class AISConfig:
     critic_hidden: int = 128
     seed: int = 0
     node_g_max_s: float = 0.0  # per-ring budget of total bank conductance [S] (0 = no budget)
+    # fidelity penalty (see ``fidelity_penalty``): weight (0 = off), latents per step and the model-error scales
+    fidelity_weight: float = 0.0  # weight of the mean squared pixel change under a model-error perturbation
+    fidelity_batch: int = 16  # latents per generator step for the penalty
+    fidelity_phase_std_rad: float = 0.05  # initial-phase error std [rad] (the .ic start error of a ring)
+    fidelity_detuning_std_rel: float = 1e-3  # per-ring frequency error std, relative to f0
+    fidelity_k_gain_std_rel: float = 0.05  # per-resistor coupling-gain error std (relative)
+    latch_periods: float = 0.0  # read-out latch after the horizon [periods of f0]: banks open, SHIL at shil_max
 
     def __post_init__(self) -> None:
         for key in ("height", "width", "n_segments", "n_steps", "batch_size", "iterations", "n_critic",
-                    "critic_hidden"):
+                    "critic_hidden", "fidelity_batch"):
             v = getattr(self, key)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{key} must be an int >= 1, got {v!r}")
@@ -97,7 +105,9 @@ class AISConfig:
             v = getattr(self, key)
             if not (math.isfinite(v) and v > 0):
                 raise ValueError(f"{key} must be > 0, got {v!r}")
-        for key in ("hidden_radius", "code_init_std", "f0_std_rel", "k_gain_std_rel", "gp_weight", "node_g_max_s"):
+        for key in ("latch_periods", "hidden_radius", "code_init_std", "f0_std_rel", "k_gain_std_rel", "gp_weight", "node_g_max_s",
+                    "fidelity_weight", "fidelity_phase_std_rad", "fidelity_detuning_std_rel",
+                    "fidelity_k_gain_std_rel"):
             v = getattr(self, key)
             if not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"{key} must be >= 0, got {v!r}")
@@ -208,7 +218,7 @@ class AISGenerator(nn.Module):
         self.codes_raw = nn.Parameter(raw.to(device, dtype))
         self.shil_raw = nn.Parameter(torch.zeros(s, n).to(device, dtype))
         self.bias_raw = nn.Parameter(torch.zeros(s, n).to(device, dtype))
-        self.t_end = config.periods / self.params.f0_hz
+        self.t_end = (config.periods + config.latch_periods) / self.params.f0_hz
         self.reference_index = n - 1 if config.reference else None
 
     # ------------------------------------------------------------------ schedules (what the hardware gets)
@@ -259,10 +269,20 @@ class AISGenerator(nn.Module):
         return self.config.bias_max * torch.tanh(self.bias_raw)
 
     def schedules(self) -> tuple[PiecewiseSchedule, PiecewiseSchedule, PiecewiseSchedule]:
-        """(codes [S,N,N], SHIL [S,N] rad/s, bias [S,N] rad/s) as piecewise schedules over ``t_end``."""
-        return (PiecewiseSchedule.uniform(self.code_matrices(), self.t_end),
-                PiecewiseSchedule.uniform(self.shil_rad_s(), self.t_end),
-                PiecewiseSchedule.uniform(self.bias_rad_s(), self.t_end))
+        """(codes [S,N,N], SHIL [S,N] rad/s, bias [S,N] rad/s) as piecewise schedules over ``t_end``: the
+        ``n_segments`` learned segments share ``periods / f0`` equally; with ``latch_periods`` > 0 a read-out latch
+        segment follows (every bank open, SHIL ``shil_max`` on every ring, no bias), in which each ring relaxes
+        alone to the nearer SHIL state, ``tan(phi(t)) = tan(phi(t_l)) exp(-2 L t)``: the image is held, and a
+        small phase error at the latch's start shrinks by ``exp(-2 L t_latch)`` unless it crosses pi/2."""
+        codes, shil, bias = self.code_matrices(), self.shil_rad_s(), self.bias_rad_s()
+        s = self.config.n_segments
+        dur = torch.full((s,), self.config.periods / self.params.f0_hz / s, dtype=torch.float64)
+        if self.config.latch_periods > 0:
+            codes = torch.cat((codes, torch.zeros_like(codes[:1])))
+            shil = torch.cat((shil, torch.full_like(shil[:1], self.config.shil_max)))
+            bias = torch.cat((bias, torch.zeros_like(bias[:1])))
+            dur = torch.cat((dur, torch.tensor([self.config.latch_periods / self.params.f0_hz], dtype=torch.float64)))
+        return PiecewiseSchedule(codes, dur), PiecewiseSchedule(shil, dur), PiecewiseSchedule(bias, dur)
 
     def export_state(self) -> dict:
         """Plain numpy description for export to a netlist: integer codes, schedules, mask, timing, params."""
@@ -357,6 +377,41 @@ class AISResult:
     wall_s: float = 0.0
 
 
+def perturbed_chip(chip: ChipMismatch | None, n: int, f0_hz: float, detuning_std_rel: float,
+                   k_gain_std_rel: float, generator: torch.Generator, device: torch.device | str = "cpu",
+                   dtype: torch.dtype = torch.float32) -> ChipMismatch:
+    """``chip`` (nominal when None) with a model error on top: detuning ``+ N(0, (detuning_std_rel f0)^2)`` [Hz] per
+    ring and coupling gains ``* (1 + N(0, k_gain_std_rel^2))`` per resistor (symmetric), drawn from ``generator``."""
+    base = chip if chip is not None else ChipMismatch.nominal(n, device=device, dtype=dtype)
+    err = sample_chip(n, f0_hz, detuning_std_rel, k_gain_std_rel, generator, device=device, dtype=dtype)
+    return ChipMismatch(base.detuning_hz.to(device, dtype) + err.detuning_hz,
+                        base.k_gain.to(device, dtype) * err.k_gain)
+
+
+def fidelity_penalty(gen: "AISGenerator", chip: ChipMismatch | None, generator: torch.Generator) -> Tensor:
+    """Mean squared pixel change of the generator under a random model error (differentiable).
+
+    A circuit is the surrogate plus an unknown model error: start phases off by ~0.01-0.05 rad (the ``.ic`` start),
+    couplings off by a few percent, rings detuned by a fraction of a permille. A generator whose end state is a
+    chaotic function of its inputs turns such errors into different images (measured on an untrained-for-fidelity
+    quick network: 0.01 rad of initial-phase error moved the read-out by 0.18 rad RMS). The penalty
+
+        P = E_{phi0, delta} mean_pixels (x(phi0; chip) - x(phi0 + delta_phi; chip + delta_chip))^2
+
+    with ``delta_phi ~ N(0, fidelity_phase_std_rad^2)`` and ``delta_chip`` from ``perturbed_chip`` (both runs
+    noise-free) makes the image a robust function of the latent, which is what a SPICE validation of single images
+    needs. It is added to the generator loss with weight ``fidelity_weight``.
+    """
+    c = gen.config
+    n = c.n_oscillators
+    phi = gen.sample_latent(c.fidelity_batch, generator)
+    pert = perturbed_chip(chip, n, gen.params.f0_hz, c.fidelity_detuning_std_rel, c.fidelity_k_gain_std_rel,
+                          generator, device=gen.network.device, dtype=gen.network.dtype)
+    dphi = c.fidelity_phase_std_rad * torch.randn(phi.shape, generator=generator, device=generator.device,
+                                                  dtype=phi.dtype).to(phi.device)
+    return ((gen(phi, chip, None) - gen(phi + dphi, pert, None)) ** 2).mean()
+
+
 def train_ais(data: Tensor, config: AISConfig, params: PhaseModelParams | None = None,
               chip_sampler: ChipSampler | None = None, device: torch.device | str = "cpu",
               progress: bool = True) -> AISResult:
@@ -383,6 +438,7 @@ def train_ais(data: Tensor, config: AISConfig, params: PhaseModelParams | None =
     g_latent = torch.Generator().manual_seed(config.seed + 2)
     g_chip = torch.Generator().manual_seed(config.seed + 3)
     g_gp = torch.Generator().manual_seed(config.seed + 4)
+    g_fid = torch.Generator().manual_seed(config.seed + 5)
     if chip_sampler is None and (config.f0_std_rel > 0 or config.k_gain_std_rel > 0):
         p = gen.params
         chip_sampler = lambda g: sample_chip(config.n_oscillators, p.f0_hz, config.f0_std_rel,  # noqa: E731
@@ -411,11 +467,15 @@ def train_ais(data: Tensor, config: AISConfig, params: PhaseModelParams | None =
             w_est = (d_real - d_fake).detach()
         fake = gen(gen.sample_latent(bsz, g_latent), chip, g_latent)
         loss_g = -critic(fake).mean()
+        fid_pen = torch.zeros(())
+        if config.fidelity_weight > 0:
+            fid_pen = fidelity_penalty(gen, chip, g_fid)
+            loss_g = loss_g + config.fidelity_weight * fid_pen
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
         rec = {"iteration": it, "loss_critic": float(loss_d.detach()), "loss_generator": float(loss_g.detach()),
-               "wasserstein": float(w_est)}
+               "wasserstein": float(w_est), "fidelity_penalty": float(fid_pen.detach())}
         history.append(rec)
         if progress:
             bar.set_postfix(w=f"{rec['wasserstein']:.3f}")

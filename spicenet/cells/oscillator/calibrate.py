@@ -96,6 +96,7 @@ class OscCalibrationConfig:
     load_probe_r: float = 100e3
     load_fraction: float = 0.4
     load_t_end: float = 60e-9
+    network: "NetworkRefinementConfig | None" = None
 
     def __post_init__(self) -> None:
         for name in ("load_g_s", "load_gain_g_s"):
@@ -134,9 +135,45 @@ class OscCalibrationConfig:
         return f"tran {s} {t_end:.6g} 0 {s} uic"
 
 
+@dataclass(frozen=True)
+class NetworkRefinementConfig:
+    """``[network]``: refine the load tables and H on SPICE trajectories of random networks (``sysid``).
+
+    networks: random networks simulated (0 = no refinement); latents: initial-phase draws per network;
+    height / width / n_hidden / n_segments / periods: the AIS architecture of the random networks (as trained);
+    code_std: std of the random signed codes (before the per-ring budget); node_g_max_s: per-ring conductance
+    budget [S]; shil_max / bias_max [rad/s]: SHIL strengths and biases are drawn uniformly in [0, shil_max] and
+    [-bias_max, bias_max]; window_s: shooting window [s]; iterations: Adam steps of the fit."""
+
+    networks: int = 0
+    latents: int = 2
+    height: int = 8
+    width: int = 8
+    n_hidden: int = 16
+    n_segments: int = 4
+    periods: float = 40.0
+    code_std: float = 4.0
+    node_g_max_s: float = 400e-6
+    shil_max: float = 3.0e8
+    bias_max: float = 1.0e8
+    window_s: float = 1.5e-9
+    iterations: int = 40
+
+    def __post_init__(self) -> None:
+        for k in ("networks", "latents", "height", "width", "n_hidden", "n_segments", "iterations"):
+            v = getattr(self, k)
+            if not isinstance(v, int) or isinstance(v, bool) or v < (0 if k in ("networks", "n_hidden") else 1):
+                raise ValueError(f"network.{k} must be an int >= {0 if k in ('networks', 'n_hidden') else 1}, "
+                                 f"got {v!r}")
+        for k in ("periods", "code_std", "node_g_max_s", "shil_max", "bias_max", "window_s"):
+            v = getattr(self, k)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"network.{k} must be a number > 0, got {v!r}")
+
+
 def parse_config(config: dict[str, Any]) -> OscCalibrationConfig:
     """TOML dict (sections ``ring``, ``free``, ``pair``, ``shil``, ``noise``, ``montecarlo``, ``bank``) -> config."""
-    known = {"ring", "sim", "free", "pair", "shil", "noise", "montecarlo", "bank", "load"}
+    known = {"ring", "sim", "free", "pair", "shil", "noise", "montecarlo", "bank", "load", "network"}
     unknown = set(config) - known
     if unknown:
         raise ValueError(f"config: unknown sections {sorted(unknown)} (known: {sorted(known)})")
@@ -168,6 +205,10 @@ def parse_config(config: dict[str, Any]) -> OscCalibrationConfig:
         if key in section:
             v = section[key]
             kw[attr] = tuple(float(x) for x in v) if isinstance(v, list) else v
+    if "network" in config:
+        from spicenet.families import dataclass_from_config
+
+        kw["network"] = dataclass_from_config(NetworkRefinementConfig, dict(config["network"]), "[network]")
     return OscCalibrationConfig(**kw)
 
 
@@ -746,9 +787,103 @@ def calibrate_oscillator(config: dict[str, Any], *, process: str = "generic", qu
     if lgain is not None:
         fit["phase_model_params"].update({"load_gain_g_s": [float(v) for v in lgain["g"]],
                                           "load_k_gain": [float(v) for v in lgain["gain"]]})
+    if cfg.network is not None and cfg.network.networks > 0:
+        refined, report = _network_refinement(cfg, process, fit, shil, workers, seed)
+        fit["network_refinement"] = report
+        fit["phase_model_params"] = refined
     _save(output, cfg, process, fit, free, pfit, shil, noise, mc, config, lfreq, lgain)
     plots = _plots(output, cfg, free, rows, pfit, checks, shil, noise, mc, lfreq, lgain)
     return {"output": str(output), "fit": fit, "plots": [str(p) for p in plots]}
+
+
+def _network_refinement(cfg: OscCalibrationConfig, process: str, fit: dict[str, Any], shil: dict[str, Any],
+                        workers: int, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Simulate ``cfg.network.networks`` random AIS-shaped networks (random signed codes within the per-ring
+    budget, random SHIL and bias schedules, ``latents`` random start phases each) exported like a trained network,
+    read their phases (differential read-out) and refine the phase model on them (``sysid.fit_network_model``).
+    Returns the refined ``phase_model_params`` mapping and a report (shooting RMS before / after, runs, wall)."""
+    import dataclasses
+    import time
+
+    import torch
+
+    from spicenet.cells.oscillator.ais import AISConfig, AISGenerator
+    from spicenet.cells.oscillator.export import HardwareMap, analysis_for, network_spec, spice_readout_phases
+    from spicenet.cells.oscillator.netlist import deck, network_netlist
+    from spicenet.cells.oscillator.phase import PhaseModelParams
+    from spicenet.cells.oscillator.schedule import PiecewiseSchedule
+    from spicenet.cells.oscillator.sysid import NetworkTrajectory, fit_network_model
+    from spicenet.spice.job import RunSpec
+
+    t0 = time.perf_counter()
+    nc = cfg.network
+    params = PhaseModelParams.from_dict(fit["phase_model_params"])
+    hw = HardwareMap(cfg.ring, cfg.r_lsb, shil["f_inj"], fit["shil_strength"], fit["shil_phase_rad"],
+                     fit["df_dvdd_hz_per_v"], cfg.step_s)
+    data, meta = [], []
+    jobs = []
+    with Engine(mode="shared", workers=max(1, int(workers)), timeout_s=3600) as engine:
+        for k in range(nc.networks):
+            acfg = AISConfig(height=nc.height, width=nc.width, n_hidden=nc.n_hidden, n_segments=nc.n_segments,
+                             periods=nc.periods, code_init_std=nc.code_std, shil_max=nc.shil_max,
+                             bias_max=nc.bias_max, node_g_max_s=nc.node_g_max_s, n_bits=cfg.n_bits,
+                             seed=int(seed) * 1000 + k, noise=False)
+            gen = AISGenerator(acfg, params, dtype=torch.float64)
+            g = torch.Generator().manual_seed(int(seed) * 1000 + k)
+            with torch.no_grad():
+                gen.codes_raw.copy_(nc.code_std * torch.randn(gen.codes_raw.shape, generator=g, dtype=torch.float64))
+                gen.shil_raw.copy_(4 * torch.rand(gen.shil_raw.shape, generator=g, dtype=torch.float64) - 2)
+                gen.bias_raw.copy_(2 * torch.rand(gen.bias_raw.shape, generator=g, dtype=torch.float64) - 1)
+            state = gen.export_state()
+            phi0 = gen.sample_latent(nc.latents, g).numpy()
+            analysis, _ = analysis_for(gen.t_end, hw)
+            save = tuple(f"v(o{i}{r}0)" for i in range(acfg.n_oscillators) for r in "pn")
+            for b in range(nc.latents):
+                d = deck(network_netlist(network_spec(state, phi0[b], hw), process=process,
+                                         title=f"spicenet refinement network {k} latent {b}"), process)
+                jobs.append(engine.job(d, [RunSpec(id=f"net{k}_{b}", analysis=analysis, save=save)]))
+            meta.append((gen, phi0))
+        out = _run_jobs_plain(engine, jobs, "network refinement: networks in ngspice")
+    failed = {}
+    for k, (gen, phi0) in enumerate(meta):
+        times = np.linspace(0.0, gen.t_end, 201)[1:]
+        phases = []
+        for b in range(nc.latents):
+            res = out.get(f"net{k}_{b}")
+            if res is None or isinstance(res, Exception):
+                failed[f"net{k}_{b}"] = str(res)[:300]
+                continue
+            try:
+                phases.append(spice_readout_phases(res, gen.config.n_oscillators, times, hw.f_inj_hz, phi0[b]))
+            except ValueError as exc:
+                failed[f"net{k}_{b}"] = str(exc)
+        if phases:
+            k_s, l_s, b_s = gen.schedules()
+            det = lambda s: PiecewiseSchedule(s.values.detach().double(), s.durations)  # noqa: E731
+            data.append(NetworkTrajectory(det(k_s), det(l_s), det(b_s), gen.network.mask.double(), times,
+                                          np.stack(phases)))
+    if not data:
+        raise ValueError(f"network refinement: every SPICE run failed: {failed}")
+    refined, rep = fit_network_model(params, data, window_s=nc.window_s, every_s=nc.window_s,
+                                    iterations=nc.iterations, progress=True)
+    pm = dict(fit["phase_model_params"])
+    pm["h_harmonics"] = {"sin": list(refined.h_sin), "cos": list(refined.h_cos)}
+    k = len(refined.load_g_s)
+    pm["load_df_hz"] = [list(refined.load_df_hz[i * k:(i + 1) * k]) for i in range(k)]
+    pm["load_k_gain"] = list(refined.load_k_gain)
+    report = {**rep.as_dict(), "networks": len(data), "runs": int(sum(d.phases.shape[0] for d in data)),
+              "failed": failed, "wall_s": time.perf_counter() - t0,
+              "h_harmonics_pairs": fit["h_harmonics"], "load_k_gain_pairs": fit.get("load", {}).get("k_gain")}
+    return pm, report
+
+
+def _run_jobs_plain(engine: Engine, jobs: list, desc: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    with _progress(sum(len(j.runs) for j in jobs), desc) as bar:
+        for rid, res in engine.run(jobs):
+            out[rid] = res
+            bar.update(1)
+    return out
 
 
 def _save(output: Path, cfg: OscCalibrationConfig, process: str, fit: dict[str, Any], free, pfit, shil, noise, mc,

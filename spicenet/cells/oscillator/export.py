@@ -13,7 +13,8 @@ Mapping (the calibrated constants come from the surrogate file that the run was 
   optionally pre-corrected for the start-up phase error of that waveform (``ic_offset_table``: measured once
   per validation on free rings; it is periodic in the phase with period pi / n_stages and ~0.1-0.2 rad).
 
-Phases back from SPICE (``spice_phase``): rising mid-supply crossings of ``o<i>p0`` are carrier phase ``2 pi m``;
+Phases back from SPICE (``spice_readout_phases``: the differential ``p0 - n0`` read-out of every ring, the
+calibration's own phase definition; ``spice_phase``: any single waveform): rising mid-supply crossings of ``o<i>p0`` are carrier phase ``2 pi m``;
 in the rotating frame of ``f_ref`` (the surrogate's f0) ``phi(t_k) = 2 pi (k + m0) - 2 pi f_ref t_k``, linear in
 between; the integer ``m0`` is the one that puts the first crossing nearest the initial phase.
 """
@@ -32,7 +33,7 @@ from spicenet.cells.oscillator import measure as om
 from spicenet.cells.oscillator.netlist import NetworkSpec, RingSpec
 
 __all__ = ["HardwareMap", "hardware_map", "network_spec", "spice_phase", "analysis_for", "ic_offset_table",
-           "corrected_ic_phases"]
+           "corrected_ic_phases", "spice_readout_phases"]
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,24 @@ def spice_phase(t: np.ndarray, v: np.ndarray, t_grid: np.ndarray, f_ref_hz: floa
     th = np.interp(tg, tc, carrier)
     out = th - 2 * math.pi * f_ref_hz * tg
     out[(tg < tc[0]) | (tg > tc[-1])] = np.nan
+    return out
+
+
+def spice_readout_phases(result: Any, n: int, t_grid: np.ndarray, f_ref_hz: float, phi0: np.ndarray) -> np.ndarray:
+    """Phases [T, N] (rad, unwrapped, frame rotating at ``f_ref_hz``) of every ring at ``t_grid`` [s] from the
+    differential read-out ``v(o<i>p0) - v(o<i>n0)`` (NaN outside the first..last crossing); ``phi0`` [N] (the
+    requested initial phases) fixes the 2 pi ambiguity of each ring."""
+    t = np.asarray(result["time"], float)
+    out = np.empty((len(t_grid), n))
+    for i in range(n):
+        tc = om.rising_crossings(t, om.osc_signal(result, i), 0.0, 0.0)
+        if tc.size < 2:
+            raise ValueError(f"ring {i}: fewer than 2 rising crossings (it does not oscillate)")
+        m0 = round((float(phi0[i]) + 2 * math.pi * f_ref_hz * tc[0]) / (2 * math.pi))
+        th = np.interp(t_grid, tc, 2 * math.pi * (np.arange(tc.size) + m0))
+        ph = th - 2 * math.pi * f_ref_hz * np.asarray(t_grid, float)
+        ph[(t_grid < tc[0]) | (t_grid > tc[-1])] = np.nan
+        out[:, i] = ph
     return out
 
 

@@ -32,11 +32,10 @@ def train(config: dict[str, Any], *, surrogate: Path, quick: bool, run_dir: Path
 
 def validate(run_dir: Path, *, chips: int | None, quick: bool, workers: int, seed: int,
              settings: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Export the trained network to a netlist and compare ngspice phases with the surrogate on fresh chips (see
-    :func:`spicenet.cells.oscillator.validation.validate`)."""
+    """Generate images with the exported network in ngspice and with the surrogate on the same latents and chips,
+    and compare them (pixel MAE, read-out error, FID of both sides; see
+    :func:`spicenet.cells.oscillator.validation.validate`). ``settings`` replaces fields of
+    ``AISValidationConfig``."""
     from spicenet.cells.oscillator.validation import validate as validate_ais
-    from spicenet.families import no_settings
 
-    no_settings("oscillator", settings)
-
-    return validate_ais(run_dir, chips=chips, quick=quick, workers=workers, seed=seed)
+    return validate_ais(run_dir, chips=chips, quick=quick, workers=workers, seed=seed, settings=settings)

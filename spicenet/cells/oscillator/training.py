@@ -49,9 +49,11 @@ DEFAULT_F0_STD_REL = 0.007  # relative f0 spread of the generic ring (Pelgrom MC
 DEFAULT_K_GAIN_STD_REL = 0.015  # relative coupling-gain spread
 
 _AIS_MODEL_KEYS = ("n_hidden", "n_segments", "periods", "n_steps", "radius", "hidden_radius", "extra_density",
-                   "reference", "n_bits", "code_init_std", "shil_max", "bias_max", "noise", "node_g_max_s")
+                   "reference", "n_bits", "code_init_std", "shil_max", "bias_max", "noise", "node_g_max_s",
+                   "latch_periods")
 _AIS_TRAIN_KEYS = ("batch_size", "iterations", "n_critic", "gp_weight", "lr_codes", "lr_analog", "lr_critic",
-                   "critic_hidden")
+                   "critic_hidden", "fidelity_weight", "fidelity_batch", "fidelity_phase_std_rad",
+                   "fidelity_detuning_std_rel", "fidelity_k_gain_std_rel")
 
 
 @dataclasses.dataclass
@@ -287,7 +289,7 @@ def train(config: dict[str, Any], *, surrogate: Path | str | None, quick: bool =
     run.save_sample_grid(reference[:64], name="samples_real.png")
     run.plot_metrics(keys=["loss_critic", "loss_generator", "wasserstein"], name="loss_curves.png")
 
-    energy = oscillator_energy(info.energy_per_cycle_j, n, float(cfg.periods))
+    energy = oscillator_energy(info.energy_per_cycle_j, n, float(cfg.periods + cfg.latch_periods))
     arr = np.asarray(chip_vals)
     metrics = {
         key: float(nominal[key]),

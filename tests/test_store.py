@@ -579,3 +579,54 @@ def test_lock_race_loser_keeps_the_winners_journal(tmp_path: Path, monkeypatch: 
     winner.close()
     assert_same(read_run(path, "p0"), make_record("p0"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["race.h5"]
+
+
+def _wave_record(rid: str, point: int, chip: int, t: np.ndarray, tau: float) -> RunRecord:
+    return RunRecord(id=rid, params={"tau": tau}, seed=1, chip=chip, process="generic", status="ok", error=None,
+                     netlist=f"* point {point}\n.end\n", vectors={"time": t, "v(out)": 1.0 - np.exp(-t / tau)},
+                     units={"time": "s", "v(out)": "V"}, attrs={"analysis": "tran 1n 1u", "wall_s": 0.0},
+                     point=point, param_units={"tau": "s"}, scale="time")
+
+
+def test_to_xarray_shared_axis_and_grid_interpolation(tmp_path: Path) -> None:
+    """Runs on one time grid: dims point x chip x time, the axis stored once. Runs with their own time points:
+    refused without grid, interpolated onto grid (checked against the analytic exponential at the grid points)."""
+    shared = tmp_path / "shared.h5"
+    t = np.linspace(0, 1e-6, 101)
+    with RunStore(shared) as store:
+        store.append_many([_wave_record(f"p{p:05d}-c{c:05d}", p, c, t, tau) for p, tau in enumerate((1e-7, 3e-7))
+                           for c in range(3)])
+    with h5py.File(shared, "r") as f:
+        assert len(f["axes/name"]) == 1 and f["axes/data"].shape == (101,)  # 6 runs, one time axis
+    da = spicenet.open_runs(shared).to_xarray("v(out)")
+    assert da.dims == ("point", "chip", "time") and da.shape == (2, 3, 101)
+    np.testing.assert_array_equal(da["time"].values, t)
+    assert list(da["tau"].values) == [1e-7, 3e-7] and da["tau"].attrs["unit"] == "s"
+    np.testing.assert_allclose(da.values[1, 2], 1.0 - np.exp(-t / 3e-7), rtol=0, atol=0)
+
+    ragged = tmp_path / "ragged.h5"
+    rng = np.random.default_rng(5)
+    with RunStore(ragged) as store:
+        for p, tau in enumerate((1e-7, 3e-7)):
+            for c in range(2):
+                own = np.sort(np.r_[0.0, rng.uniform(0, 1e-6, 400), 1e-6])  # a variable-step transient
+                store.append(_wave_record(f"p{p:05d}-c{c:05d}", p, c, own, tau))
+    runs = spicenet.open_runs(ragged)
+    with pytest.raises(ValueError, match="grid"):
+        runs.to_xarray("v(out)")
+    grid = np.linspace(0, 1e-6, 11)
+    da = runs.to_xarray("v(out)", grid=grid)
+    assert da.dims == ("point", "chip", "time") and da.shape == (2, 2, 11)
+    for p, tau in enumerate((1e-7, 3e-7)):
+        np.testing.assert_allclose(da.values[p], np.broadcast_to(1.0 - np.exp(-grid / tau), (2, 11)), atol=2e-3)
+
+
+def test_resume_of_a_layout1_store_appends_layout1_groups(tmp_path: Path) -> None:
+    path = tmp_path / "v1.h5"
+    _write_layout1(path)
+    with RunStore(path, resume=True) as store:
+        assert len(store.done_ids()) == 6
+        store.append(make_record("p00009-c00000"))
+    with h5py.File(path, "r") as f:
+        assert f.attrs["store_layout"] == 1 and len(f["runs"]) == 7 and "table" not in f
+    assert_same(read_run(path, "p00009-c00000"), make_record("p00009-c00000"))

@@ -192,3 +192,25 @@ def test_bad_config_key_is_named(tmp_path):
     with pytest.raises(Exception, match="parameter 'r'"):
         run_sweep(SweepConfig.from_toml(path), tmp_path / "x.h5", progress=False)
     assert not (tmp_path / "x.h5").exists()  # rejected before anything ran or was written
+
+
+def test_inputs_sweep_to_xarray_has_an_input_dim(tmp_path):
+    """[inputs] rows pushed by alter: to_xarray gives point x input x chip, each value the divider's own output
+    (v(b) = v1 * r2 / (r1 + r2) = v1 / 4), and the table holds the input source values as float columns."""
+    from spicenet import open_runs
+
+    deck = tmp_path / "div.cir"
+    deck.write_text("divider\nv1 a 0 dc 0\nr1 a b 3k\nr2 b 0 1k\n.end\n")
+    rows = np.random.default_rng(11).uniform(-2, 2, (5, 1))
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(f'netlist = "{deck.name}"\nanalysis = "op"\nsave = ["v(b)"]\n'
+                   f'[inputs]\nsources = ["v1"]\nrows = {rows.tolist()}\n')
+    summary = run_sweep(SweepConfig.from_toml(cfg), tmp_path / "in.h5", progress=False)
+    assert summary.done == 5
+    runs = open_runs(tmp_path / "in.h5")
+    da = runs.to_xarray("v(b)")
+    assert da.dims == ("point", "input", "chip") and da.shape == (1, 5, 1)
+    np.testing.assert_allclose(da.values[0, :, 0], rows[:, 0] / 4, rtol=1e-9, atol=1e-12)
+    df = runs.table().sort_values("input_row")
+    np.testing.assert_array_equal(df["v1"].to_numpy(), rows[:, 0])
+    assert df.attrs["units"]["v1"] == "V"

@@ -9,8 +9,10 @@ root attrs
 ``/table`` (attr ``rows`` = N): one row per run, every dataset a 1-D chunked column of length N
     ``id``, ``point`` (grid point), ``chip`` (-1 = nominal), ``seed``, ``status`` (``ok`` | ``failed`` |
     ``measure_failed``), ``error`` (``""`` when ok), ``analysis``, ``process``, ``wall_s``, ``retries`` (convergence
-    retry steps), ``deck`` (row of ``/decks``), ``axis`` (row of ``/axes``, -1: none), ``alters`` (the chip's
-    ``alter`` commands, one per line: its delta from the deck), ``extra`` (JSON of the other attrs, ``""`` if none);
+    retry steps), ``deck`` (row of ``/decks``), ``axis`` (row of ``/axes``, -1: none), ``alter_values`` (N x K
+    float64: the chip's delta from the deck, ``alter <target> = <value>`` with the K targets such as
+    ``alter xm1 delvto`` in ``/alters/target``; NaN: not altered), ``alters`` (any other alter command as text),
+    ``extra`` (JSON of the other attrs, ``""`` if none);
     ``params/<name>``: float64 in SI units with attr ``unit`` (text for values that are no numbers);
     ``measure/<name>``: float64 with attr ``unit`` (NaN where it failed: status ``measure_failed``, ``error`` says
     which and why).
@@ -578,7 +580,8 @@ _LAYOUT_DOC = {
     "table": "/table: one row per run, every dataset of the group (and of its subgroups) is a column of the same "
              "length (attr 'rows'): id, point, chip, seed, status (ok | failed | measure_failed), error, analysis, "
              "process, wall_s, retries (convergence retry steps), deck (row of /decks), axis (row of /axes, -1: none), "
-             "alters (the chip's alter commands, one per line), extra (JSON of other attrs)",
+             "alter_values (N x targets: the chip's 'alter <target> = <value>' deltas, NaN: none; targets in "
+             "/alters/target), alters (other alter commands as text, one per line), extra (JSON of other attrs)",
     "params": "/table/params/<name>: one column per parameter, float64 in SI units (attr 'unit'), or text",
     "measure": "/table/measure/<name>: one column per measurement, float64 (attr 'unit'); NaN where it failed "
                "(status measure_failed, error says why)",
@@ -658,6 +661,18 @@ def _extra_text(attrs: dict[str, Any]) -> str:
         return json.dumps(attrs, sort_keys=True)
 
 
+def _split_alters(commands: tuple[str, ...]) -> tuple[list[tuple[str, float]], list[str]]:
+    """``alter <device> [<param>] = <number>`` commands as (target, value) pairs; anything else stays text."""
+    numeric, text = [], []
+    for command in commands:
+        target, sep, value = command.rpartition("=")
+        try:
+            numeric.append((" ".join(target.split()), float(value))) if sep and target.strip() else text.append(command)
+        except ValueError:
+            text.append(command)
+    return numeric, text
+
+
 class _Layout2:
     """In-memory index of a layout-2 file (id -> row, netlist -> deck, axis hash -> axis) and the batch writer."""
 
@@ -666,6 +681,7 @@ class _Layout2:
         self.n = 0
         self.decks: dict[str, int] = {}
         self.axes: dict[tuple[str, bytes], int] = {}
+        self.targets: dict[str, int] = {}
 
     @staticmethod
     def create(f: h5py.File) -> None:
@@ -685,6 +701,7 @@ class _Layout2:
         axes.create_dataset("hash", shape=(0, 2), maxshape=(None, 2), dtype=np.uint64, chunks=(_CHUNK, 2))
         axes.create_dataset("data", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(1 << 16,))
         f.create_group("vectors")
+        _new_column(f.create_group("alters"), "target", "str", 0, None)
 
     def load(self, f: h5py.File) -> dict[str, str]:
         """Index an existing file; returns id -> status."""
@@ -698,7 +715,42 @@ class _Layout2:
         names = f["axes/name"].asstr()[:]
         hashes = f["axes/hash"][:]
         self.axes = {(n, h.tobytes()): k for k, (n, h) in enumerate(zip(names, hashes))}
+        self.targets = {t: k for k, t in enumerate(f["alters/target"].asstr()[:])} if "alters" in f else {}
         return dict(zip(ids, statuses))
+
+    def _write_alters(self, f: h5py.File, table: h5py.Group, rows: np.ndarray,
+                      alter_values: list[list[tuple[str, float]]], n: int, contiguous: bool,
+                      compression: str | None) -> None:
+        """The chips' numeric alter deltas: ``/alters/target`` (``"alter xm1 delvto"``) and one row of
+        ``/table/alter_values`` (N x targets, NaN: not altered) per run."""
+        new = []
+        for numeric in alter_values:
+            for target, _ in numeric:
+                if target not in self.targets:
+                    self.targets[target] = len(self.targets)
+                    new.append(target)
+        k = len(self.targets)
+        if new:
+            if "alters" not in f:
+                _new_column(f.create_group("alters"), "target", "str", 0, None)
+            tcol = f["alters/target"]
+            t0 = tcol.shape[0]
+            tcol.resize((t0 + len(new),))
+            tcol[t0:] = np.array(new, dtype=object)
+        if "alter_values" not in table:
+            if not k:
+                return
+            table.create_dataset("alter_values", shape=(n, k), maxshape=(None, None), dtype=np.float64,
+                                 chunks=(1024, 16), fillvalue=np.nan, compression=compression)
+        ds = table["alter_values"]
+        ds.resize((n, max(k, ds.shape[1])))
+        if not any(alter_values):
+            return
+        block = np.full((len(rows), ds.shape[1]), np.nan)
+        for i, numeric in enumerate(alter_values):
+            for target, value in numeric:
+                block[i, self.targets[target]] = value
+        _write_at(ds, rows, block, contiguous)
 
     def write(self, f: h5py.File, records: list[RunRecord], compression: str | None) -> None:
         if not records:
@@ -761,6 +813,7 @@ class _Layout2:
         # base columns
         base: dict[str, list[Any]] = {name: [] for name in _COLUMNS}
         extras = []
+        alter_values: list[list[tuple[str, float]]] = []
         for k, rec in enumerate(records):
             attrs = dict(rec.attrs)
             retries = attrs.pop("retries", [])
@@ -779,13 +832,16 @@ class _Layout2:
                 attrs["retries"] = retries
             base["deck"].append(deck_of[k])
             base["axis"].append(axis_of[k])
-            base["alters"].append("\n".join(rec.alters))
+            numeric, text = _split_alters(rec.alters)
+            base["alters"].append("\n".join(text))
+            alter_values.append(numeric)
             extras.append(_extra_text(attrs) if attrs else "")
         base["extra"] = extras
         for name, (kind, _) in _COLUMNS.items():
             ds = table[name]
             ds.resize((n,))
             _write_at(ds, rows, _as_column(base[name], kind), contiguous)
+        self._write_alters(f, table, rows, alter_values, n, contiguous, compression)
         # parameters and measurements: one column each
         for group_name, attr, units_attr in (("params", "params", "param_units"),
                                              ("measure", "measurements", "measurement_units")):
@@ -888,6 +944,7 @@ class _V2Reader:
         self._cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._axes: tuple | None = None
         self._decks: np.ndarray | None = None
+        self._alters: tuple[np.ndarray, np.ndarray] | None = None
 
     def vector_arrays(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if name not in self._cache:
@@ -947,7 +1004,20 @@ class _V2Reader:
             measurements=measurements, attrs=attrs, point=int(c["point"][row]),
             param_units={k: str(ds.attrs.get("unit", "")) for k, ds in self.params.items()},
             measurement_units={k: str(ds.attrs.get("unit", "")) for k, ds in self.measure.items()},
-            alters=tuple(c["alters"][row].split("\n")) if c["alters"][row] else (), scale=scale)
+            alters=self.alters(row), scale=scale)
+
+    def alters(self, row: int) -> tuple[str, ...]:
+        """The run's alter commands: the numeric deltas (as ``<target> = <value>``) then any text ones."""
+        if self._alters is None:
+            table = self.f["table"]
+            targets = _text(self.f["alters/target"]) if "alters" in self.f else np.array([], dtype=object)
+            values = table["alter_values"][: self.n] if "alter_values" in table else np.zeros((self.n, 0))
+            self._alters = (targets, values)
+        targets, values = self._alters
+        out = [f"{targets[k]} = {float(values[row, k])!r}" for k in range(values.shape[1])
+               if not np.isnan(values[row, k])]
+        text = self.columns["alters"][row]
+        return tuple(out + (text.split("\n") if text else []))
 
 
 def store_layout(f: h5py.File) -> int:

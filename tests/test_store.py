@@ -630,3 +630,24 @@ def test_resume_of_a_layout1_store_appends_layout1_groups(tmp_path: Path) -> Non
     with h5py.File(path, "r") as f:
         assert f.attrs["store_layout"] == 1 and len(f["runs"]) == 7 and "table" not in f
     assert_same(read_run(path, "p00009-c00000"), make_record("p00009-c00000"))
+
+
+def test_alter_deltas_are_numeric_columns_and_read_back(tmp_path: Path) -> None:
+    path = tmp_path / "a.h5"
+    chips = {c: (f"alter xm1 delvto = {0.001 * c!r}", f"alter xm2  w = {1e-6 + 1e-8 * c!r}") for c in range(3)}
+    with RunStore(path) as store:
+        for c, alters in chips.items():
+            rec = make_record(f"p00000-c{c:05d}")
+            rec.alters = alters + (("alter vin dc = {x}",) if c == 2 else ())  # not a number: kept as text
+            store.append(rec)
+    with h5py.File(path, "r") as f:
+        assert list(f["alters/target"].asstr()[:]) == ["alter xm1 delvto", "alter xm2 w"]
+        values = f["table/alter_values"][:]
+        assert values.shape == (3, 2)
+        for c in range(3):
+            assert list(values[c]) == [0.001 * c, 1e-6 + 1e-8 * c]
+        assert list(f["table/alters"].asstr()[:]) == ["", "", "alter vin dc = {x}"]
+    for c in range(3):
+        back = read_run(path, f"p00000-c{c:05d}").alters
+        assert back[:2] == (f"alter xm1 delvto = {0.001 * c!r}", f"alter xm2 w = {1e-6 + 1e-8 * c!r}")
+        assert back[2:] == (("alter vin dc = {x}",) if c == 2 else ())

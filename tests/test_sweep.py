@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
+from spicenet.spice.engine import montecarlo_runs, render
 from spicenet.sweep import SweepConfig, run_sweep
 from tests.conftest import ROOT
 
@@ -71,7 +72,16 @@ def test_sweep_layout_and_contract(tmp_path):
         assert table["process"].asstr()[row] == "generic" and table["status"].asstr()[row] == "ok"
         assert "nfet" in f["decks/netlist"].asstr()[table["deck"][row]]
         assert len(f["decks/netlist"]) == 2  # the netlist once per point, not once per run
-        assert table["alters"].asstr()[row].startswith("alter ")  # the chip's delta
+        # the chip's delta from the deck: numeric alter values, one column per target, equal to what was simulated
+        targets = list(f["alters/target"].asstr()[:])
+        values = table["alter_values"][row]
+        cfg = SweepConfig.from_toml(_config(tmp_path, 4))
+        deck = render(cfg.template, cfg.points()[1], cfg.process, cfg.mismatch)
+        (spec,) = montecarlo_runs(deck, "op", [2], cfg.seed)
+        assert len(spec.commands) == len(targets) > 0
+        for command in spec.commands:
+            target, _, value = command.rpartition("=")
+            assert values[targets.index(" ".join(target.split()))] == float(value)
         assert set(f["vectors"]) == {"i(vout)", "v(g)"} and f["vectors/i(vout)"].attrs["unit"] == "A"
         g = f["vectors/i(vout)"]
         iout = -float(g["data"][g["offset"][row]])

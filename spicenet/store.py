@@ -741,7 +741,7 @@ class _Layout2:
             if not k:
                 return
             table.create_dataset("alter_values", shape=(n, k), maxshape=(None, None), dtype=np.float64,
-                                 chunks=(1024, 16), fillvalue=np.nan, compression=compression)
+                                 chunks=(_CHUNK, k), fillvalue=np.nan, compression=compression)
         ds = table["alter_values"]
         ds.resize((n, max(k, ds.shape[1])))
         if not any(alter_values):

@@ -1267,8 +1267,9 @@ class RunStore:
         self._pending_root.update(clean)
 
     def done_ids(self) -> set[str]:
-        """Ids whose latest record has status ``"ok"`` (committed or journaled); failed ids are retried on resume."""
-        return {rid for rid, status in self._status.items() if status == "ok"}
+        """Ids whose latest record was simulated (status ``"ok"`` or ``"measure_failed"``: a measurement of stored
+        vectors fails the same way again), committed or journaled; ``"failed"`` ids are retried on resume."""
+        return {rid for rid, status in self._status.items() if status != "failed"}
 
     def statuses(self) -> dict[str, str]:
         """Id -> status (``"ok"``/``"failed"``) of every record appended so far, committed or not."""

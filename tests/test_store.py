@@ -651,3 +651,16 @@ def test_alter_deltas_are_numeric_columns_and_read_back(tmp_path: Path) -> None:
         back = read_run(path, f"p00000-c{c:05d}").alters
         assert back[:2] == (f"alter xm1 delvto = {0.001 * c!r}", f"alter xm2 w = {1e-6 + 1e-8 * c!r}")
         assert back[2:] == (("alter vin dc = {x}",) if c == 2 else ())
+
+
+def test_measure_failed_runs_are_done_failed_runs_are_retried(tmp_path: Path) -> None:
+    path = tmp_path / "m.h5"
+    measured = make_record("p1")
+    measured.status, measured.error = "measure_failed", "measure 'f': no oscillation"
+    with RunStore(path) as store:
+        store.append_many([make_record("p0"), measured, make_record("p2", status="failed")])
+    with RunStore(path, resume=True) as store:
+        assert store.done_ids() == {"p0", "p1"}
+    back = read_run(path, "p1")
+    assert back.status == "measure_failed" and back.error == measured.error
+    np.testing.assert_array_equal(back.vectors["v(out)"], measured.vectors["v(out)"])

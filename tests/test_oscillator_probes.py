@@ -108,7 +108,7 @@ def quick_calibration(tmp_path_factory):
 def test_probe_networks_match_spice(quick_calibration) -> None:
     """Frustrated triangle (all codes -8) and frustrated 4-ring loop (codes 8, 8, 8, -8), never seen by the
     calibration: phase-difference NMSE vs ngspice <= 0.01 with the differential read-out. A 3x3 patch with random
-    codes up to 15 is reported against a looser bound (measured 0.02: strong multi-neighbour loading)."""
+    codes up to 15 is held to a looser bound (measured 0.02: strong multi-neighbour loading)."""
     from spicenet.cells.oscillator.export import hardware_map, ic_offset_table
     from spicenet.cells.oscillator.probes import run_probes
     from spicenet.cells.oscillator.training import load_surrogate_info
@@ -124,8 +124,11 @@ def test_probe_networks_match_spice(quick_calibration) -> None:
     assert tri["phase_diff_nmse"] <= 0.01, tri["phase_diff_nmse"]
     assert loop["phase_diff_nmse"] <= 0.01, loop["phase_diff_nmse"]
     assert patch["phase_diff_nmse"] <= 0.05, patch["phase_diff_nmse"]
-    # negative control: a model without the node-load tables misses the frustrated loop
-    bare = dataclasses.replace(params, load_g_s=None, load_df_hz=None, load_gain_g_s=None, load_k_gain=None)
-    with Engine(workers=1) as eng:
-        res_bare = run_probes(eng, [probes[1]], bare, hw, ic_table=ic)
-    assert res_bare[probes[1].name]["phase_diff_nmse"] > 2 * loop["phase_diff_nmse"]
+    # negative controls: H without its even (cos) part, measured from the pairs' common frequency, and couplings
+    # 30 % weaker than calibrated both fail the bound (measured 0.12 / 0.26 on the triangle)
+    no_cos = dataclasses.replace(params, h_cos=tuple(0.0 for _ in params.h_cos))
+    weak = dataclasses.replace(params, k_code_table=tuple(0.7 * v for v in params.k_code_table))
+    with Engine(workers=2) as eng:
+        for wrong in (no_cos, weak):
+            bad = run_probes(eng, probes[:1], wrong, hw, ic_table=ic)[probes[0].name]
+            assert bad["phase_diff_nmse"] > 0.03, bad["phase_diff_nmse"]

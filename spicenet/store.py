@@ -699,7 +699,7 @@ class _Layout2:
         for name, kind in (("name", "str"), ("unit", "str"), ("offset", "i8"), ("length", "i8")):
             _new_column(axes, name, kind, 0, None)
         axes.create_dataset("hash", shape=(0, 2), maxshape=(None, 2), dtype=np.uint64, chunks=(_CHUNK, 2))
-        axes.create_dataset("data", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(1 << 16,))
+        axes.create_dataset("data", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(1 << 14,))
         f.create_group("vectors")
         _new_column(f.create_group("alters"), "target", "str", 0, None)
 
@@ -887,7 +887,7 @@ class _Layout2:
                 g.attrs["name"] = key
                 g.attrs["unit"] = next((r.units.get(key, "") for r in records if key in r.vectors), "")
                 g.attrs["scalar"] = all(a is None or a.ndim == 0 for a in arrs)
-                g.create_dataset("data", shape=(0,), maxshape=(None,), chunks=(1 << 16,),
+                g.create_dataset("data", shape=(0,), maxshape=(None,), chunks=(1 << 14,),
                                  dtype=np.complex128 if complex_ else np.float64, compression=compression)
                 for col in ("offset", "length"):
                     _new_column(g, col, "i8", n, compression)
@@ -898,7 +898,7 @@ class _Layout2:
                 if complex_ and g["data"].dtype.kind != "c":
                     old = g["data"][:]
                     del g["data"]
-                    g.create_dataset("data", data=old.astype(np.complex128), maxshape=(None,), chunks=(1 << 16,),
+                    g.create_dataset("data", data=old.astype(np.complex128), maxshape=(None,), chunks=(1 << 14,),
                                      compression=compression)
             data = g["data"]
             e0 = data.shape[0]
@@ -1308,7 +1308,12 @@ class RunStore:
             self._pending_bytes += sum(a.nbytes for a in rec.vectors.values()) + 256
             self._status[rec.id] = rec.status
         if self._commit_due():
-            self.commit()
+            try:
+                self.commit()
+            except StoreError:
+                # the records are durable in the journal: this append succeeded. A commit that cannot be made now
+                # (a full disk) is retried after the next interval; close() (or commit()) raises if it still fails
+                self._last_commit_end = time.monotonic()
 
     def next_commit_interval(self) -> float:
         """Seconds between the end of the last commit and the next automatic one (see the cost bound)."""
@@ -1334,6 +1339,18 @@ class RunStore:
         t0 = time.monotonic()
         tmp = _tmp_path(self.path)
         write_s = 0.0
+        # Refuse a commit that cannot fit (the copy of the file plus the batch, with margin) before h5py sees a full
+        # disk: h5py reports a failed flush as RuntimeError and prints "Exception ignored" tracebacks on teardown.
+        try:
+            stat = os.statvfs(self.path.parent)
+            free = stat.f_bavail * stat.f_frsize
+            need = self.path.stat().st_size + 2 * self._pending_bytes + (4 << 20)  # + new chunks
+        except OSError:
+            free = need = 0
+        if free < need:
+            raise StoreError(f"run store {self.path}: commit refused, the disk is nearly full ({free >> 20} MiB free, "
+                             f"~{need >> 20} MiB needed); the pending records stay in the journal (free space, then "
+                             f"--resume)")
         try:
             _copy_file(self.path, tmp)
             with h5py.File(tmp, "r+") as f:
@@ -1360,8 +1377,12 @@ class RunStore:
                         self._v2.load(f)
                 except OSError:
                     pass
-            if isinstance(exc, OSError):
-                raise StoreError(f"run store {self.path}: commit failed ({exc.strerror or exc}); nothing half-written "
+            # a full disk shows as OSError from the copy and as RuntimeError from h5py's flush/close of the copy
+            if isinstance(exc, (OSError, RuntimeError)):
+                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:200]
+                if "errno = 28" in str(exc):
+                    why = "No space left on device"
+                raise StoreError(f"run store {self.path}: commit failed ({why}); nothing half-written "
                                  f"is left, the pending records stay in the journal (resume with --resume)") from None
             raise
         # A kill here leaves the records both in the file and in the journal: replay rewrites them identically.

@@ -664,3 +664,32 @@ def test_measure_failed_runs_are_done_failed_runs_are_retried(tmp_path: Path) ->
     back = read_run(path, "p1")
     assert back.status == "measure_failed" and back.error == measured.error
     np.testing.assert_array_equal(back.vectors["v(out)"], measured.vectors["v(out)"])
+
+
+def test_nearly_full_disk_refuses_the_commit_before_hdf5_sees_it(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checked for real on a 1 MB and an 8 MB tmpfs (h5py turns a failed flush into RuntimeErrors and "Exception
+    ignored" tracebacks): commits that cannot fit are refused from statvfs; appends still journal and return."""
+    import spicenet.store as st
+
+    path = tmp_path / "nf.h5"
+    recs = [make_record(f"p{k}") for k in range(5)]
+    store = RunStore(path, commit_interval_s=0.0)  # every append wants to commit
+    real = os.statvfs
+
+    class Tiny:
+        f_bavail, f_frsize = 10, 4096  # 40 kB free
+
+    monkeypatch.setattr(st.os, "statvfs", lambda p: Tiny())
+    for rec in recs:
+        store.append(rec)  # durable in the journal: no error although no commit can be made
+    assert store.stats["commits"] == 0 and store.done_ids() == {r.id for r in recs}
+    with pytest.raises(StoreError, match="nearly full"):
+        store.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nf.h5", "nf.h5.journal"]
+    monkeypatch.setattr(st.os, "statvfs", real)
+    with RunStore(path, resume=True) as again:
+        assert again.done_ids() == {r.id for r in recs}
+    for rec in recs:
+        assert_same(read_run(path, rec.id), rec)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nf.h5"]

@@ -10,7 +10,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 
@@ -21,6 +20,13 @@ DECKS = Path(__file__).parent / "decks"
 NGSPICE = shutil.which("ngspice")
 RES = "t\nv1 a 0 1\nr1 a 0 1k\n.end\n"
 
+
+
+def _by_analysis(path) -> dict:
+    """The store's runs keyed by analysis kind (``op``, ``dc``, ``tran``...): read through the store API (layout 2)."""
+    from spicenet.store import read_runs
+
+    return {r.attrs["analysis"].split()[0].lower(): r for r in read_runs(path)}
 
 def run_main(capsys, argv):
     try:
@@ -82,9 +88,8 @@ def test_one_failing_analysis_is_not_exit_0(capsys, tmp_path):
     assert result["ok"] is False and result["runs"] == 2 and result["failed"] == 1
     last = err.strip().splitlines()[-1]
     assert last.startswith("spicenet simulate: error: 1 of 2 runs failed") and '"vnope" is not in the circuit' in last
-    with h5py.File(tmp_path / "h.h5", "r") as f:
-        assert f["runs/a0-op-nom"].attrs["status"] == "ok"
-        assert f["runs/a1-dc-nom"].attrs["status"] == "failed"
+    runs = _by_analysis(tmp_path / "h.h5")
+    assert runs["op"].status == "ok" and runs["dc"].status == "failed"
 
 
 def test_template_without_params_keeps_its_analysis(capsys, tmp_path):
@@ -92,9 +97,8 @@ def test_template_without_params_keeps_its_analysis(capsys, tmp_path):
     tpl.write_text("* fixed divider\n* @analysis dc v1 0 2 0.5\nv1 a 0 1\nr1 a b 1k\nr2 b 0 1k\n.end\n")
     code, out, err = run_main(capsys, ["simulate", str(tpl), "-o", str(tmp_path / "t.h5"), "--json"])
     assert code == 0, err
-    with h5py.File(tmp_path / "t.h5", "r") as f:
-        run = f["runs/a0-dc-nom"]
-        np.testing.assert_allclose(np.asarray(run["v(b)"]), np.asarray(run["v-sweep"]) / 2, rtol=1e-12)
+    run = _by_analysis(tmp_path / "t.h5")["dc"]
+    np.testing.assert_allclose(run.vectors["v(b)"], run.vectors["v-sweep"] / 2, rtol=1e-12)
 
 
 def test_process_on_a_plain_deck_is_applied_and_absent_without_it(capsys, tmp_path):
@@ -103,18 +107,16 @@ def test_process_on_a_plain_deck_is_applied_and_absent_without_it(capsys, tmp_pa
                     "xn out in 0 0 nfet w=1 l=0.1\nxp out in vdd vdd pfet w=2 l=0.1\n.op\n.end\n")
     code, out, err = run_main(capsys, ["simulate", str(deck), "--process", "generic", "-o", str(tmp_path / "g.h5")])
     assert code == 0, err
-    with h5py.File(tmp_path / "g.h5", "r") as f:
-        run = f["runs/a0-op-nom"]
-        assert float(np.asarray(run["v(out)"])[0]) == pytest.approx(1.2, abs=1e-3)  # input low: output high
-        assert "gmin=1e-18" in run.attrs["netlist"] and "generic.lib" in run.attrs["netlist"]
+    run = _by_analysis(tmp_path / "g.h5")["op"]
+    assert float(np.asarray(run.vectors["v(out)"]).reshape(-1)[0]) == pytest.approx(1.2, abs=1e-3)  # input low
+    assert "gmin=1e-18" in run.netlist and "generic.lib" in run.netlist
     # without --process nothing is added: ngspice does not know the wrappers, and says so
     code, out, err = run_main(capsys, ["simulate", str(deck), "-o", str(tmp_path / "n.h5")])
     assert code == 2 and "nfet" in err.lower() and not (tmp_path / "n.h5").exists()
     plain = tmp_path / "plain.cir"
     plain.write_text("plain\nv1 a 0 1\nr1 a 0 1k\n.op\n.end\n")
     assert run_main(capsys, ["simulate", str(plain), "-o", str(tmp_path / "p.h5")])[0] == 0
-    with h5py.File(tmp_path / "p.h5", "r") as f:
-        assert "gmin" not in f["runs/a0-op-nom"].attrs["netlist"]
+    assert "gmin" not in _by_analysis(tmp_path / "p.h5")["op"].netlist
 
 
 def test_relative_include_in_batch_mode_from_another_folder(tmp_path):
@@ -129,19 +131,16 @@ def test_relative_include_in_batch_mode_from_another_folder(tmp_path):
                            str(tmp_path / "i.h5"), "--json"], cwd=env_cwd, capture_output=True, text=True,
                           timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert proc.returncode == 0, proc.stderr[-1500:]
-    with h5py.File(tmp_path / "i.h5", "r") as f:
-        op = f["runs/a1-op-nom"]
-        assert float(np.asarray(op["v(a)"])[0]) == 0.0  # V1 is 0 at the operating point
-        dc = f["runs/a0-dc-nom"]
-        assert np.asarray(dc["v(b)"]).shape == (11,)
+    runs = _by_analysis(tmp_path / "i.h5")
+    assert float(np.asarray(runs["op"].vectors["v(a)"]).reshape(-1)[0]) == 0.0  # V1 is 0 at the operating point
+    assert np.asarray(runs["dc"].vectors["v(b)"]).shape == (11,)
 
 
 def test_upper_case_and_unit_letters_in_analysis(capsys, tmp_path):
     code, out, err = run_main(capsys, ["simulate", "basic/rc", "--analysis", "TRAN 10ns 5us", "-o",
                                        str(tmp_path / "u.h5"), "--json"])
     assert code == 0, err
-    with h5py.File(tmp_path / "u.h5", "r") as f:
-        t = np.asarray(f["runs/a0-tran-nom/time"])
+    t = np.asarray(_by_analysis(tmp_path / "u.h5")["tran"].vectors["time"])
     assert t[-1] == pytest.approx(5e-6)
 
 

@@ -200,8 +200,10 @@ class WorkerPool:
         return [w.proc.pid for w in self._workers]
 
     def close(self) -> None:
+        """Stop every worker: idle ones are asked to exit, busy ones (a run abandoned by an exception or Ctrl-C in
+        the caller) are killed at once instead of being waited for."""
         for worker in self._workers:
-            self._stop(worker)
+            self._stop(worker, kill=worker.job_index is not None)
         self._workers = []
 
     def __enter__(self) -> "WorkerPool":

@@ -24,6 +24,7 @@ from spicenet.spice.process import get_process
 
 torch.set_num_threads(1)
 SIZING = cells.CellSizing(vdd=0.040, dvtn=-0.25, dvtp=0.25)
+VS_GENERIC = 0.213e-3   # the generic cell's measured logistic slope (V; README, `calibrate rng --quick`)
 
 
 def _trained_like_dtm(size: int, n_data: int, steps: int, seed: int) -> DTM:
@@ -138,7 +139,7 @@ def test_chained_generation_in_spice_follows_the_chain(tmp_path) -> None:
         out = {}
         for name, gammas in (("invert-copy", [1.0, -1.0, 0.0]), ("invert-invert", [-1.0, -1.0, 0.0])):
             dtm = _copy_chain_dtm(pattern, gammas)
-            out[name] = run_chain(eng, dtm, SIZING, process, chips, trims, x_t, vs_design=1.7e-3, beta=dtm.cfg.beta,
+            out[name] = run_chain(eng, dtm, SIZING, process, chips, trims, x_t, vs_design=VS_GENERIC, beta=dtm.cfg.beta,
                                   alpha=1.0, seed=0, dt=dt, step_time_s=200e-9, progress=False)
     for name, sign in (("invert-copy", -1.0), ("invert-invert", 1.0)):
         x = out[name]["x"]

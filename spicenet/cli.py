@@ -403,6 +403,25 @@ def _check_run_dir(path_text: str) -> None:
     family = data.get("family") if isinstance(data, dict) else None
     if family not in FAMILIES:
         raise UsageError(f"{meta}: 'family' must name one of {', '.join(FAMILIES)}, got {family!r}")
+    config = Path(path_text) / "config.json"  # the run layout (spicenet.train.run): every family reads it
+    try:
+        settings = json.loads(config.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{path_text}: not a complete training run directory (no config.json)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{config}: unreadable config.json: {_one_line(exc)}") from None
+    if not isinstance(settings, dict):
+        raise UsageError(f"{config}: config.json must hold a JSON object, got {type(settings).__name__}")
+    checkpoints = sorted((Path(path_text) / "checkpoints").glob("ckpt-*.pt"))
+    for model in [p for p in [Path(path_text) / "model.pt", *checkpoints[-1:]] if p.is_file()]:
+        import torch
+
+        try:  # the files validate loads: the final model and the newest checkpoint
+            blob = torch.load(model, map_location="cpu", weights_only=False)
+        except Exception as exc:  # noqa: BLE001 -- unpickling garbage raises anything; the message is the point
+            raise UsageError(f"{model}: unreadable model file: {type(exc).__name__}: {_one_line(exc)}") from None
+        if not isinstance(blob, dict):
+            raise UsageError(f"{model}: not a spicenet model file (a {type(blob).__name__}, not a dict)")
 
 
 def _check_scheduler(address: str) -> None:

@@ -182,6 +182,32 @@ def run_dir_cases(tmp: Path) -> list[tuple[list[str], str]]:
         (["validate", run_dir("otherfamily", json.dumps({"family": "bogus"}).encode())], "'family'"),
         (["validate", run_dir("list", b"[1, 2]")], "'family'"),
     ]
+    def complete(name: str, family: str, config: bytes = b"{}", files: dict[str, bytes] | None = None) -> str:
+        d = Path(run_dir(name, json.dumps({"family": family}).encode()))
+        (d / "config.json").write_bytes(config)
+        for rel, data in (files or {}).items():
+            (d / rel).parent.mkdir(parents=True, exist_ok=True)
+            (d / rel).write_bytes(data)
+        return str(d)
+
+    garbage = np.random.default_rng(1).integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save([1, 2], buffer)  # a valid torch file that is no model
+    pickled_list = buffer.getvalue()
+    cases += [
+        (["validate", run_dir("noconfig", json.dumps({"family": "resistive"}).encode())], "no config.json"),
+        (["validate", complete("badconfig", "rng", b'{"model": ')], "unreadable config.json"),
+        (["validate", complete("listconfig", "oscillator", b"[1]")], "JSON object"),
+        (["validate", complete("badmodel", "rng", files={"model.pt": garbage})], "unreadable model file"),
+        (["validate", complete("badckpt", "oscillator", files={"checkpoints/ckpt-000000015.pt": garbage})],
+         "unreadable model file"),
+        (["validate", complete("listmodel", "resistive", files={"model.pt": pickled_list})],
+         "not a spicenet model file"),
+    ]
     good = run_dir("good", json.dumps({"family": "rng"}).encode())
     cases += [(["validate", good, "--chips", "-5"], "--chips"), (["validate", good, "--chips", "0"], "--chips"),
               (["validate", good, "--workers", "0"], "--workers")]

@@ -72,7 +72,25 @@ def cmd_doctor(args: argparse.Namespace) -> dict[str, Any]:
     info["cpus"] = os.cpu_count()
     info["ok"] = bool(modes["shared"]["ok"] and modes["batch"]["ok"] and processes.get("generic")
                       and "error" not in info["torch"])
+    info["missing"] = _doctor_missing(info)
     return info
+
+
+def _doctor_missing(info: dict[str, Any]) -> list[dict[str, str]]:
+    """What a failed doctor check lacks and how to install it (ngspice is the only system prerequisite)."""
+    missing = []
+    if not info["modes"]["shared"]["ok"]:
+        missing.append({"what": "libngspice (ngspice shared library, used by the default 'shared' engine mode)",
+                        "install": "apt-get install libngspice0 (Debian/Ubuntu; libngspice0-dev adds libngspice.so), "
+                                   "or set NGSPICE_LIBRARY_PATH to the library file"})
+    if not info["modes"]["batch"]["ok"] or info["ngspice_version"] == "unknown":
+        missing.append({"what": "ngspice executable on PATH (batch mode, version check)",
+                        "install": "apt-get install ngspice (Debian/Ubuntu), brew install ngspice (macOS)"})
+    if "error" in info["torch"]:
+        missing.append({"what": "torch", "install": "pip install torch (the CPU build is enough)"})
+    if "error" in info["dask"]:
+        missing.append({"what": "dask[distributed] (sweeps on a cluster)", "install": "pip install 'dask[distributed]'"})
+    return missing
 
 
 def cmd_netlists(args: argparse.Namespace) -> dict[str, Any]:

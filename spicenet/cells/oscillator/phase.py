@@ -43,6 +43,7 @@ solution). Schedules are piecewise constant (``PiecewiseSchedule``); each stage 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Literal, Mapping, Sequence
 
@@ -318,7 +319,7 @@ class PhaseOscillatorNetwork(nn.Module):
             raise ValueError(f"dtype must be float32 or float64, got {dtype}")
         self.n = n_oscillators
         self.params = params if params is not None else PhaseModelParams()
-        self.dtype = dtype
+        self.surrogate_info = None  # the calibration (training.SurrogateInfo) when built by from_surrogate
         n = n_oscillators
         if mask is None:
             m = torch.ones(n, n, dtype=dtype)
@@ -359,10 +360,50 @@ class PhaseOscillatorNetwork(nn.Module):
         self.register_buffer("_upper", torch.triu(torch.ones(n, n, dtype=dtype), 1).to(device), persistent=False)
         self.register_buffer("_lower", torch.tril(torch.ones(n, n, dtype=dtype), -1).to(device), persistent=False)
 
+    @classmethod
+    def from_surrogate(cls, path: str | os.PathLike, n_oscillators: int, *, mask: Tensor | None = None,
+                       visible: Sequence[int] | Tensor | None = None, n_bits: int | None = None,
+                       device: torch.device | str = "cpu",
+                       dtype: torch.dtype = torch.float32) -> "PhaseOscillatorNetwork":
+        """The phase model of ``n_oscillators`` rings on an oscillator calibration (``spicenet calibrate oscillator
+        -o path``): the fitted coupling function (harmonics of H), coupling per code K (rad/s), SHIL gain, load
+        model and f0 (Hz) as :func:`spicenet.cells.oscillator.training.load_surrogate_info` reads them for
+        ``spicenet train ais`` (``n_bits`` overrides the coupling bank width). Fields the file lacks fall back to
+        documented defaults, listed in ``net.surrogate_info.fallbacks``; ``net.surrogate_info`` also holds the f0
+        and coupling-gain mismatch moments that :meth:`sample_chip` draws from."""
+        from spicenet.cells.oscillator.training import load_surrogate_info
+
+        info = load_surrogate_info(path, n_bits)
+        net = cls(n_oscillators, info.params, mask=mask, visible=visible, device=device, dtype=dtype)
+        net.surrogate_info = info
+        return net
+
+    def sample_chip(self, seed: int, scale: float = 1.0) -> ChipMismatch:
+        """One fabricated chip from the calibrated mismatch: ring frequencies f_i (Hz, log-normal with the
+        calibrated f0 mean/std, returned as the detuning ``f_i - f0``) and one coupling-gain factor per resistor
+        pair (log-normal, calibrated k_gain mean/std), both times ``scale`` (0 = nominal), as ``spicenet train
+        ais`` draws them (:func:`spicenet.cells.oscillator.training.make_chip_sampler`). Same seed -> same chip;
+        on this network's device and dtype."""
+        from spicenet.cells.oscillator.training import chip_to_mismatch, make_chip_sampler
+
+        if self.surrogate_info is None:
+            raise ValueError("sample_chip: this network was not built from a calibration (use "
+                             "PhaseOscillatorNetwork.from_surrogate)")
+        sampler = make_chip_sampler(self.surrogate_info, self.n, int(seed), float(scale), 1)
+        chip = sampler.model.sample_chip(int(seed), shapes=sampler.shapes, dtype=torch.float64, scale=float(scale))
+        mm = chip_to_mismatch(chip, self.params.f0_hz, self.n, self.device)
+        return ChipMismatch(mm.detuning_hz.to(self.dtype), mm.k_gain.to(self.dtype))
+
     # ------------------------------------------------------------------ helpers
     @property
     def device(self) -> torch.device:
+        """Device of the buffers (follows ``.to()``)."""
         return self.mask.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating dtype of the buffers (follows ``.float()``, ``.double()``, ``.to(dtype)``)."""
+        return self.mask.dtype
 
     def coupling_rad_s(self, codes: Tensor, chip: ChipMismatch | None = None) -> tuple[Tensor, Tensor]:
         """Coupling matrices for signed codes ``[..., N, N]``: ``(M_odd, M_even)`` in rad/s with

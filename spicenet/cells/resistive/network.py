@@ -34,6 +34,7 @@ programmed conductances to what the hardware realises (straight-through gradient
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -175,7 +176,8 @@ class ResistiveNetwork(nn.Module):
         self.quantize = quantize
         self.temperature = float(temperature)
         self.diodes = bool(diodes)
-        self.device = torch.device(device)
+        self._device0 = torch.device(device)
+        self.spec: dict | None = None  # the calibration's network spec when built by from_surrogate
         self.amp_gain = None if amp_gain is None else float(amp_gain)
         self.amp_back = None if amp_gain is None else float(1.0 / amp_gain if amp_back is None else amp_back)
         gen = torch.Generator().manual_seed(seed)
@@ -183,7 +185,7 @@ class ResistiveNetwork(nn.Module):
 
         def init(*shape: int) -> nn.Parameter:
             w = lo + (hi - lo) * torch.rand(*shape, generator=gen, dtype=torch.float64)
-            return nn.Parameter(w.to(self.device))
+            return nn.Parameter(w.to(self._device0))
 
         rows = [2 * sizes[0]] + [(2 if self.amp_gain is not None else 1) * s for s in sizes[1:-1]]
         self.weights = nn.ParameterList([init(r, c) for r, c in zip(rows, sizes[1:])])
@@ -193,7 +195,77 @@ class ResistiveNetwork(nn.Module):
             starts.append(starts[-1] + s)
         self._starts = starts
 
+    # ------------------------------------------------------------------ from a calibration
+    @classmethod
+    def from_surrogate(
+        cls,
+        path: str | os.PathLike,
+        layers: Sequence[int],
+        *,
+        bias: bool = True,
+        amp_gain: float = 0.0,
+        amp_back: float = 0.0,
+        input_gain: float = 0.0,
+        init_max: float = 4.0,
+        ideal: bool = False,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+    ) -> "ResistiveNetwork":
+        """The quantised network ``layers = [n_in, *hidden, n_out]`` on a resistive calibration (``spicenet
+        calibrate resistive -o path``), built as ``spicenet train eqprop`` builds it
+        (:func:`spicenet.cells.resistive.train.net_spec` + :func:`~spicenet.cells.resistive.train.build_network`).
+
+        The fitted diode law (Is in A, n, Rs in ohm), rails ``vb`` (V), bias sources ``v_bias`` (V), the input gain
+        (V per unit input), the conductance LSB ``g_lsb`` (S; the parameters are stored in LSB units, ``g_unit``)
+        and the programmable levels come from the file; ``amp_gain`` > 0 adds bidirectional amplifiers (VCVS gain,
+        backward CCCS gain ``amp_back``, 0 = 1/amp_gain), ``input_gain`` > 0 overrides the file's input gain.
+        Parameters start uniform in [0, ``init_max``] LSB (seeded by ``seed``), float64 (``.float()`` casts
+        them). ``ideal``: float conductances, no quantisation (the software reference). The spec is kept as
+        ``net.spec`` for :meth:`sample_chip` and :meth:`spice_outputs`.
+        """
+        from spicenet.cells.resistive.train import build_network, net_spec
+        from spicenet.surrogate import SurrogateFile
+
+        spec = net_spec(SurrogateFile.load(path), [int(s) for s in layers], bias, amp_gain, amp_back, input_gain)
+        net = build_network(spec, init_max=init_max, seed=seed, device=device, ideal=ideal)
+        net.spec = spec
+        return net
+
+    def _need_spec(self, what: str) -> dict:
+        if self.spec is None:
+            raise ValueError(f"{what}: this network was not built from a calibration (use "
+                             "ResistiveNetwork.from_surrogate)")
+        return self.spec
+
+    def sample_chip(self, seed: int, scale: float = 1.0) -> "Chip":
+        """One fabricated chip from the calibrated spreads (conductance-level tolerance, diode ``ln Is`` and
+        ideality spreads, times ``scale``; 0 = nominal), as the trainer draws them
+        (:func:`spicenet.cells.resistive.train.make_chip`). Same seed -> same chip."""
+        from spicenet.cells.resistive.train import make_chip
+
+        return make_chip(self, self._need_spec("sample_chip"), int(seed), scale)
+
+    def spice_outputs(self, x: Tensor, chip: "Chip | None" = None, *, workers: int = 1) -> Tensor:
+        """Output node voltages [B, n_out] (V) computed by ngspice ``.op`` for inputs ``x`` [B, n_in]: the network
+        on ``chip`` exported to a netlist with the process's own diode in place of the fitted law (what
+        ``spicenet validate`` runs; :func:`spicenet.cells.resistive.calibrate.spice_node_voltages`). NaN rows
+        where a run failed."""
+        from spicenet.cells.resistive.calibrate import spice_node_voltages
+        from spicenet.spice.engine import Engine
+
+        spec = self._need_spec("spice_outputs")
+        with Engine(workers=max(1, int(workers))) as engine:
+            v, _, _ = spice_node_voltages(self, chip, x.detach().cpu(), engine=engine,
+                                          options=dict(spec["spice_options"]), process=spec.get("process"),
+                                          area=spec.get("diode_area", 1.0))
+        return torch.as_tensor(v[:, self.out_slice], dtype=self.weights[0].dtype)
+
     # ------------------------------------------------------------------ structure
+    @property
+    def device(self) -> torch.device:
+        """Device of the parameters (follows ``.to()``)."""
+        return self.weights[0].device
+
     @property
     def n_in(self) -> int:
         return self.layer_sizes[0]
@@ -337,8 +409,9 @@ class ResistiveNetwork(nn.Module):
                      **solver_kw)
 
     def forward(self, x: Tensor, chip: Chip | None = None, differentiable: bool = False) -> Tensor:
-        """Free-phase output voltages [B, n_out] (V)."""
-        return self.equilibrium(x, chip=chip, differentiable=differentiable).v[:, self.out_slice]
+        """Free-phase output voltages [B, n_out] (V), in the parameters' dtype (the solve itself is float64)."""
+        v = self.equilibrium(x, chip=chip, differentiable=differentiable).v[:, self.out_slice]
+        return v.to(self.weights[0].dtype)
 
     @torch.no_grad()
     def clip_(self) -> None:

@@ -24,6 +24,7 @@ Energy: the calibrated energy per generated bit (J/bit) is carried along; ``ener
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 
@@ -96,6 +97,7 @@ class PBit(torch.nn.Module):
         self.tau_s = tau_s
         self.dt_s = dt_s
         self.energy_per_bit_j = energy_per_bit_j
+        self.calibration: dict | None = None  # set by from_surrogate
 
     @classmethod
     def draw_chips(
@@ -125,6 +127,62 @@ class PBit(torch.nn.Module):
         v0 = v0_mean + v0_std * z[0]
         vs = torch.exp(math.log(vs_mean) - 0.5 * sig2 + math.sqrt(sig2) * z[1])
         return cls(v0.to(dtype), vs.to(dtype), **kwargs)
+
+    @classmethod
+    def from_surrogate(
+        cls,
+        path: str | os.PathLike,
+        n_cells: int,
+        *,
+        seed: int = 0,
+        n_chips: int | None = None,
+        scale: float = 1.0,
+        dt_s: float | None = None,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> "PBit":
+        """``n_cells`` p-bits of a fabricated chip drawn from an rng calibration (``spicenet calibrate rng -o path``).
+
+        Per cell, ``v0`` (V) and ``vs`` (V) are drawn from the calibrated joint mismatch distribution (mean, std and
+        correlation over the Monte-Carlo chips; ``scale`` multiplies every std, 0 = the nominal cell) exactly as
+        ``spicenet train dtm`` draws its chips (:class:`spicenet.cells.rng.training.ChipModel`, untrimmed: these are
+        the true transitions). Chip ``seed`` gives shape [n_cells]; ``n_chips`` gives [n_chips, n_cells] with chip
+        c drawn from seed ``seed + c``. The module carries the calibrated mean autocorrelation time ``tau_s`` (s),
+        the energy per effective independent bit ``energy_per_bit_j`` (J) and, unless ``dt_s`` (s) is given, the
+        calibration's sample period ``dt_s``. Use :meth:`sample_chip` for another chip of the same calibration.
+        """
+        from spicenet.cells.rng.training import ChipModel
+        from spicenet.errors import ConfigError
+        from spicenet.surrogate import SurrogateFile
+
+        sur = SurrogateFile.load(path)
+        if sur.family != "rng":
+            raise ConfigError(f"surrogate {path} is of family {sur.family!r}, expected 'rng'")
+        if n_cells < 1 or (n_chips is not None and n_chips < 1):
+            raise ValueError(f"n_cells/n_chips: expected >= 1, got {n_cells}/{n_chips}")
+        chips = ChipModel(path, scale=scale, v0_trim=False)
+        draws = [chips.cells(int(seed) + c, int(n_cells))[:2] for c in range(1 if n_chips is None else n_chips)]
+        v0 = torch.stack([d[0] for d in draws])
+        vs = torch.stack([d[1] for d in draws])
+        if n_chips is None:
+            v0, vs = v0[0], vs[0]
+        tau = float(sur.params["tau_s"].mean) if "tau_s" in sur.params else None  # type: ignore[arg-type]
+        dt = dt_s if dt_s is not None else (float(sur.attrs["dt_s"]) if tau is not None else None)
+        out = cls(v0.to(dtype), vs.to(dtype), tau_s=tau, dt_s=dt,
+                  energy_per_bit_j=sur.energy.get("energy_per_bit_j"), device=device, dtype=dtype)
+        out.calibration = {"path": str(path), "n_cells": int(n_cells), "n_chips": n_chips, "scale": float(scale),
+                           "dt_s": dt, "seed": int(seed)}
+        return out
+
+    def sample_chip(self, seed: int, scale: float | None = None) -> "PBit":
+        """Another chip (seed ``seed``) of the calibration this PBit was built from (same cells, chips, dt_s,
+        dtype and device; ``scale`` defaults to the original one)."""
+        cal = getattr(self, "calibration", None)
+        if cal is None:
+            raise ValueError("sample_chip: this PBit was not built from a calibration (use PBit.from_surrogate)")
+        return type(self).from_surrogate(cal["path"], cal["n_cells"], seed=seed, n_chips=cal["n_chips"],
+                                         scale=cal["scale"] if scale is None else scale, dt_s=cal["dt_s"],
+                                         device=self.v0.device, dtype=self.v0.dtype)
 
     @property
     def shape(self) -> torch.Size:

@@ -101,15 +101,21 @@ def test_template_without_params_keeps_its_analysis(capsys, tmp_path):
     np.testing.assert_allclose(run.vectors["v(b)"], run.vectors["v-sweep"] / 2, rtol=1e-12)
 
 
-def test_process_on_a_plain_deck_is_applied_and_absent_without_it(capsys, tmp_path):
+@pytest.mark.parametrize("process", ["generic", "sky130"])
+def test_process_on_a_plain_deck_is_applied_and_absent_without_it(capsys, tmp_path, process):
+    from spicenet.spice.process import available_processes, get_process
+
+    if not available_processes()[process]:
+        pytest.skip(f"process {process} not installed")
+    vdd = get_process(process).vdd_nominal
     deck = tmp_path / "inv.cir"
-    deck.write_text("inverter of process wrappers\nvdd vdd 0 1.2\nvin in 0 0\n"
-                    "xn out in 0 0 nfet w=1 l=0.1\nxp out in vdd vdd pfet w=2 l=0.1\n.op\n.end\n")
-    code, out, err = run_main(capsys, ["simulate", str(deck), "--process", "generic", "-o", str(tmp_path / "g.h5")])
+    deck.write_text(f"inverter of process wrappers\nvdd vdd 0 {vdd}\nvin in 0 0\n"
+                    "xn out in 0 0 nfet w=1 l=0.15\nxp out in vdd vdd pfet w=2 l=0.15\n.op\n.end\n")
+    code, out, err = run_main(capsys, ["simulate", str(deck), "--process", process, "-o", str(tmp_path / "g.h5")])
     assert code == 0, err
     run = _by_analysis(tmp_path / "g.h5")["op"]
-    assert float(np.asarray(run.vectors["v(out)"]).reshape(-1)[0]) == pytest.approx(1.2, abs=1e-3)  # input low
-    assert "gmin=1e-18" in run.netlist and "generic.lib" in run.netlist
+    assert float(np.asarray(run.vectors["v(out)"]).reshape(-1)[0]) == pytest.approx(vdd, abs=1e-3)  # input low
+    assert "gmin=1e-18" in run.netlist and str(get_process(process).library) in run.netlist
     # without --process nothing is added: ngspice does not know the wrappers, and says so
     code, out, err = run_main(capsys, ["simulate", str(deck), "-o", str(tmp_path / "n.h5")])
     assert code == 2 and "nfet" in err.lower() and not (tmp_path / "n.h5").exists()
@@ -173,3 +179,24 @@ def test_sweep_where_every_run_fails_is_not_exit_0(capsys, tmp_path):
     result = json.loads(out)
     assert code == 1 and result["ok"] is False and result["failed"] == 1 and result["done"] == 0
     assert err.strip().splitlines()[-1].startswith("spicenet sweep: error: all 1 runs failed")
+
+
+def test_sweep_and_simulate_store_the_same_numeric_parameters(capsys, tmp_path):
+    """``r = "50k"`` is stored as the float 5e4 (unit Ohm) by both verbs, not as the text "50k"."""
+    from spicenet.store import read_runs
+
+    code, out, err = run_main(capsys, ["simulate", "basic/rc", "-p", "r=50k", "--analysis", "op", "-o",
+                                       str(tmp_path / "sim.h5")])
+    assert code == 0, err
+    config = tmp_path / "s.toml"
+    config.write_text('template = "basic/rc"\nanalysis = "op"\n[grid]\nr = ["50k", "2.2MEG"]\n')
+    code, out, err = run_main(capsys, ["sweep", str(config), "-o", str(tmp_path / "sw.h5"), "--workers", "1",
+                                       "--no-progress"])
+    assert code == 0, err
+    (sim,) = list(read_runs(tmp_path / "sim.h5"))
+    swept = sorted(read_runs(tmp_path / "sw.h5"), key=lambda r: r.params["r"])
+    for record in (sim, swept[0]):
+        assert type(record.params["r"]) is float and record.params["r"] == 5e4
+        assert record.param_units["r"] == "Ohm"
+    assert swept[1].params["r"] == 2.2e6
+    np.testing.assert_array_equal(sim.vectors["v(out)"], swept[0].vectors["v(out)"])

@@ -147,6 +147,7 @@ def sweep_cases(tmp: Path, out: str) -> list[tuple[list[str], str]]:
         "inputs_rows": (base + '[inputs]\nsources = ["vin"]\nrows = "0.1"\n', "inputs.rows"),
         "toml_syntax": ("template = \n", "CONFIG"),
         "control_netlist": ('netlist = "control.cir"\n', ".control"),
+        "control_included": ('netlist = "via_include.cir"\n', "included file"),
     }
     cases = []
     for name, (body, needle) in bodies.items():

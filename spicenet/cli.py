@@ -185,7 +185,7 @@ def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
                                   "process": process_name}) as store:
         store.set_root_attrs(spicenet_version=__version__, ngspice_version=ngspice_version())
         by_id = {run.id: run for run in runs}
-        outcomes = engine.simulate_many(deck, runs)
+        outcomes = engine.simulate_many(deck, runs, progress="simulate" if len(runs) > 1 else None)
         for run_id, outcome in outcomes.items():
             run = by_id[run_id]
             ok = isinstance(outcome, SimResult)
@@ -243,6 +243,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="spicenet", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    _add_verbosity_flags(parser, argparse.SUPPRESS)
     parser.add_argument("--version", action="version", version=f"spicenet {__version__}")
     sub = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
 
@@ -302,6 +303,17 @@ def _add_json_flag(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
     if "--debug" not in parser._option_string_actions:  # noqa: SLF001
         parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    if "--quiet" not in parser._option_string_actions:  # noqa: SLF001
+        _add_verbosity_flags(parser, argparse.SUPPRESS)
+
+
+def _add_verbosity_flags(parser: argparse.ArgumentParser, default: Any) -> None:
+    """The global ``-q`` / ``-v`` (accepted before and after the verb; see ``spicenet.progress``)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", action="store_true", default=default,
+                       help="no progress bars or info lines on stderr (errors still print)")
+    group.add_argument("-v", "--verbose", action="store_true", default=default,
+                       help="debug detail on stderr (what was resumed, files read, per-step detail)")
 
 
 def json_default(value: Any) -> Any:
@@ -442,6 +454,19 @@ def _check_run_dir(path_text: str) -> None:
             raise UsageError(f"{model}: not a spicenet model file (a {type(blob).__name__}, not a dict)")
 
 
+def _check_train_output(args: argparse.Namespace) -> None:
+    """``train -o DIR``: an existing run needs ``--resume``; a finished one is only extended (``--epochs N``)."""
+    from spicenet.families import RUN_LENGTH
+    from spicenet.train.run import check_training_output
+
+    _check_int(args, "epochs", "--epochs", 1)
+    can_resume = RUN_LENGTH.get(args.trainer, ("", "", True))[2]
+    if args.resume and not can_resume:
+        raise UsageError(f"--resume: trainer {args.trainer} checkpoints only its finished run and cannot resume; "
+                         "train into a new -o")
+    check_training_output(args.output, resume=bool(args.resume), length=args.epochs, can_resume=can_resume)
+
+
 def _check_scheduler(address: str) -> None:
     import re
     import socket
@@ -476,6 +501,8 @@ def check_args(args: argparse.Namespace) -> None:
         _check_output(args.output, verb, bool(getattr(args, "resume", False)))
     if getattr(args, "surrogate", None) is not None:
         _check_surrogate(args)
+    if verb == "train":
+        _check_train_output(args)
     if verb == "validate" and getattr(args, "run_dir", None) is not None:
         _check_run_dir(args.run_dir)
     if verb == "report" and getattr(args, "run_dir", None) and Path(args.run_dir).is_file() \
@@ -501,6 +528,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = bool(getattr(args, "debug", False) or os.environ.get("SPICENET_DEBUG"))
+    quiet, verbose = bool(getattr(args, "quiet", False)), bool(getattr(args, "verbose", False))
+    if quiet and verbose:
+        print(f"spicenet {args.verb}: error: -q and -v exclude each other", file=sys.stderr)
+        return 2
+    from spicenet import progress
+
+    progress.set_verbosity(progress.QUIET if quiet else progress.VERBOSE if verbose else progress.NORMAL)
+    progress.logger().debug(f"{args.verb}: " + ", ".join(f"{k}={v!r}" for k, v in sorted(vars(args).items())
+                                                         if k not in ("handler", "verb")))
     handler: Callable[[argparse.Namespace], dict[str, Any]] = args.handler
     output = Path(args.output) if getattr(args, "output", None) else None
     existed = output is not None and output.exists()

@@ -32,6 +32,10 @@ from spicenet.errors import ConfigError
 
 FAMILIES: dict[str, str] = {"rng": "rng", "oscillator": "oscillator", "resistive": "resistive"}
 TRAINERS: dict[str, str] = {"dtm": "rng", "ais": "oscillator", "eqprop": "resistive", "ffebm": "resistive"}
+# The config key ``train --epochs N`` sets (the run's length: epochs, or iterations for dtm and ais) and whether
+# the trainer can resume a run from its checkpoints (``train --resume``).
+RUN_LENGTH: dict[str, tuple[str, str, bool]] = {"eqprop": ("train", "epochs", True), "ffebm": ("train", "epochs", True),
+                                                "dtm": ("train", "iters", True), "ais": ("train", "iterations", False)}
 
 
 def family_module(family: str) -> ModuleType | None:
@@ -102,6 +106,14 @@ def _calibrate(args: argparse.Namespace) -> dict[str, Any]:
 def _train(args: argparse.Namespace) -> dict[str, Any]:
     module = family_module(TRAINERS[args.trainer])
     config = load_config(args.config, "training", args.trainer, args.quick)
+    length = getattr(args, "epochs", None)
+    if length is None and getattr(args, "resume", False) and (Path(args.output) / "run.json").is_file():
+        import json  # resuming an (extended) run without --epochs: the length it was last given
+
+        length = (json.loads((Path(args.output) / "run.json").read_text()).get("run_length") or {}).get("value")
+    if length is not None and args.trainer in RUN_LENGTH:
+        section, key, _ = RUN_LENGTH[args.trainer]
+        config.setdefault(section, {})[key] = int(length)
     return module.train(config, surrogate=Path(args.surrogate), quick=args.quick, run_dir=Path(args.output),
                         device=args.device, seed=args.seed)
 
@@ -144,6 +156,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--device", default="cpu", help="cpu or cuda")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("-o", "--output", required=True, help="run directory")
+        p.add_argument("--resume", action="store_true", help="continue the run in -o from its newest checkpoint "
+                       "(an existing run directory is refused without it; ais cannot resume)")
+        p.add_argument("--epochs", type=int, default=None, help="the run's length, replacing the config's: epochs "
+                       "(eqprop, ffebm) or iterations (dtm, ais); with --resume, N above a finished run's extends it")
         p.set_defaults(handler=_train)
     if _available("validate", TRAINERS):
         p = subparsers.add_parser("validate", help="export a trained run to a netlist and check it in ngspice")

@@ -857,7 +857,7 @@ def build_report(path: Path, output: Path | None = None, *, progress: bool = Tru
     surrogate file). Returns ``{"report", "sections" (titles), "images" (inlined PNGs), "kind"}``.
 
     Raises DataError (one line, naming the path) for a path that does not exist or holds nothing reportable."""
-    from tqdm import tqdm
+    from spicenet.progress import progress_iter
 
     path = Path(path)
     plan = _plan(path)
@@ -870,7 +870,7 @@ def build_report(path: Path, output: Path | None = None, *, progress: bool = Tru
     sections: list[Section] = []
     for note in plan.notes:
         sections.append(Section(f"demo summary ({note.name})", [_pre(note.read_text())]))
-    for what, p, lab in tqdm(todo, desc="report", disable=not progress):
+    for what, p, lab in progress_iter(todo, desc="report", enabled=progress):
         sections += surrogate_sections(p, lab) if what == "surrogate" else run_sections(p, lab)
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     header = [_para(f"{plan.kind} report of {path.resolve()}; generated {created} by spicenet "

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import sys
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -598,6 +597,6 @@ def ngspice_version() -> str:
 
 
 def _progress(total: int, enabled: bool, desc: str):
-    from tqdm import tqdm
+    from spicenet.progress import progress_bar
 
-    return tqdm(total=total, desc=desc, file=sys.stderr, disable=not enabled, leave=False, dynamic_ncols=True)
+    return progress_bar(total, desc, enabled=enabled)

@@ -96,3 +96,28 @@ def test_simulation_failure_is_stored_and_reported(tmp_path):
     assert "all 1 runs failed" in proc.stderr
     run = open_runs(tmp_path / "nc.h5")["p00000-nom"]
     assert run.status == "failed" and "did not converge" in run.error
+
+
+@pytest.mark.parametrize("flags,progress,debug", [
+    ((), True, False),            # default: a progress bar on stderr, stdout the JSON object only
+    (("-q",), False, False),      # before the verb
+    (("AFTER", "-q"), False, False),  # after the verb
+    (("-v",), True, True),        # debug detail (the parsed arguments) on top of the bar
+])
+def test_global_quiet_verbose_and_simulate_chips_progress(tmp_path, flags, progress, debug):
+    after = flags[:1] == ("AFTER",)
+    verb = ["simulate", "basic/current_mirror", "--mismatch", "pelgrom", "--chips", "3", "-o",
+            str(tmp_path / "mc.h5"), "--json"]
+    args = [*verb, *flags[1:]] if after else [*flags, *verb]
+    proc = run_cli(*args)
+    assert _json(proc)["runs"] == 4
+    assert ("simulate:" in proc.stderr and "/4" in proc.stderr) is progress
+    assert ("spicenet: simulate: " in proc.stderr) is debug
+    if not progress:
+        assert proc.stderr == ""
+
+
+def test_quiet_and_verbose_exclude_each_other(tmp_path):
+    proc = run_cli("-q", "doctor", "-v")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert len(proc.stderr.strip().splitlines()) == 1 and "-q and -v" in proc.stderr

@@ -145,7 +145,7 @@ def test_run_dir_files_and_guards(tmp_path) -> None:
     assert json.loads(out.read_text()) == {"acc": 0.5, "nan": None}
     with pytest.raises(ConfigError, match="config differs"):
         RunDir.create(tmp_path / "r", {"a": 2})
-    with pytest.raises(ConfigError, match="exists"):
+    with pytest.raises(ConfigError, match="holds a run already"):
         RunDir.create(tmp_path / "r", {"a": 1}, resume=False)
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "x.txt").write_text("x")
@@ -163,3 +163,86 @@ def test_checkpoint_restores_generators(tmp_path) -> None:
     g2 = torch.Generator().manual_seed(999)
     rd.load_checkpoint(model=model, generators={"noise": g2})
     assert torch.equal(torch.randn(4, generator=g2), want)
+
+
+def test_run_length_extension_and_finished_state(tmp_path) -> None:
+    cfg = {"train": {"epochs": 2, "lr": 0.1}}
+    rd = RunDir.create(tmp_path / "r", cfg, length_key="train.epochs")
+    assert rd.run_length == {"key": "train.epochs", "value": 2} and not rd.finished
+    rd.write_final_metrics({"acc": 0.5})
+    assert rd.finished and rd.meta()["finished_length"] == 2
+    # the same run at the same length reopens unchanged; another key changed is still refused
+    assert RunDir.create(tmp_path / "r", cfg, length_key="train.epochs").finished
+    with pytest.raises(ConfigError, match="config differs"):
+        RunDir.create(tmp_path / "r", {"train": {"epochs": 4, "lr": 0.2}}, length_key="train.epochs")
+    # a longer length: config.json follows, the extension is recorded, the run is unfinished until metrics again
+    rd = RunDir.create(tmp_path / "r", {"train": {"epochs": 4, "lr": 0.1}}, length_key="train.epochs")
+    assert rd.config()["train"]["epochs"] == 4 and not rd.finished
+    assert [(e["key"], e["from"], e["to"]) for e in rd.meta()["extended"]] == [("train.epochs", 2, 4)]
+    assert json.loads((rd.path / "metrics.json").read_text()) == {"acc": 0.5}  # the old result kept until then
+    rd.write_final_metrics({"acc": 0.6})
+    assert rd.finished
+    # without length_key any config change is refused, as before
+    with pytest.raises(ConfigError, match="config differs"):
+        RunDir.create(tmp_path / "r", {"train": {"epochs": 5, "lr": 0.1}})
+
+
+def test_check_training_output_messages(tmp_path) -> None:
+    from spicenet.errors import UsageError
+    from spicenet.train import check_training_output
+
+    check_training_output(tmp_path / "new", resume=False, length=None)  # a new run: nothing to refuse
+    check_training_output(tmp_path / "new", resume=True, length=3)
+    rd = RunDir.create(tmp_path / "r", {"train": {"epochs": 2}}, length_key="train.epochs")
+    with pytest.raises(UsageError, match=r"holds an unfinished run; pass --resume"):
+        check_training_output(rd.path, resume=False, length=None)
+    check_training_output(rd.path, resume=True, length=None)  # an unfinished run continues
+    rd.write_final_metrics({})
+    with pytest.raises(UsageError, match=r"holds a finished run; pass --resume"):
+        check_training_output(rd.path, resume=False, length=5)
+    for length in (None, 1, 2):
+        with pytest.raises(UsageError, match=r"finished at 2 \(train.epochs\); pass --epochs N with N > 2"):
+            check_training_output(rd.path, resume=True, length=length)
+    check_training_output(rd.path, resume=True, length=3)
+    with pytest.raises(UsageError, match="cannot resume"):
+        check_training_output(rd.path, resume=True, length=3, can_resume=False)
+
+
+def test_wall_clock_accumulates_over_sessions(tmp_path) -> None:
+    from spicenet.train import WallClock
+
+    first = WallClock(start=0.0)  # a session that started at perf_counter() == 0
+    first.add("train", 2.0)
+    first.add("train", 0.5)
+    st = first.state()
+    assert st["train"] == 2.5 and st["sessions"] == 1.0 and st["wall_s"] > 0
+    rd = RunDir.create(tmp_path / "w", {})
+    rd.save_checkpoint(step=1, epoch=0, model={}, extra={"wall": st})
+    second = WallClock.from_checkpoint(rd.load_checkpoint(restore_rng=False))
+    second.add("train", 1.0)
+    assert second.total("train") == 3.5 and second.sessions == 2
+    assert second.elapsed() >= st["wall_s"]
+    assert WallClock.from_checkpoint(None).total("train") == 0.0
+
+
+def test_progress_helper_follows_verbosity(capsys) -> None:
+    from spicenet import progress
+
+    try:
+        for level, shown in ((progress.NORMAL, True), (progress.QUIET, False)):
+            progress.set_verbosity(level)
+            assert list(progress.progress_iter(range(3), desc="work-xyz")) == [0, 1, 2]
+            progress.logger().info("info-line")
+            progress.logger().debug("debug-line")
+            err = capsys.readouterr().err
+            assert ("work-xyz" in err) is shown and ("info-line" in err) is shown and "debug-line" not in err
+        progress.set_verbosity(progress.VERBOSE)
+        progress.logger().debug("debug-line")
+        assert "spicenet: debug-line" in capsys.readouterr().err
+        progress.set_verbosity(progress.NORMAL)
+        list(progress.progress_iter(range(3), desc="work-off", enabled=False))  # the caller's own switch wins
+        assert "work-off" not in capsys.readouterr().err
+        with pytest.raises(ValueError, match="verbosity"):
+            progress.set_verbosity(3)
+    finally:
+        progress.set_verbosity(progress.NORMAL)

@@ -10,7 +10,6 @@ deterministic (same seed + data -> bit-identical weights). Weights are cached at
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,9 +147,9 @@ def train_features(
     t0 = time.perf_counter()
     bar = None
     if progress:
-        from tqdm import tqdm
+        from spicenet.progress import progress_bar
 
-        bar = tqdm(total=steps, desc=f"feature net {family}", file=sys.stderr, leave=False)
+        bar = progress_bar(steps, f"feature net {family}")
     net.train()
     for _ in range(epochs):
         perm = torch.randperm(n, generator=gen)

@@ -148,11 +148,16 @@ class Engine:
         return outcome
 
     def simulate_many(self, deck: Deck | str, runs: Sequence[RunSpec], chunk: int | None = None,
-                      timeout_s: float | None = None) -> dict[str, Outcome]:
-        """Many runs on one deck, split into ``chunk``-sized jobs (default: one job per worker)."""
+                      timeout_s: float | None = None, progress: str | None = None) -> dict[str, Outcome]:
+        """Many runs on one deck, split into ``chunk``-sized jobs (default: one job per worker); ``progress``: the
+        label of a progress bar on stderr counting finished runs (``spicenet.progress``; none when None)."""
         chunk = chunk or max(1, int(np.ceil(len(runs) / self.pool.n_workers)))
         jobs = [self.job(deck, runs[i:i + chunk], timeout_s=timeout_s) for i in range(0, len(runs), chunk)]
-        return self.run_all(jobs)
+        if progress is None:
+            return self.run_all(jobs)
+        from spicenet.progress import progress_iter
+
+        return dict(progress_iter(self.run(jobs), len(runs), progress))
 
 
 def simulate(deck: Deck | str, analysis: str, mode: str = "shared", **kwargs: Any) -> SimResult:

@@ -7,7 +7,6 @@ checkpoint after step k therefore replays steps k+1.. exactly as an uninterrupte
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -76,11 +75,9 @@ def fit(
             step = resumed = int(ck["step"])
             sums, counts = dict(ck["extra"].get("sums", {})), dict(ck["extra"].get("counts", {}))
             run.truncate_metrics(step // per_epoch - 1)
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    from spicenet.progress import progress_bar
 
-        bar = tqdm(total=total, initial=step, desc="train", file=sys.stderr, leave=False)
+    bar = progress_bar(total, "train", enabled=progress, initial=step)
     model.train()
     while step < total:
         epoch, b = divmod(step, per_epoch)
@@ -98,9 +95,8 @@ def fit(
             sums[k] = sums.get(k, 0.0) + float(v.detach() if isinstance(v, torch.Tensor) else v)
             counts[k] = counts.get(k, 0) + 1
         step += 1
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.4g}")
+        bar.update(1)
+        bar.set_postfix(loss=f"{float(loss.detach()):.4g}")
         end_of_epoch = step % per_epoch == 0
         if end_of_epoch:
             row = {k: sums[k] / counts[k] for k in sums}
@@ -114,8 +110,7 @@ def fit(
         if run is not None and (end_of_epoch or (checkpoint_every and step % checkpoint_every == 0)):
             run.save_checkpoint(step=step, epoch=step // per_epoch, model=model, optimizer=optimizer,
                                 extra={"sums": sums, "counts": counts})
-    if bar is not None:
-        bar.close()
+    bar.close()
     model.eval()
     return {"steps": step, "epochs": epochs, "resumed_from_step": resumed,
             "history": run.read_metrics() if run is not None else []}

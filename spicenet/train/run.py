@@ -10,6 +10,14 @@ Layout of a run directory::
     metrics.json      final metrics
 
 All files are written atomically (temporary file + os.replace), so a kill leaves either the old or the new file.
+
+Resuming and extending: a trainer passes ``length_key`` (the dotted config key of the run's length, e.g.
+``train.epochs``) to :meth:`RunDir.create`; reopening a run then accepts a config that differs from the stored one
+in that key only (a longer run: ``run.json`` records ``run_length`` and every change in ``extended``). A run is
+*finished* when metrics.json was written at the current ``run_length`` (:attr:`RunDir.finished`). Wall times
+accumulate over the sessions (processes) of a run through :class:`WallClock`, whose state rides in every
+checkpoint: a resumed or extended run reports the time of the work its result is made of (earlier sessions up to
+the checkpoint it resumed from, plus the whole last session), never zero.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import json
 import math
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +38,7 @@ import torch
 
 import spicenet
 from spicenet.csvtable import read_rows
-from spicenet.errors import ConfigError, DataError
+from spicenet.errors import ConfigError, DataError, UsageError
 from spicenet.surrogate import file_sha256
 
 
@@ -85,6 +94,69 @@ def restore_rng_state(state: dict[str, Any], generators: dict[str, torch.Generat
         g.set_state(state["generators"][k])
 
 
+class WallClock:
+    """Wall time [s] of a run, accumulated over the sessions (process runs) that produced it.
+
+    ``carried`` is the clock state a checkpoint recorded (``state()``), empty for a new run. Named totals
+    (``add(name, seconds)``, e.g. per-model training time) and the whole-run ``elapsed()`` are the carried values
+    plus this session's: total = carried + session. ``sessions`` counts the sessions including this one."""
+
+    def __init__(self, carried: dict[str, float] | None = None, start: float | None = None) -> None:
+        self._t0 = time.perf_counter() if start is None else float(start)  # this session's start (perf_counter)
+        self.carried = {str(k): float(v) for k, v in (carried or {}).items()}
+        self.session: dict[str, float] = {}
+
+    @classmethod
+    def from_checkpoint(cls, blob: dict[str, Any] | None, start: float | None = None) -> "WallClock":
+        """The clock of a run resumed from checkpoint ``blob`` (None: a new run; reads ``blob["extra"]["wall"]``);
+        ``start``: this session's ``time.perf_counter()`` at its start (default: now)."""
+        return cls(((blob or {}).get("extra") or {}).get("wall"), start)
+
+    def add(self, name: str, seconds: float) -> None:
+        """Add ``seconds`` of this session to the named total ``name``."""
+        self.session[name] = self.session.get(name, 0.0) + float(seconds)
+
+    def total(self, name: str) -> float:
+        """Carried + this session's seconds of ``name``."""
+        return self.carried.get(name, 0.0) + self.session.get(name, 0.0)
+
+    def elapsed(self) -> float:
+        """Whole-run wall time [s]: the carried ``wall_s`` plus the time since this session's clock started."""
+        return self.carried.get("wall_s", 0.0) + time.perf_counter() - self._t0
+
+    @property
+    def sessions(self) -> int:
+        """Sessions that produced the run so far, this one included."""
+        return int(self.carried.get("sessions", 0)) + 1
+
+    def state(self) -> dict[str, float]:
+        """What a checkpoint stores (``extra={"wall": clock.state()}``) for the next session to carry on."""
+        names = set(self.carried) | set(self.session)
+        out = {k: self.total(k) for k in names}
+        out.update({"wall_s": self.elapsed(), "sessions": float(self.sessions)})
+        return out
+
+
+def _get_key(config: dict[str, Any], dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _without_key(config: dict[str, Any], dotted: str) -> dict[str, Any]:
+    out = json.loads(json.dumps(config))
+    node: Any = out
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+    if isinstance(node, dict):
+        node.pop(parts[-1], None)
+    return out
+
+
 class RunDir:
     """A training run's directory (see the module docstring for its layout)."""
 
@@ -97,20 +169,40 @@ class RunDir:
     @classmethod
     def create(cls, path: str | os.PathLike, config: dict[str, Any], *, config_file: str | os.PathLike | None = None,
                surrogate: str | os.PathLike | None = None, seed: int | None = None, device: str = "cpu",
-               dataset: dict[str, Any] | None = None, resume: bool = True) -> "RunDir":
+               dataset: dict[str, Any] | None = None, resume: bool = True,
+               length_key: str | None = None) -> "RunDir":
         """Create (or, with ``resume``, reopen) a run directory. Reopening checks the config and the surrogate hash
-        match the stored ones (ConfigError otherwise); a non-empty folder that is not a run is refused."""
+        match the stored ones (ConfigError otherwise); a non-empty folder that is not a run is refused.
+
+        ``length_key``: dotted key of the run's length in ``config`` (e.g. ``"train.epochs"``). Its value is kept
+        in run.json as ``run_length``; a reopened run may differ from the stored config in that key (the run is
+        extended or, before it got there, shortened: the trainer checks its checkpoint is not beyond it)."""
         run = cls(path)
         meta_path = run.path / "run.json"
         sha = file_sha256(surrogate) if surrogate is not None else None
+        new_config = _jsonable(config)
+        length = _get_key(new_config, length_key) if length_key else None
         if meta_path.is_file():
             if not resume:
-                raise ConfigError(f"run directory {run.path} exists; pass resume=True or choose another -o")
+                raise ConfigError(f"{run.path} holds a run already and this trainer cannot resume it; "
+                                  "choose another -o")
             meta = run.meta()
             if meta.get("surrogate_sha256") != sha:
                 raise ConfigError(f"{run.path}: surrogate changed since the run started (sha256 {meta.get('surrogate_sha256')} != {sha})")
-            if run.config() != _jsonable(config):
+            old_config = run.config()
+            same = old_config == new_config if not length_key else \
+                _without_key(old_config, length_key) == _without_key(new_config, length_key)
+            if not same:
                 raise ConfigError(f"{run.path}: config differs from the one the run started with; use a new run directory")
+            old_length = _get_key(old_config, length_key) if length_key else None
+            if length_key and old_length != length:
+                _atomic_write_text(run.path / "config.json", json.dumps(new_config, indent=2, sort_keys=True))
+                meta.setdefault("extended", []).append(
+                    {"key": length_key, "from": old_length, "to": length,
+                     "at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+            if length_key:
+                meta["run_length"] = {"key": length_key, "value": length}
+                run._write_meta(meta)
             return run
         if run.path.exists() and any(run.path.iterdir()):
             raise ConfigError(f"{run.path} exists, is not empty and is not a run directory")
@@ -130,6 +222,8 @@ class RunDir:
             "surrogate_sha256": sha,
             "dataset": dataset,
         }
+        if length_key:
+            meta["run_length"] = {"key": length_key, "value": length}
         _atomic_write_text(meta_path, json.dumps(_jsonable(meta), indent=2))
         return run
 
@@ -143,6 +237,23 @@ class RunDir:
 
     def meta(self) -> dict[str, Any]:
         return json.loads((self.path / "run.json").read_text())
+
+    def _write_meta(self, meta: dict[str, Any]) -> None:
+        _atomic_write_text(self.path / "run.json", json.dumps(_jsonable(meta), indent=2))
+
+    @property
+    def run_length(self) -> dict[str, Any] | None:
+        """``{"key", "value"}``: the run's length as its trainer declared it (None for runs that did not)."""
+        return self.meta().get("run_length")
+
+    @property
+    def finished(self) -> bool:
+        """metrics.json was written at the current run length (an extension under way is not finished)."""
+        if not (self.path / "metrics.json").is_file():
+            return False
+        meta = self.meta()
+        length = meta.get("run_length")
+        return length is None or meta.get("finished_length") == length.get("value")
 
     def config(self) -> dict[str, Any]:
         return json.loads((self.path / "config.json").read_text())
@@ -232,9 +343,14 @@ class RunDir:
         _atomic_write_text(self.metrics_csv, buf.getvalue())
 
     def write_final_metrics(self, metrics: dict[str, Any]) -> Path:
-        """Write metrics.json (JSON-able: numpy/torch values converted, NaN -> null)."""
+        """Write metrics.json (JSON-able: numpy/torch values converted, NaN -> null) and mark the run finished at
+        its current length (run.json ``finished_length``)."""
         p = self.path / "metrics.json"
         _atomic_write_text(p, json.dumps(_jsonable(metrics), indent=2, sort_keys=True))
+        meta = self.meta()
+        if meta.get("run_length") is not None:
+            meta["finished_length"] = meta["run_length"].get("value")
+            self._write_meta(meta)
         return p
 
     # ------------------------------------------------------------------------------------------------- plots
@@ -254,3 +370,30 @@ class RunDir:
         from spicenet.train.plots import sample_grid
 
         return sample_grid(images, self.plots / name, **kw)
+
+
+def check_training_output(path: str | os.PathLike, *, resume: bool, length: int | None,
+                          length_flag: str = "--epochs", can_resume: bool = True) -> None:
+    """The rule for a training verb's output folder ``path`` (UsageError, one line naming the folder and the flag):
+
+    * a folder without run.json is a new run (``resume`` then simply starts it);
+    * a folder holding a run needs ``resume`` (otherwise the run would be continued or overwritten silently), and a
+      trainer that cannot resume (``can_resume=False``) refuses it;
+    * a *finished* run is continued only to a longer length: ``length`` (``--epochs N``) above its ``run_length``.
+    """
+    run = RunDir(path)
+    if not (run.path / "run.json").is_file():
+        return
+    state = "a finished run" if run.finished else "an unfinished run"
+    if not can_resume:
+        raise UsageError(f"-o {run.path} holds {state} and this trainer cannot resume; choose another -o")
+    if not resume:
+        raise UsageError(f"-o {run.path} holds {state}; pass --resume to continue it (with {length_flag} N to "
+                         f"extend a finished one) or choose another -o")
+    if run.finished:
+        done = (run.run_length or {}).get("value")
+        if done is None:
+            raise UsageError(f"-o {run.path} holds a finished run that records no run length; it cannot be extended")
+        if length is None or int(length) <= int(done):
+            raise UsageError(f"-o {run.path} holds a run finished at {done} ({run.run_length['key']}); "
+                             f"pass {length_flag} N with N > {done} to extend it")

@@ -37,7 +37,6 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from spicenet.cells.oscillator.phase import (
     ChipMismatch,
@@ -47,6 +46,7 @@ from spicenet.cells.oscillator.phase import (
     sample_chip,
 )
 from spicenet.cells.oscillator.schedule import PiecewiseSchedule, max_code, quantize_codes_ste
+from spicenet.progress import progress_bar
 
 __all__ = ["AISConfig", "grid_connectivity", "budget_codes", "node_code_load", "AISGenerator", "Critic", "gradient_penalty", "AISResult", "train_ais",
            "perturbed_chip", "fidelity_penalty"]
@@ -448,7 +448,7 @@ def train_ais(data: Tensor, config: AISConfig, params: PhaseModelParams | None =
     opt_d = torch.optim.Adam(critic.parameters(), lr=config.lr_critic, betas=(0.5, 0.9))
     bsz = config.batch_size
     history: list[dict] = []
-    bar = tqdm(range(config.iterations), desc="ais", disable=not progress, file=None)
+    bar = progress_bar(config.iterations, "ais", enabled=progress, iterable=range(config.iterations))
     for it in bar:
         chip = chip_sampler(g_chip) if chip_sampler is not None else None
         loss_d = torch.zeros(())

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -213,8 +212,8 @@ def parse_config(config: dict[str, Any]) -> OscCalibrationConfig:
 
 
 def _progress(total: int, desc: str):
-    from tqdm import tqdm
-    return tqdm(total=total, desc=desc, file=sys.stderr, leave=False, disable=None)
+    from spicenet.progress import progress_bar
+    return progress_bar(total, desc)
 
 
 # ----------------------------------------------------------------------------------------------- H math

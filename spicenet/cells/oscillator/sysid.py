@@ -176,9 +176,9 @@ def fit_network_model(params: PhaseModelParams, data: Sequence[NetworkTrajectory
 
     before = rms_all()
     opt = torch.optim.Adam(shared.parameters(), lr=lr)
-    from tqdm.auto import tqdm
+    from spicenet.progress import progress_iter
 
-    for _ in tqdm(range(iterations), desc="network refinement", disable=not progress, leave=False):
+    for _ in progress_iter(range(iterations), desc="network refinement", enabled=progress):
         opt.zero_grad(set_to_none=True)
         loss = sum(shooting_error(m, d, window_s, every_s) for m, d in zip(models, data)) / len(data)
         loss = loss + reg * shared.penalty()

@@ -200,7 +200,8 @@ def load_generator(run_dir: str | Path, device: str = "cpu") -> tuple[AISGenerat
 
 def train(config: dict[str, Any], *, surrogate: Path | str | None, quick: bool = False, run_dir: Path | str,
           device: str = "cpu", seed: int = 0, progress: bool = True) -> dict[str, Any]:
-    """Train an AIS generator (see the module docstring); returns ``{"run_dir", "metrics"}``.
+    """Train an AIS generator (see the module docstring); returns ``{"run_dir", "metrics"}``. ``train_ais``
+    checkpoints only the finished generator, so a ``run_dir`` that already holds a run is refused (ConfigError).
 
     metrics: ``fid_spicenet_<dataset>`` (nominal chip), ``kid_spicenet_<dataset>``, ``chips`` (mean / worst /
     values of the FID over held-out mismatch chips), ``fid_chips_mean``, ``fid_chips_worst``, ``density`` (edges /
@@ -243,9 +244,11 @@ def train(config: dict[str, Any], *, surrogate: Path | str | None, quick: bool =
     x_train = torch.as_tensor(ds.x_train, dtype=torch.float32)
     reference = np.asarray(ds.x_test, dtype=np.float32)
 
+    # train_ais checkpoints only the finished generator, so a run cannot resume: an existing run is refused
     run = RunDir.create(run_dir, config, surrogate=surrogate, seed=seed, device=str(dev),
                         dataset={"name": ds.name, "source": source, "size": cfg.height, "origin": ds.origin,
-                                 "n_train": int(x_train.shape[0]), "n_test": int(reference.shape[0])})
+                                 "n_train": int(x_train.shape[0]), "n_test": int(reference.shape[0])},
+                        resume=False, length_key="train.iterations")
     meta = run.meta()
     meta.update({"family": "oscillator", "trainer": "ais", "quick": bool(quick)})
     _atomic_write_text(run.path / "run.json", json.dumps(meta, indent=2))

@@ -37,7 +37,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,9 +133,9 @@ def _ic_job(hw: HardwareMap, process: str, timeout_s: float, n_points: int = 12,
 
 
 def _progress(total: int, desc: str):
-    from tqdm.auto import tqdm
+    from spicenet.progress import progress_bar
 
-    return tqdm(total=total, desc=desc, file=sys.stderr, leave=False)
+    return progress_bar(total, desc)
 
 
 def _execute(jobs: list, workers: int, scheduler: str | None, desc: str) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
+from spicenet.progress import progress_iter
 
 from spicenet.cells.resistive.network import Chip, ResistiveNetwork
 
@@ -230,7 +230,7 @@ def train_eqprop(
     gen = torch.Generator().manual_seed(seed)
     hist = TrainHistory()
     step = 0
-    for _ in tqdm(range(epochs), desc="eqprop", disable=not progress, file=None):
+    for _ in progress_iter(range(epochs), desc="eqprop", enabled=progress):
         perm = torch.randperm(x.shape[0], generator=gen)
         losses = []
         for start in range(0, x.shape[0], batch_size):

@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from spicenet.cells.resistive.eqprop import accuracy, confusion_matrix, mse_cost, one_hot_targets
 from spicenet.cells.resistive.ffebm import FFEBM
 from spicenet.cells.resistive.train import (
+    _check_length,
     _write_meta,
     build_network,
     chip_seed,
@@ -42,7 +42,8 @@ from spicenet.cells.resistive.train import (
 from spicenet.data import load_dataset
 from spicenet.errors import ConfigError
 from spicenet.surrogate import SurrogateFile
-from spicenet.train import RunDir, resolve_device
+from spicenet.progress import logger, progress_iter
+from spicenet.train import RunDir, WallClock, resolve_device
 
 __all__ = ["FFEBM_DEFAULTS", "merged_ffebm_config", "block_specs", "build_ffebm", "train_ffebm", "load_ffebm",
            "block_chips"]
@@ -126,7 +127,8 @@ def train_ffebm(config: dict[str, Any], *, surrogate: Path, quick: bool, run_dir
     specs = block_specs(sur, x.shape[1], cfg)
     run = RunDir.create(run_dir, cfg, surrogate=surrogate, seed=seed, device=str(dev),
                         dataset={"name": ds.name, "source": d["source"], "origin": ds.origin, "size": ds.size,
-                                 "n_train": int(x.shape[0]), "n_test": int(xt.shape[0])})
+                                 "n_train": int(x.shape[0]), "n_test": int(xt.shape[0])},
+                        length_key="train.epochs")
     _write_meta(run, {"family": "resistive", "trainer": "ffebm", "block_specs": specs})
     model = build_ffebm(specs, init_max=float(m["init_max"]), seed=seed, device=dev)
     block_params = [p for b in model.blocks for p in b.parameters()]
@@ -136,18 +138,20 @@ def train_ffebm(config: dict[str, Any], *, surrogate: Path, quick: bool, run_dir
     gen = torch.Generator().manual_seed(int(seed))
     start_epoch, step = 0, 0
     blob = run.load_checkpoint(generators={"shuffle": gen}, restore_rng=True)
+    clock = WallClock.from_checkpoint(blob, t0)
     if blob is not None:
         model.load_state_dict(blob["model"]["ffebm"])
         opt.load_state_dict(blob["model"]["opt"])
         sched.load_state_dict(blob["model"]["sched"])
         start_epoch, step = int(blob["epoch"]) + 1, int(blob["step"])
+        _check_length(run, start_epoch, int(tr["epochs"]))
         run.truncate_metrics(start_epoch - 1)
+        logger().debug(f"ffebm: resumed {run.path} after epoch {start_epoch} (step {step}, session {clock.sessions})")
     beta = float(tr["beta"]) * specs[-1]["g_lsb"]
     t_target = one_hot_targets(y, 10, float(tr["v_low"]), float(tr["v_high"])).to(dev)
     tt_target = one_hot_targets(yt, 10, float(tr["v_low"]), float(tr["v_high"])).to(dev)
     bs, epochs, scale = int(tr["batch_size"]), int(tr["epochs"]), float(mm["train_scale"])
-    wall_train = 0.0
-    for epoch in tqdm(range(start_epoch, epochs), desc="ffebm", file=None, initial=start_epoch, total=epochs):
+    for epoch in progress_iter(range(start_epoch, epochs), epochs, "ffebm", initial=start_epoch):
         perm = torch.randperm(x.shape[0], generator=gen)
         loss_sum = 0.0
         t1 = time.perf_counter()
@@ -161,13 +165,13 @@ def train_ffebm(config: dict[str, Any], *, surrogate: Path, quick: bool, run_dir
             loss_sum += float(loss) * idx.numel()
             step += 1
         sched.step()
-        wall_train += time.perf_counter() - t1
+        clock.add("train", time.perf_counter() - t1)
         with torch.no_grad():
             v = model(xt)
         run.log_metrics(epoch, train_loss=loss_sum / x.shape[0], test_loss=float(mse_cost(v, tt_target).mean()),
                         test_accuracy=accuracy(v, yt))
         if (epoch + 1) % max(1, int(tr["checkpoint_every"])) == 0 or epoch == epochs - 1:
-            run.save_checkpoint(step=step, epoch=epoch, generators={"shuffle": gen},
+            run.save_checkpoint(step=step, epoch=epoch, generators={"shuffle": gen}, extra={"wall": clock.state()},
                                 model={"ffebm": model.state_dict(), "opt": opt.state_dict(),
                                        "sched": sched.state_dict()})
     torch.save({"specs": specs, "ffebm": model.state_dict()}, run.path / "model.pt")
@@ -185,8 +189,9 @@ def train_ffebm(config: dict[str, Any], *, surrogate: Path, quick: bool, run_dir
         "eval_chips": int(mm["eval_chips"]), "train_scale": scale, "g_sigma": specs[0]["g_sigma"],
         "amp_gain": specs[0]["amp_gain"], "n_train": int(x.shape[0]), "n_test": int(xt.shape[0]),
         "dataset": ds.name, "data_origin": ds.origin, "epochs": epochs, "quick": bool(quick),
-        "epoch_wall_s": round(wall_train / max(1, epochs - start_epoch), 2),
-        "wall_eval_s": round(time.perf_counter() - t_eval, 2), "wall_s": round(time.perf_counter() - t0, 2),
+        "epoch_wall_s": round(clock.total("train") / max(1, epochs), 2), "wall_train_s": round(clock.total("train"), 2),
+        "wall_eval_s": round(time.perf_counter() - t_eval, 2), "wall_s": round(clock.elapsed(), 2),
+        "sessions": clock.sessions, "resumed_from_epoch": start_epoch if blob is not None else None,
     }
     run.write_final_metrics(metrics)
     plots = [str(run.plot_metrics()), str(run.plot_metrics(keys=["test_accuracy"], name="accuracy.png"))]

@@ -37,7 +37,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from spicenet.cells.resistive.calibrate import level_chip
 from spicenet.cells.resistive.eqprop import accuracy, confusion_matrix, eqprop_gradients, mse_cost, one_hot_targets, param_grads
@@ -45,8 +44,9 @@ from spicenet.cells.resistive.network import Chip, ResistiveNetwork, programmabl
 from spicenet.data import load_dataset
 from spicenet.errors import ConfigError
 from spicenet.plotting import subplots
+from spicenet.progress import logger, progress_iter
 from spicenet.surrogate import SurrogateFile
-from spicenet.train import RunDir, resolve_device
+from spicenet.train import RunDir, WallClock, resolve_device
 
 __all__ = ["TRAIN_DEFAULTS", "NetSpec", "net_spec", "build_network", "chip_seed", "train_resistive",
            "load_trained", "test_data"]
@@ -164,7 +164,10 @@ def train_resistive(config: dict[str, Any], *, surrogate: Path, quick: bool, run
 
     Returns ``{"run_dir", "metrics"}``; metrics hold ``test_accuracy``, ``chip_mean``, ``chip_worst`` (injected
     model) and the same keys with ``_no_injection``, plus ``injection_gain_worst_pp`` (worst-chip accuracy gain in
-    percentage points) and wall times."""
+    percentage points) and wall times [s], accumulated over the sessions of a resumed run (``WallClock``).
+
+    A ``run_dir`` holding this run resumes from its newest checkpoint; ``train.epochs`` larger than the stored one
+    extends it (``spicenet train --resume --epochs N``); smaller than the checkpoint's epoch is a ConfigError."""
     t0 = time.perf_counter()
     cfg = merged_train_config(config)
     dev = resolve_device(device)
@@ -183,7 +186,8 @@ def train_resistive(config: dict[str, Any], *, surrogate: Path, quick: bool, run
     spec = net_spec(sur, sizes, bool(m["bias"]), float(m["amp_gain"]), float(m["amp_back"]), float(m["input_gain"]))
     run = RunDir.create(run_dir, cfg, surrogate=surrogate, seed=seed, device=str(dev),
                         dataset={"name": ds.name, "source": d["source"], "origin": ds.origin, "size": ds.size,
-                                 "n_train": int(x.shape[0]), "n_test": int(xt.shape[0])})
+                                 "n_train": int(x.shape[0]), "n_test": int(xt.shape[0])},
+                        length_key="train.epochs")
     _write_meta(run, {"family": "resistive", "trainer": "eqprop", "net_spec": spec})
     kinds = ("injected", "plain") + (("ideal",) if bool(tr["ideal"]) else ())
     nets = {k: build_network(spec, init_max=float(m["init_max"]), seed=seed, device=dev, ideal=k == "ideal")
@@ -193,21 +197,23 @@ def train_resistive(config: dict[str, Any], *, surrogate: Path, quick: bool, run
     gen = torch.Generator().manual_seed(int(seed))
     start_epoch, step = 0, 0
     blob = run.load_checkpoint(generators={"shuffle": gen}, restore_rng=True)
+    clock = WallClock.from_checkpoint(blob, t0)
     if blob is not None:
         for k in nets:
             nets[k].load_state_dict(blob["model"][k])
             opts[k].load_state_dict(blob["model"]["opt_" + k])
             scheds[k].load_state_dict(blob["model"]["sched_" + k])
         start_epoch, step = int(blob["epoch"]) + 1, int(blob["step"])
+        _check_length(run, start_epoch, int(tr["epochs"]))
         run.truncate_metrics(start_epoch - 1)
+        logger().debug(f"eqprop: resumed {run.path} after epoch {start_epoch} (step {step}, session {clock.sessions})")
     beta = float(tr["beta"]) * spec["g_lsb"]
     t_target = one_hot_targets(y, 10, float(tr["v_low"]), float(tr["v_high"])).to(dev)
     tt_target = one_hot_targets(yt, 10, float(tr["v_low"]), float(tr["v_high"])).to(dev)
     bs, epochs = int(tr["batch_size"]), int(tr["epochs"])
     train_scale = float(mm["train_scale"])
-    wall_train = {k: 0.0 for k in nets}
     suffixes = {"injected": "", "plain": "_no_injection", "ideal": "_ideal"}
-    for epoch in tqdm(range(start_epoch, epochs), desc="eqprop", file=None, initial=start_epoch, total=epochs):
+    for epoch in progress_iter(range(start_epoch, epochs), epochs, "eqprop", initial=start_epoch):
         perm = torch.randperm(x.shape[0], generator=gen)
         losses = {k: 0.0 for k in nets}
         for s in range(0, x.shape[0], bs):
@@ -222,7 +228,7 @@ def train_resistive(config: dict[str, Any], *, surrogate: Path, quick: bool, run
                 opts[k].step()
                 net.clip_()
                 losses[k] += float(res.loss) * idx.numel()
-                wall_train[k] += time.perf_counter() - t1
+                clock.add("train_" + k, time.perf_counter() - t1)
             step += 1
         for sch in scheds.values():
             sch.step()
@@ -239,7 +245,8 @@ def train_resistive(config: dict[str, Any], *, surrogate: Path, quick: bool, run
             state = {k: n.state_dict() for k, n in nets.items()}
             state.update({"opt_" + k: o.state_dict() for k, o in opts.items()})
             state.update({"sched_" + k: o.state_dict() for k, o in scheds.items()})
-            run.save_checkpoint(step=step, epoch=epoch, model=state, generators={"shuffle": gen})
+            run.save_checkpoint(step=step, epoch=epoch, model=state, generators={"shuffle": gen},
+                                extra={"wall": clock.state()})
     torch.save({"spec": spec, **{k: n.state_dict() for k, n in nets.items()}}, run.path / "model.pt")
     # ------------------------------------------------------------------------------------------ evaluation
     t_eval = time.perf_counter()
@@ -255,7 +262,8 @@ def train_resistive(config: dict[str, Any], *, surrogate: Path, quick: bool, run
     if "ideal" in nets:
         with torch.no_grad():
             metrics["accuracy_ideal"] = accuracy(nets["ideal"](xt.to(dev)), yt)
-    metrics["epoch_wall_s"] = {k: round(v / max(1, epochs - start_epoch), 2) for k, v in wall_train.items()}
+    wall_train = {k: clock.total("train_" + k) for k in nets}
+    metrics["epoch_wall_s"] = {k: round(v / max(1, epochs), 2) for k, v in wall_train.items()}
     metrics["amp_gain"], metrics["amp_back"] = spec["amp_gain"], spec["amp_back"]
     metrics.update({
         "injection_gain_worst_pp": 100.0 * (ev["injected"]["chip_worst"] - ev["plain"]["chip_worst"]),
@@ -264,7 +272,8 @@ def train_resistive(config: dict[str, Any], *, surrogate: Path, quick: bool, run
         "g_sigma": spec["g_sigma"], "sigma_ln_is": spec["sigma_ln_is"], "layer_sizes": sizes,
         "n_train": int(x.shape[0]), "n_test": int(xt.shape[0]), "dataset": ds.name, "data_origin": ds.origin,
         "epochs": epochs, "quick": bool(quick), "wall_train_s": {k: round(v, 2) for k, v in wall_train.items()},
-        "wall_eval_s": round(time.perf_counter() - t_eval, 2), "wall_s": round(time.perf_counter() - t0, 2),
+        "wall_eval_s": round(time.perf_counter() - t_eval, 2), "wall_s": round(clock.elapsed(), 2),
+        "sessions": clock.sessions, "resumed_from_epoch": start_epoch if blob is not None else None,
     })
     run.write_final_metrics(metrics)
     plots = [str(run.plot_metrics()), str(run.plot_metrics(
@@ -272,6 +281,13 @@ def train_resistive(config: dict[str, Any], *, surrogate: Path, quick: bool, run
         name="accuracy.png"))]
     plots.append(str(_plot_chips(run, ev)))
     return {"run_dir": str(run.path), "metrics": metrics, "plots": plots}
+
+
+def _check_length(run: RunDir, done: int, length: int, key: str = "train.epochs") -> None:
+    """ConfigError when the checkpoint (``done`` epochs) is beyond the requested run length."""
+    if done > length:
+        raise ConfigError(f"{run.path}: the checkpoint has {done} epochs done; {key} = {length} would shorten the run "
+                          f"(give --epochs >= {done})")
 
 
 def _plot_chips(run: RunDir, ev: dict[str, dict[str, Any]]) -> Path:

@@ -34,6 +34,7 @@ from spicenet.cells.resistive.train import chip_seed, load_trained, make_chip, m
 from spicenet.energy import resistive_energy
 from spicenet.errors import ConfigError, DataError
 from spicenet.plotting import subplots
+from spicenet.progress import progress_iter
 from spicenet.spice.engine import Engine
 from spicenet.train import RunDir
 
@@ -114,7 +115,7 @@ def _validate(run: RunDir, cfg: dict[str, Any], x: torch.Tensor, y: torch.Tensor
     per_chip = []
     scatter = None
     with Engine(workers=max(1, int(workers))) as engine:
-        for c in range(n_chips):
+        for c in progress_iter(range(n_chips), desc="validate chips"):
             t1 = time.perf_counter()
             chip = make_chip(net, spec, chip_seed(seed, 3, c))
             with torch.no_grad():
@@ -180,7 +181,7 @@ def _validate_ffebm(run: RunDir, x: torch.Tensor, y: torch.Tensor, origin: str, 
     model, specs = load_ffebm(run.path)
     per_chip = []
     with Engine(workers=max(1, int(workers))) as engine:
-        for c in range(n_chips):
+        for c in progress_iter(range(n_chips), desc="validate chips"):
             t1 = time.perf_counter()
             chips = block_chips(model, specs, seed, 3, c)
             h_sur, h_sp = x, x

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -120,8 +119,8 @@ def parse_config(config: dict[str, Any], process: str) -> RngCalibrationConfig:
 
 
 def _progress(total: int, desc: str):
-    from tqdm import tqdm
-    return tqdm(total=total, desc=desc, file=sys.stderr, leave=False, mininterval=2.0)
+    from spicenet.progress import progress_bar
+    return progress_bar(total, desc, mininterval=2.0)
 
 
 # ------------------------------------------------------------------------------------------------- stages --

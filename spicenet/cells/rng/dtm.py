@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from spicenet.progress import progress_iter
 
 from .gibbs import BlockGibbsSampler, make_generator
 from .graph import SparseGraph, grid_graph
@@ -139,7 +139,8 @@ class DTM:
         n_data: D, number of data pixels (<= size*size); data node i sits at a spread-out grid position.
         config: hyper-parameters.
         quantiser: applied to couplings and biases before sampling (None = float).
-        offset, gain: per-cell p-bit non-idealities [N] of the chip that runs the model (None = ideal).
+        offset: per-cell p-bit logit offset [N] of the chip that runs the model (None = ideal).
+        gain: per-cell p-bit logit gain [N] of that chip (None = ideal); see ``PBit.gibbs_nonideality``.
         chip_sampler: mismatch-aware training: called with a torch.Generator before every training step, returns
             a fresh chip's ``(offset, gain)`` [N] (e.g. drawn from the calibrated PBit distribution and mapped by
             ``PBit.gibbs_nonideality``); that chip runs both phases of the step. ``sample`` uses offset/gain.
@@ -289,7 +290,7 @@ class DTM:
             raise ValueError(f"n_iters/batch: expected >= 0 / >= 1, got {n_iters}/{batch}")
         data = torch.as_tensor(data, dtype=torch.float64)
         log = []
-        for _ in tqdm(range(n_iters), disable=not progress, desc="dtm", file=None):
+        for _ in progress_iter(range(n_iters), desc="dtm", enabled=progress):
             idx = torch.randint(0, data.shape[0], (batch,), generator=self._cpu_gen)
             log.append(self.train_step(data[idx]))
         return log

@@ -34,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +56,8 @@ SECTIONS = ("data", "model", "train", "mismatch", "eval")
 
 @dataclass
 class DTMTrainConfig:
-    """Validated training config (TOML sections [data] [model] [train] [mismatch] [eval], flattened here)."""
+    """Validated training config (TOML sections ``[data]`` ``[model]`` ``[train]`` ``[mismatch]`` ``[eval]``,
+    flattened here)."""
 
     # [data]
     dataset: str = "fashion"
@@ -281,16 +281,17 @@ def train(config: dict[str, Any], *, surrogate: Path, quick: bool = False, run_d
           seed: int = 0, progress: bool = True) -> dict[str, Any]:
     """Train a DTM with per-step mismatch chips drawn from ``surrogate``; returns {"run_dir", "metrics"}.
 
-    Resumes from the newest checkpoint when ``run_dir`` holds the same run. ``quick`` only records the flag
+    Resumes from the newest checkpoint when ``run_dir`` holds the same run; ``train.iters`` above the stored one
+    extends it (``spicenet train dtm --resume --epochs N``: N iterations), below the checkpoint's is a ConfigError.
+    Wall times [s] accumulate over the sessions of a resumed run (``WallClock``). ``quick`` only records the flag
     (the quick variant is the config ``training/dtm_quick.toml``)."""
-    from tqdm import tqdm
-
     from spicenet.energy import dtm_energy
     from spicenet.metrics import fid_key, load_feature_net
     from spicenet.surrogate import SurrogateFile
-    from spicenet.train import RunDir, resolve_device
+    from spicenet.progress import logger, progress_bar
+    from spicenet.train import RunDir, WallClock, resolve_device
 
-    t_start = time.time()
+    t_start = time.perf_counter()
     cfg = parse_config(config)
     dev = resolve_device(device)
     torch.set_num_threads(cfg.threads)
@@ -308,7 +309,7 @@ def train(config: dict[str, Any], *, surrogate: Path, quick: bool = False, run_d
     dataset_info = {"name": ds.name, "origin": ds.origin, "size": ds.size, "encoding": "spin",
                     "n_train": int(x_train.shape[0]), "n_test": int(x_test.shape[0])}
     run = RunDir.create(run_dir, dataclasses.asdict(cfg) | {"seed": seed}, surrogate=surrogate, seed=seed,
-                        device=str(dev), dataset=dataset_info)
+                        device=str(dev), dataset=dataset_info, length_key="iters")
     _write_run_json(run, {"family": "rng", "trainer": "dtm", "quick": bool(quick)})
 
     quant = uniform_quantiser(cfg.weight_bits, cfg.weight_max)
@@ -322,15 +323,20 @@ def train(config: dict[str, Any], *, surrogate: Path, quick: bool = False, run_d
     gens = {"gen": dtm._gen, "cpu": dtm._cpu_gen}
     start = 0
     ck = run.load_checkpoint(generators=gens, map_location="cpu")
+    clock = WallClock.from_checkpoint(ck, t_start)
     if ck is not None:
         dtm.load_state_dict(ck["model"])
         start = int(ck["step"])
+        if start > cfg.iters:
+            raise ConfigError(f"{run.path}: the checkpoint has {start} iterations done; train.iters = {cfg.iters} "
+                              f"would shorten the run (give --epochs >= {start})")
         run.truncate_metrics(start)
+        logger().debug(f"dtm: resumed {run.path} after iteration {start} (session {clock.sessions})")
     net, _ = load_feature_net(ds.name, train_if_missing=True)
     fkey = fid_key(ds.name)
 
     window: list[list[dict]] = []
-    bar = tqdm(total=cfg.iters, initial=start, desc="dtm", file=sys.stderr, disable=not progress, leave=False)
+    bar = progress_bar(cfg.iters, "dtm", enabled=progress, initial=start)
     for it in range(start, cfg.iters):
         g = torch.Generator().manual_seed(_seed_int(seed, 3, it))
         idx = torch.randint(0, x_train.shape[0], (cfg.batch,), generator=g)
@@ -344,7 +350,7 @@ def train(config: dict[str, Any], *, surrogate: Path, quick: bool = False, run_d
                 "autocorr": float(np.mean([s["autocorr"] for st in window for s in st])),
                 "acp_lambda": float(np.mean([s["acp_lambda"] for st in window for s in st])),
                 "w_rms": float(np.mean([quant(p.weights).pow(2).mean().sqrt().item() for p in dtm.steps])),
-                "elapsed_s": time.time() - t_start,
+                "elapsed_s": clock.elapsed(),
             }
             if cfg.fid_log_samples:
                 s = sample_with_seed(dtm, cfg.fid_log_samples, _seed_int(seed, 8, done))
@@ -353,9 +359,10 @@ def train(config: dict[str, Any], *, surrogate: Path, quick: bool = False, run_d
             bar.set_postfix(fid=f"{row.get('fid_nominal', float('nan')):.3g}")
             window = []
         if cfg.checkpoint_every and (done % cfg.checkpoint_every == 0 or done == cfg.iters):
-            run.save_checkpoint(step=done, epoch=done, model=dtm.state_dict(), generators=gens)
+            run.save_checkpoint(step=done, epoch=done, model=dtm.state_dict(), generators=gens,
+                                extra={"wall": clock.state()})
     bar.close()
-    t_train = time.time() - t_start
+    t_train = clock.elapsed()
 
     # ------------------------------------------------------------------------------------- evaluation --
     t0 = time.time()
@@ -406,6 +413,9 @@ def train(config: dict[str, Any], *, surrogate: Path, quick: bool = False, run_d
         "mismatch_aware": cfg.enabled,
         "train_wall_s": t_train,
         "eval_wall_s": time.time() - t0,
+        "wall_s": clock.elapsed(),
+        "sessions": clock.sessions,
+        "resumed_from_iter": start if ck is not None else None,
         "plots": plots,
     }
     if untrimmed is not None:

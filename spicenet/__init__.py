@@ -12,7 +12,8 @@ The public API, importable from here (each name is imported on first use, so ``i
   (``PhaseOscillatorNetwork.from_surrogate``); each has ``sample_chip(seed, scale)`` drawing a fabricated chip
   from the calibrated mismatch;
 * the engine: :func:`render` (template + parameters + process -> deck), :func:`simulate` (one ngspice run),
-  :func:`sweep` (grid x Monte-Carlo chips into an HDF5 store), :func:`open_runs` (read a store);
+  :func:`run_sweep` (grid x Monte-Carlo chips into an HDF5 store; not ``sweep``, which is the module
+  ``spicenet.sweep``), :func:`open_runs` (read a store);
 * files: :class:`SurrogateFile`, :class:`SweepConfig`.
 
 Units are SI (V, A, S, ohm, s, Hz, J) unless a name ends in ``_lsb`` (conductance LSBs of the calibration).
@@ -40,7 +41,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "PhaseOscillatorNetwork": ("spicenet.cells.oscillator.phase", "PhaseOscillatorNetwork"),
 }
 
-__all__ = ["__version__", "shipped_surrogate", "sweep", *_LAZY]
+__all__ = ["__version__", "shipped_surrogate", "run_sweep", *_LAZY]
 
 if TYPE_CHECKING:  # static checkers and IDEs see the real objects
     from spicenet.cells.oscillator.phase import PhaseOscillatorNetwork
@@ -80,7 +81,7 @@ def shipped_surrogate(family: str) -> Path:
     return path
 
 
-def sweep(config: "SweepConfig | dict[str, Any] | str | os.PathLike", output: str | os.PathLike, *,
+def run_sweep(config: "SweepConfig | dict[str, Any] | str | os.PathLike", output: str | os.PathLike, *,
           workers: int = 1, resume: bool = False, scheduler: str | None = None, mode: str = "shared",
           progress: bool = False) -> "SweepSummary":
     """Run a grid x Monte-Carlo sweep into the HDF5 store ``output`` (what ``spicenet sweep`` does).
@@ -88,7 +89,8 @@ def sweep(config: "SweepConfig | dict[str, Any] | str | os.PathLike", output: st
     ``config`` is a :class:`SweepConfig`, a dict with the TOML layout (``[sweep]``, ``[grid]``, ``[montecarlo]``,
     ...) or the path of a TOML file. ``workers`` ngspice worker processes (or a Dask ``scheduler`` address);
     ``resume`` skips the runs the store already holds. Read the result with :func:`open_runs`."""
-    from spicenet.sweep import SweepConfig, run_sweep
+    from spicenet.sweep import SweepConfig
+    from spicenet.sweep import run_sweep as _run
 
     if isinstance(config, SweepConfig):
         cfg = config
@@ -96,5 +98,4 @@ def sweep(config: "SweepConfig | dict[str, Any] | str | os.PathLike", output: st
         cfg = SweepConfig.from_dict(config)
     else:
         cfg = SweepConfig.from_toml(Path(config))
-    return run_sweep(cfg, Path(output), workers=workers, resume=resume, scheduler=scheduler, mode=mode,
-                     progress=progress)
+    return _run(cfg, Path(output), workers=workers, resume=resume, scheduler=scheduler, mode=mode, progress=progress)

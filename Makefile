@@ -9,7 +9,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TORCH  := torch==2.13.0
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup system-deps test test-slow demo demo-quick bench clean
+.PHONY: setup system-deps test test-slow demo demo-quick bench docs clean
 
 setup: $(STAMP)
 
@@ -27,7 +27,7 @@ $(STAMP): setup.cfg pyproject.toml | system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,docs]'
 	$(BIN)/spicenet pdk install sky130 --json
 	$(BIN)/spicenet metrics train-features mnist --json
 	$(BIN)/spicenet metrics train-features fashion --json
@@ -49,6 +49,10 @@ bench: setup
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/engine.py
 	$(BIN)/python benchmarks/gibbs.py
+
+# the documentation site (README, API reference from the docstrings, notebooks) into build/site; warnings are errors
+docs: setup
+	$(BIN)/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) build *.egg-info demo-out .pytest_cache

@@ -113,17 +113,22 @@ class ResistiveNetwork(nn.Module):
         input_gain: voltage gain ``g`` of the input amplifiers (V per unit input).
         bias: add a ``+v_bias``/``-v_bias`` source pair tied to every free layer.
         v_bias: bias source voltage (V).
-        is_, n, rs, vb: nominal diode saturation current (A), ideality, series resistance (ohm), bias voltage (V).
+        is_: nominal diode saturation current (A).
+        n: nominal diode ideality factor.
+        rs: diode series resistance (ohm).
+        vb: diode rail voltage (V): the diodes conduct above ``+vb`` and below ``-vb``.
         gmin: conductance across each junction (S), ngspice's default 1e-12.
         g_unit: conductance unit of the stored parameters (S).
         init_range: initial parameters uniform in this range (units of g_unit).
         g_max: upper clip of the parameters (units of g_unit), None = unbounded.
         quantize: optional hook applied to conductances in S (straight-through gradient).
-        temperature: K. diodes: False builds the purely linear network (no diodes).
+        temperature: diode temperature (K).
+        diodes: False builds the purely linear network (no diodes).
         amp_gain: forward voltage gain A of the bidirectional amplifiers between free layers (None: plain
             resistors, non-negative weights between free layers).
         amp_back: backward current gain b of those amplifiers (None: Kendall's ``1/A``).
-        seed: initialisation seed. device: torch device.
+        seed: initialisation seed.
+        device: torch device of the parameters (``.to()`` moves them later).
     """
 
     def __init__(

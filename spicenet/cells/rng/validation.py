@@ -57,7 +57,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -588,8 +587,7 @@ def _run_networks(engine, maps: dict[int, export.BMMapping], cids: dict[int, lis
     """One noisy transient per chip of its coupled network (``export.bm_deck``), long enough for ``reads`` reads
     every ``spacing_s`` after ``settle_s``; noise stream ``stream`` of every cell (a fresh realisation per pass).
     Returns {f"{label}{chip}": SimResult | SpicenetError}."""
-    from tqdm import tqdm
-
+    from spicenet.progress import progress_bar
     from spicenet.spice.engine import Deck
     from spicenet.spice.job import RunSpec
 
@@ -605,7 +603,7 @@ def _run_networks(engine, maps: dict[int, export.BMMapping], cids: dict[int, lis
         jobs.append(engine.job(deck, [RunSpec(f"{label}{c}", f"tran {cfg.dt:.6g} {t_stop:.12g} 0 {cfg.dt:.6g}",
                                               cells.device_commands(process, sizing, ids, seed), save=save)],
                                label=f"{label} {c}", timeout_s=cfg.timeout_s))
-    bar = tqdm(total=len(jobs), desc=f"spice {label}", file=sys.stderr, disable=not progress, leave=False)
+    bar = progress_bar(len(jobs), f"spice {label}", enabled=progress)
     outs: dict[str, Any] = {}
     for rid, res in engine.run(jobs):
         outs[rid] = res

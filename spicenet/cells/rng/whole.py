@@ -44,7 +44,6 @@ import hashlib
 import json
 import math
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -158,8 +157,7 @@ def run_chain(engine, dtm, sizing, process, chips: dict[int, list[int]], trims: 
     {"x": {t: {c: [B, D]}} (x_{t-1} read after step t; x[T + 1] = x_T), "energy_j": {c: [B]} (cells + coupling
     network per image, all steps), "energy_cells_j", "energy_coupling_j", "sim_s" (sum of the runs' wall times in
     the workers), "wall_s", "rounds_resumed"}."""
-    from tqdm import tqdm
-
+    from spicenet.progress import progress_bar
     from spicenet.spice.engine import Deck
     from spicenet.spice.job import RunSpec
     from spicenet.spice.measure import supply_energy
@@ -203,7 +201,7 @@ def run_chain(engine, dtm, sizing, process, chips: dict[int, list[int]], trims: 
                                                           cells.device_commands(process, sizing, ids, seed))],
                                            label=f"step {t} chip {c} image {b_i}", timeout_s=timeout_s))
             xs[t] = {c: np.zeros_like(xs[t + 1][c]) for c in chips}
-            bar = tqdm(total=len(jobs), desc=f"spice step {t}/{T}", file=sys.stderr, disable=not progress, leave=False)
+            bar = progress_bar(len(jobs), f"spice step {t}/{T}", enabled=progress)
             for rid, res in engine.run(jobs):
                 bar.update(1)
                 c, b_i = (int(v) for v in rid.split("c", 1)[1].split("i"))
@@ -350,7 +348,7 @@ def validate_machine(run_dir: Path, engine, *, dtm, tcfg: dict, sizing, process,
     ref = ds.flat("test")
     net, _ = load_feature_net(ds.name, train_if_missing=True)
     spice_img = {c: chain["x"][1][c] for c in chips}
-    sur_img, paired, floors, rows = {}, {}, {}, []
+    sur_img, paired, rows = {}, {}, []
     e_bit = float(e_bit) if e_bit is not None else math.nan
     for c in chips:
         chip = chipm.nonideality(_seed_int(seed, 21, c), n)

@@ -26,12 +26,14 @@ Each unit gets sections (a section without data is left out):
   validation JSON (accuracy = trace(C) / sum(C));
 * metrics: ``metrics.json`` flattened to a table (lists summarised, lists of records as their own tables);
 * chips & yield: per-chip metric values found in ``metrics.json`` / the validation JSON and the derived empirical
-  yield curve Y(t) = (1/N) #{chips i : m_i <= t} (lower-is-better metrics; >= for higher-is-better); the table gives
-  the yield at a spec = the validation goal when one is recorded, else a reference (the nominal-chip value; for
-  SPICE rows the surrogate's prediction) degraded by ``YIELD_TOLERANCE`` (10 %, relative);
+  yield curve Y(t) = (1/N) #{chips i : m_i <= t} (lower-is-better metrics; >= for higher-is-better); a spec, its
+  line on the yield plot, the yield at it and each chip's pass/fail appear only where the user set one
+  (``build_report(specs=...)``, ``spicenet report --spec METRIC=VALUE``); the reference column is the nominal-chip
+  value (for SPICE rows the surrogate's prediction);
 * energy: the model's breakdown (:mod:`spicenet.energy` dicts: formula, terms, inputs), calibrated per-event
-  energies, surrogate vs SPICE totals, SPICE power / settling numbers and per-chip SPICE energies (derived bar
-  chart, joules; log axis when the values span more than a factor 20);
+  energies, surrogate vs SPICE totals, SPICE power / settling numbers and per-chip SPICE energies (derived chart
+  in joules: a bar chart of the totals when there are two or more, per-chip energies as points over integer chip
+  indices; log axis when the values span more than a factor 20);
 * surrogate vs SPICE: the validation JSON (``validation/validation.json``, ``validation.json`` or ``validate.json``)
   as tables (gap, surrogate, spice, per-chip records) and the validation PNGs (overlays: TV/probabilities, phase
   trajectories, node voltages).
@@ -63,13 +65,12 @@ import numpy as np
 
 import spicenet
 from spicenet.csvtable import read_rows
-from spicenet.errors import DataError
-from spicenet.plotting import subplots
+from spicenet.errors import DataError, UsageError
+from spicenet.plotting import integer_axis, per_chip_points, subplots
 
-__all__ = ["YIELD_TOLERANCE", "build_report", "yield_curve", "yield_at", "lognormal_from_moments", "confusion_counts",
+__all__ = ["build_report", "yield_curve", "yield_at", "lognormal_from_moments", "confusion_counts",
            "chromium_binary", "render_in_chromium", "register"]
 
-YIELD_TOLERANCE = 0.10  # spec = nominal-chip value degraded by 10 % (relative) when no goal is recorded
 MAX_ROWS = 60  # rows shown per table; the rest is counted
 MAX_TEXT = 300  # characters shown per table cell
 KV_CHUNK = 20  # rows per side-by-side chunk of a long key/value table
@@ -323,6 +324,7 @@ def plot_training_curves(rows: list[dict[str, Any]]) -> bytes | None:
     for ax, (k, pts) in zip(axes, series.items()):
         x, y = zip(*pts)
         ax.plot(x, y, "o-", ms=3)
+        integer_axis(ax, "x")  # epochs / iterations are whole numbers
         if min(y) > 0 and max(y) / min(y) > 100:
             ax.set_yscale("log")
         ax.set(title=k, xlabel="epoch / iteration")
@@ -447,10 +449,12 @@ def plot_confusion(counts: np.ndarray, title: str) -> bytes:
 
 
 def plot_energy(bars: dict[str, float], per_chip: dict[str, list[float]]) -> bytes | None:
-    """Energy breakdown (model terms, surrogate and SPICE totals; J) and per-chip SPICE energies (J)."""
-    from matplotlib.ticker import MaxNLocator
-
+    """Energy breakdown (model terms, surrogate and SPICE totals; J) as bars, drawn only when there are two or
+    more (a single total is a number, it stays in the table), and per-chip SPICE energies (J) as points over
+    integer chip indices, one legend entry per series."""
     bars = {k: v for k, v in bars.items() if isinstance(v, (int, float)) and math.isfinite(v) and v > 0}
+    if len(bars) < 2:
+        bars = {}
     per_chip = {k: [float(x) for x in v if isinstance(x, (int, float)) and x > 0] for k, v in per_chip.items()}
     per_chip = {k: v for k, v in per_chip.items() if v}
     if not bars and not per_chip:
@@ -468,12 +472,10 @@ def plot_energy(bars: dict[str, float], per_chip: dict[str, list[float]]) -> byt
         ax.set(xlabel="energy [J]", title="energy breakdown / totals")
     if per_chip:
         ax = axes.pop(0)
-        for i, (k, v) in enumerate(per_chip.items()):
-            ax.plot(range(len(v)), v, "o-", color=f"C{i}", label=k)
+        per_chip_points(ax, {k: (range(len(v)), v) for k, v in per_chip.items()}, xlabel="chip / run",
+                        ylabel="energy [J]", legend=True)
         _range_scale(ax, "y", [x for v in per_chip.values() for x in v])
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set(xlabel="chip / run", ylabel="energy [J]", title="SPICE energy per chip")
-        ax.legend(fontsize=7)
+        ax.set(title="SPICE energy per chip")
     return _png(fig)
 
 
@@ -540,9 +542,13 @@ def _chip_names(obj: Any, path: str, n: int) -> list[str]:
     return [str(i) for i in range(n)]
 
 
-def chip_series(metrics: dict[str, Any], validation: dict[str, Any]) -> list[ChipSeries]:
-    """The per-chip metric series found in a run's metrics and validation JSON (see ``CHIP_SERIES``)."""
+def chip_series(metrics: dict[str, Any], validation: dict[str, Any],
+                specs: dict[str, float] | None = None) -> list[ChipSeries]:
+    """The per-chip metric series found in a run's metrics and validation JSON (see ``CHIP_SERIES``). A series
+    has a spec only where one was set: ``specs`` keyed by the series' path (e.g. ``"chips.fid_values"``) or its
+    label, or a goal recorded in the JSON; no spec is made up from the nominal value."""
     sources = {"metrics": metrics or {}, "validation": validation or {}}
+    specs = specs or {}
     out = []
     for src, path, label, higher, nominal_path, goal_path in CHIP_SERIES:
         vals = _pluck(sources[src], path)
@@ -554,13 +560,10 @@ def chip_series(metrics: dict[str, Any], validation: dict[str, Any]) -> list[Chi
             continue
         nominal = _pluck(sources[src], nominal_path) if nominal_path else None
         nominal = float(nominal) if isinstance(nominal, (int, float)) and math.isfinite(nominal) else None
-        goal = _pluck(sources[src], goal_path) if goal_path else None
-        if isinstance(goal, (int, float)) and math.isfinite(goal):
-            spec: float | None = float(goal)
-        elif nominal is not None:
-            spec = nominal * (1 - YIELD_TOLERANCE if higher else 1 + YIELD_TOLERANCE)
-        else:
-            spec = None
+        goal = specs.get(path, specs.get(label))
+        if goal is None and goal_path:
+            goal = _pluck(sources[src], goal_path)
+        spec = float(goal) if isinstance(goal, (int, float)) and math.isfinite(goal) else None
         out.append(ChipSeries(label, v, higher, nominal, spec, f"{src}: {path}",
                               _chip_names(sources[src], path, v.size)))
     return out
@@ -692,20 +695,25 @@ def _training_sections(run: Path, label: str, pngs: dict[str, list[Path]],
     return [train, samples]
 
 
-def _chips_section(label: str, metrics: dict[str, Any], validation: dict[str, Any]) -> Section:
-    """Per-chip metric summary, per-chip tables with pass/fail at the spec, and the derived yield curves."""
+def _chips_section(label: str, metrics: dict[str, Any], validation: dict[str, Any],
+                   specs: dict[str, float] | None = None) -> Section:
+    """Per-chip metric summary, per-chip tables with pass/fail at the spec (where one was set), and the derived
+    yield curves."""
     chips = Section(f"{label}: chips and yield")
-    series = chip_series(metrics, validation)
+    series = chip_series(metrics, validation, specs)
     chips.add(_table(("metric", "source", "chips", "reference", "mean", "best", "worst", "spec", "yield at spec"), [
         (s.label, s.source, s.values.size, s.nominal, float(s.values.mean()),
          float(s.values.max() if s.higher_is_better else s.values.min()),
          float(s.values.min() if s.higher_is_better else s.values.max()), s.spec, s.yield_at_spec) for s in series],
-        f"per-chip metrics; reference = nominal chip (SPICE rows: the surrogate's prediction); spec = recorded "
-        f"goal, else the reference degraded by {YIELD_TOLERANCE:.0%} (relative)"))
+        "per-chip metrics; reference = nominal chip (SPICE rows: the surrogate's prediction); spec = the one set "
+        "with --spec (none set: None)"))
     for s in series:
-        chips.add(_table(("chip", "value", "meets spec"), [
-            (name, float(v), None if s.spec is None else bool(v >= s.spec if s.higher_is_better else v <= s.spec))
-            for name, v in zip(s.names, s.values)], s.label))
+        if s.spec is None:
+            chips.add(_table(("chip", "value"), [(name, float(v)) for name, v in zip(s.names, s.values)], s.label))
+        else:
+            chips.add(_table(("chip", "value", "meets spec"), [
+                (name, float(v), bool(v >= s.spec if s.higher_is_better else v <= s.spec))
+                for name, v in zip(s.names, s.values)], f"{s.label} (spec {s.spec:g}, set by the user)"))
     chips.figure(plot_yield(series), "derived: yield over chips against the spec threshold")
     return chips
 
@@ -758,9 +766,9 @@ def _validation_section(run: Path, label: str, vpath: Path | None, validation: d
     return val
 
 
-def run_sections(run: Path, label: str) -> list[Section]:
+def run_sections(run: Path, label: str, specs: dict[str, float] | None = None) -> list[Section]:
     """Provenance, training, samples, metrics, chips & yield, energy and surrogate-vs-SPICE sections of a run
-    (sections without content are left out)."""
+    (sections without content are left out); ``specs``: per-chip metric specs (see :func:`chip_series`)."""
     meta = _read_json(run / "run.json")
     metrics = _read_json(run / "metrics.json") if (run / "metrics.json").is_file() else {}
     vpath = _find_validation(run)
@@ -773,7 +781,7 @@ def run_sections(run: Path, label: str) -> list[Section]:
     if metrics:
         sections.append(Section(f"{label}: metrics", _json_blocks(
             {k: v for k, v in metrics.items() if k != "energy"}, "metrics.json")))
-    sections += [_chips_section(label, metrics, validation), _energy_section(label, metrics, validation),
+    sections += [_chips_section(label, metrics, validation, specs), _energy_section(label, metrics, validation),
                  _validation_section(run, label, vpath, validation, pngs["validation"])]
     return [s for s in sections if s.blocks]
 
@@ -851,10 +859,14 @@ def _page(title: str, header: list[str], sections: list[Section]) -> str:
             f"{body}</body></html>\n")
 
 
-def build_report(path: Path, output: Path | None = None, *, progress: bool = True) -> dict[str, Any]:
+def build_report(path: Path, output: Path | None = None, *, progress: bool = True,
+                 specs: dict[str, float] | None = None) -> dict[str, Any]:
     """Write the HTML report of ``path`` (run directory, surrogate file / calibration folder, or demo folder; see
     the module docstring) to ``output`` (default ``<path>/report.html``, or ``<stem>_report.html`` beside a
     surrogate file). Returns ``{"report", "sections" (titles), "images" (inlined PNGs), "kind"}``.
+
+    ``specs``: per-chip metric specs set by the user, keyed by the series' path or label (:func:`chip_series`);
+    without them no spec line, yield-at-spec or pass/fail is shown.
 
     Raises DataError (one line, naming the path) for a path that does not exist or holds nothing reportable."""
     from spicenet.progress import progress_iter
@@ -871,7 +883,7 @@ def build_report(path: Path, output: Path | None = None, *, progress: bool = Tru
     for note in plan.notes:
         sections.append(Section(f"demo summary ({note.name})", [_pre(note.read_text())]))
     for what, p, lab in progress_iter(todo, desc="report", enabled=progress):
-        sections += surrogate_sections(p, lab) if what == "surrogate" else run_sections(p, lab)
+        sections += surrogate_sections(p, lab) if what == "surrogate" else run_sections(p, lab, specs)
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     header = [_para(f"{plan.kind} report of {path.resolve()}; generated {created} by spicenet "
                     f"{spicenet.__version__}; {sum(s.images for s in sections)} figures")]
@@ -951,8 +963,25 @@ def render_in_chromium(html_path: Path, screenshot: Path | None = None, *, timeo
 
 
 # ------------------------------------------------------------------------------------------------ CLI
+def parse_specs(items: Sequence[str] | None) -> dict[str, float]:
+    """``--spec METRIC=VALUE`` items as ``{METRIC: VALUE}`` (UsageError, one line, for a malformed item)."""
+    out: dict[str, float] = {}
+    for item in items or ():
+        name, sep, value = item.rpartition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = math.nan
+        if not sep or not name.strip() or not math.isfinite(number):
+            raise UsageError(f"--spec {item!r}: expected METRIC=NUMBER (METRIC: a per-chip path such as "
+                             "chips.fid_values or a row label of the chips table)")
+        out[name.strip()] = number
+    return out
+
+
 def _handler(args: argparse.Namespace) -> dict[str, Any]:
-    return build_report(Path(args.run_dir), Path(args.output) if args.output else None)
+    return build_report(Path(args.run_dir), Path(args.output) if args.output else None,
+                        specs=parse_specs(getattr(args, "spec", None)))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -961,4 +990,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                              "calibration or a demo folder")
     p.add_argument("run_dir", help="training run directory, surrogate .h5 (or its folder), or demo output folder")
     p.add_argument("-o", "--output", default=None, help="HTML file (default: <run_dir>/report.html)")
+    p.add_argument("--spec", action="append", metavar="METRIC=VALUE",
+                   help="a spec for a per-chip metric (repeatable; e.g. chips.fid_values=11): its line on the yield "
+                        "plot, yield at spec and per-chip pass/fail; none are shown without one")
     p.set_defaults(handler=_handler)

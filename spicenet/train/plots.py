@@ -9,21 +9,27 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from spicenet.plotting import subplots
+from spicenet.plotting import integer_axis, subplots
 
 
 def plot_curves(x: Sequence[float], series: dict[str, Sequence[float | None]], path: str | Path,
                 logy: bool = False, xlabel: str = "epoch") -> Path:
-    """Line plot of each series against x; missing values (None) are skipped."""
+    """Line plot of each series against x; missing values (None) are skipped; integer x ticks when every x is a
+    whole number (epochs, iterations); a legend when there are two or more series."""
     fig, ax = subplots(figsize=(5, 3.5), dpi=100)
     for k, ys in series.items():
         pts = [(a, b) for a, b in zip(x, ys) if b is not None]
         if pts:
             ax.plot(*zip(*pts), marker="o", ms=3, label=k)
     ax.set_xlabel(xlabel)
+    if len(x) and all(float(v).is_integer() for v in x):
+        integer_axis(ax, "x")
     if logy:
         ax.set_yscale("log")
-    ax.legend(fontsize=8)
+    if len(series) > 1:
+        ax.legend(fontsize=8)
+    else:
+        ax.set_ylabel(next(iter(series), ""))
     ax.grid(alpha=0.3)
     fig.tight_layout()
     p = Path(path)

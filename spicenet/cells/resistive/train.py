@@ -43,7 +43,7 @@ from spicenet.cells.resistive.eqprop import accuracy, confusion_matrix, eqprop_g
 from spicenet.cells.resistive.network import Chip, ResistiveNetwork, programmable_levels
 from spicenet.data import load_dataset
 from spicenet.errors import ConfigError
-from spicenet.plotting import subplots
+from spicenet.plotting import per_chip_points, subplots
 from spicenet.progress import logger, progress_iter
 from spicenet.surrogate import SurrogateFile
 from spicenet.train import RunDir, WallClock, resolve_device
@@ -292,11 +292,10 @@ def _check_length(run: RunDir, done: int, length: int, key: str = "train.epochs"
 
 def _plot_chips(run: RunDir, ev: dict[str, dict[str, Any]]) -> Path:
     fig, ax = subplots(figsize=(6, 4))
-    for k, e in ev.items():
-        accs = e["chip_accuracies"]
-        ax.plot(range(len(accs)), accs, "o-", label=f"{k} (mean {e['chip_mean']:.3f}, worst {e['chip_worst']:.3f})")
-    ax.set(xlabel="held-out chip", ylabel="test accuracy", title="accuracy over held-out mismatch chips")
-    ax.legend()
+    per_chip_points(ax, {f"{k} (mean {e['chip_mean']:.3f}, worst {e['chip_worst']:.3f})":
+                         (range(len(e["chip_accuracies"])), e["chip_accuracies"]) for k, e in ev.items()},
+                    xlabel="held-out chip", ylabel="test accuracy", legend=True)
+    ax.set(title="accuracy over held-out mismatch chips")
     fig.tight_layout()
     p = run.plots / "chips.png"
     fig.savefig(p, dpi=110)

@@ -33,7 +33,7 @@ from spicenet.cells.resistive.network import ResistiveNetwork
 from spicenet.cells.resistive.train import chip_seed, load_trained, make_chip, merged_train_config, test_data
 from spicenet.energy import resistive_energy
 from spicenet.errors import ConfigError, DataError
-from spicenet.plotting import subplots
+from spicenet.plotting import per_chip_points, subplots
 from spicenet.progress import progress_iter
 from spicenet.spice.engine import Engine
 from spicenet.train import RunDir
@@ -261,10 +261,10 @@ def _plot(run: RunDir, scatter: tuple[np.ndarray, np.ndarray], per_chip: list[di
               title=f"chip 0: max |dV| {np.abs(v_sur - v_sp).max():.1e} V")
     ax[0].legend()
     c = [p["chip"] for p in per_chip]
-    ax[1].plot(c, [p["surrogate_accuracy"] for p in per_chip], "o-", label="surrogate")
-    ax[1].plot(c, [p["spice_accuracy"] for p in per_chip], "x--", label="ngspice")
-    ax[1].set(xlabel="validation chip", ylabel="test accuracy", title="accuracy per Monte-Carlo chip")
-    ax[1].legend()
+    per_chip_points(ax[1], {"surrogate": (c, [p["surrogate_accuracy"] for p in per_chip]),
+                            "ngspice": (c, [p["spice_accuracy"] for p in per_chip])},
+                    xlabel="validation chip", ylabel="test accuracy")
+    ax[1].set(title="accuracy per Monte-Carlo chip")
     fig.tight_layout()
     p = run.plots / "validate.png"
     fig.savefig(p, dpi=110)

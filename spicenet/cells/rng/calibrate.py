@@ -477,14 +477,18 @@ def write_plots(results: list[ChipResult], cfg: RngCalibrationConfig, output: Pa
     fig.savefig(paths[-1], dpi=110)
 
     fig, ax = subplots(figsize=(6, 4))
-    for r in results:
+    for k, r in enumerate(results):
         acf = r.analysis["acf"]
         lags = np.arange(acf.size) * cfg.dt * 1e9
-        line = ax.plot(lags, acf, lw=1)
+        label = f"chip {r.chip}" if k < 10 else None  # the legend names the first 10 chips
+        line = ax.plot(lags, acf, lw=1, label=label)
         ax.plot(lags, np.exp(-lags / (r.analysis["tau"] * 1e9)), "--", lw=0.8, color=line[0].get_color())
     ax.set_xlabel("lag (ns)")
     ax.set_ylabel("autocorrelation of the bit stream")
     ax.set_title("autocorrelation at P ~ 1/2 (dashed: exp(-t/tau))")
+    if len(results) > 1:
+        ax.legend(fontsize=6, title=None if len(results) <= 10 else f"first 10 of {len(results)} chips",
+                  title_fontsize=6)
     paths.append(stem.with_name(stem.name + "_acf.png"))
     fig.tight_layout()
     fig.savefig(paths[-1], dpi=110)

@@ -257,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="template name (see `spicenet netlists`), path of your own template (.cir with "
                    "'* @param' lines) or path of a plain SPICE netlist")
     p.add_argument("-p", "--param", action="append", metavar="NAME=VALUE", help="template parameter (repeatable)")
-    p.add_argument("--process", default=None, help="process: generic or sky130 (templates: default generic; a plain "
+    p.add_argument("--process", default=None, help="process: generic, sky130 or your process.toml (README "
+                   "Processes; templates: default generic; a plain "
                    "netlist runs as written unless given, then the process header -- model library and "
                    ".options gmin=1e-18 -- is added)")
     p.add_argument("--analysis", default=None, help='e.g. "tran 1n 1u", "op", "dc vin 0 1 0.01", "ac dec 10 1 1g"')
@@ -510,6 +511,12 @@ def check_args(args: argparse.Namespace) -> None:
         _check_surrogate(args, args.run_dir, "")
     if getattr(args, "scheduler", None):
         _check_scheduler(args.scheduler)
+    process = getattr(args, "process", None)
+    if isinstance(process, str):
+        from spicenet.spice.process import is_process_file, load_process_file
+
+        if is_process_file(process):  # validated now, and absolute from here on (stores and surrogates record it)
+            args.process = load_process_file(process).name
 
 
 def _remove_new(path: Path | None, existed: bool) -> None:

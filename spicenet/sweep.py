@@ -8,7 +8,8 @@ Config (TOML)::
     # netlist = "my_deck.cir"              # ... or a plain SPICE file (analysis from `analysis` or its one own card;
                                            # relative includes against its folder; no .control, see analysis.py)
     process = "generic"                    # templates: default generic; a plain netlist gets the process header
-                                           # (model library + .options gmin=1e-18) only when process is given
+                                           # (model library + .options gmin=1e-18) only when process is given;
+                                           # or "my_pdk.toml": your process file, path relative to this file
     analysis = "op"                        # default: the template's @analysis
     seed = 1                               # mismatch seed; chip k of a point uses (seed, k)
     save = ["i(vout)"]                     # vectors to store (default: all)
@@ -102,6 +103,10 @@ class SweepConfig:
             config.netlist = (path.parent / config.netlist).resolve()
         if config.template and config.template.endswith(".cir") and not Path(config.template).is_absolute():
             config.template = str((path.parent / config.template).resolve())  # your own template, beside the config
+        from spicenet.spice.process import is_process_file
+
+        if is_process_file(config.process) and not Path(config.process).expanduser().is_absolute():
+            config.process = str((path.parent / config.process).resolve())  # a process file, beside the config
         return config
 
     @classmethod

@@ -18,16 +18,41 @@ sigma(dVt) = A_vt / sqrt(W*L), sigma(dbeta/beta) = A_beta / sqrt(W*L), W and L i
   per-instance library variant and ``.param mc_mm_switch=1``; chips are drawn with ``setseed N`` + ``reset``) or
   ``pelgrom`` (alter-based on the fast nominal variant; coefficients measured from the PDK model, see
   ``_SKY130_PELGROM``). Both variants give Id-Vg curves identical to the full PDK (tt).
+* a **process file** (your own PDK): ``get_process("path/to/process.toml")``, or ``--process path/to/process.toml``.
+  The built-in processes and a file go through the same constructor, :func:`process_from_dict`, which validates
+  every key (one-line ``ProcessError`` naming the key and the file)::
+
+      library = "models/mine.lib"      # required: the model library, relative to the TOML's folder
+      corner = "tt"                    # optional: include it as `.lib "<library>" tt` (else `.include`)
+      vdd = 1.8                        # required: nominal supply [V]
+      options = ".options gmin=1e-18"  # optional (this default: see GMIN_OPTIONS); "" adds none
+      init_commands = []               # optional `set`/`unset`/`option` commands sent before a deck is loaded
+      inner_instance = "m0"            # optional: the MOSFET instance inside the nfet/pfet wrappers (mismatch)
+      [devices]                        # wrapper subcircuits of the library; at least one
+      nfet = "nfet"                    # X.. d g s b <nfet> w=<um> l=<um>
+      pfet = "pfet"
+      diode = "diode"                  # X.. a k <diode> area=<multiple of the model area>
+      [mismatch]                       # optional; modes: "pelgrom" with coefficients, "pdk" with a library
+      pelgrom = { nfet = { a_vt = 4e-3, a_beta = 0.01 } }   # A_vt [V*um], A_beta [fraction*um]
+      pdk_library = "models/mine_mc.lib"                   # variant with the PDK's own statistical model
+      pdk_options = ".param mc_mm_switch=1"                # header lines of the "pdk" mode
+
+  Templates instantiate ``nfet``/``pfet``/``diode``: a wrapper of another name gets a shim subcircuit of the
+  logical name around it (inner MOSFET then ``xw.<inner_instance>``), so nfet and pfet are either both renamed or
+  neither. Pelgrom mismatch is pushed with ``alter ... delvto``/``mulu0``: instance parameters of BSIM3/BSIM4
+  cards (a level-1 card has neither; use it without mismatch or with a ``pdk_library``).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 import math
 import re
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 from spicenet.errors import ProcessError
 from spicenet.spice import pdk
@@ -64,21 +89,26 @@ class Process:
     options: str                                    # .options line(s) every deck of this process needs
     vdd_nominal: float                              # V
     pelgrom: Mapping[str, tuple[float, float]]      # device -> (A_vt [V*um], A_beta [fraction*um])
-    inner_instance: str = "m0"                      # MOSFET instance name inside the nfet/pfet wrappers
+    inner_instance: str = "m0"                      # MOSFET instance path inside the nfet/pfet deck wrappers
     mismatch_modes: tuple[str, ...] = ("pelgrom",)
     mismatch_library: Path | None = None            # included instead of ``library`` when mismatch == "pdk"
+    corner: str | None = None                       # `.lib "<library>" <corner>` instead of `.include`
+    pdk_options: str = ""                           # header lines added in "pdk" mismatch mode
+    shims: str = ""                                 # nfet/pfet/diode subcircuits around differently named wrappers
 
     def header(self, mismatch: str | None = None) -> str:
-        """Deck lines to put after the title line: ``.include`` of the library, the options and, when
-        ``mismatch == "pdk"``, the PDK-mismatch library variant and ``.param mc_mm_switch=1`` (then draw chips
-        with ``setseed N`` (N >= 1) + ``reset``; every ``reset`` re-reads the deck)."""
+        """Deck lines to put after the title line: the library (``.include``, or ``.lib "<library>" <corner>``),
+        the wrapper shims, the options and, when ``mismatch == "pdk"``, the PDK-mismatch library variant instead
+        and the ``pdk_options`` (sky130: ``.param mc_mm_switch=1``; then draw chips with ``setseed N`` (N >= 1) +
+        ``reset``; every ``reset`` re-reads the deck)."""
         if mismatch is not None and mismatch not in self.mismatch_modes:
             raise ValueError(f"mismatch: {mismatch!r} is not a mismatch mode of process {self.name} "
-                             f"(choose from {', '.join(self.mismatch_modes)} or None)")
+                             f"(choose from {', '.join(self.mismatch_modes) or 'none'} or None)")
         library = self.mismatch_library if mismatch == "pdk" and self.mismatch_library else self.library
-        lines = [f'.include "{library}"', self.options]
-        if mismatch == "pdk":
-            lines.append(".param mc_mm_switch=1")
+        lines = [f'.lib "{library}" {self.corner}' if self.corner else f'.include "{library}"']
+        lines += [text for text in (self.shims, self.options) if text]
+        if mismatch == "pdk" and self.pdk_options:
+            lines.append(self.pdk_options)
         return "\n".join(lines) + "\n"
 
     def alter_commands(self, instance: str, dvt: float, beta_factor: float) -> list[str]:
@@ -124,54 +154,259 @@ def generic_library() -> Path:
     raise ProcessError("process generic: model library generic.lib not found in spicenet.netlists or netlists/")
 
 
+def _pelgrom_table(coefficients: Mapping[str, tuple[float, float]]) -> dict[str, dict[str, float]]:
+    return {device: {"a_vt": a_vt, "a_beta": a_beta} for device, (a_vt, a_beta) in coefficients.items()}
+
+
+_WRAPPERS = {"nfet": "nfet", "pfet": "pfet", "diode": "diode"}
+
+
 def _generic() -> Process:
-    return Process(
-        name="generic",
-        library=generic_library(),
-        devices={"nfet": "nfet", "pfet": "pfet", "diode": "diode"},
-        init_commands=(),
-        options=GMIN_OPTIONS,
-        vdd_nominal=1.2,
-        pelgrom=dict(_GENERIC_PELGROM),
-        inner_instance="m0",
-        mismatch_modes=("pelgrom",),
-    )
+    return process_from_dict({"library": str(generic_library()), "vdd": 1.2, "devices": dict(_WRAPPERS),
+                              "mismatch": {"pelgrom": _pelgrom_table(_GENERIC_PELGROM)}}, name="generic")
 
 
 def _sky130() -> Process:
     lib, mm_lib = pdk.library_path("sky130"), pdk.mismatch_library_path("sky130")
     if lib is None or mm_lib is None:
         raise ProcessError("process sky130 is not installed: run `spicenet pdk install sky130`")
-    return Process(
-        name="sky130",
-        library=lib.resolve(),
-        devices={"nfet": "nfet", "pfet": "pfet", "diode": "diode"},
-        # The full PDK needs `set ngbehavior=hsa`; the reduced library does not (its .param defaults sit on the
-        # .subckt lines) and gives bit-identical Id-Vg curves either way, so no init command is imposed.
-        init_commands=(),
-        options=GMIN_OPTIONS,
-        vdd_nominal=1.8,
-        pelgrom=dict(_SKY130_PELGROM),
-        inner_instance="m0",
-        mismatch_modes=("pelgrom", "pdk"),
-        mismatch_library=mm_lib.resolve(),
-    )
+    # The full PDK needs `set ngbehavior=hsa`; the reduced library does not (its .param defaults sit on the
+    # .subckt lines) and gives bit-identical Id-Vg curves either way, so no init command is imposed.
+    return process_from_dict({"library": str(lib.resolve()), "vdd": 1.8, "devices": dict(_WRAPPERS),
+                              "mismatch": {"pelgrom": _pelgrom_table(_SKY130_PELGROM),
+                                           "pdk_library": str(mm_lib.resolve()),
+                                           "pdk_options": ".param mc_mm_switch=1"}}, name="sky130")
 
 
 _FACTORIES = {"generic": _generic, "sky130": _sky130}
 KNOWN_PROCESSES = tuple(_FACTORIES)
 
 
+def is_process_file(name: str) -> bool:
+    """True when ``name`` names a process file (ends in ``.toml`` or holds a path separator), not a built-in."""
+    return name.lower().endswith(".toml") or "/" in name or "\\" in name
+
+
 def get_process(name: str) -> Process:
-    """The process called ``name`` ("generic" always; "sky130" once installed). Raises ProcessError otherwise."""
+    """The process called ``name``: "generic" (always), "sky130" (once installed) or the path of a process TOML
+    file (see the module docstring; relative to the current folder). Raises ProcessError otherwise."""
+    if isinstance(name, str) and is_process_file(name):
+        return load_process_file(name)
     factory = _FACTORIES.get(name)
     if factory is None:
-        raise ProcessError(f"process: unknown process {name!r}; known: {', '.join(_FACTORIES)}")
+        raise ProcessError(f"process: unknown process {name!r}; known: {', '.join(_FACTORIES)}, or the path of a "
+                           f"process .toml file")
     return factory()
 
 
+# ------------------------------------------------------------------------------------------- process files --
+
+_PROCESS_KEYS = {"library", "corner", "vdd", "options", "init_commands", "inner_instance", "devices", "mismatch"}
+_MISMATCH_KEYS = {"pelgrom", "pdk_library", "pdk_options"}
+_NAME = re.compile(r"^[a-z_][a-z0-9_$.-]*$", re.I)
+_PATH = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
+_SHIM = "xw"                                    # instance name of the wrapper inside a shim subcircuit
+_SHIM_TEXT = {"nfet": ".subckt nfet d g s b w=1 l=1\n{x} d g s b {sub} w={{w}} l={{l}}\n.ends nfet",
+              "pfet": ".subckt pfet d g s b w=1 l=1\n{x} d g s b {sub} w={{w}} l={{l}}\n.ends pfet",
+              "diode": ".subckt diode a k area=1\n{x} a k {sub} area={{area}}\n.ends diode"}
+_INCLUDE = re.compile(r"^\s*\.(?:include|inc|lib)\s+(\"[^\"]+\"|'[^']+'|\S+)(\s+\S+)?\s*$", re.I)
+
+
+def load_process_file(path: str | Path) -> Process:
+    """The process described by the TOML file ``path`` (module docstring), validated; its ``name`` is the file's
+    absolute path (what a store or surrogate records, and what ``get_process`` reads back). Cached by path and
+    modification time."""
+    path = Path(path).expanduser()
+    try:
+        resolved = path.resolve(strict=True)
+        stat = resolved.stat()
+    except OSError:
+        raise ProcessError(f"process file {path}: no such file") from None
+    if not resolved.is_file():
+        raise ProcessError(f"process file {path}: is a folder, not a TOML file")
+    return _load_process_file(str(resolved), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=32)
+def _load_process_file(path: str, mtime_ns: int, size: int) -> Process:
+    del mtime_ns, size  # cache key only
+    try:
+        data = tomllib.loads(Path(path).read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise ProcessError(f"process file {path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ProcessError(f"process file {path}: not UTF-8 text (byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ProcessError(f"process file {path}: {' '.join(str(exc).split())}") from None
+    return process_from_dict(data, name=path, base=Path(path).parent, source=f"process file {path}")
+
+
+def process_from_dict(data: Mapping[str, Any], name: str, base: Path | None = None,
+                      source: str | None = None) -> Process:
+    """Validate a process description (the keys of a process TOML file, module docstring) and build its
+    ``Process``. Relative paths are read against ``base``; every error is a ProcessError naming ``source`` and
+    the key. The built-in processes are made by this function too."""
+    where = source or f"process {name}"
+
+    def fail(key: str, what: str) -> ProcessError:
+        return ProcessError(f"{where}: {key}: {what}")
+
+    def text(table: Mapping[str, Any], key: str, default: str | None = None, prefix: str = "") -> str | None:
+        value = table.get(key, default)
+        if value is not None and not isinstance(value, str):
+            raise fail(prefix + key, f"must be a string, got {value!r} ({type(value).__name__})")
+        return value
+
+    def file(table: Mapping[str, Any], key: str, prefix: str = "") -> Path | None:
+        value = text(table, key, prefix=prefix)
+        if value is None:
+            return None
+        candidate = Path(value).expanduser()
+        if not candidate.is_absolute():
+            candidate = (base or Path.cwd()) / candidate
+        if not candidate.is_file():
+            raise fail(prefix + key, f"model library {value!r} not found (looked at {candidate})")
+        return candidate.resolve()
+
+    def lines_of(value: str | None, key: str, allowed: tuple[str, ...]) -> str:
+        out = []
+        for line in (value or "").splitlines():
+            if line.strip() and not line.strip().lower().startswith(allowed):
+                raise fail(key, f"every line must start with {' or '.join(allowed)}, got {line.strip()!r}")
+            if line.strip():
+                out.append(line.strip())
+        return "\n".join(out)
+
+    if not isinstance(data, Mapping):
+        raise ProcessError(f"{where}: expected a table of keys")
+    unknown = sorted(set(data) - _PROCESS_KEYS)
+    if unknown:
+        raise fail(unknown[0], f"unknown key (known: {', '.join(sorted(_PROCESS_KEYS))})")
+    if "library" not in data:
+        raise fail("library", "missing (the model library file to include)")
+    library = file(data, "library")
+    assert library is not None
+    corner = text(data, "corner")
+    if corner is not None and not _NAME.match(corner):
+        raise fail("corner", f"{corner!r} is not a library section name")
+    vdd = data.get("vdd")
+    if isinstance(vdd, bool) or not isinstance(vdd, (int, float)) or not (math.isfinite(vdd) and 0 < vdd <= 100):
+        raise fail("vdd", f"must be the nominal supply in V, a number in (0, 100], got {vdd!r}")
+    options = lines_of(text(data, "options", GMIN_OPTIONS), "options", (".option", ".param", ".temp"))
+    commands = data.get("init_commands", [])
+    if not isinstance(commands, list) or not all(isinstance(c, str) for c in commands):
+        raise fail("init_commands", f"must be a list of strings, got {commands!r}")
+    for command in commands:
+        if "\n" in command or ";" in command or command.split()[:1] not in (["set"], ["unset"], ["option"]):
+            raise fail("init_commands", f"only single set/unset/option commands are allowed, got {command!r}")
+    inner = text(data, "inner_instance", "m0")
+    if not _PATH.match(inner.lower()):
+        raise fail("inner_instance", f"{inner!r} is not an instance name like 'm0' (or a path like 'x1.m0')")
+    devices = data.get("devices")
+    if not isinstance(devices, Mapping) or not devices:
+        raise fail("devices", "missing: a table naming the library's wrapper subcircuits (nfet, pfet, diode)")
+    for kind, sub in devices.items():
+        if kind not in _WRAPPERS:
+            raise fail(f"devices.{kind}", f"unknown device (known: {', '.join(_WRAPPERS)})")
+        if not isinstance(sub, str) or not _NAME.match(sub):
+            raise fail(f"devices.{kind}", f"must be a subcircuit name, got {sub!r}")
+    renamed = {kind: sub.lower() for kind, sub in devices.items() if sub.lower() != kind}
+    mos = [kind for kind in ("nfet", "pfet") if kind in devices]
+    if 0 < len([k for k in mos if k in renamed]) < len(mos):
+        raise fail("devices", "rename both nfet and pfet wrappers or neither (the mismatch alter path is one "
+                              f"for both), got {dict(devices)}")
+    if set(renamed.values()) & set(_WRAPPERS):
+        raise fail("devices", f"a wrapper may not carry another device's logical name, got {dict(devices)}")
+    mismatch = data.get("mismatch", {})
+    if not isinstance(mismatch, Mapping):
+        raise fail("mismatch", f"must be a table, got {mismatch!r}")
+    unknown = sorted(set(mismatch) - _MISMATCH_KEYS)
+    if unknown:
+        raise fail(f"mismatch.{unknown[0]}", f"unknown key (known: {', '.join(sorted(_MISMATCH_KEYS))})")
+    pelgrom: dict[str, tuple[float, float]] = {}
+    table = mismatch.get("pelgrom", {})
+    if not isinstance(table, Mapping):
+        raise fail("mismatch.pelgrom", f"must be a table of devices, got {table!r}")
+    for kind, coef in table.items():
+        key = f"mismatch.pelgrom.{kind}"
+        if kind not in mos:
+            raise fail(key, f"not a MOSFET of [devices] (has {', '.join(mos) or 'none'})")
+        if not isinstance(coef, Mapping) or set(coef) != {"a_vt", "a_beta"}:
+            raise fail(key, f"must be {{ a_vt = <V*um>, a_beta = <fraction*um> }}, got {coef!r}")
+        for part, high in (("a_vt", 0.1), ("a_beta", 1.0)):
+            value = coef[part]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < high:
+                raise fail(f"{key}.{part}", f"must be a number in [0, {high:g}), got {value!r}")
+        pelgrom[kind] = (float(coef["a_vt"]), float(coef["a_beta"]))
+    pdk_library = file(mismatch, "pdk_library", "mismatch.")
+    pdk_options = lines_of(text(mismatch, "pdk_options", "", "mismatch."), "mismatch.pdk_options",
+                           (".option", ".param"))
+    if pdk_options and pdk_library is None:
+        raise fail("mismatch.pdk_options", "needs mismatch.pdk_library")
+    for lib, key in ((library, "library"), (pdk_library, "mismatch.pdk_library")):
+        if lib is not None:
+            _check_library(lib, corner, devices, fail, key)
+    shims = "\n".join(_SHIM_TEXT[kind].format(x=_SHIM, sub=sub) for kind, sub in renamed.items())
+    return Process(name=name, library=library, devices={k: k for k in devices},
+                   init_commands=tuple(commands), options=options, vdd_nominal=float(vdd), pelgrom=pelgrom,
+                   inner_instance=f"{_SHIM}.{inner.lower()}" if any(k in renamed for k in mos) else inner.lower(),
+                   mismatch_modes=(("pelgrom",) if pelgrom else ()) + (("pdk",) if pdk_library else ()),
+                   mismatch_library=pdk_library, corner=corner, pdk_options=pdk_options, shims=shims)
+
+
+def _check_library(library: Path, corner: str | None, devices: Mapping[str, str], fail, key: str) -> None:
+    """The library (and the files it includes) defines every wrapper subcircuit, holds the corner's ``.lib``
+    section and no ``.control`` block; else a ProcessError naming ``key``."""
+    stat = library.stat()
+    found, sections, control = _scan_library(str(library), stat.st_mtime_ns, stat.st_size)
+    if control is not None:
+        raise fail(key, f"{control}: a .control block (spicenet does not run them)")
+    if corner is not None and corner.lower() not in sections:
+        raise fail("corner", f"{library} has no '.lib {corner}' section (has {', '.join(sorted(sections)) or 'none'})")
+    for kind, sub in devices.items():
+        if sub.lower() not in found:
+            raise fail(f"devices.{kind}", f"{library} (with its includes) defines no subcircuit {sub!r}")
+
+
+@functools.lru_cache(maxsize=32)
+def _scan_library(library: str, mtime_ns: int, size: int) -> tuple[frozenset[str], frozenset[str], str | None]:
+    """(subcircuit names defined in ``library`` and the files it includes, its own ``.lib`` section names, the
+    first ``.control`` line as "file: line N" or None). Cached by path and modification time of the library."""
+    del mtime_ns, size  # cache key only
+    top = Path(library)
+    found: set[str] = set()
+    sections: set[str] = set()
+    seen: set[Path] = set()
+    stack = [top]
+    while stack and len(seen) < 200:
+        path = stack.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        try:
+            lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
+        except OSError:
+            continue  # ngspice reports an unreadable include itself, with the deck line
+        for number, line in enumerate(lines, 1):
+            words = line.split()
+            if not words:
+                continue
+            head = words[0].lower()
+            if head == ".subckt" and len(words) > 1:
+                found.add(words[1].lower())
+            elif head == ".control":
+                return frozenset(found), frozenset(sections), f"{path}: line {number}"
+            elif head == ".lib" and len(words) == 2 and path == top:
+                sections.add(words[1].lower())
+            match = _INCLUDE.match(line)
+            if match and not (head == ".lib" and match.group(2) is None):
+                target = Path(match.group(1).strip("\"'")).expanduser()
+                stack.append(target if target.is_absolute() else path.parent / target)
+    return frozenset(found), frozenset(sections), None
+
+
 def available_processes() -> dict[str, bool]:
-    """Process name -> whether it can be used now (its model library is present)."""
+    """Built-in process name -> whether it can be used now (its model library is present)."""
     out = {}
     for name, factory in _FACTORIES.items():
         try:

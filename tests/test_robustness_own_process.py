@@ -184,6 +184,37 @@ def test_pelgrom_chips_of_a_process_file_equal_raw_ngspice_with_their_alters(cap
         assert currents[record.chip + 1] == pytest.approx(value, rel=1e-12)
 
 
+STATISTICAL = """* statistical variant: a global threshold shift drawn at each parse (setseed + reset)
+.param dvt_chip = agauss(0, 0.01, 1)
+.model nb nmos level=54 version=4.5 vth0={0.4+dvt_chip}
+.subckt bn d g s b w=1 l=1
+m0 d g s b nb w={w*1e-6} l={l*1e-6}
+.ends bn
+"""
+
+
+def test_pdk_mismatch_mode_of_a_process_file_draws_from_its_statistical_library(capsys, tmp_path, pdk):
+    """``--mismatch pdk``: the chips load ``pdk_library`` and are re-drawn by setseed + reset. A diode-connected
+    subthreshold device at fixed current moves its gate voltage by its threshold shift, so the chips' v(g) spread
+    is agauss's sigma (10 mV); the same seed gives the same chips bit for bit."""
+    (pdk / "nominal.lib").write_text(STATISTICAL.replace("{0.4+dvt_chip}", "0.4").replace(".param dvt", "* dvt"))
+    (pdk / "statistical.lib").write_text(STATISTICAL)
+    (pdk / "mc.toml").write_text('library = "nominal.lib"\nvdd = 1.2\n[devices]\nnfet = "bn"\n[mismatch]\n'
+                                 'pdk_library = "statistical.lib"\n')
+    process = get_process(str(pdk / "mc.toml"))
+    assert process.mismatch_modes == ("pdk",) and "statistical.lib" in process.header("pdk")
+    argv = ["basic/current_mirror", "--process", str(pdk / "mc.toml"), "--mismatch", "pdk", "--chips", "30",
+            "--seed", "3"]
+    first = _simulate(capsys, [*argv, "-o", str(tmp_path / "a.h5")])
+    again = _simulate(capsys, [*argv, "-o", str(tmp_path / "b.h5")])
+    gates = np.array([float(np.asarray(r.vectors["v(g)"]).reshape(-1)[0]) for r in first])
+    assert len(gates) == 30 and 0.007 < np.std(gates, ddof=1) < 0.013  # 30 draws: sigma known to ~13 %
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a.vectors["v(g)"], b.vectors["v(g)"])
+    (nominal,) = _simulate(capsys, argv[:3] + ["-o", str(tmp_path / "n.h5")])
+    assert abs(float(np.asarray(nominal.vectors["v(g)"]).reshape(-1)[0]) - np.mean(gates)) < 0.01
+
+
 BAD = {
     "no_library": ("vdd = 1.2\n[devices]\nnfet = \"my_n\"\n", "library: missing"),
     "library_absent": ('library = "nope.lib"\nvdd = 1.2\n[devices]\nnfet = "my_n"\n', "library: model library"),

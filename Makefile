@@ -52,7 +52,7 @@ bench: setup
 
 # the documentation site (README, API reference from the docstrings, notebooks) into build/site; warnings are errors
 docs: setup
-	$(BIN)/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) build *.egg-info demo-out .pytest_cache

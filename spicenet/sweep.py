@@ -98,7 +98,7 @@ class SweepConfig:
             raise ConfigError(f"sweep config {path}: line {line}: not UTF-8 text") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"sweep config {path}: {exc}") from None
-        config = cls.from_dict(data, source=str(path))
+        config = cls.from_dict(data, source=str(path), base=path.parent)
         if config.netlist is not None and not config.netlist.is_absolute():
             config.netlist = (path.parent / config.netlist).resolve()
         if config.template and config.template.endswith(".cir") and not Path(config.template).is_absolute():
@@ -110,8 +110,10 @@ class SweepConfig:
         return config
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> "SweepConfig":
-        """Validate every key and value (type, range, cross-key rules); ConfigError naming the key and ``source``."""
+    def from_dict(cls, data: dict[str, Any], source: str = "<dict>", base: Path | None = None) -> "SweepConfig":
+        """Validate every key and value (type, range, cross-key rules); ConfigError naming the key and ``source``.
+        A relative ``inputs.file`` is read against ``base`` (``from_toml``: the config's folder; default: the
+        current folder)."""
         check = _Checker(source)
         check.keys(data, "", {"template", "netlist", "process", "analysis", "seed", "save", "timeout_s", "params",
                               "grid", "montecarlo", "measure", "inputs"})
@@ -157,7 +159,7 @@ class SweepConfig:
         measure = check.table(data, "measure")
         for name, spec in measure.items():
             _check_measure(check, name, spec, save)
-        sources, rows = _inputs(data.get("inputs"), source)
+        sources, rows = _inputs(data.get("inputs"), source, base)
         total = math.prod(len(v) for v in grid.values()) * max(chips, 1) * (len(rows) if rows is not None else 1)
         if total > MAX_RUNS:
             raise ConfigError(f"{source}: the sweep has {total:.3g} runs (grid x chips x input rows); at most "
@@ -289,8 +291,9 @@ class PlannedPoint:
     runs: list[RunSpec]
 
 
-def _inputs(spec: Any, source: str) -> tuple[tuple[str, ...], np.ndarray | None]:
-    """Validate the [inputs] table: source names and a 2-D float array of rows (inline or an .npy file)."""
+def _inputs(spec: Any, source: str, base: Path | None = None) -> tuple[tuple[str, ...], np.ndarray | None]:
+    """Validate the [inputs] table: source names and a 2-D float array of rows (inline or an .npy file, a relative
+    path read against ``base`` when given)."""
     if spec is None:
         return (), None
     import re
@@ -316,7 +319,11 @@ def _inputs(spec: Any, source: str) -> tuple[tuple[str, ...], np.ndarray | None]
                 for r in rows_in):
             raise check.fail("inputs.rows", "a list of lists of numbers", rows_in)
     try:
-        rows = np.load(spec["file"], allow_pickle=False) if "file" in spec else np.asarray(spec["rows"], dtype=float)
+        if "file" in spec:
+            file = Path(spec["file"]).expanduser()
+            rows = np.load(base / file if base is not None and not file.is_absolute() else file, allow_pickle=False)
+        else:
+            rows = np.asarray(spec["rows"], dtype=float)
         rows = np.asarray(rows, dtype=float)
     except (OSError, ValueError, TypeError) as exc:
         raise ConfigError(f"{source}: inputs: {' '.join(str(exc).split())}") from None

@@ -226,3 +226,23 @@ def test_gmin_of_the_process_header_changes_sky130_off_current_as_documented(cap
     assert code == 0, err
     current = -float(np.asarray(_by_analysis(tmp_path / "o.h5")["op"].vectors["i(vd)"]).reshape(-1)[0])
     assert current == pytest.approx(with_option, rel=1e-5)  # print shows 7 digits
+
+
+def test_sweep_inputs_file_is_read_beside_the_config(capsys, tmp_path, monkeypatch):
+    """A relative ``[inputs] file`` is read against the config's folder, like ``netlist``/``template``, from any
+    current folder: the divider's output is half of each input row."""
+    from spicenet.store import read_runs
+
+    folder = tmp_path / "cfg"
+    folder.mkdir()
+    np.save(folder / "rows.npy", np.array([[0.2], [0.8]]))
+    (folder / "div.cir").write_text("div\nvin a 0 0\nr1 a b 1k\nr2 b 0 1k\n.op\n.end\n")
+    (folder / "s.toml").write_text('netlist = "div.cir"\n[inputs]\nsources = ["vin"]\nfile = "rows.npy"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, out, err = run_main(capsys, ["sweep", str(folder / "s.toml"), "-o", str(tmp_path / "s.h5"), "--workers",
+                                       "1", "--no-progress"])
+    assert code == 0, err
+    got = sorted(float(np.asarray(r.vectors["v(b)"]).reshape(-1)[0]) for r in read_runs(tmp_path / "s.h5"))
+    assert got == pytest.approx([0.1, 0.4], rel=1e-12)

@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 from spicenet.errors import ConfigError
 from spicenet.families import FAMILIES, TRAINERS, family_module, load_config
+from spicenet.progress import note
 
 __all__ = ["Override", "QUICK_OVERRIDES", "VALIDATION_CONFIGS", "apply_overrides", "shipped_value",
            "validation_settings", "family_row", "run_demo", "render_summary", "register"]
@@ -329,7 +330,7 @@ def _step(name: str, fn: Callable[[], dict[str, Any]], steps: list[dict[str, Any
     Any Exception is a failed step (the demo reports and goes on); a result with ``"ok": False`` (doctor) too.
     ``cpu_s`` (CPU seconds of the demo and its finished workers) tells a slow step from a busy machine."""
     where = f"{len(steps) + 1}/{total}" if total else f"{len(steps) + 1}"
-    print(f"[demo {where}] {name} ...", file=sys.stderr, flush=True)
+    note(f"[demo {where}] {name} ...")
     t0, c0 = time.perf_counter(), _cpu_s()
     try:
         result = fn()
@@ -344,8 +345,7 @@ def _step(name: str, fn: Callable[[], dict[str, Any]], steps: list[dict[str, Any
         return None
     wall, cpu = round(time.perf_counter() - t0, 2), round(_cpu_s() - c0, 2)
     ok = not (isinstance(result, dict) and result.get("ok") is False)
-    print(f"[demo {where}] {name} {'ok' if ok else 'NOT ok'} ({wall} s wall, {cpu} s CPU)", file=sys.stderr,
-          flush=True)
+    note(f"[demo {where}] {name} {'ok' if ok else 'NOT ok'} ({wall} s wall, {cpu} s CPU)")
     entry = {"step": name, "ok": ok, "wall_s": wall, "cpu_s": cpu, "result": result}
     if not ok:
         entry["error"] = "the step reported ok = false"
@@ -476,7 +476,7 @@ def run_demo(out: Path, quick: bool = False, workers: int = 2, seed: int = 0) ->
     from spicenet.cli import json_default
 
     (out / "summary.json").write_text(json.dumps(result, indent=2, default=json_default))
-    print("\n" + text, file=sys.stderr, flush=True)
+    note("\n" + text)
     return result
 
 

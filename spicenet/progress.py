@@ -17,7 +17,8 @@ import logging
 import sys
 from typing import Any, Iterable, Iterator, TypeVar
 
-__all__ = ["QUIET", "NORMAL", "VERBOSE", "set_verbosity", "verbosity", "progress_bar", "progress_iter", "logger"]
+__all__ = ["QUIET", "NORMAL", "VERBOSE", "set_verbosity", "verbosity", "progress_bar", "progress_iter", "logger",
+           "note"]
 
 QUIET, NORMAL, VERBOSE = 0, 1, 2
 _LEVELS = {QUIET: logging.WARNING, NORMAL: logging.INFO, VERBOSE: logging.DEBUG}
@@ -49,6 +50,12 @@ def set_verbosity(level: int) -> None:
 def verbosity() -> int:
     """The current verbosity (``QUIET``, ``NORMAL`` or ``VERBOSE``)."""
     return _state["verbosity"]
+
+
+def note(text: str) -> None:
+    """Print a status line ``text`` to stderr as written (no prefix), unless the verbosity is ``QUIET``."""
+    if verbosity() != QUIET:
+        print(text, file=sys.stderr, flush=True)
 
 
 def progress_bar(total: float | None = None, desc: str = "", *, enabled: bool = True, initial: float = 0,

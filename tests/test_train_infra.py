@@ -234,8 +234,10 @@ def test_progress_helper_follows_verbosity(capsys) -> None:
             assert list(progress.progress_iter(range(3), desc="work-xyz")) == [0, 1, 2]
             progress.logger().info("info-line")
             progress.logger().debug("debug-line")
+            progress.note("[status-line]")
             err = capsys.readouterr().err
             assert ("work-xyz" in err) is shown and ("info-line" in err) is shown and "debug-line" not in err
+            assert ("[status-line]\n" in err) is shown
         progress.set_verbosity(progress.VERBOSE)
         progress.logger().debug("debug-line")
         assert "spicenet: debug-line" in capsys.readouterr().err

@@ -11,7 +11,6 @@ import hashlib
 import os
 import shutil
 import struct
-import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -286,7 +285,9 @@ def download(name: str, cache_dir: str | os.PathLike | None = None, timeout_s: f
         errors = []
         for base in DOWNLOAD_URLS[name]:
             url = base + fname
-            print(f"spicenet.data: downloading {url}", file=sys.stderr)
+            from spicenet.progress import note
+
+            note(f"spicenet.data: downloading {url}")
             try:
                 with urllib.request.urlopen(url, timeout=timeout_s) as resp, tempfile.NamedTemporaryFile(
                     dir=target, delete=False, suffix=".part"

@@ -211,7 +211,7 @@ class ResistiveNetwork(nn.Module):
         amp_gain: float = 0.0,
         amp_back: float = 0.0,
         input_gain: float = 0.0,
-        init_max: float = 4.0,
+        init_max_lsb: float = 4.0,
         ideal: bool = False,
         seed: int = 0,
         device: str | torch.device = "cpu",
@@ -224,7 +224,7 @@ class ResistiveNetwork(nn.Module):
         (V per unit input), the conductance LSB ``g_lsb`` (S; the parameters are stored in LSB units, ``g_unit``)
         and the programmable levels come from the file; ``amp_gain`` > 0 adds bidirectional amplifiers (VCVS gain,
         backward CCCS gain ``amp_back``, 0 = 1/amp_gain), ``input_gain`` > 0 overrides the file's input gain.
-        Parameters start uniform in [0, ``init_max``] LSB (seeded by ``seed``), float64 (``.float()`` casts
+        Parameters start uniform in [0, ``init_max_lsb``] LSB (seeded by ``seed``), float64 (``.float()`` casts
         them). ``ideal``: float conductances, no quantisation (the software reference). The spec is kept as
         ``net.spec`` for :meth:`sample_chip` and :meth:`spice_outputs`.
         """
@@ -232,7 +232,7 @@ class ResistiveNetwork(nn.Module):
         from spicenet.surrogate import SurrogateFile
 
         spec = net_spec(SurrogateFile.load(path), [int(s) for s in layers], bias, amp_gain, amp_back, input_gain)
-        net = build_network(spec, init_max=init_max, seed=seed, device=device, ideal=ideal)
+        net = build_network(spec, init_max=init_max_lsb, seed=seed, device=device, ideal=ideal)
         net.spec = spec
         return net
 

@@ -195,3 +195,39 @@ def test_dtm_extension_equals_uninterrupted_run(capsys, tmp_path):
     from spicenet.train import RunDir
 
     assert strip(RunDir(run).read_metrics()) == strip(RunDir(ref).read_metrics())
+
+
+FFEBM_TOML = """
+[ffebm]
+blocks = [[8, 4], [4, 10]]
+[data]
+n_train = 40
+n_test = 20
+[model]
+amp_gain = 4.0
+[train]
+epochs = 1
+batch_size = 20
+ideal = false
+[mismatch]
+eval_chips = 2
+"""
+
+
+def test_ffebm_extension_equals_uninterrupted_run(capsys, tmp_path, resistive_sur):
+    cfg = tmp_path / "ffebm.toml"
+    cfg.write_text(FFEBM_TOML)
+    run, ref = tmp_path / "run", tmp_path / "ref"
+    assert _train(capsys, "ffebm", resistive_sur, cfg, run)[0] == 0
+    rc, out, _ = _train(capsys, "ffebm", resistive_sur, cfg, run, "--resume", "--epochs", "2")
+    assert rc == 0
+    ext = json.loads(out)["metrics"]
+    assert ext["epochs"] == 2 and ext["sessions"] == 2 and ext["resumed_from_epoch"] == 1
+    rc, out, _ = _train(capsys, "ffebm", resistive_sur, cfg, ref, "--epochs", "2")
+    assert rc == 0
+    want = json.loads(out)["metrics"]
+    assert (run / "metrics.csv").read_text() == (ref / "metrics.csv").read_text()
+    assert ext["chip_accuracies"] == want["chip_accuracies"]
+    a = torch.load(run / "model.pt", weights_only=False)["ffebm"]
+    b = torch.load(ref / "model.pt", weights_only=False)["ffebm"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -81,6 +81,13 @@ def dataclass_from_config(cls: type, values: dict[str, Any], what: str) -> Any:
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"{what}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    scalars = {"int": ((int,), "an integer"), "float": ((int, float), "a number"), "bool": ((bool,), "true or false"),
+               "str": ((str,), "a string")}
+    for f in dataclasses.fields(cls):  # fields annotated with one scalar type get a value of that type
+        kind = scalars.get(f.type if isinstance(f.type, str) else getattr(f.type, "__name__", ""))
+        if kind is not None and f.name in values and type(values[f.name]) not in kind[0]:
+            raise ConfigError(f"{what}: {f.name} must be {kind[1]}, got {values[f.name]!r} "
+                              f"({type(values[f.name]).__name__})")
     try:
         return cls(**values)
     except TypeError as exc:

@@ -237,8 +237,14 @@ def config_cases(tmp: Path) -> list[tuple[list[str], str]]:
     bad_utf8.write_bytes(b"chips = 3 # \xff\n")
     bad_toml = tmp / "cal2.toml"
     bad_toml.write_text("chips = = 3\n")
+    wrong_types = []
+    for k, body in enumerate(['chips = "x"\n', "chips = 3.5\n", "chips = true\n", 'std_target = "0.03"\n']):
+        typed = tmp / f"typed{k}.toml"
+        typed.write_text(body)
+        wrong_types.append((["calibrate", "rng", "--config", str(typed), "-o", str(tmp / "s.h5")],
+                            f"rng calibration: {body.split()[0]} must be"))
     out = str(tmp / "s.h5")
-    return [(["calibrate", "rng", "--config", str(bad_utf8), "-o", out], "UTF-8"),
+    return wrong_types + [(["calibrate", "rng", "--config", str(bad_utf8), "-o", out], "UTF-8"),
             (["calibrate", "rng", "--config", str(bad_toml), "-o", out], "--config"),
             (["calibrate", "rng", "--config", str(tmp / "absent.toml"), "-o", out], "no such file"),
             (["calibrate", "rng", "-o", out, "--workers", "0"], "--workers"),

@@ -1,4 +1,4 @@
-"""The ``spicenet`` command line (contract in DESIGN.md).
+"""The ``spicenet`` command line (the verbs and their JSON keys: README, "Command line").
 
 Every verb takes ``--json`` and then prints exactly one JSON object on stdout; logs and progress bars go to stderr.
 Exit code 0 on success; otherwise a one-line error ``spicenet VERB: error: <what> <where>`` on stderr and exit code
@@ -89,7 +89,8 @@ def _doctor_missing(info: dict[str, Any]) -> list[dict[str, str]]:
     if "error" in info["torch"]:
         missing.append({"what": "torch", "install": "pip install torch (the CPU build is enough)"})
     if "error" in info["dask"]:
-        missing.append({"what": "dask[distributed] (sweeps on a cluster)", "install": "pip install 'dask[distributed]'"})
+        missing.append({"what": "dask[distributed] (sweeps on a cluster)",
+                        "install": "pip install 'dask[distributed]'"})
     return missing
 
 
@@ -314,7 +315,7 @@ def _add_verbosity_flags(parser: argparse.ArgumentParser, default: Any) -> None:
     group.add_argument("-q", "--quiet", action="store_true", default=default,
                        help="no progress bars or info lines on stderr (errors still print)")
     group.add_argument("-v", "--verbose", action="store_true", default=default,
-                       help="debug detail on stderr (what was resumed, files read, per-step detail)")
+                       help="debug detail on stderr (the parsed arguments, the config a run uses, what it resumed from)")
 
 
 def json_default(value: Any) -> Any:

@@ -121,6 +121,10 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
     if length is not None and args.trainer in RUN_LENGTH:
         section, key, _ = RUN_LENGTH[args.trainer]
         config.setdefault(section, {})[key] = int(length)
+    from spicenet.progress import logger
+
+    logger().debug(f"train {args.trainer}: config {args.config or 'shipped default'}"
+                   + (f", {RUN_LENGTH[args.trainer][0]}.{RUN_LENGTH[args.trainer][1]} = {length}" if length else ""))
     return module.train(config, surrogate=Path(args.surrogate), quick=args.quick, run_dir=Path(args.output),
                         device=args.device, seed=args.seed)
 

@@ -1,6 +1,6 @@
 """HDF5 store of simulation runs: crash-safe, resumable, readable with plain h5py.
 
-Layout 2 (the DESIGN.md contract; columnar, written by :class:`RunStore`)
+Layout 2 (the store contract, README "Sweeps and the HDF5 store"; columnar, written by :class:`RunStore`)
 -------------------------------------------------------------------------
 root attrs
     ``spicenet_version``, ``ngspice_version`` (set with :meth:`RunStore.set_root_attrs`), ``created`` (ISO 8601,

@@ -1,6 +1,6 @@
 """ngspice shared library through PySpice 1.5's ``NgSpiceShared``, with a compatibility layer.
 
-PySpice 1.5 predates ngspice 39 and numpy 2. What this module fixes (measured, see NGSPICE_NOTES.md):
+PySpice 1.5 predates ngspice 39 and numpy 2. What this module fixes (measured; summary in the README, "Engine"):
 
 - "Unsupported Ngspice version 39" warning: harmless (falls back to the v34 tables); PySpice's logger is silenced.
 - ``exec_command`` raises on any stderr line, including ngspice's informational "Note:" and "Using SPARSE" lines:

@@ -1,6 +1,6 @@
 """Behavioural surrogate of a calibrated p-bit (probabilistic bit) array.
 
-Physics (the law the SPICE calibration fits; see issue 4 and NGSPICE_NOTES.md):
+Physics (the law the SPICE calibration fits; README, "Subthreshold p-bits"):
 
     P(out = 1 | v) = sigmoid((v - v0) / vs)
 

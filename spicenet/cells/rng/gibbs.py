@@ -27,8 +27,8 @@ conditioning nodes of a DTM step). Their rows of the state are never written.
 
 Implementation (fast path measured, then tuned; speed in the README, "Benchmarks"): states are node-major
 [N, chains]; nodes are permuted internally so that each colour's free nodes form a contiguous block of rows; the logit
-of a block is ONE ``torch.sparse.mm`` of that block's CSR rows with the working state, whose extra rows hold a constant +1
-(the bias column, pre-scaled 2 beta b / gain) and, with 16-bit uniforms, the logistic noise of each free node
+of a block is ONE ``torch.sparse.mm`` of that block's CSR rows with the working state, whose extra rows hold a
+constant +1 (the bias column, pre-scaled 2 beta b / gain) and, with 16-bit uniforms, the logistic noise of each free node
 (a -1 column): s_i = sign(x_i - L_i) with L_i = logit((V_i + 1/2) / 2^16), V_i uniform on {0..65535}, drawn four
 per 64-bit word of one ``random_`` call per sweep and mapped through a 65536-entry table. This draws s_i = +1
 with probability round(2^16 p_i) / 2^16 (|error| <= 2^-17 = 7.6e-6 on every conditional; ``uniform_bits=24``

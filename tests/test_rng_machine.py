@@ -124,7 +124,7 @@ def _copy_chain_dtm(pattern: np.ndarray, gammas: list[float], beta: float = 3.0)
 def test_chained_generation_in_spice_follows_the_chain(tmp_path) -> None:
     """Three chained whole-grid SPICE steps on one Monte-Carlo chip (trimmed like the validation): step 3 writes a
     pattern, step 2 inverts it, step 1 copies it, so x_0 = -pattern for every image; flipping step 1's gamma (the
-    negative control) gives +pattern. Per-pixel error rate must stay near the cells' 1 - sigmoid(6) = 0.25 %
+    negative control) gives +pattern; the last step's extra reads (40 ns apart) hold it too. Per-pixel error rate must stay near the cells' 1 - sigmoid(6) = 0.25 %
     (plus the trim residual): at most 3 wrong pixels of 9 x 4 images x 3 steps."""
     from spicenet.cells.rng.whole import locate_grid, run_chain
 
@@ -140,14 +140,39 @@ def test_chained_generation_in_spice_follows_the_chain(tmp_path) -> None:
         for name, gammas in (("invert-copy", [1.0, -1.0, 0.0]), ("invert-invert", [-1.0, -1.0, 0.0])):
             dtm = _copy_chain_dtm(pattern, gammas)
             out[name] = run_chain(eng, dtm, SIZING, process, chips, trims, x_t, vs_design=VS_GENERIC, beta=dtm.cfg.beta,
-                                  alpha=1.0, seed=0, dt=dt, step_time_s=200e-9, progress=False)
+                                  alpha=1.0, seed=0, dt=dt, step_time_s=200e-9, reads=3, read_spacing_s=40e-9,
+                                  progress=False)
     for name, sign in (("invert-copy", -1.0), ("invert-invert", 1.0)):
         x = out[name]["x"]
         assert sorted(x) == [1, 2, 3, 4]                       # x_T (= 4) and the three steps' read-outs
         wrong = int((x[3][0] != pattern).sum() + (x[2][0] != -pattern).sum() + (x[1][0] != sign * pattern).sum())
         assert wrong <= 3, (name, x[3][0], x[2][0], x[1][0])
+        reads = out[name]["reads"][0]                          # [images, 3, 9]: the last step read 3 times
+        assert reads.shape == (images, 3, 9) and np.array_equal(reads[:, 0], x[1][0])
+        assert int((reads != sign * pattern).sum()) <= 3
         e = out[name]["energy_j"][0]
         assert e.shape == (images,) and np.all(e > 0)
     # energy: the cells draw ~Vdd * I_supply over 3 steps of 200 ns; same schedule -> same order of magnitude
     assert out["invert-copy"]["energy_j"][0].mean() == pytest.approx(out["invert-invert"]["energy_j"][0].mean(),
                                                                        rel=0.2)
+
+
+def test_effective_reads_of_an_ar1_sequence_and_the_floor() -> None:
+    """n_eff of +-1 reads from a two-state Markov chain with lag-1 correlation rho = 1 - 2 q (flip prob q) is
+    R (1 - rho) / (1 + rho); the floor falls as 1 / sqrt(draws) and vanishes for a deterministic circuit."""
+    from spicenet.cells.rng.whole import effective_reads, marginal_mae_floor
+
+    rng = np.random.default_rng(0)
+    b, r, d, q = 400, 12, 50, 0.25                      # rho = 0.5 -> n_eff = 12 / 3 = 4
+    s = np.empty((b, r, d))
+    s[:, 0] = np.where(rng.random((b, d)) < 0.5, -1.0, 1.0)
+    for k in range(1, r):
+        s[:, k] = np.where(rng.random((b, d)) < q, -s[:, k - 1], s[:, k - 1])
+    n_eff, rho = effective_reads(s)
+    assert rho == pytest.approx(0.5, abs=0.03) and n_eff == pytest.approx(4.0, rel=0.1)
+    assert effective_reads(s[:, :1]) == (1.0, pytest.approx(float("nan"), nan_ok=True))
+    p = np.full((32, 200), 0.5)
+    f1, f4 = marginal_mae_floor(p, draws=1), marginal_mae_floor(p, draws=4)
+    assert f1 == pytest.approx(0.5 * np.sqrt(2 / np.pi) / np.sqrt(32), rel=0.05)   # E|mean of 32 +-0.5| ~ 0.0705
+    assert f4 == pytest.approx(f1 / 2, rel=0.1)
+    assert marginal_mae_floor(np.zeros((32, 10)), draws=4) == 0.0

@@ -30,11 +30,14 @@ from ``paired_chains`` chains per image.
 Metrics: own-feature-net FID (``fid_spicenet_<dataset>``, features normalised by the real data's RMS; NOT
 Inception) of the SPICE images and of as many surrogate images against the held-out split; fid_rel =
 |FID_spice - FID_surrogate| / FID_surrogate. marginal_mae = mean over pixels of |P_spice(pixel = 1) -
-P_surrogate(pixel = 1)| with P_spice the fraction of SPICE images with the pixel on and P_surrogate the mean of the
-paired conditional marginals of the final step (the same conditioning x_1 per image: the comparison measures the
-circuit's last step, not the between-image spread); its floor is the same statistic for Bernoulli draws from the
-surrogate's own marginals. The unpaired version (SPICE images vs surrogate images) is reported beside it with its
-floor. Energy per image: sum over the T steps of the integral of (Vdd i(vdd) + the coupling network's dissipation)
+P_surrogate(pixel = 1)|, both conditioned on the same x_1 per image (the comparison measures the circuit's last
+step, not the between-image spread): P_spice from R reads of the last step per image (read 0 is the image; reads
+``read_spacing_s`` apart, effectively n_eff independent from their measured lag-1 correlation), P_surrogate the
+paired conditional marginals averaged over chip-model draws (the surrogate cannot know the SPICE chip's individual
+cells; with one draw the figure is reported as ``marginal_mae_one_chip_draw``). Its floor is the same statistic
+for n_eff Bernoulli draws per image from the surrogate's marginals; the one-read figure (images only) is reported
+beside it with its floor, and the unpaired version (SPICE images vs surrogate images) with its floor.
+Energy per image: sum over the T steps of the integral of (Vdd i(vdd) + the coupling network's dissipation)
 over the step (the ideal readout buffers and bias DACs are not counted), beside the surrogate's T K N E_bit.
 """
 
@@ -56,7 +59,7 @@ from spicenet.cells.rng import cells, export, machine
 from spicenet.errors import SpicenetError
 
 __all__ = ["locate_grid", "run_chain", "validate_machine", "surrogate_chain", "paired_marginals",
-           "marginal_mae_floor"]
+           "marginal_mae_floor", "effective_reads"]
 
 
 def _dc_deck(n: int, sizing, process, offsets: np.ndarray) -> str:
@@ -152,11 +155,14 @@ def _spins(seed: int, *key: int, n: int) -> np.ndarray:
 def run_chain(engine, dtm, sizing, process, chips: dict[int, list[int]], trims: dict[int, dict[str, np.ndarray]],
               x_init: dict[int, np.ndarray], *, vs_design: float, beta: float, alpha: float, seed: int, dt: float,
               step_time_s: float, vw: float = 2e-4, r_total: float = 10e6, timeout_s: float = 900.0,
-              state_path: Path | None = None, state_key: str = "", progress: bool = True) -> dict[str, Any]:
+              reads: int = 1, read_spacing_s: float = 0.0, state_path: Path | None = None, state_key: str = "",
+              progress: bool = True) -> dict[str, Any]:
     """The T chained SPICE rounds (module docstring). ``x_init[c]``: x_T [B, D] (+-1) per chip. Returns
-    {"x": {t: {c: [B, D]}} (x_{t-1} read after step t; x[T + 1] = x_T), "energy_j": {c: [B]} (cells + coupling
-    network per image, all steps), "energy_cells_j", "energy_coupling_j", "sim_s" (sum of the runs' wall times in
-    the workers), "wall_s", "rounds_resumed"}."""
+    {"x": {t: {c: [B, D]}} (x_{t-1} read after step t; x[T + 1] = x_T), "reads": {c: [B, reads, D]} (the last
+    step's data cells read at step_time_s + r read_spacing_s, r = 0..reads-1; read 0 is the image x_0: the extra
+    reads only measure the circuit's conditional marginals and cost no energy in the count), "energy_j": {c: [B]}
+    (cells + coupling network per image, all steps, each integrated over [0, step_time_s]), "energy_cells_j",
+    "energy_coupling_j", "sim_s" (sum of the runs' wall times in the workers), "wall_s", "rounds_resumed"}."""
     from spicenet.progress import progress_bar
     from spicenet.spice.engine import Deck
     from spicenet.spice.job import RunSpec
@@ -165,6 +171,11 @@ def run_chain(engine, dtm, sizing, process, chips: dict[int, list[int]], trims: 
     T = dtm.cfg.n_steps
     n = dtm.graph.n_nodes
     data = np.asarray(dtm.data_nodes)
+    if reads < 1 or (reads > 1 and not read_spacing_s > 0):
+        raise ValueError(f"reads, read_spacing_s: expected reads >= 1 and a spacing > 0 s for reads > 1, got "
+                         f"{reads!r}, {read_spacing_s!r}")
+    read_times = step_time_s + read_spacing_s * np.arange(reads)
+    last = {c: np.zeros((len(x), reads, len(data))) for c, x in x_init.items()}
     xs: dict[int, dict[int, np.ndarray]] = {T + 1: {c: np.asarray(x, np.float64) for c, x in x_init.items()}}
     e_cells = {c: np.zeros(len(x)) for c, x in x_init.items()}
     e_coup = {c: np.zeros(len(x)) for c, x in x_init.items()}
@@ -176,6 +187,8 @@ def run_chain(engine, dtm, sizing, process, chips: dict[int, list[int]], trims: 
                 xs[t] = {c: st[f"x_t{t}_c{c}"] for c in x_init}
             for c in x_init:
                 e_cells[c], e_coup[c] = st[f"ecell_c{c}"], st[f"ecoup_c{c}"]
+                if int(st["last_step"]) == 1:
+                    last[c] = st[f"reads_c{c}"]
             sim_s = float(st["sim_s"])
             resumed = T - int(st["last_step"]) + 1
     work = Path(tempfile.mkdtemp(prefix="spicenet_whole_"))
@@ -184,6 +197,7 @@ def run_chain(engine, dtm, sizing, process, chips: dict[int, list[int]], trims: 
             if t in xs:
                 continue
             edges, w, _ = machine.grid_step_bm(dtm, t, np.zeros(len(data)))
+            t_stop = float(read_times[-1]) if t == 1 else step_time_s
             jobs, maps = [], {}
             for c, ids in chips.items():
                 for b_i, x_t in enumerate(xs[t + 1][c]):
@@ -193,11 +207,11 @@ def run_chain(engine, dtm, sizing, process, chips: dict[int, list[int]], trims: 
                     maps[(c, b_i)] = m
                     stream = 100 + b_i * (T + 1) + t
                     files = [cells.write_noise_file(work / f"c{c}_i{b_i}_k{k}.txt", seed=seed, chip=cid, cell=0,
-                                                    rms=trims[c]["rms"][k], dt=dt, t_stop=step_time_s + 10 * dt,
+                                                    rms=trims[c]["rms"][k], dt=dt, t_stop=t_stop + 10 * dt,
                                                     stream=stream) for k, cid in enumerate(ids)]
                     deck = Deck(export.with_sim_options(machine.grid_deck(
                         m, sizing, process, files, _spins(seed, 7, c, b_i, t, n=n), vw=vw)), process)
-                    jobs.append(engine.job(deck, [RunSpec(f"s{t}c{c}i{b_i}", f"tran {dt:.6g} {step_time_s:.9g} 0 {dt:.6g}",
+                    jobs.append(engine.job(deck, [RunSpec(f"s{t}c{c}i{b_i}", f"tran {dt:.6g} {t_stop:.9g} 0 {dt:.6g}",
                                                           cells.device_commands(process, sizing, ids, seed))],
                                            label=f"step {t} chip {c} image {b_i}", timeout_s=timeout_s))
             xs[t] = {c: np.zeros_like(xs[t + 1][c]) for c in chips}
@@ -210,12 +224,17 @@ def run_chain(engine, dtm, sizing, process, chips: dict[int, list[int]], trims: 
                 sim_s += float(getattr(res, "wall_s", 0.0))
                 tt = res["time"]
                 xk = np.stack([res[f"v(a{k})"] - res[f"v(b{k})"] for k in range(n)], 1)   # [time, n]
-                s_end = np.where(xk[-1] > 0, 1.0, -1.0)
-                xs[t][c][b_i] = s_end[data]
-                e_cells[c][b_i] += supply_energy(tt, np.full(tt.shape, sizing.vdd), res["i(vdd)"])
-                vb = np.stack([res[f"v(bias{k})"] for k in range(n)], 1)
-                vo = sizing.vdd * np.tanh(xk / vw)
-                e_coup[c][b_i] += float(np.trapezoid(machine.grid_coupling_power(maps[(c, b_i)], vb, vo), tt))
+                # latch: the state at the read time (the last time point at or before it)
+                at = np.clip(np.searchsorted(tt, read_times * (1 + 1e-9), side="right") - 1, 0, len(tt) - 1)
+                s_read = np.where(xk[at][:, data] > 0, 1.0, -1.0)                  # [reads, D]
+                xs[t][c][b_i] = s_read[0]
+                if t == 1:
+                    last[c][b_i] = s_read
+                keep = tt <= step_time_s * (1 + 1e-9)
+                e_cells[c][b_i] += supply_energy(tt[keep], np.full(int(keep.sum()), sizing.vdd), res["i(vdd)"][keep])
+                vb = np.stack([res[f"v(bias{k})"] for k in range(n)], 1)[keep]
+                vo = sizing.vdd * np.tanh(xk[keep] / vw)
+                e_coup[c][b_i] += float(np.trapezoid(machine.grid_coupling_power(maps[(c, b_i)], vb, vo), tt[keep]))
                 for k in range(n):
                     (work / f"c{c}_i{b_i}_k{k}.txt").unlink(missing_ok=True)
             bar.close()
@@ -223,12 +242,13 @@ def run_chain(engine, dtm, sizing, process, chips: dict[int, list[int]], trims: 
                 arrays = {f"x_t{s}_c{c}": xs[s][c] for s in range(t, T + 1) for c in chips}
                 arrays.update({f"ecell_c{c}": e_cells[c] for c in chips})
                 arrays.update({f"ecoup_c{c}": e_coup[c] for c in chips})
+                arrays.update({f"reads_c{c}": last[c] for c in chips})
                 tmp = state_path.with_suffix(".tmp.npz")
                 np.savez(tmp, key=np.array(state_key), last_step=np.array(t), sim_s=np.array(sim_s), **arrays)
                 tmp.replace(state_path)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return {"x": xs, "energy_j": {c: e_cells[c] + e_coup[c] for c in chips}, "energy_cells_j": e_cells,
+    return {"x": xs, "reads": last, "energy_j": {c: e_cells[c] + e_coup[c] for c in chips}, "energy_cells_j": e_cells,
             "energy_coupling_j": e_coup, "sim_s": sim_s, "wall_s": time.time() - t_start, "rounds_resumed": resumed}
 
 
@@ -272,12 +292,46 @@ def paired_marginals(dtm, step: int, x_cond: np.ndarray, chip: tuple[torch.Tenso
     return on.mean(1).numpy()
 
 
-def marginal_mae_floor(p: np.ndarray, reps: int = 50, seed: int = 0) -> float:
-    """Expected mean-over-pixels |mean_b bit_b,i - mean_b p_b,i| when the bits [B, D] are Bernoulli(p [B, D]):
-    the value ``marginal_mae`` takes for a circuit that realises the surrogate exactly (finite-image floor)."""
+def marginal_mae_floor(p: np.ndarray, reps: int = 50, seed: int = 0, draws: float = 1.0) -> float:
+    """Expected mean-over-pixels |mean_b f_b,i - mean_b p_b,i| when f_b,i is the fraction of ``draws`` independent
+    Bernoulli(p_b,i) bits (p [B, D]; ``draws`` rounded, >= 1): the value ``marginal_mae`` takes for a circuit that
+    realises the surrogate exactly, read ``draws`` effectively independent times per image (finite-sample floor)."""
     rng = np.random.default_rng(seed)
     p = np.asarray(p, np.float64)
-    return float(np.mean([np.abs((rng.random(p.shape) < p).mean(0) - p.mean(0)).mean() for _ in range(reps)]))
+    k = max(1, int(round(draws)))
+    return float(np.mean([np.abs(rng.binomial(k, p).mean(0) / k - p.mean(0)).mean() for _ in range(reps)]))
+
+
+def _expected_lag1(rho: float, n_r: int) -> float:
+    """E[num] / E[den] of the lag-1 autocorrelation estimate about the mean of ``n_r`` points of a stationary
+    sequence with autocorrelation rho^|k| (unit variance): with c_t = (1/R) sum_j rho^|t-j| and v = (1/R) sum_t
+    c_t, E[sum_t d_t d_t+1] = sum_{t<R-1} (rho - c_t - c_t+1 + v) and E[sum_t d_t^2] = R (1 - v)."""
+    idx = np.arange(n_r)
+    c = (rho ** np.abs(idx[:, None] - idx[None, :])).mean(1)
+    v = float(c.mean())
+    num = float(np.sum(rho - c[:-1] - c[1:] + v))
+    return num / (n_r * (1.0 - v))
+
+
+def effective_reads(reads: np.ndarray) -> tuple[float, float]:
+    """(n_eff, rho) of the ``R`` reads per image and pixel in ``reads`` [B, R, D] (+-1): rho = the lag-1
+    correlation of the reads (an AR(1) / two-state Markov sequence, autocorrelation rho^k), estimated about each
+    (image, pixel) mean, pooled, and de-biased by solving E[estimate](rho) = estimate (``_expected_lag1``: the
+    mean removal biases a short sequence's estimate low); n_eff = R (1 - rho) / (1 + rho) (an AR(1) sequence's
+    effective sample count), clipped to [1, R]. R = 1 gives (1, nan)."""
+    r = np.asarray(reads, np.float64)
+    if r.ndim != 3:
+        raise ValueError(f"reads: expected [B, R, D], got shape {r.shape}")
+    n_r = r.shape[1]
+    if n_r < 2:
+        return 1.0, math.nan
+    d = r - r.mean(1, keepdims=True)
+    den = float((d * d).sum())
+    raw = float((d[:, 1:] * d[:, :-1]).sum() / den) if den > 0 else -1.0
+    grid = np.linspace(0.0, 0.999, 1000)
+    expected = np.array([_expected_lag1(float(g), n_r) for g in grid])     # increasing in rho
+    rho = float(np.interp(raw, expected, grid)) if raw > expected[0] else 0.0
+    return float(min(max(n_r * (1 - rho) / (1 + rho), 1.0), n_r)), rho
 
 
 def _plot(path: Path, spice: dict[int, np.ndarray], sur: dict[int, np.ndarray], size: int, per_row: int = 8) -> Path:
@@ -323,6 +377,8 @@ def validate_machine(run_dir: Path, engine, *, dtm, tcfg: dict, sizing, process,
     tau = float(chipm.model.dists["tau_s"].mean) if "tau_s" in chipm.model.dists else 40e-9
     step_time = cfg.machine_step_time_s if cfg.machine_step_time_s > 0 else K * tau
     step_time = cfg.dt * math.ceil(step_time / cfg.dt)
+    spacing = cfg.machine_read_spacing_s if cfg.machine_read_spacing_s > 0 else 2 * tau
+    spacing = cfg.dt * math.ceil(spacing / cfg.dt)
     alpha = float(alpha_patch) if (cfg.machine_gain_trim == "patch" and alpha_patch) else 1.0
     base = 50000 + 997 * int(seed)
     chips = {c: [base + 1000 * c + k for k in range(n)] for c in range(n_chips)}
@@ -334,12 +390,13 @@ def validate_machine(run_dir: Path, engine, *, dtm, tcfg: dict, sizing, process,
     out_dir = Path(run_dir) / "validation"
     (out_dir / "machine").mkdir(parents=True, exist_ok=True)
     key = hashlib.sha256(json.dumps({"seed": seed, "chips": n_chips, "images": images, "alpha": alpha,
-                                     "step": step_time, "dt": cfg.dt, "vw": cfg.vw, "r": cfg.r_total,
+                                     "step": step_time, "dt": cfg.dt,
+                                     "reads": cfg.machine_reads, "spacing": spacing, "vw": cfg.vw, "r": cfg.r_total,
                                      "v0": {c: trims[c]["v0_dc"].round(12).tolist() for c in chips}},
                                     sort_keys=True).encode()).hexdigest()[:16]
     chain = run_chain(engine, dtm, sizing, process, chips, trims, x_init, vs_design=vs_nom, beta=float(dtm.cfg.beta),
                       alpha=alpha, seed=seed, dt=cfg.dt, step_time_s=step_time, vw=cfg.vw, r_total=cfg.r_total,
-                      timeout_s=cfg.timeout_s, state_path=out_dir / "machine" / "state.npz", state_key=key,
+                      timeout_s=cfg.timeout_s, reads=cfg.machine_reads, read_spacing_s=spacing, state_path=out_dir / "machine" / "state.npz", state_key=key,
                       progress=progress)
 
     # ------------------------------------------------------------------------------ surrogate + metrics --
@@ -348,20 +405,34 @@ def validate_machine(run_dir: Path, engine, *, dtm, tcfg: dict, sizing, process,
     ref = ds.flat("test")
     net, _ = load_feature_net(ds.name, train_if_missing=True)
     spice_img = {c: chain["x"][1][c] for c in chips}
-    sur_img, paired, rows = {}, {}, []
+    sur_img, paired, paired_draw, rows = {}, {}, {}, []
+    draws = cfg.machine_chip_draws
     e_bit = float(e_bit) if e_bit is not None else math.nan
     for c in chips:
         chip = chipm.nonideality(_seed_int(seed, 21, c), n)
         sur_img[c] = surrogate_chain(dtm, x_init[c], chip, _seed_int(seed, 22, c))
-        paired[c] = paired_marginals(dtm, 1, chain["x"][2][c], chip, cfg.machine_chains, _seed_int(seed, 23, c))
+        # the surrogate's prediction for a trimmed chip whose cells it does not know: its marginals averaged over
+        # ``draws`` chip-model draws (chain c's own draw first), machine_chains chains per image in all
+        per_draw = max(1, cfg.machine_chains // draws)
+        runs = [paired_marginals(dtm, 1, chain["x"][2][c], chip if m == 0 else
+                                 chipm.nonideality(_seed_int(seed, 25, c, m), n), per_draw, _seed_int(seed, 23, c, m))
+                for m in range(draws)]
+        paired[c] = np.mean(runs, 0)
+        paired_draw[c] = runs[0]
     all_sp = np.concatenate([spice_img[c] for c in chips])
     all_su = np.concatenate([sur_img[c] for c in chips])
     all_pp = np.concatenate([paired[c] for c in chips])
+    all_reads = np.concatenate([chain["reads"][c] for c in chips])                  # [B, R, D]
+    p_spice = (all_reads > 0).mean(1)                                               # [B, D]
+    n_eff, rho = effective_reads(all_reads)
     fid_sp = _fid(torch.as_tensor(all_sp), ref, ds.name, net)
     fid_su = _fid(torch.as_tensor(all_su), ref, ds.name, net)
     on_sp = (all_sp > 0).astype(float)
-    mae = float(np.abs(on_sp.mean(0) - all_pp.mean(0)).mean())
-    mae_floor = marginal_mae_floor(all_pp, seed=seed)
+    mae = float(np.abs(p_spice.mean(0) - all_pp.mean(0)).mean())
+    mae_floor = marginal_mae_floor(all_pp, seed=seed, draws=n_eff)
+    mae_one_read = float(np.abs(on_sp.mean(0) - all_pp.mean(0)).mean())
+    mae_one_read_floor = marginal_mae_floor(all_pp, seed=seed)
+    mae_chip_draw = float(np.abs(p_spice.mean(0) - np.concatenate([paired_draw[c] for c in chips]).mean(0)).mean())
     mae_unpaired = float(np.abs(on_sp.mean(0) - (all_su > 0).mean(0)).mean())
     # floor of the unpaired statistic: two independent image sets of this size from the surrogate
     alt = np.concatenate([surrogate_chain(dtm, _spins(seed, 4, c, n=images * d).reshape(images, d),
@@ -375,7 +446,7 @@ def validate_machine(run_dir: Path, engine, *, dtm, tcfg: dict, sizing, process,
         rows.append({"chip": c, "images": int(len(spice_img[c])),
                      "fid_spice": _fid(torch.as_tensor(spice_img[c]), ref, ds.name, net) if images >= 4 else None,
                      "fid_surrogate": _fid(torch.as_tensor(sur_img[c]), ref, ds.name, net) if images >= 4 else None,
-                     "marginal_mae": float(np.abs((spice_img[c] > 0).mean(0) - paired[c].mean(0)).mean()),
+                     "marginal_mae": float(np.abs((chain["reads"][c] > 0).mean(1).mean(0) - paired[c].mean(0)).mean()),
                      "energy_per_image_j": float(e.mean()),
                      "energy_cells_per_image_j": float(chain["energy_cells_j"][c].mean()),
                      "energy_coupling_per_image_j": float(chain["energy_coupling_j"][c].mean()),
@@ -390,7 +461,10 @@ def validate_machine(run_dir: Path, engine, *, dtm, tcfg: dict, sizing, process,
     return {
         "fid_spice": fid_sp, "fid_surrogate": fid_su, "fid_surrogate_other_seed": fid_su_alt,
         "fid_rel": abs(fid_sp - fid_su) / fid_su, "fid_rel_floor": abs(fid_su_alt - fid_su) / fid_su,
-        "marginal_mae": mae, "marginal_mae_floor": mae_floor, "marginal_mae_unpaired": mae_unpaired,
+        "marginal_mae": mae, "marginal_mae_floor": mae_floor, "marginal_mae_one_read": mae_one_read,
+        "marginal_mae_one_read_floor": mae_one_read_floor, "marginal_mae_one_chip_draw": mae_chip_draw,
+        "reads_per_image": int(all_reads.shape[1]), "read_spacing_s": spacing, "reads_n_eff": n_eff,
+        "reads_lag1_corr": rho, "marginal_chip_draws": draws, "marginal_mae_unpaired": mae_unpaired,
         "marginal_mae_unpaired_floor": mae_unpaired_floor,
         "cells_simulated": n, "grid_cells": n, "steps": T, "images": n_img, "chips": len(chips),
         "energy_per_image_spice_j": e_sp, "energy_per_image_surrogate_j": e_sur,

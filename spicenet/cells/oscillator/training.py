@@ -145,8 +145,24 @@ def make_chip_sampler(info: SurrogateInfo, n: int, seed: int, scale: float, n_ev
                        scale=scale)
 
 
+_AIS_DATA = {"dataset": "mnist", "source": "sample", "size": 8, "n_train": 0, "n_test": 0}
+_AIS_MISMATCH = {"train_scale": 1.0, "eval_scale": 1.0, "eval_chips": 10}
+
+
 def build_ais_config(config: dict[str, Any], seed: int) -> tuple[AISConfig, dict[str, Any]]:
     """``AISConfig`` from the TOML sections ``[data]`` (size), ``[model]`` and ``[train]`` (unknown keys -> error)."""
+    from spicenet.families import merge_sections
+
+    # sections, [data], [mismatch] and the loop's [train] keys against their defaults (the AIS keys of [model] and
+    # [train] are checked by AISConfig below)
+    sections = {"data": _AIS_DATA, "mismatch": _AIS_MISMATCH, "model": {},
+                "train": {"threads": 1, "n_eval_samples": 500, "log_every": 5}}
+    checked = {}
+    for name, values in config.items():
+        if name in ("model", "train") and isinstance(values, dict):
+            values = {k: v for k, v in values.items() if k in sections[name]}
+        checked[name] = values
+    merge_sections(sections, checked, "AIS config")
     data = dict(config.get("data", {}))
     model = dict(config.get("model", {}))
     tr = dict(config.get("train", {}))

@@ -55,11 +55,9 @@ def merged_ffebm_config(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Eqprop defaults + ``[ffebm]`` defaults overridden by ``config`` (unknown keys raise ConfigError)."""
     rest = {k: v for k, v in config.items() if k != "ffebm"}
     cfg = merged_train_config(rest)
-    ff = dict(FFEBM_DEFAULTS)
-    for key, val in dict(config.get("ffebm", {})).items():
-        if key not in ff:
-            raise ConfigError(f"ffebm config: unknown key ffebm.{key}")
-        ff[key] = val
+    from spicenet.families import merge_sections
+
+    ff = merge_sections({"ffebm": FFEBM_DEFAULTS}, {"ffebm": dict(config.get("ffebm", {}))}, "ffebm config")["ffebm"]
     blocks = ff["blocks"]
     if (not isinstance(blocks, list) or len(blocks) < 1
             or any(not isinstance(b, list) or len(b) < 2 or any(int(s) < 1 for s in b) for b in blocks)):

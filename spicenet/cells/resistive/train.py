@@ -62,16 +62,11 @@ TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 def merged_train_config(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """``TRAIN_DEFAULTS`` overridden by ``config`` section by section (unknown keys raise ConfigError)."""
-    out = {k: dict(v) for k, v in TRAIN_DEFAULTS.items()}
-    for section, values in config.items():
-        if section not in out or not isinstance(values, dict):
-            raise ConfigError(f"eqprop config: unknown section [{section}] (known: {', '.join(out)})")
-        for key, val in values.items():
-            if key not in out[section]:
-                raise ConfigError(f"eqprop config: unknown key {section}.{key}")
-            out[section][key] = val
-    return out
+    """``TRAIN_DEFAULTS`` overridden by ``config`` section by section (an unknown key or a value of another kind
+    than its default raises ConfigError: ``spicenet.families.merge_sections``)."""
+    from spicenet.families import merge_sections
+
+    return merge_sections(TRAIN_DEFAULTS, config, "eqprop config")
 
 
 NetSpec = dict[str, Any]

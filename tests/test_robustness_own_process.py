@@ -267,3 +267,43 @@ def test_bad_process_files_are_one_line_errors_naming_the_key(capsys, tmp_path, 
     sweep.write_text('template = "basic/current_mirror"\nprocess = "vdd_text.toml"\n')
     assert_usage_error(capsys, ["sweep", str(sweep), "-o", str(work / "s.h5")], work, "vdd:")
     assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
+
+
+# -- property: a wrong value for any key of a process file is a one-line error naming that key --------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from tests.test_robustness_inputs import _toml_value, values  # noqa: E402
+
+_INNER = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
+WRONG = {
+    "vdd": values.filter(lambda v: isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 100
+                         or v != v),
+    "corner": values.filter(lambda v: v != "tt"),
+    "library": values.filter(lambda v: v != "models/lvl1.lib"),
+    "inner_instance": values.filter(lambda v: not (isinstance(v, str) and _INNER.match(v.lower()))),
+    "options": values.filter(lambda v: not isinstance(v, str) or any(
+        line.strip() and not line.strip().lower().startswith((".option", ".param", ".temp")) for line in v.splitlines())),
+    "init_commands": values.filter(lambda v: not isinstance(v, list) or any(
+        not isinstance(c, str) or c.split()[:1] not in (["set"], ["unset"], ["option"]) for c in v)),
+    "devices": values.filter(lambda v: not isinstance(v, dict) or not v or any(k not in ("nfet", "pfet") for k in v)),
+}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(key=st.sampled_from(sorted(WRONG)), data=st.data())
+def test_property_process_file_with_a_wrong_value(capsys, tmp_path_factory, key, data):
+    folder = tmp_path_factory.mktemp("pdk")
+    (folder / "models").mkdir()
+    (folder / "models" / "lvl1.lib").write_text(LEVEL1)
+    good = {"library": "models/lvl1.lib", "corner": "tt", "vdd": 1.2, "inner_instance": "m1"}
+    good[key] = data.draw(WRONG[key])
+    devices = good.pop("devices", {"nfet": "my_n", "pfet": "my_p"})
+    body = "".join(f"{k} = {_toml_value(v)}\n" for k, v in good.items())
+    body += f"devices = {_toml_value(devices)}\n" if not isinstance(devices, dict) else (
+        "[devices]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in devices.items()))
+    (folder / "p.toml").write_text(body)
+    work = folder / "out"
+    work.mkdir()
+    assert_usage_error(capsys, ["simulate", "basic/current_mirror", "--process", str(folder / "p.toml"), "-o",
+                                str(work / "x.h5")], work, key)

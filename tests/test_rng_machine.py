@@ -176,3 +176,42 @@ def test_effective_reads_of_an_ar1_sequence_and_the_floor() -> None:
     assert f1 == pytest.approx(0.5 * np.sqrt(2 / np.pi) / np.sqrt(32), rel=0.05)   # E|mean of 32 +-0.5| ~ 0.0705
     assert f4 == pytest.approx(f1 / 2, rel=0.1)
     assert marginal_mae_floor(np.zeros((32, 10)), draws=4) == 0.0
+
+
+def test_sky130_pdk_chip_is_the_same_in_every_deck_of_the_chip(tmp_path) -> None:
+    """PDK mismatch (sky130's own agauss model, setseed + reset per chip): the trim sweeps locate each cell's v0
+    reproducibly and differently per chip, and the step deck (noise files, couplings, buffers added) draws the
+    same devices: with noise off and each cell biased 1 mV (~6 Vs) to a random side of its located v0, started on
+    the other side, every cell ends on the side of its bias. Negative control: the v0 of another chip fails."""
+    import tomllib
+
+    from spicenet.cells.rng.calibrate import parse_config
+    from spicenet.cells.rng.whole import chip_runs, locate_grid
+    from spicenet.spice import pdk
+    from spicenet.spice.engine import Deck
+    from spicenet.spice.job import RunSpec
+    from tests.conftest import ROOT
+
+    if pdk.library_path("sky130") is None:
+        pytest.skip("sky130 is not installed (spicenet pdk install sky130)")
+    cfg = parse_config(tomllib.loads((ROOT / "calibration" / "rng.toml").read_text()), "sky130")
+    sizing, process, n, dt = cfg.sizing, get_process("sky130"), 4, 2e-9
+    chips = {0: [100 + k for k in range(n)], 1: [200 + k for k in range(n)]}
+    with Engine(workers=2, timeout_s=300) as eng:
+        trims = locate_grid(eng, sizing, process, chips, seed=3, dt=dt, mismatch="pdk")
+        again = locate_grid(eng, sizing, process, {0: chips[0]}, seed=3, dt=dt, mismatch="pdk")
+        np.testing.assert_array_equal(trims[0]["v0_dc"], again[0]["v0_dc"])
+        assert np.abs(trims[0]["v0_dc"] - trims[1]["v0_dc"]).min() > 1e-4     # PDK offsets ~10 mV std
+        side = np.where(np.random.default_rng(0).random(n) < 0.5, -1.0, 1.0)
+        files = [cells.write_noise_file(tmp_path / f"z{k}.txt", seed=0, chip=0, cell=k, rms=[0.0, 0.0], dt=dt,
+                                        t_stop=400e-9) for k in range(n)]
+        ends = {}
+        for name, v0 in (("own", trims[0]["v0_dc"]), ("other chip", trims[1]["v0_dc"])):
+            m = machine.map_grid(n, np.zeros((0, 2), np.int64), np.zeros(0), np.zeros(n), 1.0, 1e-3, v0 + 1e-3 * side,
+                                 sizing.vdd)
+            deck = Deck(machine.grid_deck(m, sizing, process, files, init_spins=-side, mismatch="pdk"), process, "pdk")
+            r = eng.run_all([eng.job(deck, [RunSpec("t", f"tran {dt} 300n 0 {dt}",
+                                                    *chip_runs(process, sizing, chips[0], 3, "pdk"))])])["t"]
+            ends[name] = np.sign([r[f"v(a{k})"][-1] - r[f"v(b{k})"][-1] for k in range(n)])
+    np.testing.assert_array_equal(ends["own"], side)
+    assert not np.array_equal(ends["other chip"], side)

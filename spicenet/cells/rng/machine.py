@@ -131,16 +131,17 @@ def grid_coupling_power(m: GridMapping, v_bias: np.ndarray, v_out: np.ndarray) -
 
 def grid_deck(m: GridMapping, sizing: cells.CellSizing, process, noise_files: Sequence[str | Path],
               init_spins: np.ndarray | None = None, vw: float = 2e-4, ic_v: float = 1.5e-3,
-              save_bias: bool = True) -> str:
+              save_bias: bool = True, mismatch: str | None = None) -> str:
     """Deck text of the whole step: ``m.n`` cells of ``cells.ct_deck`` wired as ``m`` describes, one noise file
     per cell, ``.ic`` at ``init_spins`` [N] (+-1: v(a) = Vdd/2 + s ic_v, v(b) = Vdd/2 - s ic_v), ``.save`` of
-    v(a<k>), v(b<k>), i(vdd) and (``save_bias``) v(bias<k>) only."""
+    v(a<k>), v(b<k>), i(vdd) and (``save_bias``) v(bias<k>) only. ``mismatch="pdk"``: the process's statistical
+    library (chips drawn by ``setseed`` + ``reset``, ``cells.ct_deck``)."""
     n = m.n
     if not (math.isfinite(vw) and vw > 0):
         raise ValueError(f"vw: expected > 0 V, got {vw!r}")
     if len(noise_files) != n:
         raise ValueError(f"noise_files: expected {n} files (one per cell), got {len(noise_files)}")
-    text = cells.ct_deck([0.0] * n, sizing, process, noise_files=noise_files,
+    text = cells.ct_deck([0.0] * n, sizing, process, noise_files=noise_files, mismatch=mismatch,
                          title=f"spicenet rng: one DTM step, {n} coupled p-bit cells (whole grid)")
     by_target: list[list[str]] = [[] for _ in range(n)]
     for e, (i, j) in enumerate(m.edges):

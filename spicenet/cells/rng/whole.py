@@ -58,13 +58,31 @@ import torch
 from spicenet.cells.rng import cells, export, machine
 from spicenet.errors import SpicenetError
 
-__all__ = ["locate_grid", "run_chain", "validate_machine", "surrogate_chain", "paired_marginals",
+__all__ = ["chip_runs", "locate_grid", "run_chain", "validate_machine", "surrogate_chain", "paired_marginals",
            "marginal_mae_floor", "effective_reads"]
 
 
-def _dc_deck(n: int, sizing, process, offsets: np.ndarray) -> str:
+def chip_runs(process, sizing, ids: list[int], seed: int, mismatch: str) -> tuple[tuple[str, ...], int | None]:
+    """(alter commands, setseed value) that make a whole-grid deck chip ``ids`` (one chip id per cell).
+    "pelgrom": every cell's Pelgrom draws from (seed, ids[k]) as ``alter`` values, no reseed. "pdk" (decks rendered
+    with ``mismatch="pdk"``): only the low-Vt shifts as ``alter`` values; the PDK's own per-instance ``agauss``
+    mismatch of every cell is drawn by ``setseed derived_seed(seed, ids[0])`` + ``reset``; every deck of the chip
+    (trim sweeps, operating point, the T steps) lists the same devices in the same order, so it draws the same chip."""
+    if mismatch == "pelgrom":
+        return cells.device_commands(process, sizing, ids, seed), None
+    if mismatch == "pdk":
+        if "pdk" not in process.mismatch_modes:
+            raise ValueError(f"mismatch: process {process.name} has no 'pdk' mismatch (has {process.mismatch_modes})")
+        from spicenet.spice.engine import derived_seed
+
+        return cells.device_commands(process, sizing, [None] * len(ids), seed), derived_seed(seed, int(ids[0]))
+    raise ValueError(f"mismatch: expected 'pelgrom' or 'pdk', got {mismatch!r}")
+
+
+def _dc_deck(n: int, sizing, process, offsets: np.ndarray, mismatch: str = "pelgrom") -> str:
     """All ``n`` cells uncoupled, noise-free, each bias = v(swp) + offsets[k] (a common sweep source)."""
-    text = cells.ct_deck([0.0] * n, sizing, process, title=f"spicenet rng: {n} uncoupled cells, common bias sweep")
+    text = cells.ct_deck([0.0] * n, sizing, process, mismatch=mismatch,
+                         title=f"spicenet rng: {n} uncoupled cells, common bias sweep")
     out = []
     for line in text.splitlines():
         if line.startswith("vb") and " bias" in line and " 0 dc " in line:
@@ -80,25 +98,25 @@ def _dc_deck(n: int, sizing, process, offsets: np.ndarray) -> str:
 
 def locate_grid(engine, sizing, process, chips: dict[int, list[int]], seed: int, dt: float, sweep_range: float = 0.04,
                 coarse_step: float = 5e-4, fine_half: float = 1.5e-3, fine_step: float = 1e-5,
-                timeout_s: float = 900.0) -> dict[int, dict[str, np.ndarray]]:
+                timeout_s: float = 900.0, mismatch: str = "pelgrom") -> dict[int, dict[str, np.ndarray]]:
     """Per chip {"v0_dc" [n] (V), "rms" [n, 2] (A)}: each cell's noise-free transition (midpoint of the up and down
     switching points of a fine ``dc`` sweep around its coarse crossing) and its shot-noise rms per sample of ``dt``
-    from the operating point at v0."""
+    from the operating point at v0. ``mismatch``: "pelgrom" or "pdk" (``chip_runs``)."""
     from spicenet.cells.rng.validation import switching_point
     from spicenet.spice.engine import Deck
     from spicenet.spice.job import RunSpec
 
     out: dict[int, dict[str, np.ndarray]] = {}
     zero = {c: np.zeros(len(ids)) for c, ids in chips.items()}
-    cmds = {c: cells.device_commands(process, sizing, ids, seed) for c, ids in chips.items()}
+    setup = {c: chip_runs(process, sizing, ids, seed, mismatch) for c, ids in chips.items()}
 
     def sweep(offsets: dict[int, np.ndarray], lo: float, hi: float, step: float, both: bool) -> dict:
         jobs = []
         for c, ids in chips.items():
-            deck = Deck(_dc_deck(len(ids), sizing, process, offsets[c]), process)
-            runs = [RunSpec(f"up{c}", f"dc vswp {lo:.9g} {hi:.9g} {step:.9g}", cmds[c])]
+            deck = Deck(_dc_deck(len(ids), sizing, process, offsets[c], mismatch), process, mismatch)
+            runs = [RunSpec(f"up{c}", f"dc vswp {lo:.9g} {hi:.9g} {step:.9g}", *setup[c])]
             if both:
-                runs.append(RunSpec(f"dn{c}", f"dc vswp {hi:.9g} {lo:.9g} {-step:.9g}", cmds[c]))
+                runs.append(RunSpec(f"dn{c}", f"dc vswp {hi:.9g} {lo:.9g} {-step:.9g}", *setup[c]))
             jobs.append(engine.job(deck, runs, label=f"locate {c}", timeout_s=timeout_s))
         res = engine.run_all(jobs)
         for k, v in res.items():
@@ -128,8 +146,8 @@ def locate_grid(engine, sizing, process, chips: dict[int, list[int]], seed: int,
                 raise SpicenetError(f"whole-machine trim: cell {ids[k]} lost its transition in the fine sweep")
             v0[k] = coarse[c][k] + 0.5 * (a + b)
         out[c] = {"v0_dc": v0, "v0_coarse": coarse[c]}
-        deck = Deck(_dc_deck(len(ids), sizing, process, v0), process)
-        jobs.append(engine.job(deck, [RunSpec(f"op{c}", "op", cmds[c])], label=f"op {c}", timeout_s=timeout_s))
+        deck = Deck(_dc_deck(len(ids), sizing, process, v0, mismatch), process, mismatch)
+        jobs.append(engine.job(deck, [RunSpec(f"op{c}", "op", *setup[c])], label=f"op {c}", timeout_s=timeout_s))
     res = engine.run_all(jobs)
     for c, ids in chips.items():
         r = res[f"op{c}"]
@@ -156,7 +174,7 @@ def run_chain(engine, dtm, sizing, process, chips: dict[int, list[int]], trims: 
               x_init: dict[int, np.ndarray], *, vs_design: float, beta: float, alpha: float, seed: int, dt: float,
               step_time_s: float, vw: float = 2e-4, r_total: float = 10e6, timeout_s: float = 900.0,
               reads: int = 1, read_spacing_s: float = 0.0, state_path: Path | None = None, state_key: str = "",
-              progress: bool = True) -> dict[str, Any]:
+              progress: bool = True, mismatch: str = "pelgrom") -> dict[str, Any]:
     """The T chained SPICE rounds (module docstring). ``x_init[c]``: x_T [B, D] (+-1) per chip. Returns
     {"x": {t: {c: [B, D]}} (x_{t-1} read after step t; x[T + 1] = x_T), "reads": {c: [B, reads, D]} (the last
     step's data cells read at step_time_s + r read_spacing_s, r = 0..reads-1; read 0 is the image x_0: the extra
@@ -210,9 +228,10 @@ def run_chain(engine, dtm, sizing, process, chips: dict[int, list[int]], trims: 
                                                     rms=trims[c]["rms"][k], dt=dt, t_stop=t_stop + 10 * dt,
                                                     stream=stream) for k, cid in enumerate(ids)]
                     deck = Deck(export.with_sim_options(machine.grid_deck(
-                        m, sizing, process, files, _spins(seed, 7, c, b_i, t, n=n), vw=vw)), process)
+                        m, sizing, process, files, _spins(seed, 7, c, b_i, t, n=n), vw=vw, mismatch=mismatch)),
+                        process, mismatch)
                     jobs.append(engine.job(deck, [RunSpec(f"s{t}c{c}i{b_i}", f"tran {dt:.6g} {t_stop:.9g} 0 {dt:.6g}",
-                                                          cells.device_commands(process, sizing, ids, seed))],
+                                                          *chip_runs(process, sizing, ids, seed, mismatch))],
                                            label=f"step {t} chip {c} image {b_i}", timeout_s=timeout_s))
             xs[t] = {c: np.zeros_like(xs[t + 1][c]) for c in chips}
             bar = progress_bar(len(jobs), f"spice step {t}/{T}", enabled=progress)
@@ -384,20 +403,24 @@ def validate_machine(run_dir: Path, engine, *, dtm, tcfg: dict, sizing, process,
     chips = {c: [base + 1000 * c + k for k in range(n)] for c in range(n_chips)}
     x_init = {c: _spins(seed, 3, c, n=images * d).reshape(images, d) for c in chips}
 
+    from spicenet.surrogate import SurrogateFile
+
+    mismatch = str(SurrogateFile.load(surrogate_path).attrs.get("mismatch", "pelgrom"))
     t1 = time.time()
-    trims = locate_grid(engine, sizing, process, chips, seed, cfg.dt, timeout_s=cfg.timeout_s)
+    trims = locate_grid(engine, sizing, process, chips, seed, cfg.dt, timeout_s=cfg.timeout_s, mismatch=mismatch)
     locate_s = time.time() - t1
     out_dir = Path(run_dir) / "validation"
     (out_dir / "machine").mkdir(parents=True, exist_ok=True)
     key = hashlib.sha256(json.dumps({"seed": seed, "chips": n_chips, "images": images, "alpha": alpha,
                                      "step": step_time, "dt": cfg.dt,
-                                     "reads": cfg.machine_reads, "spacing": spacing, "vw": cfg.vw, "r": cfg.r_total,
+                                     "reads": cfg.machine_reads, "spacing": spacing, "mismatch": mismatch,
+                                     "vw": cfg.vw, "r": cfg.r_total,
                                      "v0": {c: trims[c]["v0_dc"].round(12).tolist() for c in chips}},
                                     sort_keys=True).encode()).hexdigest()[:16]
     chain = run_chain(engine, dtm, sizing, process, chips, trims, x_init, vs_design=vs_nom, beta=float(dtm.cfg.beta),
                       alpha=alpha, seed=seed, dt=cfg.dt, step_time_s=step_time, vw=cfg.vw, r_total=cfg.r_total,
                       timeout_s=cfg.timeout_s, reads=cfg.machine_reads, read_spacing_s=spacing, state_path=out_dir / "machine" / "state.npz", state_key=key,
-                      progress=progress)
+                      progress=progress, mismatch=mismatch)
 
     # ------------------------------------------------------------------------------ surrogate + metrics --
     ds = load_dataset(tcfg["dataset"], tcfg["source"], tcfg.get("data_path") or None, size=tcfg["image_size"],
@@ -472,6 +495,7 @@ def validate_machine(run_dir: Path, engine, *, dtm, tcfg: dict, sizing, process,
         "step_time_s": step_time, "read_out": f"latch every cell at t = step_time_s ({step_time * 1e9:.0f} ns "
                                               f"= K tau, K = {K}, tau = {tau * 1e9:.1f} ns) after a random start",
         "dt_s": cfg.dt, "coupling_gain_trim": alpha, "gain_trim_mode": cfg.machine_gain_trim,
+        "mismatch": mismatch,
         "sim_cpu_s": chain["sim_s"], "spice_wall_s": chain["wall_s"], "locate_wall_s": locate_s,
         "images_per_cpu_hour": (n_img / sim_h) if sim_h > 0 else None,
         "cpu_s_per_step_deck": chain["sim_s"] / max(1, n_img * T),

@@ -13,13 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from scipy.optimize import brentq
 
 from spicenet.cli import main
 from spicenet.spice.process import get_process
 from spicenet.store import read_runs
 from tests.test_robustness_decks import reference
-from tests.test_robustness_inputs import assert_usage_error
+from tests.test_robustness_inputs import _toml_value, assert_usage_error, values
 
 NGSPICE = shutil.which("ngspice")
 pytestmark = pytest.mark.skipif(NGSPICE is None, reason="ngspice not installed")
@@ -270,11 +272,6 @@ def test_bad_process_files_are_one_line_errors_naming_the_key(capsys, tmp_path, 
 
 
 # -- property: a wrong value for any key of a process file is a one-line error naming that key --------------------
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from tests.test_robustness_inputs import _toml_value, values  # noqa: E402
-
 _INNER = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
 WRONG = {
     "vdd": values.filter(lambda v: isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 100

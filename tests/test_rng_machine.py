@@ -215,3 +215,40 @@ def test_sky130_pdk_chip_is_the_same_in_every_deck_of_the_chip(tmp_path) -> None
             ends[name] = np.sign([r[f"v(a{k})"][-1] - r[f"v(b{k})"][-1] for k in range(n)])
     np.testing.assert_array_equal(ends["own"], side)
     assert not np.array_equal(ends["other chip"], side)
+
+
+def test_whole_machine_step_of_4ns_keeps_the_cell_law(tmp_path) -> None:
+    """The whole machine's default 4 ns step (noise rms recomputed from the same shot-noise PSD) against 2 ns:
+    the same 8 trimmed cells biased at v0 + k Vs give the same logistic slope (fitted logit(P) = a + b k; b is
+    the design's 1 for a correct Vs) within 15 %, and the same mean correlation time within 20 % (60 us
+    = ~1500 tau per cell: P's standard error ~0.02, the slope's ~5 %)."""
+    from spicenet.cells.rng import export, measure
+    from spicenet.cells.rng.validation import ValidationConfig
+    from spicenet.cells.rng.whole import locate_grid
+    from spicenet.spice.engine import Deck
+    from spicenet.spice.job import RunSpec
+
+    assert ValidationConfig().machine_dt == 4e-9
+    process, n, t_stop = get_process("generic"), 8, 60e-6
+    ks = np.array([-1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 0.0])
+    chips = {0: [7100 + k for k in range(n)]}
+    fit = {}
+    with Engine(workers=1, timeout_s=600) as eng:
+        for dt in (2e-9, 4e-9):
+            tr = locate_grid(eng, SIZING, process, chips, seed=0, dt=dt)
+            files = [cells.write_noise_file(tmp_path / f"n{k}_{dt:g}.txt", seed=0, chip=chips[0][k], cell=0,
+                                            rms=tr[0]["rms"][k], dt=dt, t_stop=t_stop + 10 * dt) for k in range(n)]
+            deck = cells.ct_deck(list(tr[0]["v0_dc"] + ks * VS_GENERIC), SIZING, process, noise_files=files,
+                                 save_all=False)
+            r = eng.run_all([eng.job(Deck(export.with_sim_options(deck), process),
+                                     [RunSpec("t", f"tran {dt} {t_stop} 0 {dt}",
+                                              cells.device_commands(process, SIZING, chips[0], 0))])])["t"]
+            grid = np.arange(1e-6, t_stop, 2e-9)
+            on = [np.interp(grid, r["time"], r[f"v(a{k})"] - r[f"v(b{k})"]) > 0 for k in range(n)]
+            p = np.clip([s.mean() for s in on], 1e-3, 1 - 1e-3)
+            slope = np.polyfit(ks, np.log(p / (1 - p)), 1)[0]
+            tau = np.mean([measure.tau_from_autocorrelation(measure.autocorrelation(s, 200), 2e-9) for s in on])
+            fit[dt] = (slope, tau)
+    (b2, tau2), (b4, tau4) = fit[2e-9], fit[4e-9]
+    assert 0.7 < b2 < 1.3                                   # the cells follow the calibrated law at all
+    assert b4 == pytest.approx(b2, rel=0.15) and tau4 == pytest.approx(tau2, rel=0.2), fit

@@ -395,9 +395,10 @@ def validate_machine(run_dir: Path, engine, *, dtm, tcfg: dict, sizing, process,
     vs_nom = float(vs_nominal)
     tau = float(chipm.model.dists["tau_s"].mean) if "tau_s" in chipm.model.dists else 40e-9
     step_time = cfg.machine_step_time_s if cfg.machine_step_time_s > 0 else K * tau
-    step_time = cfg.dt * math.ceil(step_time / cfg.dt)
+    dt = cfg.machine_dt if cfg.machine_dt > 0 else cfg.dt
+    step_time = dt * math.ceil(step_time / dt)
     spacing = cfg.machine_read_spacing_s if cfg.machine_read_spacing_s > 0 else 2 * tau
-    spacing = cfg.dt * math.ceil(spacing / cfg.dt)
+    spacing = dt * math.ceil(spacing / dt)
     alpha = float(alpha_patch) if (cfg.machine_gain_trim == "patch" and alpha_patch) else 1.0
     base = 50000 + 997 * int(seed)
     chips = {c: [base + 1000 * c + k for k in range(n)] for c in range(n_chips)}
@@ -407,18 +408,18 @@ def validate_machine(run_dir: Path, engine, *, dtm, tcfg: dict, sizing, process,
 
     mismatch = str(SurrogateFile.load(surrogate_path).attrs.get("mismatch", "pelgrom"))
     t1 = time.time()
-    trims = locate_grid(engine, sizing, process, chips, seed, cfg.dt, timeout_s=cfg.timeout_s, mismatch=mismatch)
+    trims = locate_grid(engine, sizing, process, chips, seed, dt, timeout_s=cfg.timeout_s, mismatch=mismatch)
     locate_s = time.time() - t1
     out_dir = Path(run_dir) / "validation"
     (out_dir / "machine").mkdir(parents=True, exist_ok=True)
     key = hashlib.sha256(json.dumps({"seed": seed, "chips": n_chips, "images": images, "alpha": alpha,
-                                     "step": step_time, "dt": cfg.dt,
+                                     "step": step_time, "dt": dt,
                                      "reads": cfg.machine_reads, "spacing": spacing, "mismatch": mismatch,
                                      "vw": cfg.vw, "r": cfg.r_total,
                                      "v0": {c: trims[c]["v0_dc"].round(12).tolist() for c in chips}},
                                     sort_keys=True).encode()).hexdigest()[:16]
     chain = run_chain(engine, dtm, sizing, process, chips, trims, x_init, vs_design=vs_nom, beta=float(dtm.cfg.beta),
-                      alpha=alpha, seed=seed, dt=cfg.dt, step_time_s=step_time, vw=cfg.vw, r_total=cfg.r_total,
+                      alpha=alpha, seed=seed, dt=dt, step_time_s=step_time, vw=cfg.vw, r_total=cfg.r_total,
                       timeout_s=cfg.timeout_s, reads=cfg.machine_reads, read_spacing_s=spacing, state_path=out_dir / "machine" / "state.npz", state_key=key,
                       progress=progress, mismatch=mismatch)
 
@@ -494,7 +495,7 @@ def validate_machine(run_dir: Path, engine, *, dtm, tcfg: dict, sizing, process,
         "energy_ratio_spice_over_surrogate": e_sp / e_sur if e_sur else None,
         "step_time_s": step_time, "read_out": f"latch every cell at t = step_time_s ({step_time * 1e9:.0f} ns "
                                               f"= K tau, K = {K}, tau = {tau * 1e9:.1f} ns) after a random start",
-        "dt_s": cfg.dt, "coupling_gain_trim": alpha, "gain_trim_mode": cfg.machine_gain_trim,
+        "dt_s": dt, "coupling_gain_trim": alpha, "gain_trim_mode": cfg.machine_gain_trim,
         "mismatch": mismatch,
         "sim_cpu_s": chain["sim_s"], "spice_wall_s": chain["wall_s"], "locate_wall_s": locate_s,
         "images_per_cpu_hour": (n_img / sim_h) if sim_h > 0 else None,

@@ -39,6 +39,7 @@ what is done. Chips and input rows are variants of one loaded deck (``alter``), 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import time
@@ -56,6 +57,7 @@ from spicenet.spice.analysis import read_netlist, unknown_vector, validate_analy
 from spicenet.spice.engine import Deck, derived_seed, montecarlo_runs, plain_deck, render
 from spicenet.spice.job import MAX_TIMEOUT_S, Job, RunSpec
 from spicenet.spice.results import SimResult
+from spicenet.spice.worker import WorkerPool
 
 MEASURE_KINDS = ("value", "final", "mean", "min", "max", "frequency", "period", "duty", "settling", "energy")
 
@@ -470,8 +472,13 @@ def _run_job_remote(job: Job, mode: str) -> list[tuple[str, Any]]:
         return list(pool.run([job]))
 
 
-def execute(jobs: list[Job], workers: int, mode: str, scheduler: str | None) -> Iterator[tuple[str, Any]]:
-    """Outcomes of every run of ``jobs``, on the local pool or, with ``scheduler``, on a Dask cluster."""
+def execute(jobs: list[Job], workers: int, mode: str, scheduler: str | None,
+            pool: WorkerPool | None = None) -> Iterator[tuple[str, Any]]:
+    """Outcomes of every run of ``jobs``, on ``pool`` (left open), a local pool or, with ``scheduler``, on a Dask
+    cluster."""
+    if scheduler is None and pool is not None:
+        yield from pool.run(jobs)
+        return
     if scheduler is None:
         from spicenet.spice.worker import WorkerPool
 
@@ -500,10 +507,22 @@ class SweepSummary:
 
 
 def run_sweep(config: SweepConfig, output: Path, *, workers: int = 1, resume: bool = False,
-              scheduler: str | None = None, mode: str = "shared", progress: bool = True) -> SweepSummary:
-    """Plan, simulate and store a sweep. Failed points are stored with their error and the sweep goes on."""
+              scheduler: str | None = None, mode: str = "shared", progress: bool = True,
+              pool: WorkerPool | None = None) -> SweepSummary:
+    """Plan, simulate and store a sweep. Failed points are stored with their error and the sweep goes on.
+
+    ``pool``: a started ``WorkerPool`` to run on (left open for the next sweep; its own worker count and mode
+    apply). Without one the sweep starts its workers before planning, so they load ngspice meanwhile, and stops
+    them at the end (both counted in ``wall_s``)."""
     from spicenet.store import RunStore
 
+    if pool is None and scheduler is None:
+        t_start = time.perf_counter()
+        with WorkerPool(workers=workers, mode=mode) as own:
+            summary = run_sweep(config, output, workers=workers, resume=resume, mode=mode, progress=progress,
+                                pool=own.start())
+        summary.wall_s = time.perf_counter() - t_start
+        return summary
     t0 = time.perf_counter()
     points = plan(config)
     by_id = {run.id: (point, run) for point in points for run in point.runs}
@@ -511,13 +530,13 @@ def run_sweep(config: SweepConfig, output: Path, *, workers: int = 1, resume: bo
     with RunStore(Path(output), config=config.as_dict(), resume=resume) as store:
         store.set_root_attrs(spicenet_version=__version__, ngspice_version=ngspice_version())
         done = store.done_ids() & set(by_id)
-        jobs = chunked_jobs(points, done, workers, config.timeout_s)
+        jobs = chunked_jobs(points, done, pool.n_workers if pool is not None else workers, config.timeout_s)
         total = sum(len(j.runs) for j in jobs)
         bar = _progress(total, progress, "sweep")
         n_ok = n_failed = 0
         batch: list = []
         flushed = time.monotonic()
-        for run_id, outcome in execute(jobs, workers, mode, scheduler):
+        for run_id, outcome in execute(jobs, workers, mode, scheduler, pool):
             point, run = by_id[run_id]
             record = sweep_record(config, point, run, outcome, mode, point_params[point.index])
             batch.append(record)
@@ -595,6 +614,7 @@ def sweep_record(config: SweepConfig, point: PlannedPoint, run: RunSpec, outcome
         scale=outcome.scale if ok else None)
 
 
+@functools.lru_cache(maxsize=1)
 def ngspice_version() -> str:
     """ngspice's version string from ``ngspice -v`` ("ngspice-39"), or "unknown"."""
     import re

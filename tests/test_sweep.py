@@ -224,3 +224,20 @@ def test_inputs_sweep_to_xarray_has_an_input_dim(tmp_path):
     df = runs.table().sort_values("input_row")
     np.testing.assert_array_equal(df["v1"].to_numpy(), rows[:, 0])
     assert df.attrs["units"]["v1"] == "V"
+
+
+def test_sweeps_on_one_started_pool_equal_a_sweep_that_starts_its_own(tmp_path):
+    """``run_sweep(pool=...)`` runs on the caller's started workers and leaves them running for the next sweep; the
+    stores hold the same numbers, bit for bit, as a sweep that starts and stops its own workers."""
+    from spicenet.spice.worker import WorkerPool
+
+    config = SweepConfig.from_toml(_config(tmp_path, 6))
+    run_sweep(config, tmp_path / "own.h5", workers=2, progress=False)
+    with WorkerPool(workers=2).start() as pool:
+        pids = pool.pids()
+        for name in ("a.h5", "b.h5"):
+            summary = run_sweep(config, tmp_path / name, progress=False, pool=pool)
+            assert (summary.done, summary.failed) == (12, 0)
+        assert pool.pids() == pids  # the same two workers ran both sweeps and are still up
+    own, a, b = (_iout(tmp_path / name) for name in ("own.h5", "a.h5", "b.h5"))
+    assert len(own) == 12 and own == a == b

@@ -81,6 +81,11 @@ class Session:
         self._ng = _Captured(ngspice_id=0, send_data=False)
         self._lib = self._ng._ngspice_shared
         self.version = int(self._ng.ngspice_version or 0)
+        # raw vector name -> the names it can have (as a voltage, a current, any other type); (raw, type) -> (name,
+        # unit): the same few names recur in every run, so read_plot computes them once
+        self._candidates: dict[str, frozenset[str]] = {}
+        self._named: dict[tuple[str, int], tuple[str, str]] = {}
+        self.kept: list[str] = []
         self.command("set num_threads=1")
 
     # -- commands ---------------------------------------------------------------------------------------------
@@ -123,21 +128,39 @@ class Session:
             i += 1
         return names
 
-    def read_plot(self, plot_name: str, save: set[str] | None = None) -> Plot:
-        """Copy the vectors of ``plot_name`` into numpy (real float64 or complex128), names normalised."""
+    def read_plot(self, plot_name: str, save: set[str] | None = None, raw_names: list[str] | None = None) -> Plot:
+        """Copy the vectors of ``plot_name`` into numpy (real float64 or complex128), names normalised.
+
+        ``raw_names``: look up just these ngspice vectors instead of walking the whole plot (the ``kept`` list of an
+        earlier call on a plot of the same deck and analysis, which has the same vectors). ``self.kept``: the raw
+        names this call kept."""
         ffi, lib = self._ffi, self._lib
-        all_vecs = lib.ngSpice_AllVecs(plot_name.encode("utf8"))
+        if raw_names is None:
+            all_vecs = lib.ngSpice_AllVecs(plot_name.encode("utf8"))
+            raw_names = []
+            i = 0
+            while all_vecs[i] != ffi.NULL:
+                raw_names.append(ffi.string(all_vecs[i]).decode("utf8", "replace"))
+                i += 1
         vectors: dict[str, np.ndarray] = {}
         units: dict[str, str] = {}
-        i = 0
-        while all_vecs[i] != ffi.NULL:
-            raw_name = ffi.string(all_vecs[i]).decode("utf8", "replace")
-            i += 1
+        kept: list[str] = []
+        for raw_name in raw_names:
+            if save is not None:  # skip, without asking ngspice for it, a vector no type could make a kept name
+                candidates = self._candidates.get(raw_name)
+                if candidates is None:
+                    candidates = self._candidates[raw_name] = frozenset(
+                        vector_name(raw_name, kind) for kind in ("voltage", "current", "notype"))
+                if candidates.isdisjoint(save) and candidates.isdisjoint(SCALE_NAMES):
+                    continue
             info = lib.ngGet_Vec_Info(f"{plot_name}.{raw_name}".encode("utf8"))
             if info == ffi.NULL:
                 continue
-            unit = vector_unit(int(info.v_type))
-            name = vector_name(raw_name, int(info.v_type))
+            key = (raw_name, int(info.v_type))
+            named = self._named.get(key)
+            if named is None:
+                named = self._named[key] = (vector_name(raw_name, key[1]), vector_unit(key[1]))
+            name, unit = named
             if save is not None and name not in save and name not in SCALE_NAMES:
                 continue
             length = int(info.v_length)
@@ -148,6 +171,8 @@ class Session:
                 data = pairs[0::2] + 1j * pairs[1::2]
             vectors[name] = data
             units[name] = unit
+            kept.append(raw_name)
+        self.kept = kept
         return Plot(name=plot_name, vectors=vectors, units=units)
 
     @staticmethod

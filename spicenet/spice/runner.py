@@ -27,7 +27,7 @@ from spicenet.errors import ConvergenceError, NetlistError, SimulationError, Spi
 from spicenet.spice.analysis import with_max_step
 from spicenet.spice.job import RETRY_LADDER, Job, RunSpec
 from spicenet.spice.ngshared import Session
-from spicenet.spice.results import SimResult, merge_plots
+from spicenet.spice.results import Plot, SimResult, merge_plots
 
 _CONVERGENCE = re.compile(r"timestep too small|singular matrix|stepping failed|iteration limit|no convergence|"
                           r"gmin step|failed to converge|dc solution failed", re.IGNORECASE)
@@ -86,8 +86,32 @@ def _convergence_message(contents: list[str]) -> str:
     return next((t for t in contents if _CONVERGENCE.search(t) and "trying gmin" not in t.lower()), "")
 
 
-def run_one(session: Session, run: RunSpec) -> SimResult:
-    """Simulate one run on the loaded deck, climbing the retry ladder on convergence failures."""
+#: per loaded deck: (analysis, save, k) -> the raw names of the vectors kept from the k-th plot that analysis made
+Layouts = dict[tuple[str, tuple[str, ...] | None, int], list[str]]
+
+
+def _read_plots(session: Session, made: list[str], analysis: str, save: tuple[str, ...] | None,
+                layouts: Layouts | None) -> list[Plot]:
+    """The plots an analysis made, filtered to ``save``. An analysis of one loaded deck makes plots with the same
+    vectors every run, so after the first run (``layouts``) only the kept vectors are looked up, not the whole
+    plot; a plot that does not have them all is walked again."""
+    keep = set(save) if save else None  # filtered while reading: big decks, few vectors kept
+    plots = []
+    for k, name in enumerate(made):
+        key = (analysis, save, k)
+        known = layouts.get(key) if layouts is not None else None
+        plot = session.read_plot(name, keep, known) if known is not None else None
+        if plot is None or len(session.kept) != len(known):  # type: ignore[arg-type]
+            plot = session.read_plot(name, keep)
+            if layouts is not None:
+                layouts[key] = session.kept
+        plots.append(plot)
+    return plots
+
+
+def run_one(session: Session, run: RunSpec, layouts: Layouts | None = None) -> SimResult:
+    """Simulate one run on the loaded deck, climbing the retry ladder on convergence failures. ``layouts``: the
+    vector layouts of this loaded deck's plots (see ``_read_plots``), filled and used across its runs."""
     attempts: list[dict] = []
     t0 = time.perf_counter()
     last_lines: list[str] = []
@@ -111,8 +135,7 @@ def run_one(session: Session, run: RunSpec) -> SimResult:
         failed = any(_ABORTED.search(t) for t in contents)
         made = [p for p in reversed(session.plot_names()) if p not in before and p != "const"]
         if not failed and made:
-            keep = set(run.save) if run.save else None  # filtered while reading: big decks, few vectors kept
-            plots = [session.read_plot(p, keep) for p in made]
+            plots = _read_plots(session, made, analysis, run.save, layouts)
             session.command("destroy all")
             vectors, units = merge_plots(plots, run.save)
             if step:
@@ -138,6 +161,7 @@ def execute_job(session: Session, job: Job, emit: Emit, skip: int = 0) -> None:
     """Run ``job.runs[skip:]`` on ``session``, emitting each outcome as soon as it is known."""
     failure = load_deck(session, job)
     dirty = False
+    layouts: Layouts = {}
     for run in job.runs[skip:]:
         if failure is not None:
             emit(run.id, failure)
@@ -149,7 +173,7 @@ def execute_job(session: Session, job: Job, emit: Emit, skip: int = 0) -> None:
                 emit(run.id, failure)
                 continue
         try:
-            result = run_one(session, run)
+            result = run_one(session, run, layouts)
             dirty = bool(result.attempts)
             emit(run.id, result)
         except SpicenetError as error:

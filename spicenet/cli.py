@@ -118,6 +118,8 @@ def _parse_assignments(items: list[str]) -> dict[str, str]:
         if "=" not in item:
             raise ParameterError(f"-p {item!r}: expected name=value")
         key, value = item.split("=", 1)
+        if key.strip() in out:
+            raise ParameterError(f"-p {key.strip()}: given twice ({out[key.strip()]!r} and {value.strip()!r})")
         out[key.strip()] = value.strip()
     return out
 

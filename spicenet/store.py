@@ -108,7 +108,7 @@ import h5py
 import numpy as np
 
 from spicenet import __version__
-from spicenet.errors import SpicenetError
+from spicenet.errors import SpicenetError, UsageError
 
 __all__ = [
     "RunRecord",
@@ -134,6 +134,10 @@ _STATUSES = ("ok", "failed", "measure_failed")  # measure_failed: simulated, a m
 
 class StoreError(SpicenetError):
     """The run store cannot be opened or written (in use, malformed, config mismatch on resume)."""
+
+
+class StoreInputError(StoreError, UsageError):
+    """The file given as a run store is not one, or (on resume) holds another sweep: bad input (CLI exit 2)."""
 
 
 class StoreExistsError(StoreError, FileExistsError):
@@ -1179,21 +1183,22 @@ class RunStore:
                 self._layout = store_layout(f)
                 if self._layout == 1:
                     if "runs" not in f:
-                        raise StoreError(f"{self.path} is not a spicenet run store (no /runs group)")
+                        raise StoreInputError(f"{self.path} is not a spicenet run store (no /runs group)")
                     runs = f["runs"]
                     for rid in runs:
                         self._status[rid] = str(_get_attr(runs[rid].id, "status", "failed"))
                 elif self._layout == 2 and "table" in f:
                     self._status = self._v2.load(f)
                 else:
-                    raise StoreError(f"{self.path} is not a spicenet run store (layout {self._layout}, no /table)")
+                    raise StoreInputError(f"{self.path} is not a spicenet run store (layout {self._layout}, no /table)")
                 stored = f.attrs.get("config")
         except OSError as exc:
-            raise StoreError(f"cannot open run store {self.path}: {exc}") from None
+            kind = StoreError if "lock" in str(exc).lower() else StoreInputError  # in use vs not an HDF5 file
+            raise kind(f"cannot open run store {self.path}: {exc}") from None
         if config_text is not None and stored is not None:
             stored_text = _canonical_json(json.loads(stored))
             if stored_text != config_text and stored_text != "{}":
-                raise StoreError(
+                raise StoreInputError(
                     f"resume of {self.path}: the config differs from the one stored in the file "
                     f"(a different sweep); use a new output file"
                 )

@@ -94,6 +94,7 @@ def simulate_cases(f: dict[str, Path], out: str) -> list[tuple[list[str], str]]:
         (rc + ["--analysis", "tran 1n"], "analysis"), (rc + ["--analysis", "TRAN 1n 1u; shell ls"], "token"),
         (rc + ["--analysis", "ac dec 10 1 1g foo"], "analysis"), (rc + ["--analysis", "pz 1 0 2 0 vol bad"], "pz"),
         (rc + ["-p", "r=1k\n.control"], "parameter 'r'"), (rc + ["-p", "r"], "expected name=value"),
+        (rc + ["-p", "r=1k", "-p", "r=2k"], "given twice"),
         (rc + ["-p", "nope=1"], "unknown parameter"),
         (["simulate", str(f["plain"]), "-o", out, "-p", "r=1"], "plain netlist"),
         (["simulate", str(f["control"]), "-o", out], ".control"),
@@ -281,6 +282,26 @@ def test_explicit_bad_inputs_are_one_line_errors(capsys, tmp_path):
     assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
     assert not (tmp_path / "run").exists() and not (tmp_path / "s.h5").exists()
     assert len(cases) >= 80, len(cases)
+
+
+def test_resume_of_a_corrupt_or_foreign_store_is_bad_input(capsys, tmp_path):
+    """``sweep --resume`` of a file that is no run store, or of another sweep's store, exits 2 and writes nothing
+    beside it (a store in use by another writer stays exit 1: not the user's input)."""
+    from spicenet.sweep import SweepConfig, run_sweep
+
+    folder = tmp_path / "stores"
+    folder.mkdir()
+    (folder / "junk.h5").write_bytes(np.random.default_rng(2).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    (folder / "text.h5").write_text("not hdf5\n")
+    first = tmp_path / "first.toml"
+    first.write_text('template = "basic/rc"\nanalysis = "op"\n')
+    run_sweep(SweepConfig.from_toml(first), folder / "other.h5", workers=1, progress=False)
+    other = tmp_path / "other.toml"
+    other.write_text('template = "basic/rc"\nanalysis = "op"\n[params]\nr = "2k"\n')
+    for store, needle in (("junk.h5", "cannot open run store"), ("text.h5", "cannot open run store"),
+                          ("other.h5", "config differs")):
+        assert_usage_error(capsys, ["sweep", str(other), "-o", str(folder / store), "--resume", "--workers", "1",
+                                    "--no-progress"], folder, needle)
 
 
 def test_debug_shows_the_traceback(tmp_path):

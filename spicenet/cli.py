@@ -234,6 +234,17 @@ def cmd_sweep(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def cmd_baseline(args: argparse.Namespace) -> dict[str, Any]:
+    """Train a digital GAN / VAE baseline (``spicenet.baselines.train``); keys ``run_dir``, ``metrics``."""
+    from spicenet.baselines.train import train
+
+    for flag, value in (("--width", args.width), ("--iters", args.iters)):
+        if value is not None and value < 1:
+            raise UsageError(f"argument {flag}: must be >= 1, got {value}")
+    return train(args.kind, dataset=args.dataset, size=args.size, run_dir=Path(args.output), quick=args.quick,
+                 seed=args.seed, compare=args.compare, width=args.width, iters=args.iters)
+
+
 # -- parser ------------------------------------------------------------------------------------------------------
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (``spicenet VERB: error: ...``, exit 2) instead of usage + error."""
@@ -283,6 +294,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("shared", "batch"), default="shared")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=cmd_sweep)
+
+    p = sub.add_parser("baseline", help="train a digital GAN / VAE baseline on an analog trainer's data and FID")
+    p.add_argument("kind", choices=("gan", "vae"), help="DCGAN-style GAN or VAE (spicenet.baselines)")
+    p.add_argument("--dataset", required=True, choices=("mnist", "fashion"))
+    p.add_argument("--size", type=int, required=True, choices=(8, 14, 28), help="image side [px]")
+    p.add_argument("--compare", choices=("dtm", "ais"), default=None,
+                   help="analog trainer whose config gives the split, encoding, FID samples and parameter count "
+                   "to match (default: dtm for fashion, ais for mnist)")
+    p.add_argument("--quick", action="store_true", help="the quick settings, beside the trainer's --quick config")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--width", type=int, default=None, help="network width (default: matched parameter count)")
+    p.add_argument("--iters", type=int, default=None, help="training iterations (default: 2000 quick, 20000)")
+    p.add_argument("-o", "--output", required=True, help="run directory")
+    p.set_defaults(handler=cmd_baseline)
 
     for name in VERB_MODULES:
         try:
@@ -336,7 +361,7 @@ def json_default(value: Any) -> Any:
 
 
 # -- the argument validation layer -------------------------------------------------------------------------------
-DIRECTORY_OUTPUTS = {"train", "demo"}   # verbs whose -o names a folder; every other -o names a file
+DIRECTORY_OUTPUTS = {"train", "demo", "baseline"}   # verbs whose -o names a folder; every other -o names a file
 MAX_WORKERS = 1024
 MAX_CHIPS = 1_000_000
 

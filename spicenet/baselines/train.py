@@ -1,0 +1,313 @@
+"""``spicenet baseline {gan,vae}``: train a digital baseline on the analog trainer's data and score it the same way.
+
+Data: ``spicenet.data.load_dataset`` with the source / split of the compared trainer's config
+(:mod:`spicenet.baselines.reference`); binarized (``spin``, fed to the networks as {0, 1}) beside a DTM, grey
+levels in [0, 1] beside AIS. Minibatches: ``batch`` indices drawn with replacement per iteration from a generator
+seeded by ``seed`` (the DTM trainer's scheme).
+
+* GAN: non-saturating GAN loss (Goodfellow et al. 2014), L_D = -E log D(x) - E log(1 - D(G(z))),
+  L_G = -E log D(G(z)), Adam (lr, betas 0.5 / 0.999) on both; D sees the generator's pixel probabilities.
+* VAE: maximise the ELBO (``models.VAE``) with Adam; logged per pixel in nats.
+
+Evaluation (the analog trainers' own metric): ``n_eval_samples`` generated images, binarized ones as {-1, +1}
+spins against the trainer's held-out spins (``value_range="spin"``, as ``spicenet train dtm``), grey ones against
+its grey test images (``value_range="unit"``, as ``spicenet train ais``), through
+``spicenet.metrics.image_metrics`` with the project's feature net: ``fid_spicenet_<dataset>`` (not Inception).
+Also the floor FID(train images, test images), the FID of the untrained generator (same latents) and for the VAE
+the held-out ELBO, reconstruction cross-entropy and that of the per-pixel training mean.
+
+Energy per generated sample on a digital accelerator: ``flops.count_flops`` of the generator (with its output
+sigmoid) x ``flops.E_FLOP_J`` (an assumption, stated in the metrics).
+
+Run directory (``spicenet.train.RunDir``): run.json (``family`` "baseline"), config.json, metrics.csv (losses per
+``log_every``), plots/samples.png, plots/data.png, plots/loss_curves.png, metrics.json, model.pt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from spicenet.baselines.flops import count_flops, energy_per_sample
+from spicenet.baselines.models import SIZES, VAE, Discriminator, Generator, matched_width, n_params
+from spicenet.baselines.reference import COMPARE, AnalogReference, analog_reference
+from spicenet.errors import ConfigError
+
+__all__ = ["KINDS", "BaselineConfig", "default_compare", "load_data", "sample_images", "evaluate", "train"]
+
+KINDS = ("gan", "vae")
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """Training settings of a baseline (``--quick`` or the full defaults; ``iters`` overridable)."""
+
+    iters: int
+    batch: int = 64
+    lr: float = 1e-3
+    z_dim: int = 16
+    log_every: int = 50
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        for name, ok in {"iters": self.iters >= 1, "batch": self.batch >= 1, "lr": self.lr > 0,
+                         "z_dim": self.z_dim >= 1, "log_every": self.log_every >= 1, "threads": self.threads >= 1}.items():
+            if not ok:
+                raise ConfigError(f"baseline: {name} = {getattr(self, name)!r} is out of range")
+
+    @classmethod
+    def preset(cls, kind: str, quick: bool, iters: int | None = None) -> "BaselineConfig":
+        """The quick (2,000 iterations) or full (20,000) settings of ``kind``; ``iters`` overrides."""
+        n = iters if iters is not None else (2000 if quick else 20000)
+        return cls(iters=n, lr=5e-4 if kind == "gan" else 1e-3)
+
+
+def default_compare(dataset: str) -> str:
+    """The analog generator a dataset is compared with by default: the family whose quick config trains on it
+    (Fashion-MNIST: ``spicenet train dtm --quick``; MNIST: ``spicenet train ais --quick``)."""
+    from spicenet.data import canonical_name
+
+    return "dtm" if canonical_name(dataset) == "fashion" else "ais"
+
+
+def load_data(dataset: str, size: int, ref: AnalogReference):
+    """The dataset as the compared trainer loads it: (Dataset, train images [N, S*S] in [0, 1] float32,
+    FID reference [M, ...] in the trainer's encoding, value_range for ``image_metrics``)."""
+    from spicenet.data import load_dataset
+
+    binary = ref.encoding == "binary"
+    try:
+        ds = load_dataset(dataset, ref.source, size=size, encoding="spin" if binary else "float",
+                          n_train=ref.n_train, n_test=ref.n_test)
+    except (ValueError, FileNotFoundError) as exc:
+        raise ConfigError(f"baseline: cannot load {dataset!r} from {ref.source!r}: {exc}") from None
+    x = ds.flat("train").astype(np.float32)
+    x_train = torch.as_tensor((x + 1.0) / 2.0 if binary else x)
+    reference = ds.flat("test").astype(np.float32) if binary else np.asarray(ds.x_test, dtype=np.float32)
+    return ds, x_train, reference, "spin" if binary else "unit"
+
+
+def sample_images(gen: Generator, n: int, seed: int, binary: bool) -> Tensor:
+    """n images [n, S*S] from ``gen`` (eval mode; latents and Bernoulli draws seeded by ``seed``): binary ones
+    as {-1, +1} spins (a Bernoulli draw of every pixel probability), grey ones as the probabilities in [0, 1]."""
+    g = torch.Generator().manual_seed(int(seed))
+    was = gen.training
+    gen.eval()
+    try:
+        with torch.no_grad():
+            p = torch.sigmoid(gen(gen.latent(n, g)))
+    finally:
+        gen.train(was)
+    if binary:
+        return 2.0 * (torch.rand(p.shape, generator=g) < p).float() - 1.0
+    return p
+
+
+def evaluate(gen: Generator, reference: np.ndarray, dataset: str, n_samples: int, seed: int, value_range: str,
+             net: Any) -> tuple[dict[str, Any], Tensor]:
+    """``spicenet.metrics.image_metrics`` of ``n_samples`` generated images against ``reference``, called as the
+    analog trainers call it; returns (metrics, images)."""
+    from spicenet.metrics import image_metrics
+
+    imgs = sample_images(gen, n_samples, seed, value_range == "spin")
+    if value_range == "unit":
+        imgs = imgs.reshape(-1, gen.size, gen.size)
+    m = image_metrics(imgs.numpy(), reference, dataset, net=net, value_range=value_range, seed=int(seed),
+                      with_inception=False)
+    return m, imgs
+
+
+def _batches(n: int, cfg: BaselineConfig, seed: int, it: int) -> Tensor:
+    g = torch.Generator().manual_seed(int(np.random.SeedSequence([int(seed), 0xBA5E, it]).generate_state(1)[0]))
+    return torch.randint(0, n, (cfg.batch,), generator=g)
+
+
+def _train_gan(x: Tensor, cfg: BaselineConfig, width: int, seed: int, bar: Any, log: Any) -> dict[str, nn.Module]:
+    size = int(round(math.sqrt(x.shape[1])))
+    gen, disc = Generator(size, width, cfg.z_dim), Discriminator(size, width)
+    opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+    bce = nn.functional.binary_cross_entropy_with_logits
+    g_lat = torch.Generator().manual_seed(int(seed) + 1)
+    window: list[tuple[float, float]] = []
+    for it in range(cfg.iters):
+        real = x[_batches(x.shape[0], cfg, seed, it)]
+        fake = torch.sigmoid(gen(gen.latent(cfg.batch, g_lat)))
+        d_real, d_fake = disc(real), disc(fake.detach())
+        loss_d = bce(d_real, torch.ones_like(d_real)) + bce(d_fake, torch.zeros_like(d_fake))
+        opt_d.zero_grad()
+        loss_d.backward()
+        opt_d.step()
+        d_gen = disc(fake)
+        loss_g = bce(d_gen, torch.ones_like(d_gen))
+        opt_g.zero_grad()
+        loss_g.backward()
+        opt_g.step()
+        window.append((loss_d.item(), loss_g.item()))
+        bar.update(1)
+        if (it + 1) % cfg.log_every == 0 or it + 1 == cfg.iters:
+            a = np.asarray(window)
+            log(it + 1, loss_discriminator=float(a[:, 0].mean()), loss_generator=float(a[:, 1].mean()))
+            bar.set_postfix(d=f"{a[:, 0].mean():.3f}", g=f"{a[:, 1].mean():.3f}")
+            window = []
+    return {"generator": gen, "discriminator": disc}
+
+
+def _train_vae(x: Tensor, x_test: Tensor, cfg: BaselineConfig, width: int, seed: int, bar: Any,
+               log: Any) -> dict[str, nn.Module]:
+    size = int(round(math.sqrt(x.shape[1])))
+    vae = VAE(size, width, cfg.z_dim)
+    opt = torch.optim.Adam(vae.parameters(), lr=cfg.lr)
+    g_eps = torch.Generator().manual_seed(int(seed) + 1)
+    d = x.shape[1]
+    window: list[tuple[float, float, float]] = []
+    for it in range(cfg.iters):
+        elbo, rec, kl = vae.elbo(x[_batches(x.shape[0], cfg, seed, it)], g_eps)
+        loss = -elbo.mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        window.append((loss.item() / d, -rec.mean().item() / d, kl.mean().item() / d))
+        bar.update(1)
+        if (it + 1) % cfg.log_every == 0 or it + 1 == cfg.iters:
+            a = np.asarray(window)
+            log(it + 1, loss_neg_elbo_per_pixel=float(a[:, 0].mean()), loss_reconstruction_per_pixel=float(a[:, 1].mean()),
+                kl_per_pixel=float(a[:, 2].mean()), neg_elbo_test_per_pixel=heldout_elbo(vae, x_test, seed) * -1.0 / d)
+            bar.set_postfix(nelbo=f"{a[:, 0].mean():.4f}")
+            window = []
+    return {"vae": vae, "generator": vae.decoder}
+
+
+def heldout_elbo(vae: VAE, x: Tensor, seed: int) -> float:
+    """Mean ELBO [nats per image] of ``vae`` on ``x`` (eval mode, one z per image seeded by ``seed``)."""
+    was = vae.training
+    vae.eval()
+    try:
+        with torch.no_grad():
+            return float(vae.elbo(x, torch.Generator().manual_seed(int(seed) + 7))[0].mean())
+    finally:
+        vae.train(was)
+
+
+def reconstruction_bce(p: Tensor, x: Tensor) -> float:
+    """Mean binary cross-entropy [nats per pixel] of pixel probabilities ``p`` for images ``x`` in [0, 1]."""
+    return float(nn.functional.binary_cross_entropy(p.clamp(1e-6, 1 - 1e-6), x))
+
+
+def train(kind: str, *, dataset: str, size: int, run_dir: Path | str, quick: bool = False, seed: int = 0,
+          compare: str | None = None, width: int | None = None, iters: int | None = None,
+          progress: bool = True) -> dict[str, Any]:
+    """Train baseline ``kind`` ("gan" / "vae") on ``dataset`` at ``size`` px into ``run_dir``; returns
+    ``{"run_dir", "metrics"}``. ``compare`` ("dtm" / "ais", default :func:`default_compare`) names the analog
+    trainer whose (quick) config gives the data split, encoding, FID sample count and the parameter count the
+    generator's ``width`` is matched to (unless ``width`` is given)."""
+    from spicenet.metrics import fid_key, load_feature_net
+    from spicenet.progress import progress_bar
+    from spicenet.train import RunDir
+
+    t0 = time.perf_counter()
+    if kind not in KINDS:
+        raise ConfigError(f"baseline: kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if size not in SIZES:
+        raise ConfigError(f"baseline: --size must be one of {SIZES}, got {size!r}")
+    compare = compare or default_compare(dataset)
+    if compare not in COMPARE:
+        raise ConfigError(f"baseline: --compare must be one of {', '.join(COMPARE)}, got {compare!r}")
+    if width is not None and width < 1:
+        raise ConfigError(f"baseline: --width must be >= 1, got {width}")
+    cfg = BaselineConfig.preset(kind, quick, iters)
+    torch.set_num_threads(cfg.threads)
+    ref = analog_reference(compare, quick, seed)
+    ds, x_train, reference, value_range = load_data(dataset, size, ref)
+    binary = ref.encoding == "binary"
+    w = width if width is not None else matched_width(size, ref.n_params, cfg.z_dim, batch_norm=kind == "gan")
+    dataset_info = ds.summary() | {"encoding_for_networks": "binary {0,1} (threshold 127)" if binary
+                                   else "grey [0,1]", "source": ref.source}
+    run = RunDir.create(run_dir, dataclasses.asdict(cfg) | {"kind": kind, "compare": compare, "width": w,
+                                                            "seed": seed, "quick": quick},
+                        seed=seed, dataset=dataset_info, resume=False, length_key="iters")
+    from spicenet.train.run import _atomic_write_text
+
+    meta = run.meta()
+    meta.update({"family": "baseline", "trainer": kind, "quick": bool(quick)})
+    _atomic_write_text(run.path / "run.json", json.dumps(meta, indent=2, default=str))
+
+    torch.manual_seed(int(seed))  # module initialisation
+    x_test = torch.as_tensor((reference.reshape(reference.shape[0], -1) + 1.0) / 2.0 if binary
+                             else reference.reshape(reference.shape[0], -1))
+    net, net_info = load_feature_net(ds.name, train_if_missing=True)
+    untrained = Generator(size, w, cfg.z_dim, batch_norm=kind == "gan")
+    bar = progress_bar(cfg.iters, f"baseline {kind}", enabled=progress)
+    if kind == "gan":
+        models = _train_gan(x_train, cfg, w, seed, bar, run.log_metrics)
+    else:
+        models = _train_vae(x_train, x_test, cfg, w, seed, bar, run.log_metrics)
+    bar.close()
+    t_train = time.perf_counter() - t0
+    gen: Generator = models["generator"]
+
+    t1 = time.perf_counter()
+    key = fid_key(ds.name)
+    nominal, imgs = evaluate(gen, reference, ds.name, ref.n_eval_samples, seed + 1000, value_range, net)
+    untrained_m, _ = evaluate(untrained, reference, ds.name, ref.n_eval_samples, seed + 1000, value_range, net)
+    floor_imgs = (2.0 * x_train - 1.0 if binary else x_train.reshape(-1, size, size))[: ref.n_eval_samples]
+    from spicenet.metrics import extract_features, fid_from_features
+
+    floor = fid_from_features(extract_features(reference, net, value_range),
+                              extract_features(floor_imgs.numpy(), net, value_range))
+    flops = count_flops(nn.Sequential(gen.net, nn.Sigmoid()), (cfg.z_dim,))
+    energy = energy_per_sample(flops["total"])
+    shown = ((imgs + 1.0) / 2.0 if binary else imgs).reshape(-1, size, size)[:64]
+    plots = [str(run.save_sample_grid(shown, "samples.png", vmin=0, vmax=1)),
+             str(run.save_sample_grid(x_train[:64].reshape(-1, size, size), "data.png", vmin=0, vmax=1)),
+             str(run.plot_metrics(name="loss_curves.png"))]
+    n_gen = n_params(gen)
+    n_all = sum(n_params(m) for k, m in models.items() if k != "generator") if kind == "gan" else n_params(models["vae"])
+    metrics: dict[str, Any] = {
+        key: float(nominal[key]),
+        f"kid_spicenet_{ds.name}": float(nominal[f"kid_spicenet_{ds.name}"]),
+        "fid_note": "spicenet's own 64-d feature net (spicenet.metrics.features), NOT Inception",
+        "fid_untrained": float(untrained_m[key]),
+        "fid_floor_train_vs_test": float(floor),
+        "n_eval_samples": ref.n_eval_samples,
+        "n_reference": int(reference.shape[0]),
+        "kind": kind,
+        "compare": {"trainer": ref.compare, "config": ref.config_name, "n_params": ref.n_params,
+                    "params": ref.params_detail, "dataset": ref.dataset, "size": ref.size},
+        "encoding": ref.encoding,
+        "model": {"width": w, "z_dim": cfg.z_dim, "n_params_generator": n_gen,
+                  "n_params_total": int(n_gen + n_all) if kind == "gan" else int(n_all),
+                  "n_params_training_only": int(n_all) if kind == "gan" else int(n_all - n_gen)},
+        "flops_per_sample": flops["total"],
+        "flops_layers": flops["layers"],
+        "energy_per_sample_j": energy["energy_j"],
+        "energy": energy,
+        "dataset": dataset_info,
+        "iters": cfg.iters,
+        "train_wall_s": t_train,
+        "eval_wall_s": time.perf_counter() - t1,
+        "plots": plots,
+    }
+    if kind == "vae":
+        vae: VAE = models["vae"]
+        vae.eval()
+        with torch.no_grad():
+            rec = reconstruction_bce(vae.reconstruct(x_test), x_test)
+        mean_p = x_train.mean(0, keepdim=True).expand_as(x_test)
+        metrics["vae"] = {"elbo_test_nats": heldout_elbo(vae, x_test, seed),
+                          "reconstruction_bce_test_per_pixel": rec,
+                          "pixel_mean_bce_test_per_pixel": reconstruction_bce(mean_p, x_test)}
+    torch.save({"kind": kind, "state": {k: m.state_dict() for k, m in models.items()}, "size": size, "width": w,
+                "z_dim": cfg.z_dim, "encoding": ref.encoding, "dataset": ds.name}, run.path / "model.pt")
+    metrics["wall_s"] = time.perf_counter() - t0
+    run.write_final_metrics(metrics)
+    return {"run_dir": str(run.path), "metrics": metrics}

@@ -55,7 +55,8 @@ def render(template: str | Path, params: Mapping[str, Any] | None = None, proces
         raise ParameterError(f"template {tpl.name!r} has no process transistors (no '* @uses' line): "
                              f"{mismatch_mode} mismatch needs some")
     if mismatch_mode and mismatch_mode not in proc.mismatch_modes:
-        raise ParameterError(f"process {proc.name!r} has no {mismatch_mode!r} mismatch (has {proc.mismatch_modes})")
+        raise ParameterError(f"process {proc.name!r} has no {mismatch_mode!r} mismatch "
+                             f"(has {', '.join(proc.mismatch_modes) or 'none'})")
     return Deck(tpl.render(params, proc, mismatch=mismatch_mode), proc, mismatch_mode)
 
 
@@ -73,7 +74,8 @@ def plain_deck(text: str, process: str | None = None, mismatch_mode: str | None 
 
     proc = get_process(process)
     if mismatch_mode not in (None, *proc.mismatch_modes):
-        raise ParameterError(f"process {proc.name!r} has no {mismatch_mode!r} mismatch (has {proc.mismatch_modes})")
+        raise ParameterError(f"process {proc.name!r} has no {mismatch_mode!r} mismatch "
+                             f"(has {', '.join(proc.mismatch_modes) or 'none'})")
     lines = text.splitlines()
     body = "\n".join(lines[:1] + [proc.header(mismatch=mismatch_mode).rstrip("\n")] + lines[1:]) + "\n"
     return Deck(body, proc, mismatch_mode)

@@ -437,9 +437,10 @@ def _check_surrogate(args: argparse.Namespace, path: str | None = None, flag: st
             from None
     trainer = getattr(args, "trainer", None)
     if trainer is not None:
-        from spicenet.families import TRAINERS
+        from spicenet.families import trainers
 
-        family = TRAINERS.get(trainer)
+        found = trainers().get(trainer)
+        family = found[0].name if found is not None else None
         if family is not None and surrogate.family != family:
             raise UsageError(f"--surrogate {path}: a {surrogate.family!r} surrogate; trainer {trainer!r} needs a "
                              f"{family!r} one")
@@ -448,7 +449,7 @@ def _check_surrogate(args: argparse.Namespace, path: str | None = None, flag: st
 def _check_run_dir(path_text: str) -> None:
     import json
 
-    from spicenet.families import FAMILIES
+    from spicenet.families import registered
 
     meta = Path(path_text) / "run.json"
     if not Path(path_text).is_dir():
@@ -460,8 +461,8 @@ def _check_run_dir(path_text: str) -> None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UsageError(f"{meta}: unreadable run.json: {_one_line(exc)}") from None
     family = data.get("family") if isinstance(data, dict) else None
-    if family not in FAMILIES:
-        raise UsageError(f"{meta}: 'family' must name one of {', '.join(FAMILIES)}, got {family!r}")
+    if family not in registered():
+        raise UsageError(f"{meta}: 'family' must name one of {', '.join(registered())}, got {family!r}")
     config = Path(path_text) / "config.json"  # the run layout (spicenet.train.run): every family reads it
     try:
         settings = json.loads(config.read_bytes().decode("utf-8"))
@@ -485,11 +486,12 @@ def _check_run_dir(path_text: str) -> None:
 
 def _check_train_output(args: argparse.Namespace) -> None:
     """``train -o DIR``: an existing run needs ``--resume``; a finished one is only extended (``--epochs N``)."""
-    from spicenet.families import RUN_LENGTH
+    from spicenet.families import trainers
     from spicenet.train.run import check_training_output
 
     _check_int(args, "epochs", "--epochs", 1)
-    can_resume = RUN_LENGTH.get(args.trainer, ("", "", True))[2]
+    found = trainers().get(args.trainer)
+    can_resume = found[1].can_resume if found is not None else True
     if args.resume and not can_resume:
         raise UsageError(f"--resume: trainer {args.trainer} checkpoints only its finished run and cannot resume; "
                          "train into a new -o")

@@ -4,8 +4,10 @@ Steps: ``doctor``; a Monte-Carlo sweep of the subthreshold current mirror (the c
 implements them: ``calibrate`` (generic process, ngspice) -> ``train`` (torch, on the calibrated surrogate, with
 mismatch injection) -> ``validate`` (the trained model exported back to a netlist and simulated in ngspice on
 Monte-Carlo chips) -> ``report`` (``spicenet.report.build_report`` on the run directory, when that module exists).
-Every step is real in both modes; ``--quick`` only passes smaller settings (:data:`QUICK_OVERRIDES`) on top of the
-shipped quick configs (``calibration/<family>_quick.toml``, ``training/<trainer>_quick.toml``).
+Every step is real in both modes; ``--quick`` only passes smaller settings (:func:`quick_overrides`) on top of the
+shipped quick configs (``calibration/<family>_quick.toml``, ``training/<trainer>_quick.toml``). The families are
+the registered ones (:func:`spicenet.families.registered`; ``--family NAME`` picks some); each brings its summary
+row (``Family.row``) and its quick settings (``Family.quick_overrides``).
 
 Each step's JSON is collected; a failing step is recorded with its error and the demo goes on (the steps that need
 its output are left out). At the end a per-family summary (fit quality, trained metric on the surrogate, metric in
@@ -25,113 +27,31 @@ import shutil
 import sys
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from spicenet.errors import ConfigError
-from spicenet.families import FAMILIES, TRAINERS, family_module, load_config
+from spicenet.families import Family, Override, get_family, registered
 from spicenet.progress import note
 
-__all__ = ["Override", "QUICK_OVERRIDES", "VALIDATION_CONFIGS", "apply_overrides", "shipped_value",
-           "validation_settings", "family_row", "run_demo", "render_summary", "register"]
+__all__ = ["Override", "quick_overrides", "apply_overrides", "shipped_value", "validation_settings", "family_row",
+           "run_demo", "render_summary", "register"]
 
 
 # -- quick-mode settings -----------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Override:
-    """One quick-demo setting: ``key`` of the ``stage`` settings of ``family`` set to ``value``; ``why`` gives the
-    reason and what it costs in accuracy.
-
-    ``stage`` ``"calibration"`` / ``"training"``: ``key`` is a dotted path in the shipped quick TOML config
-    (``calibration/<family>_quick.toml``, ``training/<trainer>_quick.toml``), e.g. ``"pair.t_end"``.
-    ``stage`` ``"validation"``: ``key`` ``"chips"`` is the protocol's Monte-Carlo chip count; any other key is a field
-    of the family's validation config dataclass (:data:`VALIDATION_CONFIGS`), replaced in its ``quick()`` defaults."""
-
-    family: str
-    stage: str
-    key: str
-    value: Any
-    why: str
-
-
-# The ONE table of what `spicenet demo --quick` changes relative to the shipped quick settings (which `spicenet
-# calibrate/train/validate --quick` and the full demo use; the summary lists each shipped value beside the demo's).
-# The demo's quick mode goes below the minimum counts the issues set for `calibrate --quick` (rng: >= 5 chips,
-# >= 7 bias points): it shows the whole loop, it does not certify a calibration. A key that is not in the shipped
-# config is an error of that step (a renamed key is never ignored silently).
-QUICK_OVERRIDES: tuple[Override, ...] = (
-    # rng: continuous-time p-bit (calibration/rng_quick.toml, training/dtm_quick.toml, rng/validation.py)
-    Override("rng", "calibration", "chips", 3,
-             "3 Monte-Carlo chips: the v0/vs/tau spread is still estimated (3 is the least for their correlation)"),
-    Override("rng", "calibration", "points", 5,
-             "5 bias points over V0 +- 3 Vs still pin the 2-parameter logistic (r2, max_abs_err over 5 points)"),
-    Override("rng", "calibration", "std_target", 0.03,
-             "each bias level held for ~280 effective bits (binomial std 0.03 at P = 1/2): ~4.6x shorter transients"),
-    Override("rng", "calibration", "pilot", 10e-6, "tau pilot of 10 us (~200 tau) per chip"),
-    Override("rng", "calibration", "extra_chips", 1, "one replacement chip"),
-    Override("rng", "training", "train.iters", 100,
-             "100 CD-K steps: the nominal-chip FID is near its plateau after ~100 steps (metrics.csv of a full run)"),
-    Override("rng", "training", "eval.eval_chips", 3, "FID on 3 held-out mismatch chips"),
-    Override("rng", "training", "eval.eval_samples", 200,
-             "200 generated images per FID (the held-out set has 200): the FID estimate is biased up a little"),
-    Override("rng", "validation", "chips", 1, "one Monte-Carlo chip in SPICE"),
-    Override("rng", "validation", "samples", 10000,
-             "10000 reads of the exported 4-cell machine: a shorter coupled transient, a higher TV floor"),
-    Override("rng", "validation", "calib_samples", 5000,
-             "5000 reads for the closed-loop correction transient: a coarser correction of the mapping"),
-    Override("rng", "validation", "trim_level_s", 30e-6,
-             "30 us per trim level: the per-cell (v0, vs) trim is less precise"),
-    # oscillator: coupled ring oscillators (calibration/oscillator_quick.toml, training/ais_quick.toml)
-    Override("oscillator", "calibration", "free.vdd_offsets", [-0.01, 0.0, 0.01],
-             "f(Vdd) from 3 supplies (quadratic through 3 points)"),
-    Override("oscillator", "calibration", "pair.resistances", [25e3, 50e3],
-             "R -> K table and its power law from 2 resistances (the slow high-R pairs are left out)"),
-    Override("oscillator", "calibration", "pair.negative_resistances", [],
-             "no negative-coupling pairs (H is fitted from positive coupling only)"),
-    Override("oscillator", "calibration", "pair.n_harmonics", 2, "H with 2 harmonics"),
-    Override("oscillator", "calibration", "pair.fractions", [-0.5, 0.3, 0.6, 0.8],
-             "4 detunings per resistance (>= n_harmonics + 1 locked points)"),
-    Override("oscillator", "calibration", "shil.dvdd", [-0.006, -0.002, 0.002, 0.006],
-             "SHIL lock (3 parameters) fitted on 4 supply offsets"),
-    Override("oscillator", "calibration", "noise.seeds", 1, "phase diffusion from one noise run"),
-    Override("oscillator", "calibration", "noise.t_end", 100e-9,
-             "100 ns noise transient (lags up to 16 ns): the diffusion slope from fewer increments"),
-    Override("oscillator", "calibration", "montecarlo.chips", 3, "f0 / coupling-gain spread from 3 chips"),
-    Override("oscillator", "calibration", "load.g_s", [0.0, 200e-6, 400e-6, 800e-6],
-             "node-load frequency-pull table on a 4 x 4 grid (10 runs with the rail symmetry instead of 36); "
-             "bilinear interpolation between coarser points"),
-    Override("oscillator", "calibration", "load.gain_g_s", [0.0, 400e-6, 800e-6],
-             "coupling gain vs node load at 3 loads"),
-    Override("oscillator", "training", "model.periods", 15.0,
-             "horizon of 15 periods of f0: the SPICE transient of the exported network (the slowest step of the "
-             "demo) and every training step are shorter in proportion"),
-    Override("oscillator", "training", "model.n_steps", 20,
-             "20 Heun steps over the shorter horizon: about the same step (0.75 periods)"),
-    Override("oscillator", "training", "train.iterations", 40, "40 WGAN-GP iterations"),
-    Override("oscillator", "training", "train.n_eval_samples", 100, "100 generated images per FID"),
-    Override("oscillator", "training", "mismatch.eval_chips", 2, "FID on 2 held-out chips"),
-    Override("oscillator", "validation", "chips", 0,
-             "nominal chip only: the Monte-Carlo chip (a rings-only detuning transient plus a second 81-ring network "
-             "transient, ~30 CPU s) is left out; rng and resistive still validate on a Monte-Carlo chip"),
-    Override("oscillator", "calibration", "network.networks", 0,
-             "no network refinement (random 81-ring networks in SPICE + the multiple-shooting fit, minutes)"),
-    Override("oscillator", "validation", "images", 2,
-             "2 latents (2 images per side) instead of 12 x 3 chips: the FID of 2 images is only a smoke test"),
-    # resistive: diode-resistor network (training/eqprop_quick.toml; its calibration takes seconds as shipped)
-    Override("resistive", "training", "train.epochs", 8,
-             "8 EqProp epochs: test accuracy ~0.69 instead of ~0.72 after 15 (8x8 MNIST sample, metrics.csv)"),
-    Override("resistive", "training", "mismatch.eval_chips", 3, "accuracy on 3 held-out chips"),
-    Override("resistive", "validation", "chips", 1, "one Monte-Carlo chip in ngspice"),
-)
-
-# Validation settings beyond `chips` go through the protocol's `validate(..., settings=...)` (spicenet/families.py),
-# which replaces those fields of the family's quick() validation config; this table names that dataclass so that
-# the summary can show the shipped values beside the demo's.
-VALIDATION_CONFIGS: dict[str, tuple[str, str]] = {
-    "rng": ("spicenet.cells.rng.validation", "ValidationConfig"),
-    "oscillator": ("spicenet.cells.oscillator.validation", "AISValidationConfig"),
-}
+# What `spicenet demo --quick` changes relative to the shipped quick settings (which `spicenet
+# calibrate/train/validate --quick` and the full demo use; the summary lists each shipped value beside the demo's)
+# is each family's table ``Family.quick_overrides`` (an ``Override`` per key). The demo's quick mode may go below
+# the minimum counts a family sets for `calibrate --quick`: it shows the whole loop, it does not certify a
+# calibration. A key that is not in the shipped config is an error of that step (a renamed key is never ignored
+# silently). Validation settings beyond `chips` go through the protocol's `validate(..., settings=...)`
+# (spicenet/families.py), which replaces those fields of the family's quick() validation config
+# (``Family.validation_defaults``, which the summary reads for the shipped values).
+def quick_overrides(families: Sequence[str] | None = None) -> tuple[Override, ...]:
+    """The quick-demo overrides of the registered ``families`` (None: all), in registry order."""
+    found = registered()
+    names = list(found) if families is None else list(families)
+    return tuple(o for name in names for o in get_family(name).quick_overrides)
 
 
 def _walk(config: dict[str, Any], key: str, what: str) -> tuple[dict[str, Any], str]:
@@ -148,13 +68,16 @@ def _walk(config: dict[str, Any], key: str, what: str) -> tuple[dict[str, Any], 
 
 
 def apply_overrides(config: dict[str, Any], family: str, stage: str,
-                    overrides: tuple[Override, ...] = QUICK_OVERRIDES) -> dict[str, Any]:
-    """A deep copy of ``config`` with the ``overrides`` of ``family``/``stage`` set (dotted keys walk TOML tables).
+                    overrides: tuple[Override, ...] | None = None) -> dict[str, Any]:
+    """A deep copy of ``config`` with the ``overrides`` (None: the family's ``quick_overrides``) of
+    ``family``/``stage`` set (dotted keys walk TOML tables).
 
     Raises ValueError naming the key when a dotted key is not in ``config`` (or walks through a non-table)."""
     if stage not in ("calibration", "training"):
         raise ValueError(f"stage: expected 'calibration' or 'training', got {stage!r}")
     out = copy.deepcopy(config)
+    if overrides is None:
+        overrides = get_family(family).quick_overrides
     for o in overrides:
         if o.family == family and o.stage == stage:
             table, leaf = _walk(out, o.key, f"{family} {stage}")
@@ -165,24 +88,29 @@ def apply_overrides(config: dict[str, Any], family: str, stage: str,
 def shipped_value(o: Override) -> Any:
     """The value ``o`` replaces: from the shipped quick config, the validation config's ``quick()`` defaults, or
     the family's default chip count (None: "the family's default")."""
+    family = get_family(o.family)
     if o.stage == "validation":
         if o.key == "chips":
             return None
-        module, cls = VALIDATION_CONFIGS[o.family]
-        import importlib
-        return getattr(getattr(importlib.import_module(module), cls).quick(), o.key)
-    name = o.family if o.stage == "calibration" else next(t for t, f in TRAINERS.items() if f == o.family)
-    table, leaf = _walk(load_config(None, o.stage, name, True), o.key, f"{o.family} {o.stage}")
+        if family.validation_defaults is None:
+            raise ValueError(f"override {o.family} validation {o.key!r}: the family's validation has no settings")
+        return getattr(family.validation_defaults(), o.key)
+    trainer = family.demo_trainer
+    name = family.name if o.stage == "calibration" else trainer.name if trainer is not None else ""
+    table, leaf = _walk(family.config(o.stage, name, True), o.key, f"{o.family} {o.stage}")
     return table[leaf]
 
 
-def validation_settings(family: str, quick: bool, overrides: tuple[Override, ...] = QUICK_OVERRIDES
+def validation_settings(family: str, quick: bool, overrides: tuple[Override, ...] | None = None
                         ) -> tuple[int | None, dict[str, Any]]:
-    """(chips, other settings) of the family's SPICE validation: the quick overrides, else (None, {}) = the
-    family's defaults."""
+    """(chips, other settings) of the family's SPICE validation: the quick overrides (None: the family's
+    ``quick_overrides``), else (None, {}) = the family's defaults."""
     if not quick:
         return None, {}
-    chips, other = None, {}
+    if overrides is None:
+        overrides = get_family(family).quick_overrides
+    chips: int | None = None
+    other: dict[str, Any] = {}
     for o in overrides:
         if o.family == family and o.stage == "validation":
             if o.key == "chips":
@@ -192,11 +120,12 @@ def validation_settings(family: str, quick: bool, overrides: tuple[Override, ...
     return chips, other
 
 
-def _validate(module, family: str, run_dir: Path, quick: bool, workers: int, seed: int) -> dict[str, Any]:
+def _validate(family: Family, run_dir: Path, quick: bool, workers: int, seed: int) -> dict[str, Any]:
     """The family's ``validate`` with the quick settings (:func:`validation_settings`), through the protocol's
     ``settings`` argument."""
-    chips, other = validation_settings(family, quick)
-    return module.validate(run_dir, chips=chips, quick=True, workers=workers, seed=seed, settings=other or None)
+    chips, other = validation_settings(family.name, quick)
+    assert family.validate is not None
+    return family.validate(run_dir, chips=chips, quick=True, workers=workers, seed=seed, settings=other or None)
 
 
 # -- the summary row of a family ---------------------------------------------------------------------------------
@@ -230,57 +159,17 @@ def _fid_key(metrics: dict[str, Any] | None) -> str | None:
     return keys[0] if keys else None
 
 
-# Per family: (label, stage, dotted path) of each column. Stage is the step whose result holds the value:
-# "calibrate" {"fit": ...}, "train" {"metrics": ...}, "validate" {"surrogate", "spice", "gap", ...}.
-# "{fid}" stands for the trainer's fid_spicenet_<dataset> key.
-ROW_SPEC: dict[str, dict[str, Any]] = {
-    "rng": {
-        "fit": [("r2 (worst chip)", "calibrate", "fit.r2"), ("max_abs_err P(1)", "calibrate", "fit.max_abs_err")],
-        "surrogate_metric": ("FID own-net, nominal chip (DTM)", "train", "metrics.{fid}"),
-        "spice_metric": ("TV(SPICE, exact) mean over chips", "validate", "spice.tv_vs_exact_mean"),
-        "gap": ("TV(SPICE, surrogate) same chip", "validate", "gap.tv_spice_vs_surrogate_same_chip"),
-        "energy": ("J per sample of the exported patch", "validate", "surrogate.energy_per_sample_j",
-                   "spice.energy_per_sample_j"),
-        "extra": [("energy_trained_dtm_j", "train", "metrics.energy_per_sample_j"),
-                  ("tv_surrogate_same_chips", "validate", "surrogate.tv_same_chips_mean"),
-                  ("tv_floor_n_eff", "validate", "gap.tv_floor_n_eff"),
-                  ("fid_chips_mean", "train", "metrics.chips.fid_mean")],
-    },
-    "oscillator": {
-        "fit": [("max_rel_err locked phase", "calibrate", "fit.max_rel_err")],
-        "surrogate_metric": ("FID own-net, nominal chip (AIS)", "train", "metrics.{fid}"),
-        "spice_metric": ("FID own-net of the SPICE-generated images", "validate", "spice.fid"),
-        "gap": ("pixel MAE SPICE vs surrogate (same latents, chips)", "validate", "gap.pixel_mae"),
-        "energy": ("J per image", "validate", "surrogate.energy_per_image_j", "spice.energy_per_image_j"),
-        "extra": [("fid_chips_mean", "train", "metrics.fid_chips_mean"),
-                  ("readout_rms_rad", "validate", "gap.readout_rms_rad"),
-                  ("fid_rel", "validate", "gap.fid_rel"),
-                  ("phase_diff_nmse", "validate", "gap.phase_diff_nmse"),
-                  ("f0_hz", "calibrate", "fit.f0_hz")],
-    },
-    "resistive": {
-        "fit": [("diode r2 (worst device)", "calibrate", "fit.r2"),
-                ("diode max_rel_err", "calibrate", "fit.diode_max_rel_err"),
-                ("solver max err V", "calibrate", "fit.solver_max_err_v")],
-        "surrogate_metric": ("test accuracy, nominal chip (EqProp)", "train", "metrics.test_accuracy"),
-        "spice_metric": ("ngspice accuracy, MC chips", "validate", "spice.accuracy"),
-        "gap": ("accuracy gap surrogate - SPICE (pp)", "validate", "gap.accuracy_pp"),
-        "energy": ("J per inference", "validate", None, "energy_per_inference_j"),
-        "extra": [("prediction_agreement", "validate", "gap.prediction_agreement"),
-                  ("surrogate_accuracy_same_chips", "validate", "surrogate.accuracy"),
-                  ("chip_worst_accuracy", "train", "metrics.chip_worst")],
-    },
-}
-
-
 def family_row(family: str, results: dict[str, dict[str, Any] | None], wall_s: float) -> dict[str, Any]:
     """The summary row of ``family`` from its steps' results (``{"calibrate"|"train"|"validate": dict|None}``).
 
     Values are finite floats or None; ``missing`` lists the ``stage:path`` of every None (absent key, failed
-    step, non-finite number), so the tables can say "n/a" and why."""
-    if family not in ROW_SPEC:
-        raise ValueError(f"family: expected one of {sorted(ROW_SPEC)}, got {family!r}")
-    spec = ROW_SPEC[family]
+    step, non-finite number), so the tables can say "n/a" and why. The columns are the family's ``Family.row``
+    (see :class:`spicenet.families.Family`)."""
+    found = registered()
+    if family not in found:
+        raise ValueError(f"family: expected one of {sorted(found)}, got {family!r}")
+    spec = found[family].row
+    trainer = found[family].demo_trainer
     fid = _fid_key(_get(results.get("train"), "metrics"))
     missing: list[str] = []
 
@@ -300,7 +189,7 @@ def family_row(family: str, results: dict[str, dict[str, Any] | None], wall_s: f
     label, stage, sur_path, spice_path = spec["energy"]
     row = {
         "family": family,
-        "trainer": next((t for t, f in TRAINERS.items() if f == family), None),
+        "trainer": trainer.name if trainer is not None else None,
         "fit": {label_: value(stage_, path_) for label_, stage_, path_ in spec["fit"]},
         "surrogate_metric": column(spec["surrogate_metric"]),
         "spice_metric": column(spec["spice_metric"]),
@@ -399,8 +288,10 @@ def _report_builder() -> Callable[..., dict[str, Any]] | None:
     return build_report
 
 
-def run_demo(out: Path, quick: bool = False, workers: int = 2, seed: int = 0) -> dict[str, Any]:
-    """Run every available step into the folder ``out``.
+def run_demo(out: Path, quick: bool = False, workers: int = 2, seed: int = 0,
+             families: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run every available step into the folder ``out``, for the registered ``families`` (None: all of them, in
+    registry order; an unregistered name is a ConfigError).
 
     Returns {"steps": [{"step", "ok", "wall_s", "result" | "error"}], "families": {family: row (family_row)},
     "summary": path of summary.md, "plots": [PNG paths], "overrides": [...] (quick), "notes": [...], "ok": all steps
@@ -417,57 +308,61 @@ def run_demo(out: Path, quick: bool = False, workers: int = 2, seed: int = 0) ->
     build_report = _report_builder()
     if build_report is None:
         notes.append("report step left out: spicenet.report (build_report) is not installed yet")
-    modules = {f: family_module(f) for f in FAMILIES}
-    modules = {f: m for f, m in modules.items() if m is not None and hasattr(m, "calibrate")}
-    total = 2 + sum(1 + hasattr(m, "train") + hasattr(m, "validate") + (build_report is not None and
-                                                                       hasattr(m, "train"))
-                    for m in modules.values())
+    found = registered()
+    chosen = list(found) if families is None else list(dict.fromkeys(families))
+    for name in chosen:
+        get_family(name)  # ConfigError naming the registered families
+    selected = {name: found[name] for name in chosen if found[name].calibrate is not None}
+    total = 2 + sum(1 + (f.train is not None and f.demo_trainer is not None) + (f.validate is not None)
+                    + (build_report is not None and f.train is not None) for f in selected.values())
 
     _step("doctor", lambda: cmd_doctor(None), steps, total)  # type: ignore[arg-type]
     _step("core: Monte-Carlo sweep of a subthreshold current mirror", lambda: _core_sweep(out, quick), steps, total)
-    families: dict[str, dict[str, Any]] = {}
-    for family, module in modules.items():
+    rows: dict[str, dict[str, Any]] = {}
+    for name, fam in selected.items():
         first = len(steps)
-        folder = out / family
+        folder = out / name
         results: dict[str, dict[str, Any] | None] = {"calibrate": None, "train": None, "validate": None}
         try:
             _fresh_family_dir(folder)
         except ConfigError as exc:
-            steps.append({"step": f"{family}: prepare {folder}", "ok": False, "wall_s": 0.0, "error": str(exc)})
-            families[family] = family_row(family, results, 0.0)
+            steps.append({"step": f"{name}: prepare {folder}", "ok": False, "wall_s": 0.0, "error": str(exc)})
+            rows[name] = family_row(name, results, 0.0)
             continue
         folder.mkdir(parents=True)
         surrogate = folder / "surrogate.h5"
         run_dir = folder / "run"
-        trainer = next((t for t, f in TRAINERS.items() if f == family), None)
+        trainer = fam.demo_trainer
 
-        def calibrate(module=module, family=family, surrogate=surrogate) -> dict[str, Any]:
-            config = load_config(None, "calibration", family, True)
+        def calibrate(fam: Family = fam, surrogate: Path = surrogate) -> dict[str, Any]:
+            config = fam.config("calibration", fam.name, True)
             if quick:
-                config = apply_overrides(config, family, "calibration")
-            return module.calibrate(config, process="generic", quick=True, output=surrogate, workers=workers,
-                                    seed=seed)
+                config = apply_overrides(config, fam.name, "calibration")
+            assert fam.calibrate is not None
+            return fam.calibrate(config, process="generic", quick=True, output=surrogate, workers=workers,
+                                 seed=seed)
 
-        def train(module=module, family=family, trainer=trainer, surrogate=surrogate, run_dir=run_dir
-                  ) -> dict[str, Any]:
-            config = load_config(None, "training", trainer, True)
+        def train(fam: Family = fam, trainer_name: str = trainer.name if trainer else "", surrogate: Path = surrogate,
+                  run_dir: Path = run_dir) -> dict[str, Any]:
+            config = fam.config("training", trainer_name, True)
             if quick:
-                config = apply_overrides(config, family, "training")
-            return module.train(config, surrogate=surrogate, quick=True, run_dir=run_dir, device="cpu", seed=seed)
+                config = apply_overrides(config, fam.name, "training")
+            assert fam.train is not None
+            return fam.train(config, surrogate=surrogate, quick=True, run_dir=run_dir, device="cpu", seed=seed)
 
-        results["calibrate"] = _step(f"{family}: calibrate", calibrate, steps, total)
-        if results["calibrate"] is not None and trainer is not None and hasattr(module, "train"):
-            results["train"] = _step(f"{family}: train {trainer}", train, steps, total)
-        if results["train"] is not None and hasattr(module, "validate"):
-            results["validate"] = _step(f"{family}: validate in SPICE", lambda: _validate(
-                module, family, run_dir, quick, workers, seed), steps, total)
+        results["calibrate"] = _step(f"{name}: calibrate", calibrate, steps, total)
+        if results["calibrate"] is not None and trainer is not None and fam.train is not None:
+            results["train"] = _step(f"{name}: train {trainer.name}", train, steps, total)
+        if results["train"] is not None and fam.validate is not None:
+            results["validate"] = _step(f"{name}: validate in SPICE", lambda fam=fam, run_dir=run_dir: _validate(
+                fam, run_dir, quick, workers, seed), steps, total)
         if results["train"] is not None and build_report is not None:
-            _step(f"{family}: report", lambda: build_report(run_dir), steps, total)
-        families[family] = family_row(family, results, sum(s["wall_s"] for s in steps[first:]))
+            _step(f"{name}: report", lambda run_dir=run_dir: build_report(run_dir), steps, total)
+        rows[name] = family_row(name, results, sum(s["wall_s"] for s in steps[first:]))
     plots = sorted(str(p) for p in out.glob("*/**/*.png"))
     result: dict[str, Any] = {
-        "steps": steps, "families": families, "summary": str(out / "summary.md"), "plots": plots,
-        "quick": bool(quick), "overrides": _overrides_table() if quick else [], "notes": notes,
+        "steps": steps, "families": rows, "summary": str(out / "summary.md"), "plots": plots,
+        "quick": bool(quick), "overrides": _overrides_table(list(selected)) if quick else [], "notes": notes,
         "ok": all(s["ok"] for s in steps), "wall_s": round(time.perf_counter() - t_start, 2),
         "cpu_s": round(_cpu_s() - c_start, 2),
     }
@@ -481,10 +376,11 @@ def run_demo(out: Path, quick: bool = False, workers: int = 2, seed: int = 0) ->
 
 
 # -- summary -----------------------------------------------------------------------------------------------------
-def _overrides_table() -> list[dict[str, Any]]:
-    """QUICK_OVERRIDES as records with the shipped value each replaces ("?" when it cannot be read)."""
+def _overrides_table(families: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """The quick overrides of ``families`` (:func:`quick_overrides`) as records with the shipped value each
+    replaces ("?" when it cannot be read)."""
     rows = []
-    for o in QUICK_OVERRIDES:
+    for o in quick_overrides(families):
         try:
             shipped = shipped_value(o)
         except Exception as exc:  # noqa: BLE001 - the table reports, the step that uses the key fails
@@ -538,7 +434,7 @@ def render_summary(result: dict[str, Any], out: Path) -> str:
     lines.append("")
     if result.get("overrides"):
         lines += ["## Quick-mode settings (on top of the shipped quick configs)", "",
-                  "These go below the minimum counts of `spicenet calibrate --quick` (rng: >= 5 chips, >= 7 points):"
+                  "These may go below the minimum counts of `spicenet calibrate --quick`:"
                   " the quick demo shows the loop; it does not certify a calibration.", "",
                   "| family | stage | key | demo | shipped quick | why |", "|---|---|---|---|---|---|"]
         for o in result["overrides"]:
@@ -567,7 +463,8 @@ def render_summary(result: dict[str, Any], out: Path) -> str:
 def _handle(args) -> dict[str, Any]:
     """The ``demo`` verb. A failed step gives ``ok: false`` and an ``error`` line, which the CLI turns into exit
     status 1 after printing the result."""
-    result = run_demo(Path(args.output), quick=args.quick, workers=args.workers, seed=args.seed)
+    result = run_demo(Path(args.output), quick=args.quick, workers=args.workers, seed=args.seed,
+                      families=args.family)
     if not result["ok"]:
         failed = [s["step"] for s in result["steps"] if not s["ok"]]
         result["error"] = (f"{len(failed)} of {len(result['steps'])} steps failed: {', '.join(failed)} "
@@ -586,4 +483,6 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", default="demo-out", help="output folder (default demo-out)")
     p.add_argument("--workers", type=int, default=2, help="ngspice worker processes (default 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of every step (default 0)")
+    p.add_argument("--family", action="append", default=None, choices=list(registered()),
+                   help="run only this registered family (repeatable; default: every registered family)")
     p.set_defaults(handler=_handle)

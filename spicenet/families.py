@@ -1,51 +1,220 @@
 """Cell families and the verbs they share: ``calibrate``, ``train``, ``validate``.
 
-A family is one package under ``spicenet/cells/<family>/`` whose module ``family.py`` implements this protocol
-(functions, looked up by name, so adding a fourth family touches no other family)::
+A family is one :class:`Family` object, found through the entry-point group ``spicenet.families``
+(:data:`ENTRY_POINT_GROUP`). The project's own families are registered in its ``setup.cfg`` like any other::
+
+    [options.entry_points]
+    spicenet.families =
+        myfamily = mypackage.family:FAMILY
+
+so a fourth family is a package of its own (README "Adding a family"; ``examples/fourth_family/``): installing it
+makes ``spicenet calibrate/train/validate/report/demo`` offer it, and no file of spicenet changes. The CLI, the
+demo, the report and the energy code iterate over :func:`registered` and know no family or trainer by name.
+
+The three verbs keep these signatures (each may be None: the family is then not offered that verb)::
 
     def calibrate(config: dict, *, process: str, quick: bool, output: Path, workers: int, seed: int) -> dict
         # simulate + fit + plots; writes the surrogate file `output` (spicenet.surrogate) and PNGs beside it;
         # returns {"output": str, "fit": {...family metrics...}, "plots": [paths]}
     def train(config: dict, *, surrogate: Path, quick: bool, run_dir: Path, device: str, seed: int) -> dict
-        # returns {"run_dir": str, "metrics": {...}}
-    def validate(run_dir: Path, *, chips: int, quick: bool, workers: int, seed: int,
+        # returns {"run_dir": str, "metrics": {...}}; run.json of the run names the family ("family": name)
+    def validate(run_dir: Path, *, chips: int | None, quick: bool, workers: int, seed: int,
                  settings: dict | None = None) -> dict
         # returns {"surrogate": {...}, "spice": {...}, "gap": {...}, "chips": int}; ``settings`` replaces fields
         # of the family's validation config (``with_settings``); a family without one rejects them (``no_settings``)
 
-Default configs are ``calibration/<family>[_quick].toml`` and ``training/<trainer>[_quick].toml`` (shipped in the
-package). A family that does not implement a verb yet is not offered that verb.
+Default configs are ``calibration/<family>[_quick].toml`` and ``training/<trainer>[_quick].toml`` under the
+family's ``config_root`` (None: the folders shipped inside spicenet).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import functools
 import os
+import sys
 import tomllib
-from importlib import resources
+from dataclasses import dataclass, field
+from importlib import metadata, resources
 from pathlib import Path
-from types import ModuleType
-from typing import Any
+from typing import Any, Callable, Mapping
 
-from spicenet.errors import ConfigError
+from spicenet.errors import ConfigError, UsageError
 
-FAMILIES: dict[str, str] = {"rng": "rng", "oscillator": "oscillator", "resistive": "resistive"}
-TRAINERS: dict[str, str] = {"dtm": "rng", "ais": "oscillator", "eqprop": "resistive", "ffebm": "resistive"}
-# The config key ``train --epochs N`` sets (the run's length: epochs, or iterations for dtm and ais) and whether
-# the trainer can resume a run from its checkpoints (``train --resume``).
-RUN_LENGTH: dict[str, tuple[str, str, bool]] = {"eqprop": ("train", "epochs", True), "ffebm": ("train", "epochs", True),
-                                                "dtm": ("train", "iters", True), "ais": ("train", "iterations", False)}
+ENTRY_POINT_GROUP = "spicenet.families"
+
+CalibrateVerb = Callable[..., dict[str, Any]]
+TrainVerb = Callable[..., dict[str, Any]]
+ValidateVerb = Callable[..., dict[str, Any]]
+EnergyFormula = Callable[..., dict[str, Any]]
 
 
-def family_module(family: str) -> ModuleType | None:
-    """The family's ``family`` module, or None when the family has none yet."""
-    try:
-        return importlib.import_module(f"spicenet.cells.{FAMILIES[family]}.family")
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith(f"spicenet.cells.{FAMILIES[family]}"):
-            return None
-        raise
+class FamilyError(UsageError):
+    """A ``spicenet.families`` entry point that cannot be used (does not load, is not a Family, duplicates a
+    family or trainer name): the CLI prints the one line naming it and exits 2."""
+
+
+@dataclass(frozen=True)
+class Override:
+    """One quick-demo setting: ``key`` of the ``stage`` settings of ``family`` set to ``value``; ``why`` gives the
+    reason and what it costs in accuracy.
+
+    ``stage`` ``"calibration"`` / ``"training"``: ``key`` is a dotted path in the shipped quick TOML config
+    (``calibration/<family>_quick.toml``, ``training/<trainer>_quick.toml``), e.g. ``"pair.t_end"``.
+    ``stage`` ``"validation"``: ``key`` ``"chips"`` is the protocol's Monte-Carlo chip count; any other key is a field
+    of the family's validation config dataclass (``Family.validation_defaults``), replaced in its ``quick()``
+    defaults."""
+
+    family: str
+    stage: str
+    key: str
+    value: Any
+    why: str
+
+
+@dataclass(frozen=True)
+class Trainer:
+    """A trainer of a family. ``length``: the (section, key) of its training config that ``train --epochs N`` sets
+    (the run's length), None when it has none; ``length_unit`` names what N counts ("epochs", "iterations");
+    ``can_resume``: ``train --resume`` continues a run from its checkpoints."""
+
+    name: str
+    length: tuple[str, str] | None = None
+    length_unit: str = "epochs"
+    can_resume: bool = True
+
+
+@dataclass(frozen=True)
+class ReportLayout:
+    """Where a family's run keeps what ``spicenet report`` shows.
+
+    ``validation_files``: the validation JSON, first existing one (paths relative to the run directory).
+    ``chip_series``: (source "metrics" | "validation", dotted path of per-chip values, label, higher_is_better,
+    path of the nominal value | None, path of a goal | None); a path part ``[]`` maps over a list, ``*`` over a
+    dict's values, other parts may be glob patterns. ``chip_energy``: (path of per-chip SPICE energies in J, label).
+    ``energy_parts``: (part of the validation JSON, "" = its top level; bar prefix) holding scalar ``energy*_j``."""
+
+    validation_files: tuple[str, ...] = ("validation/validation.json",)
+    chip_series: tuple[tuple[str, str, str, bool, str | None, str | None], ...] = ()
+    chip_energy: tuple[tuple[str, str], ...] = ()
+    energy_parts: tuple[tuple[str, str], ...] = (("surrogate", "validation surrogate: "),
+                                                 ("spice", "validation spice: "))
+
+
+@dataclass(frozen=True)
+class Family:
+    """One cell family: its name, trainers, verbs, configs, demo summary row, report layout, energy formula and
+    quick-demo overrides.
+
+    ``row`` (the demo's summary row): {"fit": [(label, stage, dotted path)], "surrogate_metric" / "spice_metric" /
+    "gap": (label, stage, path), "energy": (label, stage, surrogate path | None, SPICE path | None), "extra":
+    [(name, stage, path)]}; stage is the step whose result holds the value ("calibrate" {"fit"}, "train"
+    {"metrics"}, "validate" {"surrogate", "spice", "gap"}); "{fid}" stands for the trainer's
+    ``fid_spicenet_<dataset>`` metrics key. ``energy(energy_attrs, **structure)``: the family's energy breakdown
+    (:mod:`spicenet.energy`) from a surrogate's ``energy_*`` attrs and the model structure.
+    ``validation_defaults()``: the family's quick() validation config dataclass (None: its validation has no
+    settings). ``config_root``: folder with ``calibration/`` and ``training/`` TOMLs (None: spicenet's own).
+    ``rank``: place in listings (the demo's order, summary rows; ties by name), since entry points come unordered."""
+
+    name: str
+    trainers: tuple[Trainer, ...] = ()
+    calibrate: CalibrateVerb | None = None
+    train: TrainVerb | None = None
+    validate: ValidateVerb | None = None
+    row: Mapping[str, Any] = field(default_factory=dict)
+    report: ReportLayout = ReportLayout()
+    energy: EnergyFormula | None = None
+    quick_overrides: tuple[Override, ...] = ()
+    validation_defaults: Callable[[], Any] | None = None
+    config_root: Path | None = None
+    rank: int = 100
+
+    @property
+    def trainer_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.trainers)
+
+    @property
+    def demo_trainer(self) -> Trainer | None:
+        """The trainer the demo runs: the first one."""
+        return self.trainers[0] if self.trainers else None
+
+    def config(self, kind: str, name: str, quick: bool, path: str | Path | None = None) -> dict[str, Any]:
+        """The TOML config at ``path``, or this family's default ``<kind>/<name>[_quick].toml``."""
+        return load_config(path, kind, name, quick, root=self.config_root)
+
+
+def _entry_label(ep: metadata.EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    where = f", distribution {dist.name}" if dist is not None else ""
+    return f"entry point '{ep.name} = {ep.value}' (group {ENTRY_POINT_GROUP}{where})"
+
+
+def _entry_points() -> list[metadata.EntryPoint]:
+    """The ``spicenet.families`` entry points of every distribution on the path. Not
+    ``metadata.entry_points(group=...)``: that keeps only the first copy of a distribution's metadata, and a stale
+    copy (a build folder's ``*.egg-info`` in the current folder) would hide the installed one's families."""
+    return [ep for dist in metadata.distributions() for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP]
+
+
+@functools.cache
+def registered() -> dict[str, Family]:
+    """Every family registered in the entry-point group ``spicenet.families``, by name (ordered by rank, name).
+
+    Raises :class:`FamilyError` naming the entry point when one does not load, is not a :class:`Family`, has a
+    name other than its family's, or repeats a family or trainer name. Cached: call ``registered.cache_clear()``
+    after installing a family in the running process."""
+    unique: dict[str, metadata.EntryPoint] = {}
+    for ep in _entry_points():  # names first: a duplicate is reported as such, whichever copy comes first
+        first = unique.setdefault(ep.name, ep)
+        if first.value != ep.value:
+            raise FamilyError(f"{_entry_label(ep)}: duplicate family name {ep.name!r} (also {_entry_label(first)})")
+        # the same value twice: one distribution found twice on the path (a build's egg-info beside the install)
+    out: dict[str, Family] = {}
+    trainers: dict[str, str] = {}
+    for ep in unique.values():
+        label = _entry_label(ep)
+        try:
+            family = ep.load()
+        except Exception as exc:  # noqa: BLE001 - any failure of a third-party import is reported the same way
+            first_line = (str(exc).splitlines() or [""])[0]
+            raise FamilyError(f"{label}: cannot load: {type(exc).__name__}: {first_line}") from None
+        if not isinstance(family, Family):
+            raise FamilyError(f"{label}: is a {type(family).__name__}, not a spicenet.families.Family")
+        if family.name != ep.name:
+            raise FamilyError(f"{label}: the Family is named {family.name!r}, the entry point {ep.name!r}")
+        for t in family.trainer_names:
+            if t in trainers or t in out:
+                raise FamilyError(f"{label}: trainer {t!r} is already a trainer of family {trainers.get(t, t)!r}")
+            trainers[t] = family.name
+        out[family.name] = family
+    return {name: out[name] for name in sorted(out, key=lambda n: (out[n].rank, n))}
+
+
+def get_family(name: str) -> Family:
+    """The registered family ``name``; ConfigError naming the registered ones otherwise."""
+    families = registered()
+    if name not in families:
+        raise ConfigError(f"family {name!r} is not registered (registered: {', '.join(families) or 'none'})")
+    return families[name]
+
+
+def trainers() -> dict[str, tuple[Family, Trainer]]:
+    """Every registered trainer by name: (its family, the Trainer)."""
+    return {t.name: (f, t) for f in registered().values() for t in f.trainers}
+
+
+def trainer_family(trainer: str) -> Family:
+    """The family of the registered trainer ``trainer``; ConfigError naming the registered ones otherwise."""
+    found = trainers()
+    if trainer not in found:
+        raise ConfigError(f"trainer {trainer!r} is not registered (registered: {', '.join(found) or 'none'})")
+    return found[trainer][0]
+
+
+def family_module(family: str) -> Family | None:
+    """The registered :class:`Family` ``family`` (its verbs are attributes, as in a module), or None when no
+    family of that name is registered."""
+    return registered().get(family)
 
 
 def _config_dir(package: str, fallback: str) -> Path:
@@ -58,10 +227,12 @@ def _config_dir(package: str, fallback: str) -> Path:
     return Path(__file__).resolve().parents[1] / fallback
 
 
-def load_config(path: str | Path | None, kind: str, name: str, quick: bool) -> dict[str, Any]:
-    """The TOML config at ``path``, or the shipped default ``<kind>/<name>[_quick].toml``."""
+def load_config(path: str | Path | None, kind: str, name: str, quick: bool, *,
+                root: Path | None = None) -> dict[str, Any]:
+    """The TOML config at ``path``, or the default ``<kind>/<name>[_quick].toml``: under the folder ``root`` (a
+    family's ``config_root``), else shipped inside spicenet."""
     if path is None:
-        folder = _config_dir(f"spicenet.{kind}_configs", kind)
+        folder = Path(root) / kind if root is not None else _config_dir(f"spicenet.{kind}_configs", kind)
         path = folder / f"{name}{'_quick' if quick else ''}.toml"
     path = Path(path)
     try:
@@ -121,38 +292,31 @@ def dataclass_from_config(cls: type, values: dict[str, Any], what: str) -> Any:
         raise ConfigError(f"{what}: {exc}") from None
 
 
-def _available(verb: str, names: dict[str, str]) -> list[str]:
-    out = []
-    for name, family in names.items():
-        module = family_module(family)
-        if module is not None and hasattr(module, verb):
-            out.append(name)
-    return out
-
-
 def _calibrate(args: argparse.Namespace) -> dict[str, Any]:
-    module = family_module(args.family)
-    config = load_config(args.config, "calibration", args.family, args.quick)
-    return module.calibrate(config, process=args.process, quick=args.quick, output=Path(args.output),
+    family = get_family(args.family)
+    assert family.calibrate is not None  # argparse offers only families with the verb
+    config = family.config("calibration", family.name, args.quick, args.config)
+    return family.calibrate(config, process=args.process, quick=args.quick, output=Path(args.output),
                             workers=args.workers, seed=args.seed)
 
 
 def _train(args: argparse.Namespace) -> dict[str, Any]:
-    module = family_module(TRAINERS[args.trainer])
-    config = load_config(args.config, "training", args.trainer, args.quick)
+    family, trainer = trainers()[args.trainer]
+    assert family.train is not None  # argparse offers only trainers of families with the verb
+    config = family.config("training", trainer.name, args.quick, args.config)
     length = getattr(args, "epochs", None)
     if length is None and getattr(args, "resume", False) and (Path(args.output) / "run.json").is_file():
         import json  # resuming an (extended) run without --epochs: the length it was last given
 
         length = (json.loads((Path(args.output) / "run.json").read_text()).get("run_length") or {}).get("value")
-    if length is not None and args.trainer in RUN_LENGTH:
-        section, key, _ = RUN_LENGTH[args.trainer]
+    if length is not None and trainer.length is not None:
+        section, key = trainer.length
         config.setdefault(section, {})[key] = int(length)
     from spicenet.progress import logger
 
-    logger().debug(f"train {args.trainer}: config {args.config or 'shipped default'}"
-                   + (f", {RUN_LENGTH[args.trainer][0]}.{RUN_LENGTH[args.trainer][1]} = {length}" if length else ""))
-    return module.train(config, surrogate=Path(args.surrogate), quick=args.quick, run_dir=Path(args.output),
+    logger().debug(f"train {trainer.name}: config {args.config or 'shipped default'}"
+                   + (f", {'.'.join(trainer.length)} = {length}" if length and trainer.length else ""))
+    return family.train(config, surrogate=Path(args.surrogate), quick=args.quick, run_dir=Path(args.output),
                         device=args.device, seed=args.seed)
 
 
@@ -163,20 +327,32 @@ def _validate(args: argparse.Namespace) -> dict[str, Any]:
     meta = run_dir / "run.json"
     if not meta.is_file():
         raise ConfigError(f"{run_dir} is not a training run directory (no run.json)")
-    family = json.loads(meta.read_text())["family"]
-    module = family_module(family)
-    if module is None or not hasattr(module, "validate"):
-        raise ConfigError(f"family {family!r} has no SPICE validation yet")
-    return module.validate(run_dir, chips=args.chips, quick=args.quick, workers=args.workers, seed=args.seed)
+    name = json.loads(meta.read_text())["family"]
+    family = registered().get(name)
+    if family is None or family.validate is None:
+        raise ConfigError(f"family {name!r} has no SPICE validation yet")
+    return family.validate(run_dir, chips=args.chips, quick=args.quick, workers=args.workers, seed=args.seed)
+
+
+def _registered_or_exit() -> dict[str, Family]:
+    """:func:`registered`, or the one-line error of a broken entry point on stderr and exit status 2 (the parser
+    is being built, before the CLI's own error handling)."""
+    try:
+        return registered()
+    except FamilyError as exc:
+        print(f"spicenet: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``calibrate``, ``train`` and ``validate`` for the families that implement them."""
+    """Add ``calibrate``, ``train`` and ``validate`` for the registered families that implement them."""
     workers = max(1, os.cpu_count() or 1)
-    families = _available("calibrate", FAMILIES)
-    if families:
+    families = _registered_or_exit().values()
+    calibrating = [f.name for f in families if f.calibrate is not None]
+    training = [t for f in families if f.train is not None for t in f.trainers]
+    if calibrating:
         p = subparsers.add_parser("calibrate", help="simulate a cell family, fit its surrogate, write plots")
-        p.add_argument("family", choices=families)
+        p.add_argument("family", choices=calibrating)
         p.add_argument("--config", default=None, help="calibration TOML (default: the shipped one)")
         p.add_argument("--process", default="generic")
         p.add_argument("--quick", action="store_true", help="the quick variant (fewer chips/points)")
@@ -184,10 +360,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("-o", "--output", required=True, help="surrogate file (.h5)")
         p.set_defaults(handler=_calibrate)
-    trainers = _available("train", TRAINERS)
-    if trainers:
+    if training:
+        units: dict[str, list[str]] = {}
+        for t in training:
+            if t.length is not None:
+                units.setdefault(t.length_unit, []).append(t.name)
+        lengths = ", ".join(f"{unit} ({', '.join(names)})" for unit, names in units.items())
+        fixed = [t.name for t in training if not t.can_resume]
         p = subparsers.add_parser("train", help="train on a calibrated surrogate with mismatch injection")
-        p.add_argument("trainer", choices=trainers)
+        p.add_argument("trainer", choices=[t.name for t in training])
         p.add_argument("--surrogate", required=True)
         p.add_argument("--config", default=None)
         p.add_argument("--quick", action="store_true")
@@ -195,11 +376,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("-o", "--output", required=True, help="run directory")
         p.add_argument("--resume", action="store_true", help="continue the run in -o from its newest checkpoint "
-                       "(an existing run directory is refused without it; ais cannot resume)")
-        p.add_argument("--epochs", type=int, default=None, help="the run's length, replacing the config's: epochs "
-                       "(eqprop, ffebm) or iterations (dtm, ais); with --resume, N above a finished run's extends it")
+                       "(an existing run directory is refused without it"
+                       + (f"; {', '.join(fixed)} cannot resume)" if fixed else ")"))
+        p.add_argument("--epochs", type=int, default=None, help=f"the run's length, replacing the config's: {lengths}"
+                       "; with --resume, N above a finished run's extends it")
         p.set_defaults(handler=_train)
-    if _available("validate", TRAINERS):
+    if any(f.validate is not None for f in families):
         p = subparsers.add_parser("validate", help="export a trained run to a netlist and check it in ngspice")
         p.add_argument("run_dir")
         p.add_argument("--chips", type=int, default=None)

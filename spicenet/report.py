@@ -34,8 +34,8 @@ Each unit gets sections (a section without data is left out):
   energies, surrogate vs SPICE totals, SPICE power / settling numbers and per-chip SPICE energies (derived chart
   in joules: a bar chart of the totals when there are two or more, per-chip energies as points over integer chip
   indices; log axis when the values span more than a factor 20);
-* surrogate vs SPICE: the validation JSON (``validation/validation.json``, ``validation.json`` or ``validate.json``)
-  as tables (gap, surrogate, spice, per-chip records) and the validation PNGs (overlays: TV/probabilities, phase
+* surrogate vs SPICE: the validation JSON (where the run's family keeps it: ``Family.report``, a
+  :class:`spicenet.families.ReportLayout`, which also names the per-chip series and energies above) as tables (gap, surrogate, spice, per-chip records) and the validation PNGs (overlays: TV/probabilities, phase
   trajectories, node voltages).
 
 The page is self-contained: PNGs are inlined as ``data:image/png;base64`` URIs, no external CSS/JS, no script at
@@ -66,6 +66,7 @@ import numpy as np
 import spicenet
 from spicenet.csvtable import read_rows
 from spicenet.errors import DataError, UsageError
+from spicenet.families import ReportLayout
 from spicenet.plotting import integer_axis, per_chip_points, subplots
 
 __all__ = ["build_report", "yield_curve", "yield_at", "lognormal_from_moments", "confusion_counts",
@@ -74,7 +75,6 @@ __all__ = ["build_report", "yield_curve", "yield_at", "lognormal_from_moments", 
 MAX_ROWS = 60  # rows shown per table; the rest is counted
 MAX_TEXT = 300  # characters shown per table cell
 KV_CHUNK = 20  # rows per side-by-side chunk of a long key/value table
-VALIDATION_FILES = ("validation/validation.json", "validation.json", "validate.json")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -283,8 +283,27 @@ def _is_surrogate(path: Path) -> bool:
         return False
 
 
-def _find_validation(run: Path) -> Path | None:
-    return next((run / n for n in VALIDATION_FILES if (run / n).is_file()), None)
+def layout(family: str | None) -> ReportLayout:
+    """Where the run of ``family`` keeps its results (``Family.report``); for a family that is not registered,
+    every registered family's places together (so an old or foreign run is still shown as far as it matches)."""
+    from spicenet.families import registered
+
+    found = registered()
+    if family in found:
+        return found[str(family)].report
+    parts = [f.report for f in found.values()]
+
+    def union(items: Iterable[Any]) -> tuple[Any, ...]:
+        return tuple(dict.fromkeys(items))
+
+    return ReportLayout(validation_files=union(n for p in parts for n in p.validation_files),
+                        chip_series=union(c for p in parts for c in p.chip_series),
+                        chip_energy=union(c for p in parts for c in p.chip_energy),
+                        energy_parts=union(e for p in parts for e in p.energy_parts))
+
+
+def _find_validation(run: Path, where: ReportLayout) -> Path | None:
+    return next((run / n for n in where.validation_files if (run / n).is_file()), None)
 
 
 # ------------------------------------------------------------------------------------------------ figures
@@ -502,30 +521,8 @@ def _pluck(obj: Any, path: str) -> Any:
     return walk(obj, path.split("."))
 
 
-# (source, path of per-chip values, label, higher_is_better, path of the nominal value, path of a goal)
-CHIP_SERIES: tuple[tuple[str, str, str, bool, str | None, str | None], ...] = (
-    ("metrics", "chips.fid_values", "FID over held-out chips", False, "fid_spicenet_*", None),
-    ("metrics", "chips.values", "FID over held-out chips", False, "fid_spicenet_*", None),
-    ("metrics", "chips_untrimmed.fid_values", "FID over chips, V0 not trimmed", False, "fid_spicenet_*", None),
-    ("metrics", "chip_accuracies", "accuracy over held-out chips (mismatch-aware)", True, "test_accuracy", None),
-    ("metrics", "chip_accuracies_no_injection", "accuracy over held-out chips (no injection)", True,
-     "test_accuracy_no_injection", None),
-    ("validation", "spice.chips.[].tv_vs_exact", "SPICE chips: TV distance to exact", False, None, None),
-    ("validation", "per_chip.[].spice_accuracy", "SPICE chips: test accuracy", True, "surrogate.accuracy", None),
-    ("validation", "gap.per_chip.*.pixel_mae", "SPICE chips: pixel MAE vs surrogate (same latents)", False, None,
-     None),
-)
-
 # confusion matrices C[true, predicted] (counts) a classifier run may store in metrics.json or its validation JSON
 CONFUSION_KEYS: tuple[str, ...] = ("confusion_matrix", "surrogate.confusion_matrix", "spice.confusion_matrix")
-
-# per-chip SPICE energies in the validation JSON: (path, label)
-CHIP_ENERGY: tuple[tuple[str, str], ...] = (
-    ("spice.chips.[].energy_per_sample_j", "J per sample"),
-    ("per_chip.[].energy_per_inference_j", "J per inference"),
-    ("gap.per_chip.*.energy_per_image_j", "J per image"),
-)
-
 
 def _chip_names(obj: Any, path: str, n: int) -> list[str]:
     """Labels of the chips behind a per-chip path: dict keys for ``*``, the records' ``chip`` field for ``[]``,
@@ -543,14 +540,15 @@ def _chip_names(obj: Any, path: str, n: int) -> list[str]:
 
 
 def chip_series(metrics: dict[str, Any], validation: dict[str, Any],
-                specs: dict[str, float] | None = None) -> list[ChipSeries]:
-    """The per-chip metric series found in a run's metrics and validation JSON (see ``CHIP_SERIES``). A series
+                specs: dict[str, float] | None = None, where: ReportLayout | None = None) -> list[ChipSeries]:
+    """The per-chip metric series found in a run's metrics and validation JSON at the places of ``where`` (the
+    run family's ``ReportLayout.chip_series``; None: every registered family's, :func:`layout`). A series
     has a spec only where one was set: ``specs`` keyed by the series' path (e.g. ``"chips.fid_values"``) or its
     label, or a goal recorded in the JSON; no spec is made up from the nominal value."""
     sources = {"metrics": metrics or {}, "validation": validation or {}}
     specs = specs or {}
     out = []
-    for src, path, label, higher, nominal_path, goal_path in CHIP_SERIES:
+    for src, path, label, higher, nominal_path, goal_path in (where or layout(None)).chip_series:
         vals = _pluck(sources[src], path)
         if not isinstance(vals, list) or not vals:
             continue
@@ -696,11 +694,11 @@ def _training_sections(run: Path, label: str, pngs: dict[str, list[Path]],
 
 
 def _chips_section(label: str, metrics: dict[str, Any], validation: dict[str, Any],
-                   specs: dict[str, float] | None = None) -> Section:
+                   specs: dict[str, float] | None, where: ReportLayout) -> Section:
     """Per-chip metric summary, per-chip tables with pass/fail at the spec (where one was set), and the derived
     yield curves."""
     chips = Section(f"{label}: chips and yield")
-    series = chip_series(metrics, validation, specs)
+    series = chip_series(metrics, validation, specs, where)
     chips.add(_table(("metric", "source", "chips", "reference", "mean", "best", "worst", "spec", "yield at spec"), [
         (s.label, s.source, s.values.size, s.nominal, float(s.values.mean()),
          float(s.values.max() if s.higher_is_better else s.values.min()),
@@ -718,7 +716,8 @@ def _chips_section(label: str, metrics: dict[str, Any], validation: dict[str, An
     return chips
 
 
-def _energy_section(label: str, metrics: dict[str, Any], validation: dict[str, Any]) -> Section:
+def _energy_section(label: str, metrics: dict[str, Any], validation: dict[str, Any], where: ReportLayout
+                    ) -> Section:
     """The model's energy breakdown (metrics.json ``energy``), model / surrogate / SPICE totals, the SPICE power
     and settling numbers behind them, and the derived breakdown + per-chip chart."""
     from spicenet.energy import format_energy
@@ -734,13 +733,12 @@ def _energy_section(label: str, metrics: dict[str, Any], validation: dict[str, A
         energy.add(_table(("input", "value"), list(breakdown.get("inputs", {}).items()), "breakdown inputs"))
         bars.update({f"term: {k}": v for k, v in terms.items()})
     bars.update(_energy_numbers(metrics, "metrics: "))
-    for part in ("surrogate", "spice"):
-        bars.update(_energy_numbers(validation.get(part), f"validation {part}: "))
-    bars.update(_energy_numbers(validation, "validation spice: "))  # top level (resistive validate.json): SPICE
+    for part, prefix in where.energy_parts:  # the parts of the family's validation JSON holding energies
+        bars.update(_energy_numbers(validation.get(part) if part else validation, prefix))
     energy.add(_table(("quantity", "J", "readable"), [(k, v, format_energy(v)) for k, v in bars.items()],
                       "energy totals (model, surrogate, SPICE)"))
     energy.add(_table(("quantity", "value"), _energy_context(validation), "SPICE power / settling behind the totals"))
-    per_chip = {name: v for path, name in CHIP_ENERGY if isinstance(v := _pluck(validation, path), list)}
+    per_chip = {name: v for path, name in where.chip_energy if isinstance(v := _pluck(validation, path), list)}
     energy.figure(plot_energy(bars, per_chip), "derived: energy breakdown and per-chip SPICE energy. 'term'/"
                   "'metrics' bars are per output of the trained model; 'validation' bars are per output of the "
                   "exported SPICE circuit, which may be a smaller machine than the trained one (see the validation "
@@ -770,8 +768,9 @@ def run_sections(run: Path, label: str, specs: dict[str, float] | None = None) -
     """Provenance, training, samples, metrics, chips & yield, energy and surrogate-vs-SPICE sections of a run
     (sections without content are left out); ``specs``: per-chip metric specs (see :func:`chip_series`)."""
     meta = _read_json(run / "run.json")
+    where = layout(meta.get("family") if isinstance(meta, dict) else None)
     metrics = _read_json(run / "metrics.json") if (run / "metrics.json").is_file() else {}
-    vpath = _find_validation(run)
+    vpath = _find_validation(run, where)
     validation = _read_json(vpath) if vpath else {}
     if not isinstance(metrics, dict) or not isinstance(validation, dict) or not isinstance(meta, dict):
         raise DataError(f"{run}: run.json, metrics.json and the validation JSON must each hold a JSON object")
@@ -781,7 +780,8 @@ def run_sections(run: Path, label: str, specs: dict[str, float] | None = None) -
     if metrics:
         sections.append(Section(f"{label}: metrics", _json_blocks(
             {k: v for k, v in metrics.items() if k != "energy"}, "metrics.json")))
-    sections += [_chips_section(label, metrics, validation, specs), _energy_section(label, metrics, validation),
+    sections += [_chips_section(label, metrics, validation, specs, where),
+                 _energy_section(label, metrics, validation, where),
                  _validation_section(run, label, vpath, validation, pngs["validation"])]
     return [s for s in sections if s.blocks]
 

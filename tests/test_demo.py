@@ -3,8 +3,11 @@ every family, run once per module in a subprocess (~2-3 min on 2 cores), plus fa
 
 What the numbers are checked against (independent of the demo code):
 * ranges set by physics or by the metric's definition: probabilities and TV distances in [0, 1] (TV is half an L1
-  distance between two distributions), accuracies in [0, 1], FID >= 0, a logistic fit of measured P(1) with r2 > 0.9,
-  energies between 1e-18 J and 1e-3 J and above the Landauer bound k_B T ln 2 per bit produced;
+  distance between two distributions), a logistic fit of measured P(1) with r2 > 0.9, energies between 1e-18 J and
+  1e-3 J and above the Landauer bound k_B T ln 2 per bit produced;
+* bounds that relate two numbers of a run: a generator's FID is not below the real-data floor (train vs test
+  images), the pixel MAE lies between flipped/2 and flipped + (1 - flipped)/2 for the share of pixels flipped, two
+  classifiers agreeing on a share a of the inputs differ in accuracy by at most 1 - a;
 * the families' own files on disk (metrics.json, validation.json, validate.json), read here with plain json:
   the summary must report the numbers the steps wrote, not numbers of its own;
 * the core sweep's mirror spread against the subthreshold Pelgrom law sigma(ln(Iout/Iref)) = sqrt(2) sigma_Vt / (n V_T)
@@ -79,25 +82,40 @@ def test_family_rows_have_finite_numbers_in_sane_ranges(demo):
         if row["energy"]["surrogate_j"] is not None:
             assert 1e-18 < row["energy"]["surrogate_j"] < 1e-3, (family, row["energy"])
 
+    out = demo["out"]
     rng = fams["rng"]
     assert rng["fit"]["r2 (worst chip)"] > 0.9
     assert 0.0 <= rng["fit"]["max_abs_err P(1)"] <= 0.2  # a P(1) error, at most a few binomial stds
-    assert rng["surrogate_metric"]["value"] >= 0.0  # a Frechet distance
+    # no generator beats real data: the FID of real training images against the test images (same feature net,
+    # same count) is the floor, up to the sampling noise of 200 images
+    rng_metrics = json.loads((out / "rng" / "run" / "metrics.json").read_text())
+    assert rng["surrogate_metric"]["value"] >= 0.8 * rng_metrics["fid_floor_train_vs_test"] > 0.0
     assert 0.0 <= rng["spice_metric"]["value"] <= 1.0
     assert 0.0 <= rng["gap"]["value"] <= 1.0
 
     osc = fams["oscillator"]
     assert 0.0 <= osc["fit"]["max_rel_err locked phase"] < 1.0
-    assert osc["surrogate_metric"]["value"] >= 0.0
-    assert osc["spice_metric"]["value"] >= 0.0  # a Frechet distance
-    assert 0.0 <= osc["gap"]["value"] <= 1.0  # pixels are in [0, 1]
+    osc_val = json.loads((out / "oscillator" / "run" / "validation.json").read_text())
+    fid_spice, fid_sur = osc_val["spice"]["fid"], osc_val["surrogate"]["fid"]
+    assert osc["spice_metric"]["value"] == fid_spice and fid_spice > 0.0 and fid_sur > 0.0  # 2 images: a smoke test
+    assert osc_val["gap"]["fid_rel"] == pytest.approx(abs(fid_spice - fid_sur) / fid_sur, rel=1e-9)
+    # pixel MAE against the share of pixels flipped across 1/2: each flipped pixel differs by more than 1/2, every
+    # other one by at most 1/2, so flipped / 2 <= MAE <= flipped + (1 - flipped) / 2
+    flipped = osc_val["gap"]["pixels_flipped"]
+    assert flipped / 2.0 <= osc["gap"]["value"] <= flipped + (1.0 - flipped) / 2.0
     assert 1e9 < osc["extra"]["f0_hz"] < 2e10  # a 3-stage ring at 1.2 V: GHz
 
     res = fams["resistive"]
     assert res["fit"]["diode r2 (worst device)"] > 0.99
     assert 0.1 < res["surrogate_metric"]["value"] <= 1.0  # above chance (10 classes)
     assert 0.1 < res["spice_metric"]["value"] <= 1.0
-    assert -100.0 <= res["gap"]["value"] <= 100.0
+    # two classifiers that agree on a share a of the same inputs differ in accuracy by at most 1 - a (per chip)
+    res_val = json.loads((out / "resistive" / "run" / "validate.json").read_text())
+    for chip in res_val["per_chip"]:
+        assert abs(chip["gap_pp"]) <= 100.0 * (1.0 - chip["prediction_agreement"]) + 1e-9, chip
+    assert abs(res["gap"]["value"]) <= 100.0 * (1.0 - res["extra"]["prediction_agreement"]) + 1e-9
+    assert res["gap"]["value"] == pytest.approx(sum(c["gap_pp"] for c in res_val["per_chip"])
+                                                / len(res_val["per_chip"]), rel=1e-12)
 
 
 def test_energies_exceed_landauer_bound(demo):
@@ -161,23 +179,27 @@ def test_quick_overrides_name_existing_keys():
     """Every quick override names a key of the shipped settings (read here with the families' own loaders), and
     applying the table changes exactly those keys without touching the shipped config."""
     import dataclasses
-    import importlib
+    import tomllib
 
-    from spicenet.demo import QUICK_OVERRIDES, VALIDATION_CONFIGS, apply_overrides, shipped_value
-    from spicenet.families import TRAINERS, load_config
+    from spicenet.demo import apply_overrides, quick_overrides, shipped_value
+    from spicenet.families import get_family
 
-    for o in QUICK_OVERRIDES:
+    root = Path(__file__).resolve().parents[1]
+    overrides = quick_overrides()
+    assert {o.family for o in overrides} >= {"rng", "oscillator", "resistive"}
+    for o in overrides:
         assert o.stage in ("calibration", "training", "validation") and o.why
+        family = get_family(o.family)
+        assert o in family.quick_overrides  # each family's table holds only its own rows
         if o.stage == "validation":
             if o.key == "chips":
                 assert isinstance(o.value, int) and o.value >= 0
                 continue
-            module, cls = VALIDATION_CONFIGS[o.family]
-            fields = {f.name for f in dataclasses.fields(getattr(importlib.import_module(module), cls))}
+            fields = {f.name for f in dataclasses.fields(type(family.validation_defaults()))}
             assert o.key in fields, (o.family, o.key)
             continue
-        name = o.family if o.stage == "calibration" else next(t for t, f in TRAINERS.items() if f == o.family)
-        shipped = load_config(None, o.stage, name, True)
+        name = o.family if o.stage == "calibration" else family.trainers[0].name
+        shipped = tomllib.loads((root / o.stage / f"{name}_quick.toml").read_text())  # the file, read directly
         value = shipped
         for part in o.key.split("."):
             value = value[part]
@@ -187,7 +209,7 @@ def test_quick_overrides_name_existing_keys():
         for part in o.key.split("."):
             value = value[part]
         assert value == o.value
-        assert load_config(None, o.stage, name, True) == shipped  # the shipped config is not mutated
+        assert family.config(o.stage, name, True) == shipped  # the shipped config is not mutated
 
 
 def test_apply_overrides_sets_nested_keys_and_rejects_unknown_ones():
@@ -232,7 +254,7 @@ def test_a_failed_step_gives_exit_status_1_and_still_one_json_object(monkeypatch
     fake = {"steps": [{"step": "doctor", "ok": True, "wall_s": 0.1, "cpu_s": 0.1, "result": {}},
                       {"step": "rng: calibrate", "ok": False, "wall_s": 0.2, "cpu_s": 0.2, "error": "boom"}],
             "families": {}, "summary": str(tmp_path / "summary.md"), "ok": False, "wall_s": 0.3, "cpu_s": 0.3}
-    monkeypatch.setattr(demo_mod, "run_demo", lambda out, quick, workers, seed: fake)
+    monkeypatch.setattr(demo_mod, "run_demo", lambda out, quick, workers, seed, families: fake)
     assert main(["demo", "--quick", "--json", "-o", str(tmp_path)]) == 1
     captured = capsys.readouterr()
     assert exactly_one_json_object(captured.out)

@@ -127,7 +127,10 @@ def test_fid_from_features_matches_gaussian_truth() -> None:
 
 # ----------------------------------------------------------------------------------------------------- energy
 def test_energy_formulas_hand_computed() -> None:
-    from spicenet.energy import dtm_energy, energy_from_surrogate, format_energy, oscillator_energy, resistive_energy
+    from spicenet.cells.oscillator.family import oscillator_energy
+    from spicenet.cells.resistive.family import resistive_energy
+    from spicenet.cells.rng.family import dtm_energy
+    from spicenet.energy import energy_from_surrogate, format_energy
 
     # DTM: 8 steps x 100 sweeps x 784 cells x 2 fJ = 1,254,400 fJ = 1.2544 nJ; + 800 sweeps x 10 fJ = 8 pJ
     r = dtm_energy(2e-15, 784, 100, 8, e_sweep_overhead_j=1e-14)

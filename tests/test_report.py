@@ -131,7 +131,7 @@ def _run(path: Path, surrogate: Path, family: str, trainer: str, metrics: dict, 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A demo-like folder: rng/{surrogate.h5, surrogate_p1.png, run/}, resistive/run/, summary.md."""
-    from spicenet.energy import dtm_energy
+    from spicenet.cells.rng.family import dtm_energy
 
     root = tmp_path_factory.mktemp("demo")
     sur = _surrogate(root / "rng" / "surrogate.h5")
@@ -322,19 +322,27 @@ def test_cli_verb(demo: Path, tmp_path: Path) -> None:
 
 
 def test_layout_matches_the_family_writers() -> None:
-    """The file names and JSON keys the report looks for are the ones the family modules write."""
+    """The file names and JSON keys each family's report layout (Family.report) looks for are ones that family's
+    own modules write (its folder spicenet/cells/<family>/, read as text here)."""
+    from spicenet.families import registered
+
     cells = ROOT / "spicenet" / "cells"
     sources = {p.relative_to(cells).as_posix(): p.read_text() for p in cells.glob("*/*.py")}
     assert '"validation.json"' in sources["rng/validation.py"] and 'out_dir / "validation.json"' in sources[
         "rng/validation.py"]
     assert '"validation.json"' in sources["oscillator/validation.py"]
     assert '"validate.json"' in sources["resistive/validate.py"]
-    everything = "\n".join(sources.values())
-    for _, path, *_ in report.CHIP_SERIES:
-        leaf = path.split(".")[-1]
-        if leaf.endswith("_no_injection"):  # resistive/train.py writes key + suffix
-            assert '"_no_injection"' in sources["resistive/train.py"]
-            leaf = leaf.removesuffix("_no_injection")
-        assert f'"{leaf}"' in everything, f"{path}: key {leaf!r} no longer written by any family"
-    for path, _ in report.CHIP_ENERGY:
-        assert f'"{path.split(".")[-1]}"' in everything
+    for name in ("rng", "oscillator", "resistive"):
+        where = registered()[name].report
+        own = "\n".join(text for rel, text in sources.items() if rel.startswith(f"{name}/") and rel != f"{name}/family.py")
+        for vfile in where.validation_files:
+            assert f'"{Path(vfile).name}"' in own, (name, vfile)
+        assert where.chip_series and where.chip_energy, name
+        for _, path, *_ in where.chip_series:
+            leaf = path.split(".")[-1]
+            if leaf.endswith("_no_injection"):  # resistive/train.py writes key + suffix
+                assert '"_no_injection"' in sources["resistive/train.py"]
+                leaf = leaf.removesuffix("_no_injection")
+            assert f'"{leaf}"' in own, f"{name} {path}: key {leaf!r} not written by the family"
+        for path, _ in where.chip_energy:
+            assert f'"{path.split(".")[-1]}"' in own, (name, path)

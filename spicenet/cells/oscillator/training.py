@@ -17,7 +17,7 @@ Pipeline (all seeded):
    numbers are not comparable to AIS's 27.6 / 80.8), on the nominal chip and on each evaluation chip (mean,
    worst = max FID); density and bit width actually used; the largest node load ``node_conductance_max_s`` [S]
    (at most ``model.node_g_max_s``, which must lie inside the surrogate's calibrated load range); energy per image
-   ``E = N * C * E_cycle`` (``spicenet.energy.oscillator_energy``; C = periods run, the SHIL / bias drivers and
+   ``E = N * C * E_cycle`` (``spicenet.cells.oscillator.family.oscillator_energy``; C = periods run, the SHIL / bias drivers and
    the coupling resistors are not included).
 
 Run directory (``spicenet.train.RunDir``): run.json (``family = "oscillator"``), config.json, checkpoints/
@@ -225,7 +225,7 @@ def train(config: dict[str, Any], *, surrogate: Path | str | None, quick: bool =
     ``surrogate_fallbacks``, ``feature_net`` (what the FID uses).
     """
     from spicenet.data import load_dataset
-    from spicenet.energy import oscillator_energy
+    from spicenet.cells.oscillator.family import oscillator_energy
     from spicenet.metrics import fid_key, load_feature_net
     from spicenet.train import RunDir, resolve_device
     from spicenet.train.run import _atomic_write_text

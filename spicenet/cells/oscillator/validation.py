@@ -228,7 +228,7 @@ def validate(run_dir: Path | str, *, chips: int | None = None, quick: bool = Fal
     replaces fields of ``AISValidationConfig`` (``quick()`` or full defaults). Writes ``validation.json`` and PNG
     plots into the run directory; returns the report."""
     from spicenet.data import load_dataset
-    from spicenet.energy import oscillator_energy
+    from spicenet.cells.oscillator.family import oscillator_energy
     from spicenet.families import with_settings
     from spicenet.metrics import load_feature_net
     from spicenet.spice.engine import montecarlo_runs

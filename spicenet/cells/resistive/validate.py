@@ -31,7 +31,7 @@ from spicenet.cells.resistive.calibrate import spice_node_voltages
 from spicenet.cells.resistive.eqprop import accuracy
 from spicenet.cells.resistive.network import ResistiveNetwork
 from spicenet.cells.resistive.train import chip_seed, load_trained, make_chip, merged_train_config, test_data
-from spicenet.energy import resistive_energy
+from spicenet.cells.resistive.family import resistive_energy
 from spicenet.errors import ConfigError, DataError
 from spicenet.plotting import per_chip_points, subplots
 from spicenet.progress import progress_iter

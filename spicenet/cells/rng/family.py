@@ -1,11 +1,13 @@
-"""The rng family's verbs (protocol: spicenet/families.py). This module holds ``calibrate``; the trainer and
-SPICE validation verbs live beside it."""
+"""The rng family (protocol: :mod:`spicenet.families`): its verbs ``calibrate``, ``train`` (DTM) and ``validate``,
+its energy formula, demo row, report layout and quick-demo settings, in the object :data:`FAMILY` (registered as
+the ``spicenet.families`` entry point ``rng``). Heavy modules are imported when a verb runs."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from spicenet.families import Family, Override, ReportLayout, Trainer
 
 
 def calibrate(config: dict[str, Any], *, process: str, quick: bool, output: Path, workers: int,
@@ -37,3 +39,95 @@ def validate(run_dir: Path, *, chips: int | None, quick: bool, workers: int, see
 
     config = with_settings(ValidationConfig.quick() if quick else ValidationConfig(), settings, "rng validation")
     return validate_dtm(run_dir, chips=chips, quick=quick, workers=workers, seed=seed, config=config)
+
+
+def dtm_energy(e_bit_j: float, n_cells: int, sweeps_per_step: int, steps: int,
+               e_sweep_overhead_j: float = 0.0) -> dict[str, Any]:
+    """DTM sample energy: E_sample = T * K * N * E_bit + T * K * E_sweep_overhead (J per generated sample).
+
+    e_bit_j: energy of one p-bit update (one random bit), J; n_cells: N p-bits updated per sweep; sweeps_per_step: K
+    Gibbs sweeps per denoising step; steps: T denoising steps; e_sweep_overhead_j: per-sweep fixed cost (clocking).
+    """
+    from spicenet.energy import breakdown, check_counts, check_nonneg
+
+    check_nonneg(e_bit_j=e_bit_j, e_sweep_overhead_j=e_sweep_overhead_j)
+    check_counts(n_cells=n_cells, sweeps_per_step=sweeps_per_step, steps=steps)
+    sweeps = steps * sweeps_per_step
+    terms = {"pbit_updates": sweeps * n_cells * e_bit_j}
+    if e_sweep_overhead_j:
+        terms["sweep_overhead"] = sweeps * e_sweep_overhead_j
+    return breakdown("rng", "E_sample = T*K*N*E_bit + T*K*E_sweep", terms, {
+        "e_bit_j": e_bit_j, "n_cells": n_cells, "sweeps_per_step": sweeps_per_step, "steps": steps,
+        "e_sweep_overhead_j": e_sweep_overhead_j, "bit_updates": sweeps * n_cells})
+
+
+def energy_from_surrogate(energy_attrs: dict[str, float], **structure: Any) -> dict[str, Any]:
+    """:func:`dtm_energy` from the surrogate's ``energy_per_bit_j`` (+ ``energy_per_sweep_j``) and the structure
+    ``n_cells``, ``sweeps_per_step``, ``steps``."""
+    from spicenet.energy import need
+
+    return dtm_energy(need(energy_attrs, "energy_per_bit_j", "rng"), structure["n_cells"],
+                      structure["sweeps_per_step"], structure["steps"],
+                      float(energy_attrs.get("energy_per_sweep_j", 0.0)))
+
+
+def _validation_defaults() -> Any:
+    from spicenet.cells.rng.validation import ValidationConfig
+
+    return ValidationConfig.quick()
+
+
+FAMILY = Family(
+    name="rng",
+    rank=10,
+    trainers=(Trainer("dtm", length=("train", "iters"), length_unit="iterations"),),
+    calibrate=calibrate, train=train, validate=validate,
+    row={
+        "fit": [("r2 (worst chip)", "calibrate", "fit.r2"), ("max_abs_err P(1)", "calibrate", "fit.max_abs_err")],
+        "surrogate_metric": ("FID own-net, nominal chip (DTM)", "train", "metrics.{fid}"),
+        "spice_metric": ("TV(SPICE, exact) mean over chips", "validate", "spice.tv_vs_exact_mean"),
+        "gap": ("TV(SPICE, surrogate) same chip", "validate", "gap.tv_spice_vs_surrogate_same_chip"),
+        "energy": ("J per sample of the exported patch", "validate", "surrogate.energy_per_sample_j",
+                   "spice.energy_per_sample_j"),
+        "extra": [("energy_trained_dtm_j", "train", "metrics.energy_per_sample_j"),
+                  ("tv_surrogate_same_chips", "validate", "surrogate.tv_same_chips_mean"),
+                  ("tv_floor_n_eff", "validate", "gap.tv_floor_n_eff"),
+                  ("fid_chips_mean", "train", "metrics.chips.fid_mean")],
+    },
+    report=ReportLayout(
+        validation_files=("validation/validation.json",),
+        chip_series=(
+            ("metrics", "chips.fid_values", "FID over held-out chips", False, "fid_spicenet_*", None),
+            ("metrics", "chips.values", "FID over held-out chips", False, "fid_spicenet_*", None),
+            ("metrics", "chips_untrimmed.fid_values", "FID over chips, V0 not trimmed", False, "fid_spicenet_*",
+             None),
+            ("validation", "spice.chips.[].tv_vs_exact", "SPICE chips: TV distance to exact", False, None, None),
+        ),
+        chip_energy=(("spice.chips.[].energy_per_sample_j", "J per sample"),),
+    ),
+    energy=energy_from_surrogate,
+    # what `spicenet demo --quick` changes (calibration/rng_quick.toml, training/dtm_quick.toml, rng/validation.py)
+    quick_overrides=(
+    Override("rng", "calibration", "chips", 3,
+             "3 Monte-Carlo chips: the v0/vs/tau spread is still estimated (3 is the least for their correlation)"),
+    Override("rng", "calibration", "points", 5,
+             "5 bias points over V0 +- 3 Vs still pin the 2-parameter logistic (r2, max_abs_err over 5 points)"),
+    Override("rng", "calibration", "std_target", 0.03,
+             "each bias level held for ~280 effective bits (binomial std 0.03 at P = 1/2): ~4.6x shorter transients"),
+    Override("rng", "calibration", "pilot", 10e-6, "tau pilot of 10 us (~200 tau) per chip"),
+    Override("rng", "calibration", "extra_chips", 1, "one replacement chip"),
+    Override("rng", "training", "train.iters", 100,
+             "100 CD-K steps: the nominal-chip FID is near its plateau after ~100 steps (metrics.csv of a full run)"),
+    Override("rng", "training", "eval.eval_chips", 3, "FID on 3 held-out mismatch chips"),
+    Override("rng", "training", "eval.eval_samples", 200,
+             "200 generated images per FID (the held-out set has 200): the FID estimate is biased up a little"),
+    Override("rng", "validation", "chips", 1, "one Monte-Carlo chip in SPICE"),
+    Override("rng", "validation", "samples", 10000,
+             "10000 reads of the exported 4-cell machine: a shorter coupled transient, a higher TV floor"),
+    Override("rng", "validation", "calib_samples", 5000,
+             "5000 reads for the closed-loop correction transient: a coarser correction of the mapping"),
+    Override("rng", "validation", "trim_level_s", 30e-6,
+             "30 us per trim level: the per-cell (v0, vs) trim is less precise"),
+    ),
+    validation_defaults=_validation_defaults,
+)

@@ -22,7 +22,7 @@ chips). Evaluation: FID with the project's own feature network (``fid_spicenet_<
 features, so not comparable with published FIDs) of generated samples against the held-out split, on the
 nominal chip (no mismatch) and on ``eval_chips`` fresh chips (mean / worst / all values), plus the floor
 FID(train images, held-out images) of the same estimator. Energy per generated sample:
-E = T K N E_bit (``spicenet.energy.dtm_energy``; E_bit = the surrogate's ``energy_per_bit_j``).
+E = T K N E_bit (``spicenet.cells.rng.family.dtm_energy``; E_bit = the surrogate's ``energy_per_bit_j``).
 
 Run directory (``spicenet.train.RunDir``): run.json (family "rng", trainer "dtm"), config.json, checkpoints
 (resumable), metrics.csv (per log interval), plots/ (curves, sample grids), metrics.json, model.pt (for
@@ -285,7 +285,7 @@ def train(config: dict[str, Any], *, surrogate: Path, quick: bool = False, run_d
     extends it (``spicenet train dtm --resume --epochs N``: N iterations), below the checkpoint's is a ConfigError.
     Wall times [s] accumulate over the sessions of a resumed run (``WallClock``). ``quick`` only records the flag
     (the quick variant is the config ``training/dtm_quick.toml``)."""
-    from spicenet.energy import dtm_energy
+    from spicenet.cells.rng.family import dtm_energy
     from spicenet.metrics import fid_key, load_feature_net
     from spicenet.surrogate import SurrogateFile
     from spicenet.progress import logger, progress_bar

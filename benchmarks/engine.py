@@ -16,8 +16,8 @@ spawning its pool and loading ngspice; sweep: starting and stopping its workers)
 - ``op_ratio_vs_raw`` (and ``op_ratio_cold_vs_raw``): 1,000 ``.op`` solves of a 10-input resistor-diode network,
   inputs pushed with ``alter`` (sweep ``[inputs]`` table).
 - ``speedup_2_workers``: cold ring-oscillator MC sweep wall time with 1 worker over 2 workers.
-Each ``*_engine_*`` figure is the warm worker pool alone (``Engine.simulate_many``, no planning, no store), to
-show where time goes. The short ``op`` cases are timed ``--repeat`` times on each side and the fastest of each
+Each ``*_engine_*`` figure is the warm worker pool alone (``Engine.simulate_many`` of the planned runs, reading the
+vectors the sweep stores; no planning, no store), to show where time goes. The short ``op`` cases are timed ``--repeat`` times on each side and the fastest of each
 side is kept (the machine is shared); the ring-oscillator figures are single runs.
 Usage: python benchmarks/engine.py [--chips 1000] [--workers 2] [--repeat 3]
 """
@@ -189,7 +189,7 @@ def main() -> None:
         deck = render("oscillator/ring5", {}, "generic", "pelgrom")
         raw = raw_wall(deck.text, ("mc", deck, tran, range(n), 1), "n5", w, tran)
         ours = warm_sweep_wall(ring_cfg, small_ring, w, tmp, "mc")
-        eng = engine_wall(deck, montecarlo_runs(deck, tran, range(n), 1), w)
+        eng = engine_wall(deck, montecarlo_runs(deck, tran, range(n), 1, save=("v(n5)",)), w)
         result.update(mc_raw_s=raw, mc_sweep_s=ours, mc_engine_s=eng, mc_ratio_vs_raw=raw / ours,
                       mc_ratio_engine_vs_raw=raw / eng)
         # Monte-Carlo: current mirror op per chip
@@ -197,7 +197,7 @@ def main() -> None:
                   "save": ["i(vout)"], "montecarlo": {"chips": n, "mode": "pelgrom"}}
         small_mc = dict(mc_cfg, montecarlo={"chips": 2 * w, "mode": "pelgrom"})
         mirror = render("basic/current_mirror", {}, "generic", "pelgrom")
-        runs = montecarlo_runs(mirror, "op", range(n), 1)
+        runs = montecarlo_runs(mirror, "op", range(n), 1, save=("i(vout)",))
         op_case("mc_op", result, rep,
                 lambda cold: raw_wall(mirror.text, ("mc", mirror, "op", range(n), 1), "vout#branch", w, cold=cold),
                 lambda cold: sweep_wall(mc_cfg, w, tmp, "mcop") if cold else warm_sweep_wall(mc_cfg, small_mc, w, tmp,
@@ -211,7 +211,8 @@ def main() -> None:
         op_cfg = {"netlist": str(tmp / "net.cir"), "analysis": "op", "save": ["v(o0)", "v(o1)"],
                   "inputs": {"sources": list(sources), "rows": rows.tolist()}}
         small_op = dict(op_cfg, inputs={"sources": list(sources), "rows": rows[:2 * w].tolist()})
-        op_runs = [RunSpec(f"r{k}", "op", commands=input_commands(sources, row)) for k, row in enumerate(rows)]
+        op_runs = [RunSpec(f"r{k}", "op", commands=input_commands(sources, row), save=("v(o0)", "v(o1)"))
+                   for k, row in enumerate(rows)]
         op_case("op", result, rep,
                 lambda cold: raw_wall(net, ("inputs", sources, rows), "o0", w, cold=cold),
                 lambda cold: sweep_wall(op_cfg, w, tmp, "op") if cold else warm_sweep_wall(op_cfg, small_op, w, tmp,

@@ -128,7 +128,8 @@ class _Slot:
 
     @classmethod
     def create(cls) -> "_Slot":
-        fd = os.memfd_create("spicenet-worker", 0) if hasattr(os, "memfd_create") else _tmp_fd()
+        # close-on-exec (the default): only the worker it is passed to (``pass_fds``) inherits it
+        fd = os.memfd_create("spicenet-worker") if hasattr(os, "memfd_create") else _tmp_fd()
         os.ftruncate(fd, _SLOT_BYTES)
         return cls(fd)
 

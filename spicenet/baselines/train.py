@@ -20,7 +20,7 @@ Energy per generated sample on a digital accelerator: ``flops.count_flops`` of t
 sigmoid) x ``flops.E_FLOP_J`` (an assumption, stated in the metrics).
 
 Run directory (``spicenet.train.RunDir``): run.json (``family`` "baseline"), config.json, metrics.csv (losses per
-``log_every``), plots/samples.png, plots/data.png, plots/loss_curves.png, metrics.json, model.pt.
+``log_every``), plots/samples.png (64 generated images), plots/loss_curves.png, metrics.json, model.pt.
 """
 
 from __future__ import annotations
@@ -203,13 +203,23 @@ def reconstruction_bce(p: Tensor, x: Tensor) -> float:
     return float(nn.functional.binary_cross_entropy(p.clamp(1e-6, 1 - 1e-6), x))
 
 
+def _loss_plot(run: Any) -> Path:
+    """plots/loss_curves.png: every logged column against the training iteration."""
+    from spicenet.train.plots import plot_curves
+
+    rows = run.read_metrics()
+    keys = [k for k in rows[0] if k != "epoch"]
+    return plot_curves([r["epoch"] for r in rows], {k: [r.get(k) for r in rows] for k in keys},
+                       run.plots / "loss_curves.png", xlabel="iteration")
+
+
 def train(kind: str, *, dataset: str, size: int, run_dir: Path | str, quick: bool = False, seed: int = 0,
           compare: str | None = None, width: int | None = None, iters: int | None = None,
-          progress: bool = True) -> dict[str, Any]:
+          progress: bool = True, plots: bool = True) -> dict[str, Any]:
     """Train baseline ``kind`` ("gan" / "vae") on ``dataset`` at ``size`` px into ``run_dir``; returns
     ``{"run_dir", "metrics"}``. ``compare`` ("dtm" / "ais", default :func:`default_compare`) names the analog
     trainer whose (quick) config gives the data split, encoding, FID sample count and the parameter count the
-    generator's ``width`` is matched to (unless ``width`` is given)."""
+    generator's ``width`` is matched to (unless ``width`` is given). ``plots=False`` skips the PNGs."""
     from spicenet.metrics import fid_key, load_feature_net
     from spicenet.progress import progress_bar
     from spicenet.train import RunDir
@@ -267,11 +277,9 @@ def train(kind: str, *, dataset: str, size: int, run_dir: Path | str, quick: boo
     flops = count_flops(nn.Sequential(gen.net, nn.Sigmoid()), (cfg.z_dim,))
     energy = energy_per_sample(flops["total"])
     shown = ((imgs + 1.0) / 2.0 if binary else imgs).reshape(-1, size, size)[:64]
-    plots = [str(run.save_sample_grid(shown, "samples.png", vmin=0, vmax=1)),
-             str(run.save_sample_grid(x_train[:64].reshape(-1, size, size), "data.png", vmin=0, vmax=1)),
-             str(run.plot_metrics(name="loss_curves.png"))]
+    plot_files = [str(run.save_sample_grid(shown, "samples.png", vmin=0, vmax=1)), str(_loss_plot(run))] if plots else []
     n_gen = n_params(gen)
-    n_all = sum(n_params(m) for k, m in models.items() if k != "generator") if kind == "gan" else n_params(models["vae"])
+    n_aux = n_params(models["discriminator"] if kind == "gan" else models["vae"].encoder)  # training-only part
     metrics: dict[str, Any] = {
         key: float(nominal[key]),
         f"kid_spicenet_{ds.name}": float(nominal[f"kid_spicenet_{ds.name}"]),
@@ -285,8 +293,8 @@ def train(kind: str, *, dataset: str, size: int, run_dir: Path | str, quick: boo
                     "params": ref.params_detail, "dataset": ref.dataset, "size": ref.size},
         "encoding": ref.encoding,
         "model": {"width": w, "z_dim": cfg.z_dim, "n_params_generator": n_gen,
-                  "n_params_total": int(n_gen + n_all) if kind == "gan" else int(n_all),
-                  "n_params_training_only": int(n_all) if kind == "gan" else int(n_all - n_gen)},
+                  "n_params_training_only": n_aux, "n_params_total": n_gen + n_aux,
+                  "training_only": "discriminator" if kind == "gan" else "encoder"},
         "flops_per_sample": flops["total"],
         "flops_layers": flops["layers"],
         "energy_per_sample_j": energy["energy_j"],
@@ -295,7 +303,7 @@ def train(kind: str, *, dataset: str, size: int, run_dir: Path | str, quick: boo
         "iters": cfg.iters,
         "train_wall_s": t_train,
         "eval_wall_s": time.perf_counter() - t1,
-        "plots": plots,
+        "plots": plot_files,
     }
     if kind == "vae":
         vae: VAE = models["vae"]
@@ -306,7 +314,8 @@ def train(kind: str, *, dataset: str, size: int, run_dir: Path | str, quick: boo
         metrics["vae"] = {"elbo_test_nats": heldout_elbo(vae, x_test, seed),
                           "reconstruction_bce_test_per_pixel": rec,
                           "pixel_mean_bce_test_per_pixel": reconstruction_bce(mean_p, x_test)}
-    torch.save({"kind": kind, "state": {k: m.state_dict() for k, m in models.items()}, "size": size, "width": w,
+    saved = {k: m for k, m in models.items() if not (kind == "vae" and k == "generator")}  # the decoder is in vae
+    torch.save({"kind": kind, "state": {k: m.state_dict() for k, m in saved.items()}, "size": size, "width": w,
                 "z_dim": cfg.z_dim, "encoding": ref.encoding, "dataset": ds.name}, run.path / "model.pt")
     metrics["wall_s"] = time.perf_counter() - t0
     run.write_final_metrics(metrics)

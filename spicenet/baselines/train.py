@@ -269,11 +269,11 @@ def train(kind: str, *, dataset: str, size: int, run_dir: Path | str, quick: boo
     key = fid_key(ds.name)
     nominal, imgs = evaluate(gen, reference, ds.name, ref.n_eval_samples, seed + 1000, value_range, net)
     untrained_m, _ = evaluate(untrained, reference, ds.name, ref.n_eval_samples, seed + 1000, value_range, net)
-    floor_imgs = (2.0 * x_train - 1.0 if binary else x_train.reshape(-1, size, size))[: ref.n_eval_samples]
-    from spicenet.metrics import extract_features, fid_from_features
+    from spicenet.metrics import image_metrics
 
-    floor = fid_from_features(extract_features(reference, net, value_range),
-                              extract_features(floor_imgs.numpy(), net, value_range))
+    floor_imgs = (2.0 * x_train - 1.0 if binary else x_train.reshape(-1, size, size))[: ref.n_eval_samples]
+    floor = image_metrics(floor_imgs.numpy(), reference, ds.name, net=net, value_range=value_range, seed=int(seed),
+                          with_inception=False)[key]
     flops = count_flops(nn.Sequential(gen.net, nn.Sigmoid()), (cfg.z_dim,))
     energy = energy_per_sample(flops["total"])
     shown = ((imgs + 1.0) / 2.0 if binary else imgs).reshape(-1, size, size)[:64]

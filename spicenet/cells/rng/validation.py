@@ -122,10 +122,10 @@ class ValidationConfig:
     machine_images: int = 64
     machine_step_time_s: float = 0.0
     machine_gain_trim: str = "patch"
-    machine_chains: int = 64
-    machine_reads: int = 12
+    machine_chains: int = 512
+    machine_reads: int = 24
     machine_read_spacing_s: float = 0.0
-    machine_chip_draws: int = 8
+    machine_chip_draws: int = 16
     machine_dt: float = 4e-9
 
     @classmethod

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from spicenet.errors import ConfigError
-from spicenet.families import Family, Override, get_family, registered
+from spicenet.families import Family, Override, Trainer, get_family, registered
 from spicenet.progress import note
 
 __all__ = ["Override", "quick_overrides", "apply_overrides", "shipped_value", "validation_settings", "family_row",
@@ -96,8 +96,11 @@ def shipped_value(o: Override) -> Any:
             raise ValueError(f"override {o.family} validation {o.key!r}: the family's validation has no settings")
         return getattr(family.validation_defaults(), o.key)
     trainer = family.demo_trainer
-    name = family.name if o.stage == "calibration" else trainer.name if trainer is not None else ""
-    table, leaf = _walk(family.config(o.stage, name, True), o.key, f"{o.family} {o.stage}")
+    if o.stage == "training" and trainer is None:
+        raise ValueError(f"override {o.family} training {o.key!r}: the family has no trainer")
+    config = family.calibration_settings(True) if o.stage == "calibration" else \
+        family.training_settings(trainer, True)  # type: ignore[arg-type]
+    table, leaf = _walk(config, o.key, f"{o.family} {o.stage}")
     return table[leaf]
 
 
@@ -335,16 +338,17 @@ def run_demo(out: Path, quick: bool = False, workers: int = 2, seed: int = 0,
         trainer = fam.demo_trainer
 
         def calibrate(fam: Family = fam, surrogate: Path = surrogate) -> dict[str, Any]:
-            config = fam.config("calibration", fam.name, True)
+            config = fam.calibration_settings(True)
             if quick:
                 config = apply_overrides(config, fam.name, "calibration")
             assert fam.calibrate is not None
             return fam.calibrate(config, process="generic", quick=True, output=surrogate, workers=workers,
                                  seed=seed)
 
-        def train(fam: Family = fam, trainer_name: str = trainer.name if trainer else "", surrogate: Path = surrogate,
+        def train(fam: Family = fam, trainer: Trainer | None = trainer, surrogate: Path = surrogate,
                   run_dir: Path = run_dir) -> dict[str, Any]:
-            config = fam.config("training", trainer_name, True)
+            assert trainer is not None  # only called for a family with a trainer
+            config = fam.training_settings(trainer, True)
             if quick:
                 config = apply_overrides(config, fam.name, "training")
             assert fam.train is not None

@@ -76,12 +76,18 @@ class Override:
 class Trainer:
     """A trainer of a family. ``length``: the (section, key) of its training config that ``train --epochs N`` sets
     (the run's length), None when it has none; ``length_unit`` names what N counts ("epochs", "iterations");
-    ``can_resume``: ``train --resume`` continues a run from its checkpoints."""
+    ``can_resume``: ``train --resume`` continues a run from its checkpoints. ``config``: the name of its default
+    config ``training/<config>[_quick].toml`` ("": the trainer's name)."""
 
     name: str
     length: tuple[str, str] | None = None
     length_unit: str = "epochs"
     can_resume: bool = True
+    config: str = ""
+
+    @property
+    def config_name(self) -> str:
+        return self.config or self.name
 
 
 @dataclass(frozen=True)
@@ -114,7 +120,8 @@ class Family:
     (:mod:`spicenet.energy`) from a surrogate's ``energy_*`` attrs and the model structure.
     ``validation_defaults()``: the family's quick() validation config dataclass (None: its validation has no
     settings). ``config_root``: folder with ``calibration/`` and ``training/`` TOMLs (None: spicenet's own).
-    ``rank``: place in listings (the demo's order, summary rows; ties by name), since entry points come unordered."""
+    ``rank``: place in listings (the demo's order, summary rows; ties by name), since entry points come unordered.
+    ``calibration_config``: the name of the default ``calibration/<name>[_quick].toml`` ("": the family's name)."""
 
     name: str
     trainers: tuple[Trainer, ...] = ()
@@ -128,6 +135,7 @@ class Family:
     validation_defaults: Callable[[], Any] | None = None
     config_root: Path | None = None
     rank: int = 100
+    calibration_config: str = ""
 
     @property
     def trainer_names(self) -> tuple[str, ...]:
@@ -141,6 +149,14 @@ class Family:
     def config(self, kind: str, name: str, quick: bool, path: str | Path | None = None) -> dict[str, Any]:
         """The TOML config at ``path``, or this family's default ``<kind>/<name>[_quick].toml``."""
         return load_config(path, kind, name, quick, root=self.config_root)
+
+    def calibration_settings(self, quick: bool, path: str | Path | None = None) -> dict[str, Any]:
+        """The calibration TOML at ``path``, or the family's default one."""
+        return self.config("calibration", self.calibration_config or self.name, quick, path)
+
+    def training_settings(self, trainer: Trainer, quick: bool, path: str | Path | None = None) -> dict[str, Any]:
+        """The training TOML at ``path``, or ``trainer``'s default one."""
+        return self.config("training", trainer.config_name, quick, path)
 
 
 def _entry_label(ep: metadata.EntryPoint) -> str:
@@ -295,7 +311,7 @@ def dataclass_from_config(cls: type, values: dict[str, Any], what: str) -> Any:
 def _calibrate(args: argparse.Namespace) -> dict[str, Any]:
     family = get_family(args.family)
     assert family.calibrate is not None  # argparse offers only families with the verb
-    config = family.config("calibration", family.name, args.quick, args.config)
+    config = family.calibration_settings(args.quick, args.config)
     return family.calibrate(config, process=args.process, quick=args.quick, output=Path(args.output),
                             workers=args.workers, seed=args.seed)
 
@@ -303,7 +319,7 @@ def _calibrate(args: argparse.Namespace) -> dict[str, Any]:
 def _train(args: argparse.Namespace) -> dict[str, Any]:
     family, trainer = trainers()[args.trainer]
     assert family.train is not None  # argparse offers only trainers of families with the verb
-    config = family.config("training", trainer.name, args.quick, args.config)
+    config = family.training_settings(trainer, args.quick, args.config)
     length = getattr(args, "epochs", None)
     if length is None and getattr(args, "resume", False) and (Path(args.output) / "run.json").is_file():
         import json  # resuming an (extended) run without --epochs: the length it was last given

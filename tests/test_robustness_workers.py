@@ -205,3 +205,27 @@ def test_the_time_limit_counts_from_each_runs_own_start():
     t, v = out["t19"]["time"], out["t19"]["v(b)"]
     # the first high phase of the pulse (from 0.5 ns, rise 1 ns, to 1.001 us) charges RC = 1 us: 1 - exp(-t/RC)
     assert np.interp(1.0e-6, t, v) == pytest.approx(1 - np.exp(-(1.0e-6 - 0.5e-9) / 1e-6), abs=2e-3)
+
+
+def test_a_worker_is_recycled_when_its_memory_grows_not_every_few_thousand_runs():
+    """ngspice keeps ~1 KB per op run; a worker is replaced once its resident memory has grown by max_growth_mb
+    since its first results (here 1 MiB, reached within 3,000 runs), and not at all under the default limits
+    (the negative control), where the old fixed 2,000-run recycling cost a fresh process per 2,000 runs."""
+    from spicenet.spice.job import Job
+    from spicenet.spice.worker import WorkerPool
+
+    runs = _divider_runs(3000)
+    jobs = [Job(DIVIDER, runs[i:i + 500]) for i in range(0, len(runs), 500)]
+    results = []
+    for growth in (1.0, 512.0):
+        with WorkerPool(workers=1, max_growth_mb=growth) as pool:
+            results.append(dict(pool.run(jobs)))
+            history, recycled = np.array(pool.stats.rss_history), pool.stats.recycled
+        if growth == 1.0:
+            assert recycled >= 1 and history.max() < history[0] + 1.0 + 2.0  # + at most one job's growth
+        else:
+            assert recycled == 0 and history[-1] > history[0]  # it did grow: the 1 MiB limit was a real test
+    for k in (0, 1499, 2999):
+        r1 = 1000.0 + 7.0 * k
+        assert results[0][f"r{k:04d}"].scalar("v(b)") == results[1][f"r{k:04d}"].scalar("v(b)") \
+            == pytest.approx(1000.0 / (r1 + 1000.0), rel=1e-9)

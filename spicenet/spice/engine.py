@@ -114,9 +114,10 @@ class Engine:
     """Runs jobs in worker processes. ``mode``: "shared" (libngspice via PySpice) or "batch" (``ngspice -b``)."""
 
     def __init__(self, mode: str = "shared", workers: int = 1, timeout_s: float = 120.0,
-                 recycle_after: int = 2000, max_rss_mb: float = 1024.0) -> None:
+                 recycle_after: int = 20_000, max_rss_mb: float = 1024.0, max_growth_mb: float = 512.0) -> None:
         self.mode, self.timeout_s = mode, timeout_s
-        self.pool = WorkerPool(workers=workers, mode=mode, recycle_after=recycle_after, max_rss_mb=max_rss_mb)
+        self.pool = WorkerPool(workers=workers, mode=mode, recycle_after=recycle_after, max_rss_mb=max_rss_mb,
+                               max_growth_mb=max_growth_mb)
 
     def __enter__(self) -> "Engine":
         return self

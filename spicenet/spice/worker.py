@@ -21,11 +21,14 @@ clock system-wide on Linux), not from the messages. So, however the results are 
 - a worker that dies (segfault, abort, OOM kill) fails the run it was in with ``WorkerCrashed``;
 - in both cases the runs it had finished but not yet sent are simulated again in a fresh worker (the same commands
   on a freshly loaded deck: the same numbers), and the job's remaining runs go to a fresh worker;
-- a worker is replaced after ``recycle_after`` runs or once its resident memory passes ``max_rss_mb``, which keeps
-  memory flat over arbitrarily many runs.
+- a worker is replaced after ``recycle_after`` runs (20,000), once its resident memory has grown by ``max_growth_mb``
+  (512 MiB) since its first results, or once it passes ``max_rss_mb`` (1 GiB), which keeps memory flat over
+  arbitrarily many runs (a fresh worker costs ~0.5 s of CPU: replacing one every 2,000 sub-millisecond runs, as
+  before, took a third of a sweep's time).
 
-Workers start in parallel (``WorkerPool.start`` returns at once; each worker loads libngspice before it waits for
-its first job, so that overlaps with the caller's planning) and stop in parallel (``close``).
+Workers start in parallel (``WorkerPool.start`` returns at once; a pool's first workers load libngspice before they
+wait for their first job, so that overlaps with the caller's planning; a replacement reads its job first, so that
+the parent never waits to hand it over) and stop in parallel (``close``).
 
 Workers die with their parent and never outlive a run's time limit, even when the parent is killed (SIGKILL,
 SIGTERM) and cannot clean up: each worker asks the kernel for SIGKILL when its parent dies
@@ -50,7 +53,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from typing import Any, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -248,11 +251,13 @@ class _Outbox:
 
 
 def worker_main(read_fd: int, write_fd: int, mode: str, parent_pid: int | None = None,
-                slot_fd: int | None = None) -> None:
+                slot_fd: int | None = None, eager: bool = False) -> None:
     """Child loop: receive ``(token, job, skip, batch_runs, batch_wait_s)``; send ``("runs", token, entries, data,
-    rss_mb)`` batches of finished runs (see :func:`pack_outcomes` and :class:`_Outbox`) and ``("done", token, rss_mb)`` per job (after
-    ``("error", token, error, rss_mb)`` when the job failed as a whole); ``None`` (or the parent's pipe closing) ends
-    the process."""
+    rss_mb)`` batches of finished runs (see :func:`pack_outcomes` and :class:`_Outbox`) and ``("done", token,
+    rss_mb)`` per job (after ``("error", token, error, rss_mb)`` when the job failed as a whole); ``None`` (or the
+    parent's pipe closing) ends the process. ``eager``: load libngspice before waiting for the first job (a pool's
+    first workers, so that it overlaps the caller's planning; a replacement reads its job first, so that the parent
+    never waits to send it)."""
     die_with_parent()
     parent_pid = os.getppid() if parent_pid is None else parent_pid
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
@@ -262,7 +267,7 @@ def worker_main(read_fd: int, write_fd: int, mode: str, parent_pid: int | None =
     slot = _Slot(slot_fd) if slot_fd is not None else None
     sender = _Outbox(outbox)
     session = None
-    if mode == "shared":
+    if mode == "shared" and eager:
         try:  # load libngspice now, while the parent is still planning; a failure is reported with the first job
             from spicenet.spice.ngshared import Session
             session = Session()
@@ -315,6 +320,7 @@ class _Worker:
     slot: _Slot
     runs_done: int = 0
     rss_mb: float = 0.0
+    rss0_mb: float | None = None  # resident memory in its first message (ngspice and a deck loaded)
     job_index: int | None = None
     token: int = 0  # dispatch token of the current job (unique per pool)
     progress: int = 0  # runs of the current job received so far (skip included)
@@ -343,8 +349,9 @@ class WorkerPool:
     ``batch_runs``: the most runs per result message (1: one message per run); ``batch_wait_s``: the longest a
     finished run waits in its worker before it is sent."""
 
-    def __init__(self, workers: int = 1, mode: str = "shared", recycle_after: int = 2000,
-                 max_rss_mb: float = 1024.0, batch_runs: int = BATCH_RUNS, batch_wait_s: float = BATCH_WAIT_S) -> None:
+    def __init__(self, workers: int = 1, mode: str = "shared", recycle_after: int = 20_000,
+                 max_rss_mb: float = 1024.0, batch_runs: int = BATCH_RUNS, batch_wait_s: float = BATCH_WAIT_S,
+                 max_growth_mb: float = 512.0) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         if mode not in ("shared", "batch"):
@@ -354,25 +361,26 @@ class WorkerPool:
         if not batch_wait_s > 0:
             raise ValueError(f"batch_wait_s must be > 0 seconds, got {batch_wait_s}")
         self.n_workers, self.mode = workers, mode
-        self.recycle_after, self.max_rss_mb = recycle_after, max_rss_mb
+        self.recycle_after, self.max_rss_mb, self.max_growth_mb = recycle_after, max_rss_mb, max_growth_mb
         self.batch_runs, self.batch_wait_s = batch_runs, float(batch_wait_s)
         self.stats = PoolStats()
         self._workers: list[_Worker] = []
         self._tokens = 0
 
     # -- lifecycle --------------------------------------------------------------------------------------------
-    def _start(self) -> _Worker:
+    def _start(self, eager: bool = False) -> _Worker:
         p2c_r, p2c_w = os.pipe()
         c2p_r, c2p_w = os.pipe()
         slot = _Slot.create()
         env = dict(os.environ, OMP_NUM_THREADS="1")
         quiet = None if os.environ.get("SPICENET_DEBUG") else subprocess.DEVNULL
-        code = ("import sys; from spicenet.spice.worker import worker_main; "
-                "worker_main(*map(int, sys.argv[1:3]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))")
+        code = ("import sys; from spicenet.spice.worker import worker_main; a = sys.argv; "
+                "worker_main(int(a[1]), int(a[2]), a[3], int(a[4]), int(a[5]), a[6] == '1')")
+        args = [str(p2c_r), str(c2p_w), self.mode, str(os.getpid()), str(slot.fd), "1" if eager else "0"]
         try:
-            proc = subprocess.Popen([sys.executable, "-c", code, str(p2c_r), str(c2p_w), self.mode, str(os.getpid()),
-                                     str(slot.fd)], pass_fds=(p2c_r, c2p_w, slot.fd), stdin=subprocess.DEVNULL,
-                                    stdout=quiet, stderr=quiet, env=env, start_new_session=True)
+            proc = subprocess.Popen([sys.executable, "-c", code, *args], pass_fds=(p2c_r, c2p_w, slot.fd),
+                                    stdin=subprocess.DEVNULL, stdout=quiet, stderr=quiet, env=env,
+                                    start_new_session=True)
         except BaseException:
             for fd in (p2c_r, p2c_w, c2p_r, c2p_w):
                 os.close(fd)
@@ -389,7 +397,7 @@ class WorkerPool:
         """Start workers (all ``n_workers`` by default) without waiting for them to be ready: they load ngspice in
         parallel with whatever the caller does next. ``run`` starts any that are missing."""
         while len(self._workers) < min(self.n_workers, workers or self.n_workers):
-            self._workers.append(self._start())
+            self._workers.append(self._start(eager=True))
         return self
 
     @staticmethod
@@ -502,6 +510,8 @@ class WorkerPool:
     def _handle(self, worker: _Worker, job: Job, message: tuple) -> Iterator[tuple[str, Outcome]]:
         kind = message[0]
         worker.rss_mb = message[-1]
+        if worker.rss0_mb is None:
+            worker.rss0_mb = worker.rss_mb
         self.stats.peak_rss_mb = max(self.stats.peak_rss_mb, worker.rss_mb)
         if kind == "runs":
             self.stats.messages += 1
@@ -517,7 +527,7 @@ class WorkerPool:
             worker.job_index = None
             self.stats.rss_history.append(worker.rss_mb)
             if (job.needs_fresh_process or worker.runs_done >= self.recycle_after
-                    or worker.rss_mb > self.max_rss_mb):
+                    or worker.rss_mb > self.max_rss_mb or worker.rss_mb - worker.rss0_mb > self.max_growth_mb):
                 self._replace(worker, kill=False)
                 self.stats.recycled += 1
 

@@ -17,8 +17,9 @@ spawning its pool and loading ngspice; sweep: starting and stopping its workers)
   inputs pushed with ``alter`` (sweep ``[inputs]`` table).
 - ``speedup_2_workers``: cold ring-oscillator MC sweep wall time with 1 worker over 2 workers.
 Each ``*_engine_*`` figure is the warm worker pool alone (``Engine.simulate_many`` of the planned runs, reading the
-vectors the sweep stores; no planning, no store), to show where time goes. The short ``op`` cases are timed ``--repeat`` times on each side and the fastest of each
-side is kept (the machine is shared); the ring-oscillator figures are single runs.
+vectors the sweep stores; no planning, no store), to show where time goes. The short ``op`` cases are timed
+``--repeat`` times on each side and the fastest of each side is kept (the machine is shared); the ring-oscillator
+figures are single runs.
 Usage: python benchmarks/engine.py [--chips 1000] [--workers 2] [--repeat 3]
 """
 

@@ -217,18 +217,17 @@ def test_sky130_pdk_chip_is_the_same_in_every_deck_of_the_chip(tmp_path) -> None
     assert not np.array_equal(ends["other chip"], side)
 
 
+@pytest.mark.slow
 def test_whole_machine_step_of_4ns_keeps_the_cell_law(tmp_path) -> None:
-    """The whole machine's default 4 ns step (noise rms recomputed from the same shot-noise PSD) against 2 ns:
+    """The whole machine's optional 4 ns step (``machine_dt``; not the default: see ValidationConfig) (noise rms recomputed from the same shot-noise PSD) against 2 ns:
     the same 8 trimmed cells biased at v0 + k Vs give the same logistic slope (fitted logit(P) = a + b k; b is
     the design's 1 for a correct Vs) within 15 %, and the same mean correlation time within 20 % (60 us
     = ~1500 tau per cell: P's standard error ~0.02, the slope's ~5 %)."""
     from spicenet.cells.rng import export, measure
-    from spicenet.cells.rng.validation import ValidationConfig
     from spicenet.cells.rng.whole import locate_grid
     from spicenet.spice.engine import Deck
     from spicenet.spice.job import RunSpec
 
-    assert ValidationConfig().machine_dt == 4e-9
     process, n, t_stop = get_process("generic"), 8, 60e-6
     ks = np.array([-1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 0.0])
     chips = {0: [7100 + k for k in range(n)]}

@@ -231,3 +231,126 @@ def test_ffebm_extension_equals_uninterrupted_run(capsys, tmp_path, resistive_su
     a = torch.load(run / "model.pt", weights_only=False)["ffebm"]
     b = torch.load(ref / "model.pt", weights_only=False)["ffebm"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+AIS_TOML = """
+[data]
+dataset = "mnist"
+source = "sample"
+size = 8
+n_train = 60
+n_test = 40
+[model]
+n_hidden = 0
+n_segments = 2
+periods = 20.0
+n_steps = 6
+[train]
+iterations = 6
+batch_size = 8
+n_critic = 1
+n_eval_samples = 8
+log_every = 2
+checkpoint_every = 3
+fidelity_weight = 0.1
+fidelity_batch = 4
+[mismatch]
+eval_chips = 1
+"""
+# every random stream of the AIS loop is used: the shipped calibration's mismatch (chip stream), phase noise,
+# WGAN-GP interpolates, the fidelity penalty; checkpoints at 3 and 6, csv rows at 0, 2, 4 and the last
+
+_AIS_SESSION_KEYS = ("wall_s", "train_wall_s", "sessions", "resumed_from_iteration")
+
+
+class _Killed(Exception):
+    """Stands for a kill of the training process."""
+
+
+@pytest.fixture(scope="module")
+def ais_setup(tmp_path_factory) -> dict:
+    """The shipped oscillator calibration, the tiny AIS config and an uninterrupted 6-iteration reference run."""
+    import spicenet
+
+    d = tmp_path_factory.mktemp("ais")
+    cfg = d / "ais.toml"
+    cfg.write_text(AIS_TOML)
+    sur = spicenet.shipped_surrogate("oscillator")
+    ref = d / "ref"
+    assert main(["-q", "train", "ais", "--surrogate", str(sur), "--config", str(cfg), "-o", str(ref), "--json"]) == 0
+    return {"cfg": cfg, "sur": sur, "ref": ref}
+
+
+def _ais_same_as_reference(run: Path, ref: Path) -> dict:
+    """metrics.csv byte-identical, generator and critic weights bit-identical (torch.equal), metrics.json equal but
+    for the per-session keys; returns the run's metrics."""
+    from spicenet.train import RunDir
+
+    assert (run / "metrics.csv").read_text() == (ref / "metrics.csv").read_text()
+    a = torch.load(RunDir(run).latest_checkpoint(), weights_only=False)
+    b = torch.load(RunDir(ref).latest_checkpoint(), weights_only=False)
+    assert a["step"] == b["step"] == 6
+    for part in ("generator", "critic"):
+        assert a["model"][part].keys() == b["model"][part].keys()
+        for name, t in a["model"][part].items():
+            assert torch.equal(t, b["model"][part][name]), (part, name)
+    assert a["extra"]["ais_state"]["history"] == b["extra"]["ais_state"]["history"]
+    m, want = (json.loads((p / "metrics.json").read_text()) for p in (run, ref))
+    assert {k: v for k, v in m.items() if k not in _AIS_SESSION_KEYS} == \
+        {k: v for k, v in want.items() if k not in _AIS_SESSION_KEYS}
+    assert want["sessions"] == 1 and want["resumed_from_iteration"] is None
+    return m
+
+
+def test_ais_killed_run_resumes_to_the_uninterrupted_run(capsys, monkeypatch, tmp_path, ais_setup):
+    from spicenet.cells.oscillator.ais import AISTrainer
+
+    real_step = AISTrainer.step
+
+    def dies_at_5(self: AISTrainer) -> dict:
+        if self.iteration == 5:
+            raise _Killed
+        return real_step(self)
+
+    run = tmp_path / "run"
+    with monkeypatch.context() as mp:
+        mp.setattr(AISTrainer, "step", dies_at_5)
+        with pytest.raises(_Killed):
+            _train(capsys, "ais", ais_setup["sur"], ais_setup["cfg"], run)
+    # what the kill left: the checkpoint at 3, csv rows beyond it (0, 2, 4), no metrics.json
+    assert [p.name for p in sorted((run / "checkpoints").glob("ckpt-*.pt"))] == ["ckpt-000000003.pt"]
+    assert [r.split(",")[0] for r in (run / "metrics.csv").read_text().splitlines()[1:]] == ["0", "2", "4"]
+    assert not (run / "metrics.json").exists()
+    rc, _, err = _train(capsys, "ais", ais_setup["sur"], ais_setup["cfg"], run)
+    assert rc == 2 and "unfinished" in err and "--resume" in err and len(err.strip().splitlines()) == 1
+    rc, out, _ = _train(capsys, "ais", ais_setup["sur"], ais_setup["cfg"], run, "--resume")
+    assert rc == 0
+    m = _ais_same_as_reference(run, ais_setup["ref"])
+    assert json.loads(out)["metrics"] == m
+    assert m["sessions"] == 2 and m["resumed_from_iteration"] == 3 and m["iterations"] == 6
+    assert m["train_wall_s"] > 0
+
+
+def test_ais_finished_run_extends_to_the_uninterrupted_run(capsys, tmp_path, ais_setup):
+    run = tmp_path / "run"
+    rc, out, _ = _train(capsys, "ais", ais_setup["sur"], ais_setup["cfg"], run, "--epochs", "4")
+    assert rc == 0
+    first = json.loads(out)["metrics"]
+    assert first["iterations"] == 4 and first["sessions"] == 1
+    # a finished 4-iteration run logs its last row (3), which a 6-iteration run does not have
+    assert [r.split(",")[0] for r in (run / "metrics.csv").read_text().splitlines()[1:]] == ["0", "2", "3"]
+    before = (run / "metrics.json").read_text()
+    rc, _, err = _train(capsys, "ais", ais_setup["sur"], ais_setup["cfg"], run, "--resume", "--epochs", "4")
+    assert rc == 2 and "N > 4" in err
+    assert (run / "metrics.json").read_text() == before
+    rc, out, _ = _train(capsys, "ais", ais_setup["sur"], ais_setup["cfg"], run, "--resume", "--epochs", "6")
+    assert rc == 0
+    m = _ais_same_as_reference(run, ais_setup["ref"])
+    assert m["sessions"] == 2 and m["resumed_from_iteration"] == 4 and m["iterations"] == 6
+    assert m["train_wall_s"] > first["train_wall_s"] > 0  # the first session's training time carried, not reset
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["run_length"] == {"key": "train.iterations", "value": 6} and meta["finished_length"] == 6
+    assert [(e["from"], e["to"]) for e in meta["extended"]] == [(4, 6)]
+    # never shorter than the checkpoint
+    rc, _, err = _train(capsys, "ais", ais_setup["sur"], ais_setup["cfg"], run, "--resume", "--epochs", "5")
+    assert rc == 2

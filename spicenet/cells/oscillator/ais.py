@@ -49,14 +49,17 @@ from spicenet.cells.oscillator.schedule import PiecewiseSchedule, max_code, quan
 from spicenet.progress import progress_bar
 
 __all__ = ["AISConfig", "grid_connectivity", "budget_codes", "node_code_load", "AISGenerator", "Critic", "gradient_penalty", "AISResult", "train_ais",
-           "perturbed_chip", "fidelity_penalty"]
+           "AISTrainer", "AIS_STREAMS", "perturbed_chip", "fidelity_penalty"]
 
 ChipSampler = Callable[[torch.Generator], ChipMismatch]
 
 
 @dataclass(frozen=True)
 class AISConfig:
-    """Everything that defines an AIS run (physical scales in rad/s, horizon in oscillator periods)."""
+    """Everything that defines an AIS run (physical scales in rad/s, horizon in oscillator periods).
+
+    ``checkpoint_every`` [iterations] only sets how often a resumable state is handed out (``AISTrainer.run``); an
+    interrupted-and-resumed run equals an uninterrupted one whatever its value."""
 
     height: int = 8
     width: int = 8
@@ -92,6 +95,9 @@ class AISConfig:
     fidelity_detuning_std_rel: float = 1e-3  # per-ring frequency error std, relative to f0
     fidelity_k_gain_std_rel: float = 0.05  # per-resistor coupling-gain error std (relative)
     latch_periods: float = 0.0  # read-out latch after the horizon [periods of f0]: banks open, SHIL at shil_max
+    # resumable runs: hand the whole training state to ``AISTrainer.run``'s ``on_checkpoint`` every this many
+    # iterations and after the last one (0 = after the last one only); it does not change what is trained
+    checkpoint_every: int = 25
 
     def __post_init__(self) -> None:
         for key in ("height", "width", "n_segments", "n_steps", "batch_size", "iterations", "n_critic",
@@ -99,8 +105,10 @@ class AISConfig:
             v = getattr(self, key)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"{key} must be an int >= 1, got {v!r}")
-        if not isinstance(self.n_hidden, int) or self.n_hidden < 0:
-            raise ValueError(f"n_hidden must be an int >= 0, got {self.n_hidden!r}")
+        for key in ("n_hidden", "checkpoint_every"):
+            v = getattr(self, key)
+            if not isinstance(v, int) or v < 0:
+                raise ValueError(f"{key} must be an int >= 0, got {v!r}")
         for key in ("periods", "radius", "shil_max", "bias_max", "lr_codes", "lr_analog", "lr_critic"):
             v = getattr(self, key)
             if not (math.isfinite(v) and v > 0):
@@ -412,71 +420,150 @@ def fidelity_penalty(gen: "AISGenerator", chip: ChipMismatch | None, generator: 
     return ((gen(phi, chip, None) - gen(phi + dphi, pert, None)) ** 2).mean()
 
 
+AIS_STREAMS = ("data", "latent", "chip", "gp", "fidelity")
+"""Names of the training loop's random streams (``AISTrainer.generators``), seeded ``config.seed + 1, + 2, ...``
+in this order: real minibatch indices, latents and phase noise, the default chip sampler, the WGAN-GP
+interpolation weights, the fidelity penalty's latents and model errors."""
+
+
+class AISTrainer:
+    """The WGAN-GP loop of :func:`train_ais` as an object whose whole state can be saved and restored.
+
+    State: generator and critic weights (``model_state``), both Adam optimizers, the iteration count and the
+    per-iteration history (``loop_state``), and the random streams ``generators`` (torch generators named by
+    ``AIS_STREAMS``; a checkpoint stores them with ``spicenet.train.rng_state``). Nothing else is random: the
+    critic's initial weights come from ``config.seed`` under a forked global RNG, and a ``chip_sampler`` with its
+    own position (e.g. an indexed chip stream) must be checkpointed by its owner. Restoring all of it after ``k``
+    iterations and running on gives bit-identical weights and history to an uninterrupted run, for any later
+    length (``config.iterations`` is not read by ``step``).
+    """
+
+    def __init__(self, data: Tensor, config: AISConfig, params: PhaseModelParams | None = None,
+                 chip_sampler: ChipSampler | None = None, device: torch.device | str = "cpu") -> None:
+        if not isinstance(data, Tensor) or data.dim() != 3 or tuple(data.shape[1:]) != (config.height, config.width):
+            raise ValueError(f"data must have shape [M, {config.height}, {config.width}], "
+                             f"got {tuple(getattr(data, 'shape', ()))}")
+        if float(data.min()) < 0 or float(data.max()) > 1:
+            raise ValueError(f"data must be intensities in [0, 1], got range [{float(data.min())}, "
+                             f"{float(data.max())}]")
+        self.config = config
+        self.device = device
+        self.gen = AISGenerator(config, params, device=device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            self.critic = Critic(config.n_visible, config.critic_hidden).to(device)
+        self.data = data.to(device=device, dtype=torch.float32)
+        self.generators = {name: torch.Generator().manual_seed(config.seed + 1 + k)
+                           for k, name in enumerate(AIS_STREAMS)}
+        if chip_sampler is None and (config.f0_std_rel > 0 or config.k_gain_std_rel > 0):
+            p = self.gen.params
+            chip_sampler = lambda g: sample_chip(config.n_oscillators, p.f0_hz, config.f0_std_rel,  # noqa: E731
+                                                 config.k_gain_std_rel, g, device=device)
+        self.chip_sampler = chip_sampler
+        self.opt_g = torch.optim.Adam([{"params": [self.gen.codes_raw], "lr": config.lr_codes},
+                                       {"params": [self.gen.shil_raw, self.gen.bias_raw], "lr": config.lr_analog}],
+                                      betas=(0.5, 0.9))
+        self.opt_d = torch.optim.Adam(self.critic.parameters(), lr=config.lr_critic, betas=(0.5, 0.9))
+        self.iteration = 0
+        self.history: list[dict] = []
+
+    # ------------------------------------------------------------------ state
+    def model_state(self) -> dict[str, dict[str, Tensor]]:
+        """``{"generator", "critic"}`` state dicts."""
+        return {"generator": self.gen.state_dict(), "critic": self.critic.state_dict()}
+
+    def loop_state(self) -> dict:
+        """``{"iteration", "optimizers": {"generator", "critic"}, "history"}``: the rest of the state (without the
+        random streams)."""
+        return {"iteration": self.iteration,
+                "optimizers": {"generator": self.opt_g.state_dict(), "critic": self.opt_d.state_dict()},
+                "history": [dict(r) for r in self.history]}
+
+    def load_state(self, model: dict[str, dict[str, Tensor]], loop: dict) -> None:
+        """Inverse of ``model_state`` / ``loop_state`` (restore ``generators`` separately, e.g. with
+        ``spicenet.train.restore_rng_state``)."""
+        self.gen.load_state_dict(model["generator"])
+        self.critic.load_state_dict(model["critic"])
+        self.opt_g.load_state_dict(loop["optimizers"]["generator"])
+        self.opt_d.load_state_dict(loop["optimizers"]["critic"])
+        self.iteration = int(loop["iteration"])
+        self.history = [dict(r) for r in loop["history"]]
+        if len(self.history) != self.iteration:
+            raise ValueError(f"training state: {len(self.history)} history records for {self.iteration} iterations")
+
+    # ------------------------------------------------------------------ the loop
+    def step(self) -> dict:
+        """One iteration: a chip, ``n_critic`` critic steps, one generator step; returns (and records) its row
+        ``{"iteration", "loss_critic", "loss_generator", "wasserstein", "fidelity_penalty"}``."""
+        config, gen, critic, g = self.config, self.gen, self.critic, self.generators
+        data, bsz = self.data, config.batch_size
+        chip = self.chip_sampler(g["chip"]) if self.chip_sampler is not None else None
+        loss_d = torch.zeros(())
+        w_est = torch.zeros(())
+        with torch.no_grad():  # fakes for all critic steps in one batched simulation
+            fakes = gen(gen.sample_latent(bsz * config.n_critic, g["latent"]), chip, g["latent"])
+        for step in range(config.n_critic):
+            real = data[torch.randint(0, data.shape[0], (bsz,), generator=g["data"]).to(self.device)]
+            fake = fakes[step * bsz:(step + 1) * bsz]
+            d_real, d_fake = critic(real).mean(), critic(fake).mean()
+            gp = gradient_penalty(critic, real.flatten(1), fake.flatten(1), g["gp"])
+            loss_d = d_fake - d_real + config.gp_weight * gp
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            self.opt_d.step()
+            w_est = (d_real - d_fake).detach()
+        fake = gen(gen.sample_latent(bsz, g["latent"]), chip, g["latent"])
+        loss_g = -critic(fake).mean()
+        fid_pen = torch.zeros(())
+        if config.fidelity_weight > 0:
+            fid_pen = fidelity_penalty(gen, chip, g["fidelity"])
+            loss_g = loss_g + config.fidelity_weight * fid_pen
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        rec = {"iteration": self.iteration, "loss_critic": float(loss_d.detach()),
+               "loss_generator": float(loss_g.detach()), "wasserstein": float(w_est),
+               "fidelity_penalty": float(fid_pen.detach())}
+        self.history.append(rec)
+        self.iteration += 1
+        return rec
+
+    def run(self, iterations: int, *, progress: bool = True, on_iteration: Callable[[dict], None] | None = None,
+            on_checkpoint: Callable[["AISTrainer"], None] | None = None) -> None:
+        """Step from ``self.iteration`` up to ``iterations`` (ValueError when already beyond it); after each step
+        ``on_iteration(row)``, and ``on_checkpoint(self)`` when the count done is a multiple of
+        ``config.checkpoint_every`` (> 0) or equals ``iterations``."""
+        if not isinstance(iterations, int) or iterations < self.iteration:
+            raise ValueError(f"iterations must be an int >= the {self.iteration} done, got {iterations!r}")
+        every = self.config.checkpoint_every
+        bar = progress_bar(iterations, "ais", enabled=progress, initial=self.iteration)
+        try:
+            while self.iteration < iterations:
+                rec = self.step()
+                bar.update(1)
+                if progress:
+                    bar.set_postfix(w=f"{rec['wasserstein']:.3f}")
+                if on_iteration is not None:
+                    on_iteration(rec)
+                if on_checkpoint is not None and ((every and self.iteration % every == 0)
+                                                  or self.iteration == iterations):
+                    on_checkpoint(self)
+        finally:
+            bar.close()
+
+
 def train_ais(data: Tensor, config: AISConfig, params: PhaseModelParams | None = None,
               chip_sampler: ChipSampler | None = None, device: torch.device | str = "cpu",
               progress: bool = True) -> AISResult:
-    """Train an ``AISGenerator`` on ``data`` [M, H, W] (intensities in [0, 1]) with WGAN-GP.
+    """Train an ``AISGenerator`` on ``data`` [M, H, W] (intensities in [0, 1]) with WGAN-GP for
+    ``config.iterations`` iterations (an :class:`AISTrainer` run from scratch, without checkpoints).
 
     Each iteration draws one chip (``chip_sampler``, or ``sample_chip`` with ``config.f0_std_rel`` /
     ``config.k_gain_std_rel`` when those are > 0, else the nominal chip), does ``n_critic`` critic steps on fresh
     real minibatches and fakes simulated without gradient (one batched run for all critic steps), then one generator
-    step with backpropagation through the ODE. All
-    randomness comes from ``config.seed``.
+    step with backpropagation through the ODE. All randomness comes from ``config.seed`` (``AIS_STREAMS``).
     """
-    if not isinstance(data, Tensor) or data.dim() != 3 or tuple(data.shape[1:]) != (config.height, config.width):
-        raise ValueError(f"data must have shape [M, {config.height}, {config.width}], "
-                         f"got {tuple(getattr(data, 'shape', ()))}")
-    if float(data.min()) < 0 or float(data.max()) > 1:
-        raise ValueError(f"data must be intensities in [0, 1], got range [{float(data.min())}, {float(data.max())}]")
     t_start = time.perf_counter()
-    gen = AISGenerator(config, params, device=device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        critic = Critic(config.n_visible, config.critic_hidden).to(device)
-    data = data.to(device=device, dtype=torch.float32)
-    g_data = torch.Generator().manual_seed(config.seed + 1)
-    g_latent = torch.Generator().manual_seed(config.seed + 2)
-    g_chip = torch.Generator().manual_seed(config.seed + 3)
-    g_gp = torch.Generator().manual_seed(config.seed + 4)
-    g_fid = torch.Generator().manual_seed(config.seed + 5)
-    if chip_sampler is None and (config.f0_std_rel > 0 or config.k_gain_std_rel > 0):
-        p = gen.params
-        chip_sampler = lambda g: sample_chip(config.n_oscillators, p.f0_hz, config.f0_std_rel,  # noqa: E731
-                                             config.k_gain_std_rel, g, device=device)
-    opt_g = torch.optim.Adam([{"params": [gen.codes_raw], "lr": config.lr_codes},
-                              {"params": [gen.shil_raw, gen.bias_raw], "lr": config.lr_analog}], betas=(0.5, 0.9))
-    opt_d = torch.optim.Adam(critic.parameters(), lr=config.lr_critic, betas=(0.5, 0.9))
-    bsz = config.batch_size
-    history: list[dict] = []
-    bar = progress_bar(config.iterations, "ais", enabled=progress, iterable=range(config.iterations))
-    for it in bar:
-        chip = chip_sampler(g_chip) if chip_sampler is not None else None
-        loss_d = torch.zeros(())
-        w_est = torch.zeros(())
-        with torch.no_grad():  # fakes for all critic steps in one batched simulation
-            fakes = gen(gen.sample_latent(bsz * config.n_critic, g_latent), chip, g_latent)
-        for step in range(config.n_critic):
-            real = data[torch.randint(0, data.shape[0], (bsz,), generator=g_data).to(device)]
-            fake = fakes[step * bsz:(step + 1) * bsz]
-            d_real, d_fake = critic(real).mean(), critic(fake).mean()
-            gp = gradient_penalty(critic, real.flatten(1), fake.flatten(1), g_gp)
-            loss_d = d_fake - d_real + config.gp_weight * gp
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-            w_est = (d_real - d_fake).detach()
-        fake = gen(gen.sample_latent(bsz, g_latent), chip, g_latent)
-        loss_g = -critic(fake).mean()
-        fid_pen = torch.zeros(())
-        if config.fidelity_weight > 0:
-            fid_pen = fidelity_penalty(gen, chip, g_fid)
-            loss_g = loss_g + config.fidelity_weight * fid_pen
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
-        rec = {"iteration": it, "loss_critic": float(loss_d.detach()), "loss_generator": float(loss_g.detach()),
-               "wasserstein": float(w_est), "fidelity_penalty": float(fid_pen.detach())}
-        history.append(rec)
-        if progress:
-            bar.set_postfix(w=f"{rec['wasserstein']:.3f}")
-    return AISResult(gen, critic, history, time.perf_counter() - t_start)
+    trainer = AISTrainer(data, config, params, chip_sampler, device)
+    trainer.run(config.iterations, progress=progress)
+    return AISResult(trainer.gen, trainer.critic, trainer.history, time.perf_counter() - t_start)

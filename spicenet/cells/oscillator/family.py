@@ -81,7 +81,7 @@ def _validation_defaults() -> Any:
 FAMILY = Family(
     name="oscillator",
     rank=20,
-    trainers=(Trainer("ais", length=("train", "iterations"), length_unit="iterations", can_resume=False),),
+    trainers=(Trainer("ais", length=("train", "iterations"), length_unit="iterations"),),
     calibrate=calibrate, train=train, validate=validate,
     row={
         "fit": [("max_rel_err locked phase", "calibrate", "fit.max_rel_err")],

@@ -21,8 +21,12 @@ Pipeline (all seeded):
    the coupling resistors are not included).
 
 Run directory (``spicenet.train.RunDir``): run.json (``family = "oscillator"``), config.json, checkpoints/
-(generator + critic state, AIS config, phase params, export state), metrics.csv (per iteration), plots/
-(loss curves, sample grids), metrics.json.
+(every ``train.checkpoint_every`` iterations and after the last: generator + critic state, both Adam states, the
+random streams, the iteration, the chip stream's position, the history so far, the ``WallClock``; AIS config,
+phase params, export state), metrics.csv (every ``log_every``-th iteration and the last), plots/ (loss curves,
+sample grids), metrics.json. A run resumes from its newest checkpoint (``spicenet train ais --resume``) and a
+finished one extends to more iterations (``--resume --epochs N``); either ends bit-identical to an uninterrupted
+run of the same length and seed (weights, metrics.csv, metrics.json but for the wall times and session counts).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from spicenet.cells.oscillator.ais import AISConfig, AISGenerator, train_ais
+from spicenet.cells.oscillator.ais import AISConfig, AISGenerator, AISTrainer
 from spicenet.cells.oscillator.phase import ChipMismatch, PhaseModelParams
 from spicenet.errors import ConfigError
 
@@ -52,7 +56,7 @@ _AIS_MODEL_KEYS = ("n_hidden", "n_segments", "periods", "n_steps", "radius", "hi
                    "reference", "n_bits", "code_init_std", "shil_max", "bias_max", "noise", "node_g_max_s",
                    "latch_periods")
 _AIS_TRAIN_KEYS = ("batch_size", "iterations", "n_critic", "gp_weight", "lr_codes", "lr_analog", "lr_critic",
-                   "critic_hidden", "fidelity_weight", "fidelity_batch", "fidelity_phase_std_rad",
+                   "critic_hidden", "checkpoint_every", "fidelity_weight", "fidelity_batch", "fidelity_phase_std_rad",
                    "fidelity_detuning_std_rel", "fidelity_k_gain_std_rel")
 
 
@@ -216,18 +220,22 @@ def load_generator(run_dir: str | Path, device: str = "cpu") -> tuple[AISGenerat
 
 def train(config: dict[str, Any], *, surrogate: Path | str | None, quick: bool = False, run_dir: Path | str,
           device: str = "cpu", seed: int = 0, progress: bool = True) -> dict[str, Any]:
-    """Train an AIS generator (see the module docstring); returns ``{"run_dir", "metrics"}``. ``train_ais``
-    checkpoints only the finished generator, so a ``run_dir`` that already holds a run is refused (ConfigError).
+    """Train an AIS generator (see the module docstring); returns ``{"run_dir", "metrics"}``.
+
+    Resumes from the newest checkpoint when ``run_dir`` holds the same run (same config but for
+    ``train.iterations``, same surrogate); ``train.iterations`` above a finished run's extends it, below the
+    checkpoint's is a ConfigError. Wall times [s] accumulate over the sessions of a run (``WallClock``).
 
     metrics: ``fid_spicenet_<dataset>`` (nominal chip), ``kid_spicenet_<dataset>``, ``chips`` (mean / worst /
     values of the FID over held-out mismatch chips), ``fid_chips_mean``, ``fid_chips_worst``, ``density`` (edges /
     all pairs), ``bits``, ``n_oscillators``, ``energy_per_image_j`` (+ breakdown), ``wall_s``, ``train_wall_s``,
-    ``surrogate_fallbacks``, ``feature_net`` (what the FID uses).
+    ``surrogate_fallbacks``, ``feature_net`` (what the FID uses), ``sessions``, ``resumed_from_iteration`` (None
+    for a run done in one session).
     """
     from spicenet.data import load_dataset
     from spicenet.cells.oscillator.family import oscillator_energy
     from spicenet.metrics import fid_key, load_feature_net
-    from spicenet.train import RunDir, resolve_device
+    from spicenet.train import RunDir, WallClock, resolve_device, restore_rng_state
     from spicenet.train.run import _atomic_write_text
 
     t0 = time.perf_counter()
@@ -260,11 +268,10 @@ def train(config: dict[str, Any], *, surrogate: Path | str | None, quick: bool =
     x_train = torch.as_tensor(ds.x_train, dtype=torch.float32)
     reference = np.asarray(ds.x_test, dtype=np.float32)
 
-    # train_ais checkpoints only the finished generator, so a run cannot resume: an existing run is refused
     run = RunDir.create(run_dir, config, surrogate=surrogate, seed=seed, device=str(dev),
                         dataset={"name": ds.name, "source": source, "size": cfg.height, "origin": ds.origin,
                                  "n_train": int(x_train.shape[0]), "n_test": int(reference.shape[0])},
-                        resume=False, length_key="train.iterations")
+                        length_key="train.iterations")
     meta = run.meta()
     meta.update({"family": "oscillator", "trainer": "ais", "quick": bool(quick)})
     _atomic_write_text(run.path / "run.json", json.dumps(meta, indent=2))
@@ -279,18 +286,52 @@ def train(config: dict[str, Any], *, surrogate: Path | str | None, quick: bool =
         step["i"] += 1
         return chip_to_mismatch(c, f0, n, dev)
 
-    use_mismatch = train_scale > 0 and (info.f0_std_hz > 0 or info.k_gain_std > 0)
-    res = train_ais(x_train, cfg, info.params, chip_sampler if use_mismatch else None, device=dev,
-                    progress=progress)
-    gen = res.generator.eval()
-    for rec in res.history:
-        if rec["iteration"] % log_every == 0 or rec["iteration"] == cfg.iterations - 1:
+    def logged(i: int) -> bool:  # the rows metrics.csv keeps: every log_every-th iteration and the last
+        return i % log_every == 0 or i == cfg.iterations - 1
+
+    def log_row(rec: dict) -> None:
+        if logged(rec["iteration"]):
             run.log_metrics(rec["iteration"], **{k: v for k, v in rec.items() if k != "iteration"})
-    extra = {"ais_config": dataclasses.asdict(cfg), "phase_params": dataclasses.asdict(info.params),
-             "export_state": gen.export_state(), "surrogate": info.path, "f0_mean_hz": info.f0_mean_hz,
-             "attrs": {k: v for k, v in info.attrs.items() if isinstance(v, (int, float, str))}}
-    run.save_checkpoint(step=cfg.iterations, epoch=cfg.iterations,
-                        model={"generator": gen.state_dict(), "critic": res.critic.state_dict()}, extra=extra)
+
+    use_mismatch = train_scale > 0 and (info.f0_std_hz > 0 or info.k_gain_std > 0)
+    trainer = AISTrainer(x_train, cfg, info.params, chip_sampler if use_mismatch else None, device=dev)
+    ck = run.load_checkpoint(map_location="cpu", restore_rng=False)
+    clock = WallClock.from_checkpoint(ck, t0)
+    start = 0
+    if ck is not None:
+        state = ck["extra"].get("ais_state")
+        if state is None:
+            raise ConfigError(f"{run.path}: its checkpoint holds no AIS training state (written before AIS runs "
+                              "could resume); choose another -o")
+        start = int(state["iteration"])
+        if start > cfg.iterations:
+            raise ConfigError(f"{run.path}: the checkpoint has {start} iterations done; train.iterations = "
+                              f"{cfg.iterations} would shorten the run (give --epochs >= {start})")
+        trainer.load_state(ck["model"], state)
+        restore_rng_state(ck["rng"], trainer.generators)
+        step["i"] = int(ck["extra"]["chip_step"])
+        # metrics.csv as an uninterrupted run has it after `start` iterations: rows up to the last log_every-th
+        # iteration kept (a killed run's later rows and a finished run's last row dropped), the rest re-logged
+        last_grid = (start - 1) // log_every * log_every
+        run.truncate_metrics(last_grid)
+        for rec in trainer.history[last_grid + 1:]:
+            log_row(rec)
+
+    static = {"ais_config": dataclasses.asdict(cfg), "phase_params": dataclasses.asdict(info.params),
+              "surrogate": info.path, "f0_mean_hz": info.f0_mean_hz,
+              "attrs": {k: v for k, v in info.attrs.items() if isinstance(v, (int, float, str))}}
+    mark = {"t": time.perf_counter()}
+
+    def checkpoint(t: AISTrainer) -> None:
+        now = time.perf_counter()
+        clock.add("train_wall_s", now - mark["t"])
+        mark["t"] = now
+        run.save_checkpoint(step=t.iteration, epoch=t.iteration, model=t.model_state(), generators=t.generators,
+                            extra=static | {"export_state": t.gen.export_state(), "ais_state": t.loop_state(),
+                                            "chip_step": step["i"], "wall": clock.state()})
+
+    trainer.run(cfg.iterations, progress=progress, on_iteration=log_row, on_checkpoint=checkpoint)
+    gen = trainer.gen.eval()
 
     # ---- evaluation: nominal chip, then held-out mismatch chips (FID: lower is better)
     key = fid_key(ds.name)
@@ -346,9 +387,11 @@ def train(config: dict[str, Any], *, surrogate: Path | str | None, quick: bool =
         "dataset": ds.name,
         "size": cfg.height,
         "iterations": cfg.iterations,
-        "final_wasserstein": float(res.history[-1]["wasserstein"]) if res.history else math.nan,
-        "train_wall_s": float(res.wall_s),
-        "wall_s": float(time.perf_counter() - t0),
+        "final_wasserstein": float(trainer.history[-1]["wasserstein"]) if trainer.history else math.nan,
+        "train_wall_s": clock.total("train_wall_s"),
+        "wall_s": clock.elapsed(),
+        "sessions": clock.sessions,
+        "resumed_from_iteration": start if ck is not None else None,
     }
     run.write_final_metrics(metrics)
     return {"run_dir": str(run.path), "metrics": metrics}

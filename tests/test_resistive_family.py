@@ -279,3 +279,29 @@ def test_ffebm_train_and_blockwise_ngspice_validation(calibrated, tmp_path):
     # block 2 was fed from block 1's SPICE outputs: its surrogate solve on those inputs agrees with ngspice
     assert val["gap"]["max_node_err_v"] < 1e-6 and abs(val["gap"]["accuracy_pp"]) <= 100.0 / 30
     assert val["energy_per_inference_j"] > 0
+
+
+@needs_ngspice
+def test_v_bias_override_reaches_solver_and_ngspice_deck():
+    """``[model] v_bias`` (net_spec's ``v_bias``) sets the bias rails of the solver and of the exported deck alike:
+    ngspice's ``.op`` of the deck agrees with the solver at the new rails, and the outputs differ from those at the
+    surrogate's rails (so an override ignored by either side fails); a negative rail is a ConfigError."""
+    import spicenet
+    from spicenet.cells.resistive.train import build_network, net_spec
+    from spicenet.errors import ConfigError
+
+    sur = SurrogateFile.load(spicenet.shipped_surrogate("resistive"))
+    x = torch.rand(3, 6, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    outs = {}
+    for v_bias in (0.0, 3.0):
+        spec = net_spec(sur, [6, 4, 3], True, amp_gain=4.0, input_gain=2.0, v_bias=v_bias)
+        net = build_network(spec, init_max=6.0, seed=3, ideal=True)
+        net.spec = spec
+        assert net.v_bias == (3.0 if v_bias else float(sur.attrs["v_bias"]))
+        v_sur = net(x)
+        v_spice = net.spice_outputs(x)
+        assert float((v_sur - v_spice).abs().max()) < 1e-6
+        outs[v_bias] = v_sur
+    assert float((outs[3.0] - outs[0.0]).abs().max()) > 1e-2
+    with pytest.raises(ConfigError, match="v_bias"):
+        net_spec(sur, [6, 4, 3], True, v_bias=-1.0)

@@ -54,7 +54,7 @@ __all__ = ["TRAIN_DEFAULTS", "NetSpec", "net_spec", "build_network", "chip_seed"
 TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "data": {"dataset": "mnist", "source": "sample", "size": 8, "n_train": 0, "n_test": 0},
     "model": {"hidden": [32], "bias": True, "init_max": 4.0, "amp_gain": 0.0, "amp_back": 0.0,
-              "input_gain": 0.0},
+              "input_gain": 0.0, "v_bias": 0.0},
     "train": {"epochs": 10, "batch_size": 20, "lr": 0.3, "lr_decay": 1.0, "beta": 0.1, "v_low": -0.5,
               "v_high": 0.5, "ideal": True, "checkpoint_every": 1, "threads": 1},
     "mismatch": {"train_scale": 1.0, "eval_scale": 1.0, "eval_chips": 10},
@@ -73,10 +73,13 @@ NetSpec = dict[str, Any]
 
 
 def net_spec(sur: SurrogateFile, layer_sizes: list[int], bias: bool, amp_gain: float = 0.0,
-             amp_back: float = 0.0, input_gain: float = 0.0) -> NetSpec:
+             amp_back: float = 0.0, input_gain: float = 0.0, v_bias: float = 0.0) -> NetSpec:
     """Keyword arguments of :class:`ResistiveNetwork` (plus levels and mismatch sigmas) from a surrogate file;
     ``amp_gain`` > 0 puts bidirectional amplifiers (VCVS gain A, CCCS gain ``amp_back``, 0 = 1/A) between the
-    free layers; ``input_gain`` > 0 replaces the surrogate's ideal input-driver gain (V per unit input)."""
+    free layers; ``input_gain`` > 0 replaces the surrogate's ideal input-driver gain (V per unit input);
+    ``v_bias`` > 0 replaces the surrogate's bias-rail voltage (V; the rails are ``+v_bias`` and ``-v_bias``)."""
+    if not (v_bias >= 0 and np.isfinite(v_bias)):
+        raise ConfigError(f"v_bias must be >= 0 V (0 = the surrogate's), got {v_bias!r}")
     if sur.family != "resistive":
         raise ConfigError(f"surrogate is for family {sur.family!r}, not 'resistive'")
     a = sur.attrs
@@ -86,7 +89,7 @@ def net_spec(sur: SurrogateFile, layer_sizes: list[int], bias: bool, amp_gain: f
         "input_gain": float(input_gain) if input_gain else float(a["input_gain"]),
         "amp_gain": float(amp_gain) if amp_gain else None,
         "amp_back": float(amp_back) if (amp_gain and amp_back) else None,
-        "v_bias": float(a["v_bias"]), "vb": float(a["vb"]), "gmin": float(a["gmin"]),
+        "v_bias": float(v_bias) if v_bias else float(a["v_bias"]), "vb": float(a["vb"]), "gmin": float(a["gmin"]),
         "is_": float(a["diode_is_nominal"]), "n": float(a["diode_n_nominal"]), "rs": float(a["diode_rs_nominal"]),
         "g_lsb": float(a["g_lsb"]), "levels": levels.tolist(), "g_sigma": float(a["g_sigma"]),
         "g_mode": str(a.get("g_mode", "bank")), "process": sur.process, "diode_area": float(a["diode_area"]),
@@ -178,7 +181,8 @@ def train_resistive(config: dict[str, Any], *, surrogate: Path, quick: bool, run
     xt = torch.as_tensor(ds.flat("test"), dtype=torch.float64)
     yt = torch.as_tensor(ds.y_test, dtype=torch.long)
     sizes = [x.shape[1], *[int(h) for h in m["hidden"]], 10]
-    spec = net_spec(sur, sizes, bool(m["bias"]), float(m["amp_gain"]), float(m["amp_back"]), float(m["input_gain"]))
+    spec = net_spec(sur, sizes, bool(m["bias"]), float(m["amp_gain"]), float(m["amp_back"]), float(m["input_gain"]),
+                    float(m["v_bias"]))
     run = RunDir.create(run_dir, cfg, surrogate=surrogate, seed=seed, device=str(dev),
                         dataset={"name": ds.name, "source": d["source"], "origin": ds.origin, "size": ds.size,
                                  "n_train": int(x.shape[0]), "n_test": int(xt.shape[0])},

@@ -26,11 +26,24 @@ _state = {"verbosity": NORMAL}
 _T = TypeVar("_T")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A stream handler that writes to whatever ``sys.stderr`` is at emit time (``logging.StreamHandler()`` binds
+    the stream it finds when created: a handler made under a redirected stderr would later write to a closed one)."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: D102
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def logger() -> logging.Logger:
     """The ``spicenet`` logger; one stderr handler (``spicenet: <message>``) is attached on first use."""
     log = logging.getLogger("spicenet")
     if not any(getattr(h, "_spicenet", False) for h in log.handlers):
-        handler = logging.StreamHandler()  # resolves sys.stderr at emit time (pytest's capsys sees it)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("spicenet: %(message)s"))
         handler._spicenet = True  # type: ignore[attr-defined]
         log.addHandler(handler)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from spicenet import __version__
-from spicenet.errors import ConfigError, ParameterError, SpicenetError, UsageError
+from spicenet.errors import ParameterError, SpicenetError, UsageError, read_toml
 
 # Modules that add verbs of their own (each exposes ``register(subparsers)``); a module absent from the install
 # is simply not offered.
@@ -408,20 +408,10 @@ def _check_output(path_text: str, verb: str, resume: bool = False) -> None:
 
 
 def _check_config(path_text: str, flag: str = "--config") -> None:
-    import tomllib
-
     path = Path(path_text)
     if not path.is_file():
         raise UsageError(f"{flag} {path_text}: " + ("is a folder, not a file" if path.is_dir() else "no such file"))
-    try:
-        text = path.read_bytes().decode("utf-8")
-        tomllib.loads(text)
-    except OSError as exc:
-        raise UsageError(f"{flag} {path_text}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{flag} {path_text}: not UTF-8 text (byte {exc.start})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"{flag} {path_text}: {_one_line(exc)}") from None
+    read_toml(path, f"{flag} {path_text}", UsageError)
 
 
 def _check_surrogate(args: argparse.Namespace, path: str | None = None, flag: str = "--surrogate") -> None:

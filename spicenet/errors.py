@@ -7,6 +7,8 @@ The CLI prints ``str(error)`` on one line of stderr and exits non-zero for any `
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class SpicenetError(Exception):
     """Base class: an error the user can act on (bad input, failed simulation, missing data)."""
@@ -55,3 +57,18 @@ class ConfigError(UsageError, ValueError):
 
 class DataError(UsageError):
     """A dataset could not be found or read; says where it looked and how to provide it."""
+
+
+def read_toml(path: Path, label: str, error: type[SpicenetError] = ConfigError) -> dict:
+    """The TOML document at ``path``; a file that cannot be read, is not UTF-8 or is not TOML raises ``error`` with
+    one line ``"<label>: <what is wrong>"`` (``label`` names the file for the user, e.g. ``"--config x.toml"``)."""
+    import tomllib
+
+    try:
+        return tomllib.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise error(f"{label}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{label}: not UTF-8 text (byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{label}: {' '.join(str(exc).split())}") from None

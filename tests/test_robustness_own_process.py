@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import brentq
 
-from spicenet.cli import main
 from spicenet.spice.process import get_process
 from spicenet.store import read_runs
+from tests.test_robustness_cli import run_main
 from tests.test_robustness_decks import reference
 from tests.test_robustness_inputs import _toml_value, assert_usage_error, values
 
@@ -80,13 +80,6 @@ def pdk(tmp_path) -> Path:
     return folder
 
 
-def run_main(capsys, argv: list[str]) -> tuple[int, str, str]:
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _simulate(capsys, argv: list[str]) -> list:

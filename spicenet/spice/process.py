@@ -49,12 +49,11 @@ import functools
 import importlib.resources
 import math
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from spicenet.errors import ProcessError
+from spicenet.errors import ProcessError, read_toml
 from spicenet.spice import pdk
 
 GMIN_OPTIONS = ".options gmin=1e-18"
@@ -230,14 +229,7 @@ def load_process_file(path: str | Path) -> Process:
 @functools.lru_cache(maxsize=32)
 def _load_process_file(path: str, mtime_ns: int, size: int) -> Process:
     del mtime_ns, size  # cache key only
-    try:
-        data = tomllib.loads(Path(path).read_bytes().decode("utf-8"))
-    except OSError as exc:
-        raise ProcessError(f"process file {path}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise ProcessError(f"process file {path}: not UTF-8 text (byte {exc.start})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ProcessError(f"process file {path}: {' '.join(str(exc).split())}") from None
+    data = read_toml(Path(path), f"process file {path}", ProcessError)
     return process_from_dict(data, name=path, base=Path(path).parent, source=f"process file {path}")
 
 

@@ -12,6 +12,8 @@ from torch import nn
 
 from spicenet.cells.resistive.eqprop import (
     accuracy,
+    ce_cost,
+    ce_out_grad,
     confusion_matrix,
     eqprop_gradients,
     mse_cost,
@@ -85,6 +87,40 @@ def test_linear_cost_nudge_matches_autograd(rs):
     res = eqprop_gradients(net, x, beta=1e-7, out_grad=delta)
     assert _cos(param_grads(net, res), [p.grad for p in list(net.weights) + list(net.biases)]) > 0.99
     assert _cos([res.x_grad], [xg.grad]) > 0.99
+
+
+def test_ce_cost_and_its_voltage_gradient_match_torch_cross_entropy():
+    g = torch.Generator().manual_seed(11)
+    v = (torch.rand(7, 4, generator=g, dtype=torch.float64) - 0.5).requires_grad_(True)
+    labels = torch.randint(0, 4, (7,), generator=g)
+    ref = torch.nn.functional.cross_entropy(v / 0.05, labels, reduction="none")  # softmax is shift-invariant
+    assert torch.allclose(ce_cost(v, labels, 0.05), ref, rtol=1e-12, atol=1e-12)
+    ref.sum().backward()
+    assert torch.allclose(ce_out_grad(v.detach(), labels, 0.05), v.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_cross_entropy_eqprop_matches_autograd_and_wrong_sign_anticorrelates():
+    net = ResistiveNetwork([5, 6, 4], input_gain=15.0, amp_gain=4.0, seed=12)
+    chip = sample_chip(net, sigma_g=0.1, sigma_is=0.3, seed=13)
+    x, _ = _data(5, 4, 8, seed=14)
+    labels = torch.randint(0, 4, (8,), generator=torch.Generator().manual_seed(15))
+    t_out = 0.1
+    v = net.equilibrium(x, chip=chip, differentiable=True).v[:, net.out_slice]
+    assert float(v.detach().std()) > 0.2 * t_out  # the softmax is far from flat: CE is not linear here
+    loss = ce_cost(v, labels, t_out).mean()
+    loss.backward()
+    ref = [p.grad * 1.0 for p in list(net.weights) + list(net.biases)]
+    res = eqprop_gradients(net, x, beta=1e-9, labels=labels, t_out=t_out, chip=chip)
+    factors = list(chip.g_factor) + list(chip.b_factor)
+    ep = [g * f for g, f in zip(param_grads(net, res), factors)]
+    flat_ep, flat_ref = torch.cat([t.flatten() for t in ep]), torch.cat([t.flatten() for t in ref])
+    assert _cos(ep, ref) > 0.9999
+    assert float((flat_ep - flat_ref).norm() / flat_ref.norm()) < 1e-5  # O(beta^2) bias: 3e-8 here
+    assert float(res.loss) == pytest.approx(loss.item(), rel=1e-12)
+    # negative control: the nudge towards the wrong side (delta of the opposite sign) must be caught
+    wrong = -ce_out_grad(res.v_free[:, net.out_slice], labels, t_out) / x.shape[0]
+    bad = eqprop_gradients(net, x, beta=1e-9, out_grad=wrong, chip=chip)
+    assert _cos([g * f for g, f in zip(param_grads(net, bad), factors)], ref) < 0.0
 
 
 def test_training_loop_decreases_loss_and_keeps_conductances_nonnegative():

@@ -305,3 +305,27 @@ def test_v_bias_override_reaches_solver_and_ngspice_deck():
     assert float((outs[3.0] - outs[0.0]).abs().max()) > 1e-2
     with pytest.raises(ConfigError, match="v_bias"):
         net_spec(sur, [6, 4, 3], True, v_bias=-1.0)
+
+
+@needs_ngspice
+def test_cross_entropy_training_logs_the_cross_entropy_of_the_trained_outputs(calibrated, tmp_path):
+    """``[train] loss = "ce"``: the logged test loss of the last epoch is the cross-entropy of the saved model's
+    output voltages at ``t_out`` (recomputed with torch's own cross_entropy); a bad loss name or t_out is a
+    ConfigError."""
+    from spicenet.cells.resistive.train import merged_train_config, test_data
+    from spicenet.errors import ConfigError
+
+    cfg = {**TINY_TRAIN, "train": {**TINY_TRAIN["train"], "loss": "ce", "t_out": 0.05}}
+    res = family.train(cfg, surrogate=calibrated[1], quick=True, run_dir=tmp_path / "ce", device="cpu", seed=0)
+    m = res["metrics"]
+    assert m["loss"] == "ce" and m["t_out"] == 0.05
+    net, _ = load_trained(tmp_path / "ce", "plain")
+    xt, yt, _ = test_data(merged_train_config(cfg), n_test=40)
+    with torch.no_grad():
+        ref = float(torch.nn.functional.cross_entropy(net(xt) / 0.05, yt))
+    last = (tmp_path / "ce" / "metrics.csv").read_text().strip().splitlines()
+    header, row = last[0].split(","), last[-1].split(",")
+    assert float(row[header.index("test_loss_no_injection")]) == pytest.approx(ref, rel=1e-9)
+    for bad in ({"loss": "hinge"}, {"t_out": 0.0}):
+        with pytest.raises(ConfigError, match="train\\."):
+            merged_train_config({"train": bad})

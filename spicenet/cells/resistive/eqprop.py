@@ -27,12 +27,20 @@ The conductance gradients are with respect to the *realised* conductances (what 
 ``dV^2``); :func:`param_grads` converts them to the network's parameters (units of ``g_unit``) as in-situ
 hardware training would (the chip's mismatch factors are unknown to it).
 
-Loss of a batch: the mean over samples of the MSE cost (``target``), or the sum of the linear costs
-(``out_grad``), which already carries any batch normalisation from downstream.
+Loss of a batch: the mean over samples of the MSE cost (``target``), the mean over samples of the
+cross-entropy cost (``labels``, :func:`ce_cost`), or the sum of the linear costs (``out_grad``), which already
+carries any batch normalisation from downstream.
+
+Cross-entropy (``labels``): logits ``z_k = (V_k - mean_j V_j) / T_out`` (``T_out`` in V), ``C = -log softmax(z)_y``
+(nats). EqProp nudges with the linear cost of its gradient at the free state, ``delta = dC/dV = (softmax(z) -
+onehot(y)) / T_out`` (1/V; the mean subtraction drops out since ``sum_k (softmax - onehot)_k = 0``): currents
+``-/+ beta delta`` (``beta`` in A V, i.e. W), which gives the exact gradient as beta -> 0 (the cost enters only
+through its first derivative at beta = 0).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -42,7 +50,7 @@ from spicenet.progress import progress_iter
 
 from spicenet.cells.resistive.network import Chip, ResistiveNetwork
 
-__all__ = ["EqPropResult", "mse_cost", "eqprop_gradients", "param_grads", "one_hot_targets", "TrainHistory",
+__all__ = ["EqPropResult", "mse_cost", "ce_cost", "ce_out_grad", "eqprop_gradients", "param_grads", "one_hot_targets", "TrainHistory",
            "train_eqprop", "accuracy"]
 
 
@@ -74,6 +82,35 @@ def mse_cost(v_out: Tensor, target: Tensor) -> Tensor:
     return 0.5 * ((v_out - target.to(v_out)) ** 2).sum(dim=1)
 
 
+def _ce_check(v_out: Tensor, labels: Tensor, t_out: float) -> Tensor:
+    if not (t_out > 0 and math.isfinite(t_out)):
+        raise ValueError(f"t_out (output temperature, V) must be > 0, got {t_out!r}")
+    labels = torch.as_tensor(labels, dtype=torch.long, device=v_out.device)
+    if labels.dim() != 1 or labels.numel() != v_out.shape[0] or (labels.numel() and (
+            int(labels.min()) < 0 or int(labels.max()) >= v_out.shape[1])):
+        raise ValueError(f"labels must be [{v_out.shape[0]}] ints in [0, {v_out.shape[1]}), got shape "
+                         f"{tuple(labels.shape)}")
+    return labels
+
+
+def ce_cost(v_out: Tensor, labels: Tensor, t_out: float) -> Tensor:
+    """Per-sample cross-entropy (nats), shape [B]: ``-log softmax(z)_y`` with logits
+    ``z = (V_out - mean(V_out)) / t_out`` (``v_out`` [B, n_out] in V, ``t_out`` in V, ``labels`` [B] ints)."""
+    labels = _ce_check(v_out, labels, t_out)
+    z = (v_out - v_out.mean(dim=1, keepdim=True)) / t_out
+    return -torch.log_softmax(z, dim=1).gather(1, labels[:, None]).squeeze(1)
+
+
+def ce_out_grad(v_out: Tensor, labels: Tensor, t_out: float) -> Tensor:
+    """Per-sample gradient of :func:`ce_cost` w.r.t. the output voltages, ``(softmax(z) - onehot(y)) / t_out``
+    (1/V), shape [B, n_out]."""
+    labels = _ce_check(v_out, labels, t_out)
+    z = (v_out - v_out.mean(dim=1, keepdim=True)) / t_out
+    p = torch.softmax(z, dim=1)
+    p[torch.arange(p.shape[0], device=p.device), labels] -= 1.0
+    return p / t_out
+
+
 def _edge_sq_diff(a_p: Tensor, a_m: Tensor, b_p: Tensor, b_m: Tensor) -> Tensor:
     """sum_b [(a_i - b_j)^2 at +] - [(a_i - b_j)^2 at -] as [n_a, n_b], without forming [B, n_a, n_b]."""
     sq_a = (a_p ** 2 - a_m ** 2).sum(0)
@@ -89,20 +126,24 @@ def eqprop_gradients(
     beta: float,
     target: Tensor | None = None,
     out_grad: Tensor | None = None,
+    labels: Tensor | None = None,
+    t_out: float = 0.1,
     chip: Chip | None = None,
 ) -> EqPropResult:
     """Centered EqProp gradients of the batch loss for inputs ``x`` [B, n_in].
 
-    Exactly one of ``target`` [B, n_out] (MSE cost, batch mean; ``beta`` is the nudge conductance in S) and
-    ``out_grad`` [B, n_out] (linear cost ``sum delta . V_out``; nudge currents ``-/+ beta delta`` in A) is given.
+    Exactly one of ``target`` [B, n_out] (MSE cost, batch mean; ``beta`` is the nudge conductance in S),
+    ``labels`` [B] (cross-entropy :func:`ce_cost` at output temperature ``t_out`` V, batch mean; nudge currents
+    ``-/+ beta delta`` with ``delta`` = :func:`ce_out_grad` at the free state, ``beta`` in A V) and ``out_grad``
+    [B, n_out] (linear cost ``sum delta . V_out``; nudge currents ``-/+ beta delta`` in A) is given.
     """
     if not beta > 0:
         raise ValueError(f"beta must be > 0 (the two nudges are +beta and -beta), got {beta!r}")
-    if (target is None) == (out_grad is None):
-        raise ValueError("give exactly one of target (MSE cost) or out_grad (linear cost)")
+    if sum(t is not None for t in (target, out_grad, labels)) != 1:
+        raise ValueError("give exactly one of target (MSE cost), labels (cross-entropy) or out_grad (linear cost)")
     batch = x.shape[0]
     ref = target if target is not None else out_grad
-    if ref.dim() != 2 or tuple(ref.shape) != (batch, net.n_out):
+    if ref is not None and (ref.dim() != 2 or tuple(ref.shape) != (batch, net.n_out)):
         raise ValueError(f"target/out_grad must be [{batch}, {net.n_out}], got shape {tuple(ref.shape)}")
     with torch.no_grad():
         circ = net.circuit(chip)
@@ -117,11 +158,14 @@ def eqprop_gradients(
             minus = net.equilibrium(x, circuit=circ, beta=-beta, target=tgt, v0=v0)
             weight = 1.0 / batch
         else:
-            delta = out_grad.to(v0)
-            loss = (delta * v0[:, out]).sum()
+            if labels is not None:
+                loss = ce_cost(v0[:, out], labels, t_out).mean()
+                delta, weight = ce_out_grad(v0[:, out], labels, t_out), 1.0 / batch
+            else:
+                delta = out_grad.to(v0)
+                loss, weight = (delta * v0[:, out]).sum(), 1.0
             plus = net.equilibrium(x, circuit=circ, out_current=-beta * delta, v0=v0)
             minus = net.equilibrium(x, circuit=circ, out_current=beta * delta, v0=v0)
-            weight = 1.0
         vp, vm = plus.v, minus.v
         # With amplifiers the energy is row-weighted (network docstring): the nudge enters it as beta w_L C, an
         # edge into layer l as w_l G (drive - V_j)^2 / 2, so dC/dG = w_l / w_L * d(drive - V_j)^2/2 / dbeta.

@@ -3,9 +3,17 @@
 Model: :class:`ResistiveNetwork` ``[n_pixels, *hidden, 10]`` with the calibrated diode law (Is, n, Rs at the
 calibrated area), rails ``+-vb``, input gain and bias sources from the surrogate file. Parameters are in units of the
 conductance LSB ``g_lsb`` (S), clipped to ``[0, 2^bits - 1]`` after every step and quantised to the programmable
-levels ``k g_lsb`` in the forward pass (straight-through gradient). Loss: MSE of the output voltages to one-hot
-targets (``v_high`` at the label, ``v_low`` elsewhere); gradients by centered EqProp (+-beta nudges,
-:func:`spicenet.cells.resistive.eqprop.eqprop_gradients`); Adam.
+levels ``k g_lsb`` in the forward pass (straight-through gradient). Gradients by centered EqProp (+-beta nudges,
+:func:`spicenet.cells.resistive.eqprop.eqprop_gradients`); Adam. Prediction: the output node of highest voltage.
+
+``[train]`` fields: ``epochs``; ``batch_size``; ``lr`` (Adam, parameters in LSB units); ``lr_decay`` (factor per
+epoch); ``beta`` (nudge strength in LSB units: the MSE nudge conductance ``beta g_lsb`` S; for ``loss = "ce"``
+the nudge currents ``-/+ beta g_lsb (1 V) (softmax - onehot)``, i.e. ``beta g_lsb t_out`` A V times dC/dV);
+``loss``: ``"mse"`` (squared error ``sum (V - y)^2 / 2`` of the output voltages to one-hot targets, ``v_high``
+V at the label, ``v_low`` V elsewhere) or ``"ce"`` (cross-entropy of the softmax of the logits
+``(V - mean V) / t_out``, EqProp through the linear nudge of its gradient at the free state); ``t_out``: the
+output temperature (V) of ``"ce"``; ``v_low`` / ``v_high`` (V, ``"mse"`` targets); ``ideal`` (also train the
+ideal network); ``checkpoint_every`` (epochs); ``threads`` (torch threads, 0 = torch's default).
 
 Mismatch: every chip is :func:`spicenet.cells.resistive.calibrate.level_chip` with the calibrated spreads —
 a programmed conductance realised as ``G (1 + g_sigma z)`` (``g_mode="device"``: one programmed cell per
@@ -39,7 +47,8 @@ import numpy as np
 import torch
 
 from spicenet.cells.resistive.calibrate import level_chip
-from spicenet.cells.resistive.eqprop import accuracy, confusion_matrix, eqprop_gradients, mse_cost, one_hot_targets, param_grads
+from spicenet.cells.resistive.eqprop import (accuracy, ce_cost, confusion_matrix, eqprop_gradients, mse_cost,
+                                             one_hot_targets, param_grads)
 from spicenet.cells.resistive.network import Chip, ResistiveNetwork, programmable_levels
 from spicenet.data import load_dataset
 from spicenet.errors import ConfigError
@@ -55,8 +64,8 @@ TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "data": {"dataset": "mnist", "source": "sample", "size": 8, "n_train": 0, "n_test": 0},
     "model": {"hidden": [32], "bias": True, "init_max": 4.0, "amp_gain": 0.0, "amp_back": 0.0,
               "input_gain": 0.0, "v_bias": 0.0},
-    "train": {"epochs": 10, "batch_size": 20, "lr": 0.3, "lr_decay": 1.0, "beta": 0.1, "v_low": -0.5,
-              "v_high": 0.5, "ideal": True, "checkpoint_every": 1, "threads": 1},
+    "train": {"epochs": 10, "batch_size": 20, "lr": 0.3, "lr_decay": 1.0, "beta": 0.1, "loss": "mse",
+              "t_out": 0.1, "v_low": -0.5, "v_high": 0.5, "ideal": True, "checkpoint_every": 1, "threads": 1},
     "mismatch": {"train_scale": 1.0, "eval_scale": 1.0, "eval_chips": 10},
 }
 
@@ -66,7 +75,13 @@ def merged_train_config(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     than its default raises ConfigError: ``spicenet.families.merge_sections``)."""
     from spicenet.families import merge_sections
 
-    return merge_sections(TRAIN_DEFAULTS, config, "eqprop config")
+    cfg = merge_sections(TRAIN_DEFAULTS, config, "eqprop config")
+    tr = cfg["train"]
+    if tr["loss"] not in ("mse", "ce"):
+        raise ConfigError(f"eqprop config: train.loss must be 'mse' or 'ce', got {tr['loss']!r}")
+    if not (float(tr["t_out"]) > 0 and np.isfinite(float(tr["t_out"]))):
+        raise ConfigError(f"eqprop config: train.t_out must be > 0 V, got {tr['t_out']!r}")
+    return cfg
 
 
 NetSpec = dict[str, Any]
@@ -206,7 +221,8 @@ def train_resistive(config: dict[str, Any], *, surrogate: Path, quick: bool, run
         _check_length(run, start_epoch, int(tr["epochs"]))
         run.truncate_metrics(start_epoch - 1)
         logger().debug(f"eqprop: resumed {run.path} after epoch {start_epoch} (step {step}, session {clock.sessions})")
-    beta = float(tr["beta"]) * spec["g_lsb"]
+    use_ce, t_out = tr["loss"] == "ce", float(tr["t_out"])
+    beta = float(tr["beta"]) * spec["g_lsb"] * (t_out if use_ce else 1.0)  # S (mse) or A V (ce; docstring)
     t_target = one_hot_targets(y, 10, float(tr["v_low"]), float(tr["v_high"])).to(dev)
     tt_target = one_hot_targets(yt, 10, float(tr["v_low"]), float(tr["v_high"])).to(dev)
     bs, epochs = int(tr["batch_size"]), int(tr["epochs"])
@@ -221,7 +237,10 @@ def train_resistive(config: dict[str, Any], *, surrogate: Path, quick: bool, run
             for k, net in nets.items():
                 t1 = time.perf_counter()
                 chip = make_chip(net, spec, chip_seed(seed, 1, step), train_scale) if k == "injected" else None
-                res = eqprop_gradients(net, xb, beta=beta, target=tb, chip=chip)
+                if use_ce:
+                    res = eqprop_gradients(net, xb, beta=beta, labels=y[idx].to(dev), t_out=t_out, chip=chip)
+                else:
+                    res = eqprop_gradients(net, xb, beta=beta, target=tb, chip=chip)
                 for p, g in zip(list(net.weights) + list(net.biases), param_grads(net, res)):
                     p.grad = g.to(p)
                 opts[k].step()
@@ -237,7 +256,8 @@ def train_resistive(config: dict[str, Any], *, surrogate: Path, quick: bool, run
                 suffix = suffixes[k]
                 v = net(xt.to(dev))
                 row["train_loss" + suffix] = losses[k] / x.shape[0]
-                row["test_loss" + suffix] = float(mse_cost(v, tt_target).mean())
+                row["test_loss" + suffix] = float((ce_cost(v, yt.to(dev), t_out) if use_ce else
+                                                   mse_cost(v, tt_target)).mean())
                 row["test_accuracy" + suffix] = accuracy(v, yt)
         run.log_metrics(epoch, **row)
         if (epoch + 1) % max(1, int(tr["checkpoint_every"])) == 0 or epoch == epochs - 1:
@@ -267,6 +287,7 @@ def train_resistive(config: dict[str, Any], *, surrogate: Path, quick: bool, run
     metrics.update({
         "injection_gain_worst_pp": 100.0 * (ev["injected"]["chip_worst"] - ev["plain"]["chip_worst"]),
         "injection_gain_mean_pp": 100.0 * (ev["injected"]["chip_mean"] - ev["plain"]["chip_mean"]),
+        "loss": tr["loss"], "t_out": t_out if use_ce else None,
         "eval_chips": len(seeds), "eval_scale": float(mm["eval_scale"]), "train_scale": train_scale,
         "g_sigma": spec["g_sigma"], "sigma_ln_is": spec["sigma_ln_is"], "layer_sizes": sizes,
         "n_train": int(x.shape[0]), "n_test": int(xt.shape[0]), "dataset": ds.name, "data_origin": ds.origin,

@@ -49,7 +49,7 @@ from spicenet.cells.oscillator.schedule import PiecewiseSchedule, max_code, quan
 from spicenet.progress import progress_bar
 
 __all__ = ["AISConfig", "grid_connectivity", "budget_codes", "node_code_load", "AISGenerator", "Critic", "gradient_penalty", "AISResult", "train_ais",
-           "AISTrainer", "AIS_STREAMS", "perturbed_chip", "fidelity_penalty"]
+           "AISTrainer", "AIS_STREAMS", "perturbed_chip", "fidelity_penalty", "lock_penalty"]
 
 ChipSampler = Callable[[torch.Generator], ChipMismatch]
 
@@ -95,6 +95,10 @@ class AISConfig:
     fidelity_detuning_std_rel: float = 1e-3  # per-ring frequency error std, relative to f0
     fidelity_k_gain_std_rel: float = 0.05  # per-resistor coupling-gain error std (relative)
     latch_periods: float = 0.0  # read-out latch after the horizon [periods of f0]: banks open, SHIL at shil_max
+    # lock penalty (see ``lock_penalty``): weight (0 = off) and the window at the end of the horizon it averages
+    # the rings' frequencies over [periods of f0] (0 = the last segment, ``periods / n_segments``)
+    lock_weight: float = 0.0  # weight of the mean squared relative frequency offset to the reference at the end
+    lock_periods: float = 0.0
     # resumable runs: hand the whole training state to ``AISTrainer.run``'s ``on_checkpoint`` every this many
     # iterations and after the last one (0 = after the last one only); it does not change what is trained
     checkpoint_every: int = 25
@@ -115,13 +119,22 @@ class AISConfig:
                 raise ValueError(f"{key} must be > 0, got {v!r}")
         for key in ("latch_periods", "hidden_radius", "code_init_std", "f0_std_rel", "k_gain_std_rel", "gp_weight", "node_g_max_s",
                     "fidelity_weight", "fidelity_phase_std_rad", "fidelity_detuning_std_rel",
-                    "fidelity_k_gain_std_rel"):
+                    "fidelity_k_gain_std_rel", "lock_weight", "lock_periods"):
             v = getattr(self, key)
             if not (math.isfinite(v) and v >= 0):
                 raise ValueError(f"{key} must be >= 0, got {v!r}")
+        if self.lock_periods > self.periods:
+            raise ValueError(f"lock_periods ({self.lock_periods!r}) must be <= periods ({self.periods!r})")
         if not 0.0 <= self.extra_density <= 1.0:
             raise ValueError(f"extra_density must be in [0, 1], got {self.extra_density!r}")
         max_code(self.n_bits)
+
+    @property
+    def lock_window_steps(self) -> int:
+        """Integration steps in the lock penalty's window, ``round(lock_periods / (periods + latch_periods) *
+        n_steps)`` (``lock_periods`` = the last segment's ``periods / n_segments`` when 0), at least 1."""
+        w = self.lock_periods if self.lock_periods > 0 else self.periods / self.n_segments
+        return max(1, min(self.n_steps, int(round(w / (self.periods + self.latch_periods) * self.n_steps))))
 
     @property
     def n_visible(self) -> int:
@@ -325,8 +338,11 @@ class AISGenerator(nn.Module):
                 return_trajectory: bool = False) -> Tensor:
         """Pixel intensities [B, H, W] of the final visible phases from initial phases ``phi0`` [B, N].
         Phase noise is on when ``config.noise`` and a ``noise_generator`` are given."""
-        out = self.run(phi0, chip, noise_generator, return_trajectory)
-        return phase_to_intensity(self.readout_phases(out.phases)).view(-1, self.config.height, self.config.width)
+        return self.images(self.run(phi0, chip, noise_generator, return_trajectory).phases)
+
+    def images(self, phases: Tensor) -> Tensor:
+        """Pixel intensities [B, H, W] of final phases [B, N] (``phase_to_intensity`` of ``readout_phases``)."""
+        return phase_to_intensity(self.readout_phases(phases)).view(-1, self.config.height, self.config.width)
 
     def readout_phases(self, phases: Tensor) -> Tensor:
         """Visible phases [B, H*W] as read out: relative to the reference oscillator when there is one."""
@@ -420,6 +436,42 @@ def fidelity_penalty(gen: "AISGenerator", chip: ChipMismatch | None, generator: 
     return ((gen(phi, chip, None) - gen(phi + dphi, pert, None)) ** 2).mean()
 
 
+def lock_penalty(phi0: Tensor, trajectory: Tensor, window_steps: int, dt_s: float, f0_hz: float,
+                 reference_index: int | None) -> Tensor:
+    """Mean squared frequency offset of the rings to the reference over the end of the horizon (differentiable).
+
+    From the initial phases ``phi0`` [B, N] and the trajectory [B, T, N] (phases after each of T steps of
+    ``dt_s`` seconds), the mean angular frequency of ring i relative to the reference over the last
+    ``w = window_steps`` steps is ``Omega_i = (psi_i(T) - psi_i(T - w)) / (w dt)`` [rad/s] with
+    ``psi_i = phi_i - phi_ref`` (relative to the mean phase of all rings without a reference), and
+
+        P = mean_{batch, i != ref} (Omega_i / (2 pi f0))^2.
+
+    A network whose rings all run at the reference's frequency at the end (locked; for two rings, Adler's
+    ``|dw| <= 2 K``) gives P = 0: its read-out is a stable fixed point of the phase differences, which contracts
+    model errors instead of amplifying them. A drifting pair gives its beat frequency, ``sqrt(dw^2 - (2K)^2)``
+    for Kuramoto coupling (Adler). It is added to the generator loss with weight ``AISConfig.lock_weight``.
+    """
+    if trajectory.dim() != 3 or phi0.dim() != 2 or trajectory.shape[::2] != phi0.shape:
+        raise ValueError(f"trajectory must be [B, T, N] and phi0 [B, N], got {tuple(trajectory.shape)}, "
+                         f"{tuple(phi0.shape)}")
+    if not (isinstance(window_steps, int) and 1 <= window_steps <= trajectory.shape[1]):
+        raise ValueError(f"window_steps must be an int in [1, {trajectory.shape[1]}], got {window_steps!r}")
+    if not (dt_s > 0 and f0_hz > 0):
+        raise ValueError(f"dt_s and f0_hz must be > 0, got {dt_s!r}, {f0_hz!r}")
+    end, start = trajectory[:, -1], (trajectory[:, -1 - window_steps] if window_steps < trajectory.shape[1]
+                                     else phi0.to(trajectory))
+    dphi = end - start
+    if reference_index is not None:
+        rel = dphi - dphi[:, reference_index:reference_index + 1]
+        keep = torch.ones(dphi.shape[1], dtype=torch.bool, device=dphi.device)
+        keep[reference_index] = False
+        rel = rel[:, keep]
+    else:
+        rel = dphi - dphi.mean(1, keepdim=True)
+    return ((rel / (window_steps * dt_s * 2 * math.pi * f0_hz)) ** 2).mean()
+
+
 AIS_STREAMS = ("data", "latent", "chip", "gp", "fidelity")
 """Names of the training loop's random streams (``AISTrainer.generators``), seeded ``config.seed + 1, + 2, ...``
 in this order: real minibatch indices, latents and phase noise, the default chip sampler, the WGAN-GP
@@ -494,7 +546,9 @@ class AISTrainer:
     # ------------------------------------------------------------------ the loop
     def step(self) -> dict:
         """One iteration: a chip, ``n_critic`` critic steps, one generator step; returns (and records) its row
-        ``{"iteration", "loss_critic", "loss_generator", "wasserstein", "fidelity_penalty"}``."""
+        ``{"iteration", "loss_critic", "loss_generator", "wasserstein", "fidelity_penalty", "lock_penalty"}``
+        (the lock penalty is computed on the generator step's own trajectory, phase noise included: over the
+        window its noise floor ``~4 D / (w dt (2 pi f0)^2)`` has no gradient)."""
         config, gen, critic, g = self.config, self.gen, self.critic, self.generators
         data, bsz = self.data, config.batch_size
         chip = self.chip_sampler(g["chip"]) if self.chip_sampler is not None else None
@@ -512,8 +566,16 @@ class AISTrainer:
             loss_d.backward()
             self.opt_d.step()
             w_est = (d_real - d_fake).detach()
-        fake = gen(gen.sample_latent(bsz, g["latent"]), chip, g["latent"])
+        phi0 = gen.sample_latent(bsz, g["latent"])
+        locking = config.lock_weight > 0
+        out = gen.run(phi0, chip, g["latent"], return_trajectory=locking)
+        fake = gen.images(out.phases)
         loss_g = -critic(fake).mean()
+        lock_pen = torch.zeros(())
+        if locking:
+            lock_pen = lock_penalty(phi0, out.trajectory, config.lock_window_steps, out.dt, gen.params.f0_hz,
+                                    gen.reference_index)
+            loss_g = loss_g + config.lock_weight * lock_pen
         fid_pen = torch.zeros(())
         if config.fidelity_weight > 0:
             fid_pen = fidelity_penalty(gen, chip, g["fidelity"])
@@ -523,7 +585,7 @@ class AISTrainer:
         self.opt_g.step()
         rec = {"iteration": self.iteration, "loss_critic": float(loss_d.detach()),
                "loss_generator": float(loss_g.detach()), "wasserstein": float(w_est),
-               "fidelity_penalty": float(fid_pen.detach())}
+               "fidelity_penalty": float(fid_pen.detach()), "lock_penalty": float(lock_pen.detach())}
         self.history.append(rec)
         self.iteration += 1
         return rec

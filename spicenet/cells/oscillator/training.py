@@ -57,7 +57,7 @@ _AIS_MODEL_KEYS = ("n_hidden", "n_segments", "periods", "n_steps", "radius", "hi
                    "latch_periods")
 _AIS_TRAIN_KEYS = ("batch_size", "iterations", "n_critic", "gp_weight", "lr_codes", "lr_analog", "lr_critic",
                    "critic_hidden", "checkpoint_every", "fidelity_weight", "fidelity_batch", "fidelity_phase_std_rad",
-                   "fidelity_detuning_std_rel", "fidelity_k_gain_std_rel")
+                   "fidelity_detuning_std_rel", "fidelity_k_gain_std_rel", "lock_weight", "lock_periods")
 
 
 @dataclasses.dataclass

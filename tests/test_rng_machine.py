@@ -178,6 +178,29 @@ def test_effective_reads_of_an_ar1_sequence_and_the_floor() -> None:
     assert marginal_mae_floor(np.zeros((32, 10)), draws=4) == 0.0
 
 
+def test_expected_mae_for_unknown_chips_falls_as_one_over_sqrt_chips() -> None:
+    """A circuit equal to the surrogate on C chips whose cells the surrogate does not know: chip c shifts pixel i
+    by eps_c,i ~ N(0, sigma^2) on every one of its images. With exact reads (draws -> large) the expected
+    statistic is E|mean_c eps_c,i| = sigma sqrt(2 / pi) / sqrt(C) (equal images per chip), independent of the
+    images per chip; read noise adds to it. Negative control: held-out draws equal to the prediction give 0."""
+    from spicenet.cells.rng.whole import expected_mae_unknown_chip, marginal_mae_floor
+
+    rng = np.random.default_rng(1)
+    sigma, d, draws = 0.04, 4000, 10 ** 7
+    for chips, per in ((1, 32), (4, 8), (4, 32)):
+        pred = rng.uniform(0.2, 0.8, size=(chips * per, d))
+        held = {c: [pred[c * per:(c + 1) * per] + rng.normal(0, sigma, size=(1, d)) for _ in range(3)]
+                for c in range(chips)}
+        mean, sd = expected_mae_unknown_chip(held, pred, draws, reps=16)
+        assert mean == pytest.approx(sigma * np.sqrt(2 / np.pi) / np.sqrt(chips), rel=0.05)
+        assert sd < 0.1 * mean
+    exact = {0: [pred[:32]], 1: [pred[32:64]], 2: [pred[64:96]], 3: [pred[96:]]}
+    assert expected_mae_unknown_chip(exact, pred, draws, reps=4)[0] < 1e-3
+    # with one read per image the chip-free part equals the reads-only floor
+    mean1, _ = expected_mae_unknown_chip(exact, pred, 1, reps=32)
+    assert mean1 == pytest.approx(marginal_mae_floor(pred, draws=1), rel=0.05)
+
+
 def test_sky130_pdk_chip_is_the_same_in_every_deck_of_the_chip(tmp_path) -> None:
     """PDK mismatch (sky130's own agauss model, setseed + reset per chip): the trim sweeps locate each cell's v0
     reproducibly and differently per chip, and the step deck (noise files, couplings, buffers added) draws the

@@ -132,6 +132,7 @@ FAMILY = Family(
     Override("rng", "validation", "machine_images", 4,
              "the whole grid in SPICE for 4 images (all T steps): FID and marginal MAE of 4 images are not meaningful"),
     Override("rng", "validation", "machine_reads", 1, "one read of the last step (the image) only"),
+    Override("rng", "validation", "machine_chips", 1, "the whole grid on one Monte-Carlo chip"),
     ),
     validation_defaults=_validation_defaults,
 )

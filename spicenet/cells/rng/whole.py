@@ -34,9 +34,13 @@ P_surrogate(pixel = 1)|, both conditioned on the same x_1 per image (the compari
 step, not the between-image spread): P_spice from R reads of the last step per image (read 0 is the image; reads
 ``read_spacing_s`` apart, effectively n_eff independent from their measured lag-1 correlation), P_surrogate the
 paired conditional marginals averaged over chip-model draws (the surrogate cannot know the SPICE chip's individual
-cells; with one draw the figure is reported as ``marginal_mae_one_chip_draw``). Its floor is the same statistic
-for n_eff Bernoulli draws per image from the surrogate's marginals; the one-read figure (images only) is reported
-beside it with its floor, and the unpaired version (SPICE images vs surrogate images) with its floor.
+cells; with one draw the figure is reported as ``marginal_mae_one_chip_draw``). Its reads-only floor
+(``marginal_mae_floor``) is the same statistic for n_eff Bernoulli draws per image from the surrogate's averaged
+marginals; ``marginal_mae_expected_unknown_chip`` (with its sd) is what it reads for a circuit that IS the surrogate
+on chips the surrogate does not know (held-out chip-model draws read n_eff times: each chip's cell mismatch moves
+its pixels coherently, so that part falls with the number of chips, not with images per chip). The one-read figure
+(images only) is reported beside it with its floor, and the unpaired version (SPICE images vs surrogate images)
+with its floor.
 Energy per image: sum over the T steps of the integral of (Vdd i(vdd) + the coupling network's dissipation)
 over the step (the ideal readout buffers and bias DACs are not counted), beside the surrogate's T K N E_bit.
 """
@@ -59,7 +63,12 @@ from spicenet.cells.rng import cells, export, machine
 from spicenet.errors import SpicenetError
 
 __all__ = ["chip_runs", "locate_grid", "run_chain", "validate_machine", "surrogate_chain", "paired_marginals",
-           "marginal_mae_floor", "effective_reads"]
+           "marginal_mae_floor", "expected_mae_unknown_chip", "effective_reads"]
+
+
+HELD_OUT_DRAWS = 4
+"""Chip-model draws per SPICE chip held out of the surrogate's average to play the circuit in
+``expected_mae_unknown_chip``."""
 
 
 def chip_runs(process, sizing, ids: list[int], seed: int, mismatch: str) -> tuple[tuple[str, ...], int | None]:
@@ -321,6 +330,26 @@ def marginal_mae_floor(p: np.ndarray, reps: int = 50, seed: int = 0, draws: floa
     return float(np.mean([np.abs(rng.binomial(k, p).mean(0) / k - p.mean(0)).mean() for _ in range(reps)]))
 
 
+def expected_mae_unknown_chip(held: dict[int, list[np.ndarray]], pred: np.ndarray, draws: float, reps: int = 64,
+                              seed: int = 0) -> tuple[float, float]:
+    """(mean, sd) of ``marginal_mae`` for a circuit that IS the surrogate, on chips whose cells the surrogate does
+    not know: per chip c, one of the held-out chip-model draws ``held[c]`` (each [B_c, D]: that draw's marginals on
+    chip c's conditioning rows) plays the circuit, read ``draws`` effectively independent times per image (Bernoulli
+    fractions), and is compared with ``pred`` [sum B_c, D] (the surrogate's chip-averaged marginals, rows in chip
+    order). Each chip's own cell mismatch shifts its pixels coherently over its images, so this expectation falls
+    with the number of chips, not of images per chip; ``marginal_mae_floor`` (reads only) omits it."""
+    rng = np.random.default_rng(seed)
+    k = max(1, int(round(draws)))
+    pred = np.asarray(pred, np.float64)
+    out = []
+    for _ in range(reps):
+        circ = np.concatenate([held[c][rng.integers(len(held[c]))] for c in sorted(held)])
+        if circ.shape != pred.shape:
+            raise ValueError(f"held-out marginals: expected rows of shape {pred.shape}, got {circ.shape}")
+        out.append(np.abs(rng.binomial(k, np.clip(circ, 0, 1)).mean(0) / k - pred.mean(0)).mean())
+    return float(np.mean(out)), float(np.std(out))
+
+
 def _expected_lag1(rho: float, n_r: int) -> float:
     """E[num] / E[den] of the lag-1 autocorrelation estimate about the mean of ``n_r`` points of a stationary
     sequence with autocorrelation rho^|k| (unit variance): with c_t = (1/R) sum_j rho^|t-j| and v = (1/R) sum_t
@@ -429,7 +458,7 @@ def validate_machine(run_dir: Path, engine, *, dtm, tcfg: dict, sizing, process,
     ref = ds.flat("test")
     net, _ = load_feature_net(ds.name, train_if_missing=True)
     spice_img = {c: chain["x"][1][c] for c in chips}
-    sur_img, paired, paired_draw, rows = {}, {}, {}, []
+    sur_img, paired, paired_draw, held, rows = {}, {}, {}, {}, []
     draws = cfg.machine_chip_draws
     e_bit = float(e_bit) if e_bit is not None else math.nan
     for c in chips:
@@ -443,6 +472,9 @@ def validate_machine(run_dir: Path, engine, *, dtm, tcfg: dict, sizing, process,
                 for m in range(draws)]
         paired[c] = np.mean(runs, 0)
         paired_draw[c] = runs[0]
+        # held-out chip-model draws (not in the average) that play a circuit equal to the surrogate on this chip
+        held[c] = [paired_marginals(dtm, 1, chain["x"][2][c], chipm.nonideality(_seed_int(seed, 26, c, h), n),
+                                    cfg.machine_chains // 4, _seed_int(seed, 27, c, h)) for h in range(HELD_OUT_DRAWS)]
     all_sp = np.concatenate([spice_img[c] for c in chips])
     all_su = np.concatenate([sur_img[c] for c in chips])
     all_pp = np.concatenate([paired[c] for c in chips])
@@ -454,6 +486,7 @@ def validate_machine(run_dir: Path, engine, *, dtm, tcfg: dict, sizing, process,
     on_sp = (all_sp > 0).astype(float)
     mae = float(np.abs(p_spice.mean(0) - all_pp.mean(0)).mean())
     mae_floor = marginal_mae_floor(all_pp, seed=seed, draws=n_eff)
+    mae_expected, mae_expected_sd = expected_mae_unknown_chip(held, all_pp, n_eff, seed=seed)
     mae_one_read = float(np.abs(on_sp.mean(0) - all_pp.mean(0)).mean())
     mae_one_read_floor = marginal_mae_floor(all_pp, seed=seed)
     mae_chip_draw = float(np.abs(p_spice.mean(0) - np.concatenate([paired_draw[c] for c in chips]).mean(0)).mean())
@@ -487,6 +520,7 @@ def validate_machine(run_dir: Path, engine, *, dtm, tcfg: dict, sizing, process,
         "fid_rel": abs(fid_sp - fid_su) / fid_su, "fid_rel_floor": abs(fid_su_alt - fid_su) / fid_su,
         "marginal_mae": mae, "marginal_mae_floor": mae_floor, "marginal_mae_one_read": mae_one_read,
         "marginal_mae_one_read_floor": mae_one_read_floor, "marginal_mae_one_chip_draw": mae_chip_draw,
+        "marginal_mae_expected_unknown_chip": mae_expected, "marginal_mae_expected_unknown_chip_sd": mae_expected_sd,
         "reads_per_image": int(all_reads.shape[1]), "read_spacing_s": spacing, "reads_n_eff": n_eff,
         "reads_lag1_corr": rho, "marginal_chip_draws": draws, "marginal_mae_unpaired": mae_unpaired,
         "marginal_mae_unpaired_floor": mae_unpaired_floor,

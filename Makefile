@@ -34,6 +34,8 @@ $(STAMP): setup.cfg pyproject.toml | system-deps
 	touch $@
 
 test: setup
+	$(BIN)/ruff check spicenet tests benchmarks examples
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -ra
 
 test-slow: setup

@@ -444,8 +444,8 @@ def render_summary(result: dict[str, Any], out: Path) -> str:
         for o in result["overrides"]:
             lines.append(f"| {o['family']} | {o['stage']} | `{o['key']}` | {o['value']} | {o['shipped']} | {o['why']} |")
         lines.append("")
-    for note in result.get("notes", []):
-        lines.append(f"Note: {note}.")
+    for line in result.get("notes", []):
+        lines.append(f"Note: {line}.")
     if result.get("notes"):
         lines.append("")
     reports = [str((s.get("result") or {}).get("report")) for s in result["steps"]

@@ -102,13 +102,16 @@ import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import h5py
 import numpy as np
 
 from spicenet import __version__
 from spicenet.errors import SpicenetError, UsageError
+
+if TYPE_CHECKING:
+    from spicenet.store_analysis import Runs
 
 __all__ = [
     "RunRecord",
@@ -165,7 +168,7 @@ class RunRecord:
     """
 
     id: str
-    params: dict[str, float | int | str]
+    params: dict[str, float | int | str | None]
     seed: int
     chip: int
     process: str
@@ -283,9 +286,8 @@ def _validate(record: RunRecord) -> RunRecord:
     params = {str(k): v if type(v) in _PLAIN else _json_scalar(v, f"record {rid}: param {k!r}")
               for k, v in record.params.items()}
     measurements = {}
-    for k, v in record.measurements.items():
-        if type(v) is not float:
-            v = _json_scalar(v, f"record {rid}: measurement {k!r}")
+    for k, raw in record.measurements.items():
+        v = raw if type(raw) is float else _json_scalar(raw, f"record {rid}: measurement {k!r}")
         if isinstance(v, str) or v is None:
             raise ValueError(f"record {rid}: measurement {k!r} must be a number, got {v!r}")
         measurements[str(k)] = float(v)
@@ -405,7 +407,7 @@ def _read_journal(fd: int, path: Path) -> list[tuple[str, dict[str, Any], dict[s
     """All intact records of a journal, in order; stops (with a JournalWarning) at the first damaged one."""
     size = os.fstat(fd).st_size
     data = os.pread(fd, size, 0) if size else b""
-    out = []
+    out: list[tuple[str, dict[str, Any], dict[str, np.ndarray]]] = []
     pos = 0
     while pos < len(data):
         problem = None
@@ -794,11 +796,11 @@ class _Layout2:
                 axis_of.append(-1)
                 continue
             arr = np.asarray(rec.vectors[rec.scale], dtype=np.float64).reshape(-1)
-            key = _axis_key(rec.scale, arr)
-            a = self.axes.get(key)
+            akey = _axis_key(rec.scale, arr)
+            a = self.axes.get(akey)
             if a is None:
-                a = self.axes[key] = len(self.axes)
-                new_axes.append((rec.scale, rec.units.get(rec.scale, ""), arr, key[1]))
+                a = self.axes[akey] = len(self.axes)
+                new_axes.append((rec.scale, rec.units.get(rec.scale, ""), arr, akey[1]))
             axis_of.append(a)
         if new_axes:
             a0 = axes["name"].shape[0]
@@ -850,12 +852,12 @@ class _Layout2:
         for group_name, attr, units_attr in (("params", "params", "param_units"),
                                              ("measure", "measurements", "measurement_units")):
             group = table[group_name]
-            names = {}
+            names: dict[str, None] = {}
             for rec in records:
                 for key in getattr(rec, attr):
                     names.setdefault(key, None)
             for key in names:
-                values = [getattr(rec, attr).get(key) for rec in records]
+                values: list[Any] = [getattr(rec, attr).get(key) for rec in records]
                 kind = "str" if any(isinstance(v, str) for v in values) else "f8"
                 dname = dataset_name(key)
                 if dname not in group:
@@ -877,12 +879,12 @@ class _Layout2:
                     group[dname].resize((n,))
         # vectors: ragged values + offsets, one group per vector name
         vgroup = f["vectors"]
-        names = {}
+        vnames: dict[str, None] = {}
         for rec in records:
             for key in rec.vectors:
                 if key != rec.scale:
-                    names.setdefault(key, None)
-        for key in names:
+                    vnames.setdefault(key, None)
+        for key in vnames:
             dname = dataset_name(key)
             arrs = [rec.vectors.get(key) if key != rec.scale else None for rec in records]
             complex_ = any(a is not None and a.dtype.kind == "c" for a in arrs)
@@ -914,9 +916,9 @@ class _Layout2:
             if present:
                 data.resize((e0 + int(sizes.sum()),))
                 data[e0:] = np.concatenate(present).astype(data.dtype, copy=False)
-            for col, values in (("offset", offsets), ("length", lengths)):
+            for col, column in (("offset", offsets), ("length", lengths)):
                 g[col].resize((n,))
-                _write_at(g[col], rows, values, contiguous)
+                _write_at(g[col], rows, column, contiguous)
         for dname in vgroup:
             for col in ("offset", "length"):
                 if vgroup[dname][col].shape[0] != n:
@@ -991,7 +993,7 @@ class _V2Reader:
         attrs = {"analysis": str(c["analysis"][row]),
                  "wall_s": None if np.isnan(c["wall_s"][row]) else float(c["wall_s"][row]),
                  "retries": extra.pop("retries", []), **extra}
-        params = {}
+        params: dict[str, float | int | str | None] = {}
         for k, values in self.param_values.items():
             v = values[row]
             if isinstance(v, str):

@@ -96,11 +96,11 @@ class Runs:
         self._columns = {name: np.array(values, dtype=object if _COLUMNS[name][0] == "str" else _COLUMNS[name][0])
                          for name, values in cols.items()}
         self._params = {}
-        for key, values in params.items():
-            if all(v is None or isinstance(v, float) for v in values):
-                self._params[key] = np.array([np.nan if v is None else v for v in values], dtype=float)
+        for key, vals in params.items():
+            if all(v is None or isinstance(v, float) for v in vals):
+                self._params[key] = np.array([np.nan if v is None else v for v in vals], dtype=float)
             else:
-                self._params[key] = np.array(["" if v is None else str(v) for v in values], dtype=object)
+                self._params[key] = np.array(["" if v is None else str(v) for v in vals], dtype=object)
         self._measure = {key: np.array([np.nan if v is None else v for v in values], dtype=float)
                          for key, values in measure.items()}
         self.units = {}
@@ -149,17 +149,16 @@ class Runs:
             with h5py.File(self.path, "r") as f:
                 reader = _V2Reader(f)
                 names, _, a_off, a_len, a_data = reader.axes()
-                if vector in reader.vectors:
-                    data, offsets, lengths = reader.vector_arrays(vector)
+                arrays = reader.vector_arrays(vector) if vector in reader.vectors else None
+                if arrays is not None:
                     unit = str(reader.vectors[vector].attrs.get("unit", ""))
-                else:
-                    data = offsets = lengths = None
                 for row in rows:
                     axis = int(reader.columns["axis"][row])
-                    if data is None:  # the axis itself (e.g. "time")
+                    if arrays is None:  # the axis itself (e.g. "time")
                         ok = axis >= 0 and names[axis] == vector
                         values.append(a_data[a_off[axis]:a_off[axis] + a_len[axis]] if ok else None)
                     else:
+                        data, offsets, lengths = arrays
                         n = int(lengths[row])
                         values.append(data[offsets[row]:offsets[row] + n] if n >= 0 else None)
                     if axis >= 0:
@@ -218,7 +217,7 @@ class Runs:
         if not scalar:
             if grid is not None:
                 coord_axis = np.asarray(grid, dtype=float)
-                resampled = []
+                resampled: list[Any] = []
                 for v, a in zip(values, axes):
                     if v is None or a is None:
                         resampled.append(None)

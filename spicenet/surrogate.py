@@ -124,8 +124,8 @@ class SurrogateFile:
                 c.attrs["names"] = json.dumps(list(self.correlation_names))
             if self.extra:
                 eg = g.create_group("extra")
-                for k, v in self.extra.items():
-                    eg.create_dataset(k, data=np.asarray(v))
+                for k, val in self.extra.items():
+                    eg.create_dataset(k, data=np.asarray(val))
             prov = f.create_group("provenance")
             prov.attrs["runs_file"] = str(self.provenance.get("runs_file", ""))
             prov.attrs["run_ids"] = json.dumps(list(self.provenance.get("run_ids", [])))

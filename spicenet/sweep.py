@@ -46,7 +46,7 @@ import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -347,7 +347,7 @@ def plan(config: SweepConfig) -> list[PlannedPoint]:
     tpl = load_template(config.template) if config.template else None
     for index, params in enumerate(config.points()):
         if tpl is not None:
-            deck = render(config.template, params, config.process,
+            deck = render(str(config.template), params, config.process,
                           None if config.mismatch == "none" else config.mismatch)
             analysis = config.analysis or tpl.analysis
         else:
@@ -407,6 +407,12 @@ def measure_result(result: SimResult, specs: dict[str, dict[str, Any]]) -> dict[
     return measure_run(result, specs)[0]
 
 
+def _time_axis(t: np.ndarray | None, kind: str) -> np.ndarray:
+    if t is None:
+        raise ValueError(f"the result has no scale vector (time axis) for a {kind} measurement")
+    return t
+
+
 def measure_run(result: SimResult, specs: dict[str, dict[str, Any]]) -> tuple[dict[str, float], dict[str, str]]:
     """``(values, errors)``: every measurement of one result, and for each one that could not be made (a period of
     a waveform that stopped oscillating, a missing vector) its reason; its value is NaN. A sweep stores such a run
@@ -424,16 +430,16 @@ def measure_run(result: SimResult, specs: dict[str, dict[str, Any]]) -> tuple[di
             elif kind in ("mean", "min", "max"):
                 out[name] = float(getattr(np, kind)(y))
             elif kind == "frequency":
-                out[name] = meas.frequency(t, y, spec.get("level"))
+                out[name] = meas.frequency(_time_axis(t, kind), y, spec.get("level"))
             elif kind == "period":
-                out[name] = meas.period(t, y, spec.get("level"))
+                out[name] = meas.period(_time_axis(t, kind), y, spec.get("level"))
             elif kind == "duty":
-                out[name] = meas.duty(t, y, spec.get("level"))
+                out[name] = meas.duty(_time_axis(t, kind), y, spec.get("level"))
             elif kind == "settling":
-                out[name] = meas.settling_time(t, y, spec.get("tolerance", 0.01))
+                out[name] = meas.settling_time(_time_axis(t, kind), y, spec.get("tolerance", 0.01))
             elif kind == "energy":
                 supply = spec["supply"]
-                out[name] = meas.supply_energy(t, np.real(result[f"v({supply})"]) if f"v({supply})" in result
+                out[name] = meas.supply_energy(_time_axis(t, kind), np.real(result[f"v({supply})"]) if f"v({supply})" in result
                                                else np.full_like(y, float(spec["volts"])), y)
             if not np.isfinite(out[name]):
                 errors[name] = f"{kind} of {spec['vector']} is {out[name]}"
@@ -559,7 +565,7 @@ def _numeric_params(config: SweepConfig, params: dict[str, Any]) -> tuple[dict[s
     that are no numbers stay text."""
     units: dict[str, str] = {}
     values: dict[str, Any] = {}
-    declared = {}
+    declared: Mapping[str, Any] = {}
     if config.template:
         from spicenet.spice.templates import load_template
 

@@ -61,7 +61,7 @@ def test_logistic_fit_recovers_parameters() -> None:
 
 
 def test_shot_noise_limits_and_sampled_white_noise_psd() -> None:
-    q, vt = cells.Q_E, cells.thermal_voltage(27.0)
+    q = cells.Q_E
     assert cells.shot_noise_psd([1e-9], [1.0]) == pytest.approx(2 * q * 1e-9, rel=1e-9)          # saturation
     assert cells.shot_noise_psd([1e-12], [1e-5]) == pytest.approx(4 * 1.380649e-23 * 300.15 * 1e-12 / 1e-5,
                                                                   rel=1e-3)                       # 4kT g

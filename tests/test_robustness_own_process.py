@@ -108,10 +108,10 @@ def test_level1_process_file_runs_shipped_templates_like_raw_ngspice(capsys, tmp
                     + RING_BODY.format(n="my_n", p="my_p") + ".tran 10p 5n 0 10p uic\n.end\n")
     (expected,) = reference(raw, tmp_path / "ref_ring").values()
     assert sorted(ring.vectors) == sorted(expected)
-    for name, (values, unit) in expected.items():
+    for name, (ref, unit) in expected.items():
         assert ring.units[name] == unit
         # the shim level reorders ngspice's matrix: round-off differences near 1e-14 (V, A), same time points
-        np.testing.assert_allclose(ring.vectors[name], values, rtol=1e-9, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(ring.vectors[name], ref, rtol=1e-9, atol=1e-12, err_msg=name)
     v5 = np.asarray(ring.vectors["v(n5)"])
     assert v5.max() > 1.0 and v5[np.asarray(ring.vectors["time"]) > 1e-9].min() < 0.2  # it oscillates
     # nMOS mirror at 10 uA vs raw ngspice and vs the level-1 square law
@@ -121,8 +121,8 @@ def test_level1_process_file_runs_shipped_templates_like_raw_ngspice(capsys, tmp
                     + MIRROR_BODY.format(n="my_n") + ".op\n.end\n")
     (expected,) = reference(raw, tmp_path / "ref_mirror").values()
     assert sorted(mirror.vectors) == sorted(expected)
-    for name, (values, _unit) in expected.items():
-        np.testing.assert_allclose(mirror.vectors[name], values, rtol=1e-12, err_msg=name)
+    for name, (ref, _unit) in expected.items():
+        np.testing.assert_allclose(mirror.vectors[name], ref, rtol=1e-12, err_msg=name)
     beta = KP * 1.0 / 1.0
     vgs = brentq(lambda v: beta / 2 * (v - VTO) ** 2 * (1 + LAMBDA * v) - 10e-6, VTO, 2.0)
     iout = beta / 2 * (vgs - VTO) ** 2 * (1 + LAMBDA * 1.0)

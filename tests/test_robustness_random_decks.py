@@ -38,7 +38,7 @@ def decks(draw):
     lines.append(".model dm d is=1e-14 n=1.1 rs=10 cjo=1p")
     out = draw(st.sampled_from(nodes))
     analysis = draw(st.sampled_from([
-        ".op", ".dc V1 0 1 0.25", f".ac dec 3 1k 100meg", f".ac oct 2 10k 1meg", ".ac lin 5 1k 5k",
+        ".op", ".dc V1 0 1 0.25", ".ac dec 3 1k 100meg", ".ac oct 2 10k 1meg", ".ac lin 5 1k 5k",
         f".tran {draw(st.sampled_from(VALUES['tstep']))} {draw(st.sampled_from(VALUES['tstop']))}",
         f".tf v({out}) V1", f".noise v({out}) V1 dec 2 1k 1meg", f".sens v({out})"]))
     if draw(st.booleans()):

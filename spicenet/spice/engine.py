@@ -54,7 +54,7 @@ def render(template: str | Path, params: Mapping[str, Any] | None = None, proces
     if mismatch_mode and proc is None:
         raise ParameterError(f"template {tpl.name!r} has no process transistors (no '* @uses' line): "
                              f"{mismatch_mode} mismatch needs some")
-    if mismatch_mode and mismatch_mode not in proc.mismatch_modes:
+    if mismatch_mode and proc is not None and mismatch_mode not in proc.mismatch_modes:
         raise ParameterError(f"process {proc.name!r} has no {mismatch_mode!r} mismatch "
                              f"(has {', '.join(proc.mismatch_modes) or 'none'})")
     return Deck(tpl.render(params, proc, mismatch=mismatch_mode), proc, mismatch_mode)

@@ -9,7 +9,6 @@ of the allowed kinds.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any

@@ -801,7 +801,6 @@ def _network_refinement(cfg: OscCalibrationConfig, process: str, fit: dict[str, 
     budget, random SHIL and bias schedules, ``latents`` random start phases each) exported like a trained network,
     read their phases (differential read-out) and refine the phase model on them (``sysid.fit_network_model``).
     Returns the refined ``phase_model_params`` mapping and a report (shooting RMS before / after, runs, wall)."""
-    import dataclasses
     import time
 
     import torch

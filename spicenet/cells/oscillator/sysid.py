@@ -20,7 +20,6 @@ bias mapping are kept. The refined numbers go back into ``PhaseModelParams``.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 

@@ -49,7 +49,7 @@ from spicenet.cells.oscillator import measure as om
 from spicenet.cells.oscillator.export import (HardwareMap, analysis_for, hardware_map, network_spec,
                                               spice_readout_phases)
 from spicenet.cells.oscillator.netlist import NetworkSpec, deck, network_netlist
-from spicenet.cells.oscillator.phase import ChipMismatch, phase_to_intensity
+from spicenet.cells.oscillator.phase import ChipMismatch
 from spicenet.cells.oscillator.probes import phase_diff_nmse
 from spicenet.errors import ConfigError, SpicenetError
 from spicenet.plotting import subplots

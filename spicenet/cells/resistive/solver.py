@@ -270,7 +270,6 @@ def _solve_layered(lap: Tensor, diag: Tensor, rhs: Tensor, layers: tuple[int, ..
     zs: list[Tensor] = []
     ws: list[Tensor] = []
     c_dense: Tensor | None = None
-    r_prev: Tensor | None = None
     for k in range(len(layers)):
         sl = slice(starts[k], starts[k + 1])
         r = rhs[:, sl]

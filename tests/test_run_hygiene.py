@@ -354,3 +354,33 @@ def test_ais_finished_run_extends_to_the_uninterrupted_run(capsys, tmp_path, ais
     # never shorter than the checkpoint
     rc, _, err = _train(capsys, "ais", ais_setup["sur"], ais_setup["cfg"], run, "--resume", "--epochs", "5")
     assert rc == 2
+
+
+def test_trainers_give_back_the_callers_torch_thread_count(capsys, tmp_path, resistive_sur):
+    """torch's thread count is process state: a trainer that runs its solves on one thread (``[train] threads = 1``)
+    restores the caller's count on return and when it fails (negative control: the count is changed while it runs)."""
+    import torch
+
+    from spicenet.train.threads import restores_torch_threads
+
+    cfg = tmp_path / "eqprop.toml"
+    cfg.write_text(EQPROP_TOML)
+    before = torch.get_num_threads()
+    caller = 2 if before != 2 else 3
+    seen: list[int] = []
+
+    @restores_torch_threads
+    def failing() -> None:
+        torch.set_num_threads(1)
+        seen.append(torch.get_num_threads())
+        raise RuntimeError("boom")
+
+    try:
+        torch.set_num_threads(caller)
+        assert _train(capsys, "eqprop", resistive_sur, cfg, tmp_path / "run")[0] == 0
+        assert torch.get_num_threads() == caller
+        with pytest.raises(RuntimeError):
+            failing()
+        assert seen == [1] and torch.get_num_threads() == caller
+    finally:
+        torch.set_num_threads(before)

@@ -41,6 +41,7 @@ from spicenet.baselines.flops import count_flops, energy_per_sample
 from spicenet.baselines.models import SIZES, VAE, Discriminator, Generator, matched_width, n_params
 from spicenet.baselines.reference import COMPARE, AnalogReference, analog_reference
 from spicenet.errors import ConfigError
+from spicenet.train.threads import restores_torch_threads
 
 __all__ = ["KINDS", "BaselineConfig", "default_compare", "load_data", "sample_images", "evaluate", "train"]
 
@@ -213,6 +214,7 @@ def _loss_plot(run: Any) -> Path:
                        run.plots / "loss_curves.png", xlabel="iteration")
 
 
+@restores_torch_threads
 def train(kind: str, *, dataset: str, size: int, run_dir: Path | str, quick: bool = False, seed: int = 0,
           compare: str | None = None, width: int | None = None, iters: int | None = None,
           progress: bool = True, plots: bool = True) -> dict[str, Any]:

@@ -44,6 +44,7 @@ import torch
 from spicenet.cells.oscillator.ais import AISConfig, AISGenerator, AISTrainer
 from spicenet.cells.oscillator.phase import ChipMismatch, PhaseModelParams
 from spicenet.errors import ConfigError
+from spicenet.train.threads import restores_torch_threads
 
 __all__ = ["SurrogateInfo", "load_surrogate_info", "calibrated_load_max", "chip_to_mismatch", "build_ais_config", "make_chip_sampler",
            "evaluate_fid", "load_generator", "train", "DEFAULT_ENERGY_PER_CYCLE_J"]
@@ -218,6 +219,7 @@ def load_generator(run_dir: str | Path, device: str = "cpu") -> tuple[AISGenerat
     return gen, extra
 
 
+@restores_torch_threads
 def train(config: dict[str, Any], *, surrogate: Path | str | None, quick: bool = False, run_dir: Path | str,
           device: str = "cpu", seed: int = 0, progress: bool = True) -> dict[str, Any]:
     """Train an AIS generator (see the module docstring); returns ``{"run_dir", "metrics"}``.

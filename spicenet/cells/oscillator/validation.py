@@ -53,6 +53,7 @@ from spicenet.cells.oscillator.phase import ChipMismatch
 from spicenet.cells.oscillator.probes import phase_diff_nmse
 from spicenet.errors import ConfigError, SpicenetError
 from spicenet.plotting import subplots
+from spicenet.train.threads import restores_torch_threads
 
 __all__ = ["AISValidationConfig", "validate", "detuning_jobs", "NOMINAL"]
 
@@ -221,6 +222,7 @@ def _chip_name(chip: int) -> str:
     return "nominal" if chip == NOMINAL else f"chip{chip}"
 
 
+@restores_torch_threads
 def validate(run_dir: Path | str, *, chips: int | None = None, quick: bool = False, workers: int = 2,
              seed: int = 0, settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """Generate images of the run's trained network in ngspice and in the surrogate on the same chips and latents

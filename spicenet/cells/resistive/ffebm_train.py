@@ -44,6 +44,7 @@ from spicenet.errors import ConfigError
 from spicenet.surrogate import SurrogateFile
 from spicenet.progress import logger, progress_iter
 from spicenet.train import RunDir, WallClock, resolve_device
+from spicenet.train.threads import restores_torch_threads
 
 __all__ = ["FFEBM_DEFAULTS", "merged_ffebm_config", "block_specs", "build_ffebm", "train_ffebm", "load_ffebm",
            "block_chips"]
@@ -105,6 +106,7 @@ def block_chips(model: FFEBM, specs: list[dict[str, Any]], seed: int, stream: in
             for k, (b, s) in enumerate(zip(model.blocks, specs))]
 
 
+@restores_torch_threads
 def train_ffebm(config: dict[str, Any], *, surrogate: Path, quick: bool, run_dir: Path, device: str = "cpu",
                 seed: int = 0) -> dict[str, Any]:
     """Train the ff-EBM (module docstring) with mismatch injection; write the run directory

@@ -56,6 +56,7 @@ from spicenet.plotting import per_chip_points, subplots
 from spicenet.progress import logger, progress_iter
 from spicenet.surrogate import SurrogateFile
 from spicenet.train import RunDir, WallClock, resolve_device
+from spicenet.train.threads import restores_torch_threads
 
 __all__ = ["TRAIN_DEFAULTS", "NetSpec", "net_spec", "build_network", "chip_seed", "train_resistive",
            "load_trained", "test_data"]
@@ -171,6 +172,7 @@ def _evaluate(net: ResistiveNetwork, spec: NetSpec, x: torch.Tensor, y: torch.Te
             "confusion_matrix": confusion_matrix(v_nominal, y, v_nominal.shape[1])}
 
 
+@restores_torch_threads
 def train_resistive(config: dict[str, Any], *, surrogate: Path, quick: bool, run_dir: Path, device: str = "cpu",
                     seed: int = 0) -> dict[str, Any]:
     """Train the injected and the no-injection models (module docstring); write the run directory.

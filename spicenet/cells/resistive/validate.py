@@ -37,6 +37,7 @@ from spicenet.plotting import per_chip_points, subplots
 from spicenet.progress import progress_iter
 from spicenet.spice.engine import Engine
 from spicenet.train import RunDir
+from spicenet.train.threads import restores_torch_threads
 
 __all__ = ["settle_time", "validate_resistive"]
 
@@ -63,6 +64,7 @@ def _train_images(cfg: dict[str, Any]) -> set[bytes]:
     return {np.ascontiguousarray(row, dtype=np.float64).tobytes() for row in ds.flat("train")}
 
 
+@restores_torch_threads
 def validate_resistive(run_dir: Path, *, chips: int | None, quick: bool, workers: int, seed: int,
                        n_test: int | None = None, source: str | None = "auto") -> dict[str, Any]:
     """Run the SPICE validation of a resistive run directory (module docstring) and write ``validate.json``.
@@ -97,14 +99,10 @@ def validate_resistive(run_dir: Path, *, chips: int | None, quick: bool, workers
     if x.shape[0] > n_want:
         idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(int(seed)))[:n_want]
         x, y = x[idx], y[idx]
-    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # ngspice workers share the cores; small batched solves are fastest on one thread
-    try:
-        if ffebm:
-            return _validate_ffebm(run, x, y, origin, dropped, n_chips=n_chips, workers=workers, seed=seed, t0=t0)
-        return _validate(run, cfg, x, y, origin, dropped, n_chips=n_chips, workers=workers, seed=seed, t0=t0)
-    finally:
-        torch.set_num_threads(threads)
+    if ffebm:
+        return _validate_ffebm(run, x, y, origin, dropped, n_chips=n_chips, workers=workers, seed=seed, t0=t0)
+    return _validate(run, cfg, x, y, origin, dropped, n_chips=n_chips, workers=workers, seed=seed, t0=t0)
 
 
 def _validate(run: RunDir, cfg: dict[str, Any], x: torch.Tensor, y: torch.Tensor, origin: str, dropped: int, *,

@@ -47,6 +47,7 @@ from spicenet.cells.rng.gibbs import make_generator
 from spicenet.cells.rng.pbit import PBit
 from spicenet.errors import ConfigError
 from spicenet.train.mismatch import MismatchModel, _seed_int
+from spicenet.train.threads import restores_torch_threads
 
 __all__ = ["DTMTrainConfig", "parse_config", "ChipModel", "train", "evaluate_fid_over_chips", "load_model",
            "sample_with_seed"]
@@ -277,6 +278,7 @@ def _images(x: torch.Tensor, size: int) -> np.ndarray:
     return ((x.numpy().reshape(-1, size, size) + 1.0) / 2.0).astype(np.float32)
 
 
+@restores_torch_threads
 def train(config: dict[str, Any], *, surrogate: Path, quick: bool = False, run_dir: Path, device: str = "cpu",
           seed: int = 0, progress: bool = True) -> dict[str, Any]:
     """Train a DTM with per-step mismatch chips drawn from ``surrogate``; returns {"run_dir", "metrics"}.

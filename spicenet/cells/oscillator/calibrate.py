@@ -57,7 +57,7 @@ from spicenet.spice.job import RunSpec
 from spicenet.errors import SpicenetError
 
 __all__ = ["OscCalibrationConfig", "parse_config", "odd_part", "stable_edge", "locked_phase", "lock_range",
-           "fit_h_sin", "calibrate_oscillator", "phase_params_from_fit"]
+           "fit_h_sin", "calibrate_oscillator"]
 
 
 # ----------------------------------------------------------------------------------------------- config
@@ -692,11 +692,6 @@ def _montecarlo(engine: Engine, cfg: OscCalibrationConfig, process: str, free: d
 
 
 # ----------------------------------------------------------------------------------------------- main
-def phase_params_from_fit(fit: dict[str, Any]) -> dict[str, Any]:
-    """The ``PhaseModelParams.from_dict`` mapping of a calibration ``fit``."""
-    return dict(fit["phase_model_params"])
-
-
 def calibrate_oscillator(config: dict[str, Any], *, process: str = "generic", quick: bool = False,
                          output: Path | str = "oscillator.h5", workers: int = 2, seed: int = 0) -> dict[str, Any]:
     """Run every measurement, fit, write the surrogate file ``output`` and PNG plots beside it.

@@ -14,8 +14,10 @@ Trim (chip test, per cell): the transition v0_k is located with noise-free up/do
 chip at once (a common sweep source plus a per-cell offset: coarse over +-``sweep_range``, then fine around each
 cell's coarse point; v0 = midpoint of the up and down switching points), as the training assumes (``v0_trim``); the
 cell's operating point at v0 sizes its shot noise (``cells.shot_noise_psd``). The coupling-DAC gain trim alpha (one
-global number: couplings act weaker in SPICE than the static mapping) comes from the 4-cell patch's closed-loop
-fit (``validation``) and divides every coupling (``gain_trim = "patch"``), or is off (``"none"``).
+global number: in the 4-cell patch's long stationary runs the couplings act ~13 % weaker than the static mapping)
+comes from the patch's closed-loop fit (``validation``) and divides every coupling (``gain_trim = "patch"``), or is
+off (``"none"``, the default: on the whole grid's short steps the patch's correction overshoots, measured; see
+``ValidationConfig``).
 
 Chained generation: the T rounds run in order; inside a round every (chip, image) deck is an independent job on the
 engine's worker pool. After each round the latched states are written to ``<run>/validation/machine/state.npz``; an

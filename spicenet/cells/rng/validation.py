@@ -643,17 +643,228 @@ def _run_networks(engine, maps: dict[int, export.BMMapping], cids: dict[int, lis
     return outs
 
 
+def _patch_machine(dtm, tcfg: dict[str, Any], cfg: ValidationConfig, seed: int) -> dict[str, Any]:
+    """The Boltzmann machine to export: the trained DTM's ``n_cells`` patch at step 1, conditioned on a noised test
+    image (``bm = "run"``), or a random machine (``"random"``)."""
+    if cfg.bm != "run":
+        return random_bm(cfg.n_cells, cfg.random_scale, seed)
+    from spicenet.data import load_dataset
+
+    ds = load_dataset(tcfg["dataset"], tcfg["source"], tcfg.get("data_path") or None, size=tcfg["image_size"],
+                      encoding="spin", n_train=tcfg.get("n_train") or None, n_test=tcfg.get("n_test") or None)
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.as_tensor(ds.flat("test")[:1], dtype=torch.float64)
+    _, x1 = dtm.noised_pair(x0, 1, g)
+    return extract_bm(dtm, cfg.n_cells, x1[0].numpy(), step=1)
+
+
+def _closed_loop_fit(outs: dict[str, Any], cids: dict[int, list[int]], j: np.ndarray, b: np.ndarray, beta: float,
+                     probs: np.ndarray, cfg: ValidationConfig, seed: int, m_reads: int,
+                     target: dict[int, tuple[np.ndarray, np.ndarray]], corrections: dict[int, dict[str, Any]]) -> None:
+    """From the open-loop ("cal") pass: per chip the ML coupling gain alpha and bias shifts db; the gain is a
+    property of the design (equal within errors over chips), so it is pooled by inverse variance and shrunk toward
+    the mapping's 1 by its standard error; the bias errors (trim residuals) are per cell, refitted at the pooled
+    gain and shrunk toward 0 (MAP). Updates ``target`` (the corrected (J / alpha, b - db) per chip) and
+    ``corrections`` in place."""
+    n = cfg.n_cells
+    fits: dict[int, tuple[np.ndarray, Correction]] = {}
+    for c in cids:
+        res = outs[f"cal{c}"]
+        if isinstance(res, SpicenetError):
+            continue
+        _, bits = _bits(res, n, cfg.settle_s, cfg.spacing_s, m_reads)
+        cnt = state_counts(bits)
+        n_eff_cal = effective_samples(bits)[0]
+        ml = fit_correction_map(cnt, j, b, beta, n_eff=n_eff_cal)
+        fits[c] = (cnt, ml)
+        corrections[c] = {"alpha": ml.alpha, "se_alpha": ml.se_alpha, "db_ml": ml.db.tolist(),
+                          "se_db_ml": ml.se_db.tolist(), "dnll": ml.dnll, "n_eff": n_eff_cal,
+                          "counts": cnt.tolist(), "tv_open_loop": tv_distance(cnt, probs),
+                          "tv_floor_n_eff_open_loop": tv_floor(probs, max(1, int(round(n_eff_cal))), seed=seed)}
+    if not fits:
+        return
+    alpha_pool, se_pool = pool_shrink_alpha(
+        np.array([f.alpha for _, f in fits.values()]),
+        np.array([max(f.se_alpha, 1e-6) for _, f in fits.values()]), 1.0, cfg.prior_sd_alpha)
+    for c, (cnt, _) in fits.items():
+        post = fit_correction_map(cnt, j, b, beta, n_eff=corrections[c]["n_eff"], prior_sd_db=cfg.prior_sd_db,
+                                  fixed_alpha=alpha_pool)
+        target[c] = (j / alpha_pool, b - post.db)
+        corrections[c].update({"alpha_pooled": alpha_pool, "se_alpha_pooled": se_pool,
+                               "db": post.db.tolist(), "se_db": post.se_db.tolist()})
+
+
+def _spice_patch(sizing, process, cids: dict[int, list[int]], bm: dict[str, Any], probs: np.ndarray,
+                 vs_nom: float, cfg: ValidationConfig, seed: int, workers: int, progress: bool) -> dict[str, Any]:
+    """Locate, trim and noise-size every cell of every chip, then run the coupled patch: pass 1 open loop (the
+    export's calibration, when ``closed_loop``), pass 2 with the pooled gain / per-cell bias correction (the
+    result). Returns {"meas", "vs_map", "maps", "outs", "corrections", "wall", "wall_spice"}."""
+    from spicenet.spice.engine import Engine
+
+    j, b, beta, n = bm["j"], bm["b"], bm["beta"], cfg.n_cells
+    work = Path(tempfile.mkdtemp(prefix="spicenet_val_"))
+    wall: dict[str, float] = {}
+    try:
+        with Engine(workers=max(1, workers), timeout_s=cfg.timeout_s) as eng:
+            t0 = time.time()
+            found = _locate_and_noise(eng, sizing, process, [c for v in cids.values() for c in v], cfg, seed)
+            wall["locate_s"] = time.time() - t0
+            t1 = time.time()
+            meas = trim_cells(eng, sizing, process, cids, found, vs_nom, cfg, seed, work)
+            wall["trim_s"] = time.time() - t1
+            t2 = time.time()
+            vs_map = {c: meas[c]["vs"] if cfg.vs_mapping == "measured" else np.full(n, vs_nom) for c in cids}
+            target = {c: (j, b) for c in cids}
+            corrections: dict[int, dict[str, Any]] = {}
+            plan = [("cal", cfg.calib_samples, 4), ("bm", cfg.samples, 3)] if cfg.closed_loop else \
+                [("bm", cfg.samples, 3)]
+            for label, m_reads, stream in plan:
+                maps = {c: export.map_weights(target[c][0], target[c][1], beta, vs_map[c], meas[c]["v0"], sizing.vdd,
+                                              cfg.r_total) for c in cids}
+                outs = _run_networks(eng, maps, cids, found, sizing, process, cfg, seed, work, label, m_reads,
+                                     stream, progress)
+                if label == "cal":
+                    _closed_loop_fit(outs, cids, j, b, beta, probs, cfg, seed, m_reads, target, corrections)
+            wall["network_s"] = time.time() - t2
+            wall_spice = time.time() - t0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"meas": meas, "vs_map": vs_map, "maps": maps, "outs": outs, "corrections": corrections, "wall": wall,
+            "wall_spice": wall_spice}
+
+
+def _chip_row(c: int, ids: list[int], res: dict[str, Any], patch: dict[str, Any], bm: dict[str, Any],
+              probs: np.ndarray, moments_exact: tuple[np.ndarray, np.ndarray], sizing, cfg: ValidationConfig,
+              seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One SPICE chip's result row (TV against exact enumeration and the surrogate on the same trimmed cells, the
+    finite-sample floors, moments, powers and energy per effective sample, the trims, the bias-node errors, the
+    residual correction fit) and the surrogate's same-chip entry."""
+    from spicenet.spice import measure
+    from spicenet.train.mismatch import _seed_int
+
+    j, b, beta, n = bm["j"], bm["b"], bm["beta"], cfg.n_cells
+    m_ex, c_ex = moments_exact
+    iu = np.triu_indices(n, 1)
+    meas, vs_map, maps = patch["meas"][c], patch["vs_map"][c], patch["maps"][c]
+    ts, bits = _bits(res, n, cfg.settle_s, cfg.spacing_s, cfg.samples)
+    cnt = state_counts(bits)
+    mean, corr = moments(bits)
+    n_eff, tau_reads = effective_samples(bits)
+    half = bits.shape[0] // 2
+    split_half = tv_distance(state_counts(bits[:half]), state_counts(bits[half:2 * half]))
+    s = 2.0 * bits - 1.0
+    lag1 = float(np.mean([np.corrcoef(s[:-1, k], s[1:, k])[0, 1] if s[:, k].std() > 0 else 1.0
+                          for k in range(n)]))
+    t = res["time"]
+    sel = t >= cfg.settle_s
+    duration = float(t[sel][-1] - t[sel][0])
+    e_cells = measure.supply_energy(t[sel], np.full(sel.sum(), sizing.vdd), res["i(vdd)"][sel])
+    vb_ = np.stack([res[f"v(bias{k})"][sel] for k in range(n)], 1)
+    # the buffers' outputs, recomputed from the cells (same law as the B sources; not every mode saves them)
+    vo_ = np.stack([sizing.vdd * np.tanh((res[f"v(a{k})"][sel] - res[f"v(b{k})"][sel]) / cfg.vw)
+                    for k in range(n)], 1)
+    pc = export.coupling_power(maps, vb_, vo_)
+    e_coup = float(np.trapezoid(pc, t[sel]))
+    p_cells, p_coup = e_cells / duration, e_coup / duration
+    gain = meas["vs"] / vs_map
+    sc = _gibbs_counts(j, b, beta, gain, None, cfg.surrogate_samples, _seed_int(seed, 11, c))
+    same = {"chip": c, "tv_vs_exact": tv_distance(sc, probs), "gain": gain.tolist()}
+    realised = stationary_law(j, b, beta, None, gain)
+    t_read = cfg.spacing_s * cfg.samples
+    row = {
+        "chip": c, "cell_chip_ids": ids, "tv_vs_exact": tv_distance(cnt, probs),
+        "tv_vs_surrogate_same_chip": tv_distance(cnt, sc),
+        "tv_floor_n_eff": tv_floor(probs, max(1, int(round(n_eff))), seed=seed),
+        "tv_cells_law_vs_exact": tv_distance(realised, probs),
+        "n_eff": n_eff, "tau_int_reads": tau_reads.tolist(),
+        # TV between the run's two halves ~ 2 x the floor of the whole run (sqrt(2) x 2 x 1/sqrt(2)), with
+        # whatever correlation the reads have: an estimate of the floor independent of n_eff
+        "tv_split_half": split_half, "tv_floor_split_half": 0.5 * split_half,
+        "marginal_max_abs_err": float(np.abs(mean - m_ex).max()),
+        "corr_max_abs_err": float(np.abs(corr[iu] - c_ex[iu]).max()) if n > 1 else 0.0,
+        "marginals": mean.tolist(), "lag1_autocorr": lag1,
+        "power_cells_w": p_cells, "power_coupling_w": p_coup,
+        "energy_per_sample_j": (p_cells + p_coup) * t_read / n_eff,
+        "energy_per_read_j": (p_cells + p_coup) * cfg.spacing_s,
+        "v0_dc": meas["v0_dc"].tolist(), "v0_trim": meas["v0"].tolist(), "vs_trim": meas["vs"].tolist(),
+        "se_v0_trim": meas["se_v0"].tolist(), "se_vs_trim": meas["se_vs"].tolist(),
+        "trim_p": meas["p"].tolist(), "trim_n_eff": meas["n_eff"].tolist(),
+        "trim_offset_logit_se": (meas["se_v0"] / meas["vs"]).tolist(),
+        "vs_mapped": vs_map.tolist(), "counts": cnt.tolist(),
+        **_bias_error(res, maps, ts, bits, meas["vs"]),
+    }
+    rf = fit_correction_map(cnt, j, b, beta, n_eff=n_eff)
+    row["residual_fit"] = {"alpha": rf.alpha, "se_alpha": rf.se_alpha, "db": rf.db.tolist(),
+                           "se_db": rf.se_db.tolist(), "dnll": rf.dnll}
+    if c in patch["corrections"]:
+        row["correction"] = patch["corrections"][c]
+    return row, same
+
+
+def _surrogate_fresh(chipm, bm: dict[str, Any], probs: np.ndarray, n_chips: int, cfg: ValidationConfig,
+                     seed: int) -> tuple[list[dict[str, float]], float]:
+    """The surrogate on fresh chips of the training's chip model (as many reads as SPICE, and many) and the ideal
+    sampler: ([{"tv_vs_exact", "tv_vs_exact_many"}] per chip, TV of the ideal sampler)."""
+    from spicenet.train.mismatch import _seed_int
+
+    j, b, beta, n = bm["j"], bm["b"], bm["beta"], cfg.n_cells
+    fresh = []
+    for c in range(n_chips):
+        off, gain = chipm.nonideality(_seed_int(seed, 12, c), n)
+        sc_m = _gibbs_counts(j, b, beta, gain.numpy(), off.numpy(), cfg.samples, _seed_int(seed, 13, c))
+        sc_big = _gibbs_counts(j, b, beta, gain.numpy(), off.numpy(), cfg.surrogate_samples, _seed_int(seed, 14, c))
+        fresh.append({"tv_vs_exact": tv_distance(sc_m, probs), "tv_vs_exact_many": tv_distance(sc_big, probs)})
+    ideal = _gibbs_counts(j, b, beta, None, None, cfg.surrogate_samples, _seed_int(seed, 15))
+    return fresh, tv_distance(ideal, probs)
+
+
+def _patch_gap(ok: list[dict[str, Any]], floor: float, uniform_tv: float, e_spice: float,
+               e_surrogate: float | None) -> dict[str, Any]:
+    """The patch's gap keys: TV to exact enumeration (mean, worst) beside its floors, moment errors, the closed-loop
+    correction's gains, and the energy per effective sample against the surrogate's."""
+    tvs = np.array([s["tv_vs_exact"] for s in ok])
+    corrected = all("correction" in s for s in ok)
+    gap = {
+        "tv_distance": float(tvs.mean()),
+        "tv_distance_worst": float(tvs.max()),
+        "tv_floor_iid": floor,
+        "tv_floor_n_eff": float(np.mean([s["tv_floor_n_eff"] for s in ok])),
+        "tv_floor_split_half": float(np.mean([s["tv_floor_split_half"] for s in ok])),
+        "tv_cells_law_vs_exact": float(np.mean([s["tv_cells_law_vs_exact"] for s in ok])),
+        "tv_spice_vs_surrogate_same_chip": float(np.mean([s["tv_vs_surrogate_same_chip"] for s in ok])),
+        "tv_exact_vs_uniform": uniform_tv,
+        "marginal_max_abs_err": float(max(s["marginal_max_abs_err"] for s in ok)),
+        "corr_max_abs_err": float(max(s["corr_max_abs_err"] for s in ok)),
+        "bias_err_logit_max_abs_mean": float(max(s["bias_err_logit_max_abs_mean"] for s in ok)),
+        "tv_open_loop_mean": float(np.mean([s["correction"]["tv_open_loop"] for s in ok])) if corrected else None,
+        "coupling_gain_open_loop": [s["correction"]["alpha"] for s in ok] if corrected else None,
+        "coupling_gain_pooled": ok[0]["correction"]["alpha_pooled"] if corrected else None,
+        "coupling_gain_residual": [s["residual_fit"]["alpha"] for s in ok],
+        "energy_per_sample_j": e_spice,
+        "energy_ratio_spice_over_surrogate": e_spice / e_surrogate if e_surrogate else None,
+    }
+    gap["patch_tv"] = gap["tv_distance"]
+    return gap
+
+
+MACHINE_GAP_KEYS = ("fid_rel", "fid_rel_floor", "marginal_mae", "marginal_mae_floor", "marginal_mae_one_read",
+                    "marginal_mae_one_read_floor", "marginal_mae_one_chip_draw", "reads_per_image", "reads_n_eff",
+                    "marginal_mae_expected_unknown_chip", "marginal_mae_expected_unknown_chip_sd",
+                    "marginal_mae_unpaired", "marginal_mae_unpaired_floor", "cells_simulated", "grid_cells", "steps",
+                    "images", "energy_per_image_spice_j", "energy_per_image_surrogate_j", "coupling_gain_trim",
+                    "images_per_cpu_hour")
+
+
 def validate(run_dir: Path, *, chips: int | None = None, quick: bool = False, workers: int = 2, seed: int = 0,
              config: ValidationConfig | None = None, progress: bool = True) -> dict[str, Any]:
     """Export the run's patch machine to ngspice, sample it on ``chips`` Monte-Carlo chips and compare with the
-    surrogate and exact enumeration. Returns {"surrogate", "spice", "gap", "chips"}; writes
-    ``<run>/validation/{validation.json, validation.png}``."""
+    surrogate and exact enumeration; then (``machine``) the whole trained machine. Returns {"surrogate", "spice",
+    "gap", "chips", ...}; writes ``<run>/validation/{validation.json, validation.png}``."""
     from spicenet.cells.rng.gibbs import exact_enumeration
     from spicenet.cells.rng.training import ChipModel, load_model
     from spicenet.spice.engine import Engine
     from spicenet.spice.process import get_process
     from spicenet.surrogate import SurrogateFile
-    from spicenet.train.mismatch import _seed_int
 
     t_start = time.time()
     run_dir = Path(run_dir)
@@ -670,177 +881,46 @@ def validate(run_dir: Path, *, chips: int | None = None, quick: bool = False, wo
     sizing = _sizing(sf)
     vs_nom = float(blob["vs_nominal"])
 
-    # ------------------------------------------------------------------------------------ the machine --
-    if cfg.bm == "run":
-        from spicenet.data import load_dataset
-
-        ds = load_dataset(tcfg["dataset"], tcfg["source"], tcfg.get("data_path") or None, size=tcfg["image_size"],
-                          encoding="spin", n_train=tcfg.get("n_train") or None, n_test=tcfg.get("n_test") or None)
-        g = torch.Generator().manual_seed(seed)
-        x0 = torch.as_tensor(ds.flat("test")[:1], dtype=torch.float64)
-        _, x1 = dtm.noised_pair(x0, 1, g)
-        bm = extract_bm(dtm, cfg.n_cells, x1[0].numpy(), step=1)
-    else:
-        bm = random_bm(cfg.n_cells, cfg.random_scale, seed)
+    bm = _patch_machine(dtm, tcfg, cfg, seed)
     j, b, beta, n = bm["j"], bm["b"], bm["beta"], cfg.n_cells
     edges, w = _edges(j)
     ex = exact_enumeration(n, edges, w, b, beta)
     probs = ex.probs
-    m_ex, c_ex = exact_moments(ex.states, probs)
-    iu = np.triu_indices(n, 1)
+    moments_exact = exact_moments(ex.states, probs)
     floor = tv_floor(probs, cfg.samples, seed=seed)
     uniform_tv = tv_distance(probs, np.ones_like(probs))
 
-    # ------------------------------------------------------------------------------------------- SPICE --
-    base = 1000 + 97 * int(seed)
+    base = 1000 + 97 * int(seed)  # cell ids; every draw is keyed by (seed, id), so ids may repeat across seeds
     cids = {c: [base + 32 * c + k for k in range(n)] for c in range(n_chips)}
-    work = Path(tempfile.mkdtemp(prefix="spicenet_val_"))
+    patch = _spice_patch(sizing, process, cids, bm, probs, vs_nom, cfg, seed, workers, progress)
     spice_chips: list[dict[str, Any]] = []
-    wall: dict[str, float] = {}
-    try:
-        with Engine(workers=max(1, workers), timeout_s=cfg.timeout_s) as eng:
-            t0 = time.time()
-            found = _locate_and_noise(eng, sizing, process, [c for v in cids.values() for c in v], cfg, seed)
-            wall["locate_s"] = time.time() - t0
-            t1 = time.time()
-            meas = trim_cells(eng, sizing, process, cids, found, vs_nom, cfg, seed, work)
-            wall["trim_s"] = time.time() - t1
-            # coupled networks: pass 1 (open loop, calibration of the export), pass 2 (corrected, the result)
-            t2 = time.time()
-            vs_map = {c: meas[c]["vs"] if cfg.vs_mapping == "measured" else np.full(n, vs_nom) for c in cids}
-            target = {c: (j, b) for c in cids}
-            passes: list[dict[int, Any]] = []
-            corrections: dict[int, dict[str, Any]] = {}
-            plan = [("cal", cfg.calib_samples, 4), ("bm", cfg.samples, 3)] if cfg.closed_loop else \
-                [("bm", cfg.samples, 3)]
-            for label, m_reads, stream in plan:
-                maps = {c: export.map_weights(target[c][0], target[c][1], beta, vs_map[c], meas[c]["v0"], sizing.vdd,
-                                              cfg.r_total) for c in cids}
-                outs = _run_networks(eng, maps, cids, found, sizing, process, cfg, seed, work, label, m_reads,
-                                     stream, progress)
-                passes.append({"label": label, "maps": maps, "outs": outs, "reads": m_reads})
-                if label == "cal":
-                    fits: dict[int, tuple[np.ndarray, Correction]] = {}
-                    for c in cids:
-                        res = outs[f"{label}{c}"]
-                        if isinstance(res, SpicenetError):
-                            continue
-                        _, bits = _bits(res, n, cfg.settle_s, cfg.spacing_s, m_reads)
-                        cnt = state_counts(bits)
-                        n_eff_cal = effective_samples(bits)[0]
-                        ml = fit_correction_map(cnt, j, b, beta, n_eff=n_eff_cal)
-                        fits[c] = (cnt, ml)
-                        corrections[c] = {"alpha": ml.alpha, "se_alpha": ml.se_alpha, "db_ml": ml.db.tolist(),
-                                          "se_db_ml": ml.se_db.tolist(), "dnll": ml.dnll, "n_eff": n_eff_cal,
-                                          "counts": cnt.tolist(), "tv_open_loop": tv_distance(cnt, probs),
-                                          "tv_floor_n_eff_open_loop": tv_floor(
-                                              probs, max(1, int(round(n_eff_cal))), seed=seed)}
-                    # the coupling gain is a property of the design (equal within errors over chips): pooled by
-                    # inverse variance and shrunk toward the mapping's 1 by its standard error; the bias errors
-                    # (trim residuals) are per cell, refitted at the pooled gain and shrunk toward 0 (MAP)
-                    if fits:
-                        alpha_pool, se_pool = pool_shrink_alpha(
-                            np.array([f.alpha for _, f in fits.values()]),
-                            np.array([max(f.se_alpha, 1e-6) for _, f in fits.values()]), 1.0, cfg.prior_sd_alpha)
-                    for c, (cnt, _) in fits.items():
-                        post = fit_correction_map(cnt, j, b, beta, n_eff=corrections[c]["n_eff"],
-                                                  prior_sd_db=cfg.prior_sd_db, fixed_alpha=alpha_pool)
-                        target[c] = (j / alpha_pool, b - post.db)
-                        corrections[c].update({"alpha_pooled": alpha_pool, "se_alpha_pooled": se_pool,
-                                               "db": post.db.tolist(), "se_db": post.se_db.tolist()})
-            wall["network_s"] = time.time() - t2
-            wall_spice = time.time() - t0
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-    from spicenet.spice import measure
-
-    final = passes[-1]
-    maps, outs = final["maps"], final["outs"]
     surrogate_same: list[dict[str, Any]] = []
     for c, ids in cids.items():
-        res = outs[f"bm{c}"]
+        res = patch["outs"][f"bm{c}"]
         if isinstance(res, SpicenetError):
             spice_chips.append({"chip": c, "error": str(res)})
             continue
-        ts, bits = _bits(res, n, cfg.settle_s, cfg.spacing_s, cfg.samples)
-        cnt = state_counts(bits)
-        mean, corr = moments(bits)
-        n_eff, tau_reads = effective_samples(bits)
-        half = bits.shape[0] // 2
-        split_half = tv_distance(state_counts(bits[:half]), state_counts(bits[half:2 * half]))
-        s = 2.0 * bits - 1.0
-        lag1 = float(np.mean([np.corrcoef(s[:-1, k], s[1:, k])[0, 1] if s[:, k].std() > 0 else 1.0
-                              for k in range(n)]))
-        t = res["time"]
-        sel = t >= cfg.settle_s
-        duration = float(t[sel][-1] - t[sel][0])
-        e_cells = measure.supply_energy(t[sel], np.full(sel.sum(), sizing.vdd), res["i(vdd)"][sel])
-        vb_ = np.stack([res[f"v(bias{k})"][sel] for k in range(n)], 1)
-        # the buffers' outputs, recomputed from the cells (same law as the B sources; not every mode saves them)
-        vo_ = np.stack([sizing.vdd * np.tanh((res[f"v(a{k})"][sel] - res[f"v(b{k})"][sel]) / cfg.vw)
-                        for k in range(n)], 1)
-        pc = export.coupling_power(maps[c], vb_, vo_)
-        e_coup = float(np.trapezoid(pc, t[sel]))
-        p_cells, p_coup = e_cells / duration, e_coup / duration
-        gain = meas[c]["vs"] / vs_map[c]
-        sc = _gibbs_counts(j, b, beta, gain, None, cfg.surrogate_samples, _seed_int(seed, 11, c))
-        surrogate_same.append({"chip": c, "tv_vs_exact": tv_distance(sc, probs), "gain": gain.tolist()})
-        realised = stationary_law(j, b, beta, None, gain)
-        t_read = cfg.spacing_s * cfg.samples
-        row = {
-            "chip": c, "cell_chip_ids": ids, "tv_vs_exact": tv_distance(cnt, probs),
-            "tv_vs_surrogate_same_chip": tv_distance(cnt, sc),
-            "tv_floor_n_eff": tv_floor(probs, max(1, int(round(n_eff))), seed=seed),
-            "tv_cells_law_vs_exact": tv_distance(realised, probs),
-            "n_eff": n_eff, "tau_int_reads": tau_reads.tolist(),
-            # TV between the run's two halves ~ 2 x the floor of the whole run (sqrt(2) x 2 x 1/sqrt(2)), with
-            # whatever correlation the reads have: an estimate of the floor independent of n_eff
-            "tv_split_half": split_half, "tv_floor_split_half": 0.5 * split_half,
-            "marginal_max_abs_err": float(np.abs(mean - m_ex).max()),
-            "corr_max_abs_err": float(np.abs(corr[iu] - c_ex[iu]).max()) if n > 1 else 0.0,
-            "marginals": mean.tolist(), "lag1_autocorr": lag1,
-            "power_cells_w": p_cells, "power_coupling_w": p_coup,
-            "energy_per_sample_j": (p_cells + p_coup) * t_read / n_eff,
-            "energy_per_read_j": (p_cells + p_coup) * cfg.spacing_s,
-            "v0_dc": meas[c]["v0_dc"].tolist(), "v0_trim": meas[c]["v0"].tolist(), "vs_trim": meas[c]["vs"].tolist(),
-            "se_v0_trim": meas[c]["se_v0"].tolist(), "se_vs_trim": meas[c]["se_vs"].tolist(),
-            "trim_p": meas[c]["p"].tolist(), "trim_n_eff": meas[c]["n_eff"].tolist(),
-            "trim_offset_logit_se": (meas[c]["se_v0"] / meas[c]["vs"]).tolist(),
-            "vs_mapped": vs_map[c].tolist(), "counts": cnt.tolist(),
-            **_bias_error(res, maps[c], ts, bits, meas[c]["vs"]),
-        }
-        rf = fit_correction_map(cnt, j, b, beta, n_eff=n_eff)
-        row["residual_fit"] = {"alpha": rf.alpha, "se_alpha": rf.se_alpha, "db": rf.db.tolist(),
-                               "se_db": rf.se_db.tolist(), "dnll": rf.dnll}
-        if c in corrections:
-            row["correction"] = corrections[c]
+        row, same = _chip_row(c, ids, res, patch, bm, probs, moments_exact, sizing, cfg, seed)
         spice_chips.append(row)
+        surrogate_same.append(same)
     ok = [s for s in spice_chips if "error" not in s]
     if not ok:
         raise SpicenetError(f"rng validation: every chip failed: {[s['error'] for s in spice_chips]}")
 
-    # ---------------------------------------------------------------------- surrogate on fresh chips --
     chipm = ChipModel(sur_path, scale=float(tcfg.get("eval_scale", 1.0)), v0_trim=bool(tcfg.get("v0_trim", True)),
                       v0_residual_std_v=float(tcfg.get("v0_residual_std_v", 5e-5)))
-    fresh = []
-    for c in range(n_chips):
-        off, gain = chipm.nonideality(_seed_int(seed, 12, c), n)
-        sc_m = _gibbs_counts(j, b, beta, gain.numpy(), off.numpy(), cfg.samples, _seed_int(seed, 13, c))
-        sc_big = _gibbs_counts(j, b, beta, gain.numpy(), off.numpy(), cfg.surrogate_samples, _seed_int(seed, 14, c))
-        fresh.append({"tv_vs_exact": tv_distance(sc_m, probs), "tv_vs_exact_many": tv_distance(sc_big, probs)})
-    ideal = _gibbs_counts(j, b, beta, None, None, cfg.surrogate_samples, _seed_int(seed, 15))
-
+    fresh, tv_ideal = _surrogate_fresh(chipm, bm, probs, n_chips, cfg, seed)
     tvs = np.array([s["tv_vs_exact"] for s in ok])
     energies = np.array([s["energy_per_sample_j"] for s in ok])
     e_bit = float(sf.energy.get("energy_per_bit_j", math.nan))
+    e_surrogate = e_bit * n if math.isfinite(e_bit) else None
     surrogate = {
-        "tv_ideal_sampler": tv_distance(ideal, probs),
+        "tv_ideal_sampler": tv_ideal,
         "tv_same_chips_mean": float(np.mean([s["tv_vs_exact"] for s in surrogate_same])),
         "tv_fresh_chips_mean": float(np.mean([f["tv_vs_exact"] for f in fresh])),
         "tv_fresh_chips_many_samples_mean": float(np.mean([f["tv_vs_exact_many"] for f in fresh])),
         "samples": cfg.samples, "samples_many": cfg.surrogate_samples,
-        "energy_per_sample_j": e_bit * n if math.isfinite(e_bit) else None,
+        "energy_per_sample_j": e_surrogate,
         "same_chips": surrogate_same, "fresh_chips": fresh,
     }
     spice = {
@@ -848,54 +928,24 @@ def validate(run_dir: Path, *, chips: int | None = None, quick: bool = False, wo
         "energy_per_sample_j": float(energies.mean()), "chips": spice_chips, "samples": cfg.samples,
         "n_eff_mean": float(np.mean([s["n_eff"] for s in ok])),
         "spacing_s": cfg.spacing_s, "dt_s": cfg.dt, "vs_mapping": cfg.vs_mapping, "closed_loop": cfg.closed_loop,
-        "wall_s": wall_spice,
-        "wall_parts_s": wall, "failed": len(spice_chips) - len(ok),
+        "wall_s": patch["wall_spice"],
+        "wall_parts_s": patch["wall"], "failed": len(spice_chips) - len(ok),
     }
-    gap = {
-        "tv_distance": float(tvs.mean()),
-        "tv_distance_worst": float(tvs.max()),
-        "tv_floor_iid": floor,
-        "tv_floor_n_eff": float(np.mean([s["tv_floor_n_eff"] for s in ok])),
-        "tv_floor_split_half": float(np.mean([s["tv_floor_split_half"] for s in ok])),
-        "tv_cells_law_vs_exact": float(np.mean([s["tv_cells_law_vs_exact"] for s in ok])),
-        "tv_spice_vs_surrogate_same_chip": float(np.mean([s["tv_vs_surrogate_same_chip"] for s in ok])),
-        "tv_exact_vs_uniform": uniform_tv,
-        "marginal_max_abs_err": float(max(s["marginal_max_abs_err"] for s in ok)),
-        "corr_max_abs_err": float(max(s["corr_max_abs_err"] for s in ok)),
-        "bias_err_logit_max_abs_mean": float(max(s["bias_err_logit_max_abs_mean"] for s in ok)),
-        "tv_open_loop_mean": (float(np.mean([s["correction"]["tv_open_loop"] for s in ok]))
-                              if all("correction" in s for s in ok) else None),
-        "coupling_gain_open_loop": ([s["correction"]["alpha"] for s in ok]
-                                    if all("correction" in s for s in ok) else None),
-        "coupling_gain_pooled": (ok[0]["correction"]["alpha_pooled"]
-                                 if all("correction" in s for s in ok) else None),
-        "coupling_gain_residual": [s["residual_fit"]["alpha"] for s in ok],
-        "energy_per_sample_j": float(energies.mean()),
-        "energy_ratio_spice_over_surrogate": (float(energies.mean()) / surrogate["energy_per_sample_j"]
-                                              if surrogate["energy_per_sample_j"] else None),
-    }
-    gap["patch_tv"] = gap["tv_distance"]
+    gap = _patch_gap(ok, floor, uniform_tv, float(energies.mean()), e_surrogate)
     whole = None
     if cfg.machine and cfg.bm == "run":
         from spicenet.cells.rng.whole import validate_machine
 
-        alpha_patch = gap["coupling_gain_pooled"]
         with Engine(workers=max(1, workers), timeout_s=cfg.timeout_s) as eng:
             whole = validate_machine(run_dir, eng, dtm=dtm, tcfg=tcfg, sizing=sizing, process=process,
                                      surrogate_path=sur_path, n_chips=cfg.machine_chips or n_chips,
                                      images=cfg.machine_images, seed=seed,
-                                     cfg=cfg, alpha_patch=alpha_patch, vs_nominal=vs_nom, e_bit=e_bit,
+                                     cfg=cfg, alpha_patch=gap["coupling_gain_pooled"], vs_nominal=vs_nom, e_bit=e_bit,
                                      progress=progress)
         spice.update({"fid": whole["fid_spice"], "energy_per_image_j": whole["energy_per_image_spice_j"],
                       "images_per_cpu_hour": whole["images_per_cpu_hour"], "machine_chips": whole["chips_detail"]})
         surrogate.update({"fid": whole["fid_surrogate"], "energy_per_image_j": whole["energy_per_image_surrogate_j"]})
-        for k in ("fid_rel", "fid_rel_floor", "marginal_mae", "marginal_mae_floor", "marginal_mae_one_read",
-                  "marginal_mae_one_read_floor", "marginal_mae_one_chip_draw", "reads_per_image", "reads_n_eff",
-                  "marginal_mae_expected_unknown_chip", "marginal_mae_expected_unknown_chip_sd",
-                  "marginal_mae_unpaired", "marginal_mae_unpaired_floor", "cells_simulated", "grid_cells", "steps", "images",
-                  "energy_per_image_spice_j", "energy_per_image_surrogate_j", "coupling_gain_trim",
-                  "images_per_cpu_hour"):
-            gap[k] = whole[k]
+        gap.update({k: whole[k] for k in MACHINE_GAP_KEYS})
         gap["machine_chip_count"] = whole["chips"]
         gap["energy_per_image_ratio_spice_over_surrogate"] = whole["energy_ratio_spice_over_surrogate"]
     machine = {"source": cfg.bm, "n_cells": n, "beta": beta, "j": j.tolist(), "b": b.tolist(),

@@ -532,13 +532,21 @@ class BlockGibbsSampler:
         """
         self._check_schedule(n_samples, burn_in, thin)
         s = self._to_perm(state)
-        acc_s = torch.zeros((self.n_nodes, s.shape[1]), dtype=torch.float64, device=s.device)
-        acc_e = torch.zeros((self.graph.n_edges, s.shape[1]), dtype=torch.float64, device=s.device)
-        for _ in self._recorded(s, generator, n_samples, burn_in, thin):
-            acc_s += s[:self.n_nodes]
-            acc_e += s[self._ei] * s[self._ej]
-        mean = acc_s.index_select(0, self.inv_perm) / n_samples
-        corr = acc_e / n_samples
+        if n_samples == 1:
+            # one recorded sweep (the DTM trainer's case): the moments are the state itself; spins are +-1, so
+            # their products are exact in the state's dtype and the float64 copies equal the accumulated sums
+            for _ in self._recorded(s, generator, n_samples, burn_in, thin):
+                pass
+            mean = s[:self.n_nodes].index_select(0, self.inv_perm).to(torch.float64)
+            corr = (s[self._ei] * s[self._ej]).to(torch.float64)
+        else:
+            acc_s = torch.zeros((self.n_nodes, s.shape[1]), dtype=torch.float64, device=s.device)
+            acc_e = torch.zeros((self.graph.n_edges, s.shape[1]), dtype=torch.float64, device=s.device)
+            for _ in self._recorded(s, generator, n_samples, burn_in, thin):
+                acc_s += s[:self.n_nodes]
+                acc_e += s[self._ei] * s[self._ej]
+            mean = acc_s.index_select(0, self.inv_perm) / n_samples
+            corr = acc_e / n_samples
         if not per_chain:
             mean, corr = mean.mean(1), corr.mean(1)
         return Moments(mean=mean.cpu(), edge_corr=corr.cpu(), n_samples=n_samples, n_chains=s.shape[1],

@@ -278,6 +278,67 @@ def _images(x: torch.Tensor, size: int) -> np.ndarray:
     return ((x.numpy().reshape(-1, size, size) + 1.0) / 2.0).astype(np.float32)
 
 
+def _train_iterations(dtm: DTM, run, cfg: "DTMTrainConfig", x_train: torch.Tensor, x_test: np.ndarray, dataset: str,
+                      net, hook: "_StepChips", quant, gens: dict[str, torch.Generator], start: int, clock,
+                      seed: int, progress: bool) -> None:
+    """Iterations ``start .. cfg.iters - 1``: a seeded minibatch and the step's chip per iteration
+    (``DTM.train_step``), a metrics row every ``log_every`` (gradient norm, lag-K autocorrelation, ACP lambda,
+    weight RMS, optional own-net FID of ``fid_log_samples`` nominal samples), a checkpoint every
+    ``checkpoint_every``."""
+    from spicenet.progress import progress_bar
+
+    window: list[list[dict]] = []
+    bar = progress_bar(cfg.iters, "dtm", enabled=progress, initial=start)
+    for it in range(start, cfg.iters):
+        g = torch.Generator().manual_seed(_seed_int(seed, 3, it))
+        idx = torch.randint(0, x_train.shape[0], (cfg.batch,), generator=g)
+        hook.step = it
+        window.append(dtm.train_step(x_train[idx]))
+        bar.update(1)
+        done = it + 1
+        if done % cfg.log_every == 0 or done == cfg.iters:
+            row = {
+                "grad_norm": float(np.mean([s["grad_norm"] for st in window for s in st])),
+                "autocorr": float(np.mean([s["autocorr"] for st in window for s in st])),
+                "acp_lambda": float(np.mean([s["acp_lambda"] for st in window for s in st])),
+                "w_rms": float(np.mean([quant(p.weights).pow(2).mean().sqrt().item() for p in dtm.steps])),
+                "elapsed_s": clock.elapsed(),
+            }
+            if cfg.fid_log_samples:
+                s = sample_with_seed(dtm, cfg.fid_log_samples, _seed_int(seed, 8, done))
+                row["fid_nominal"] = _fid(s, x_test, dataset, net)
+            run.log_metrics(done, **row)
+            bar.set_postfix(fid=f"{row.get('fid_nominal', float('nan')):.3g}")
+            window = []
+        if cfg.checkpoint_every and (done % cfg.checkpoint_every == 0 or done == cfg.iters):
+            run.save_checkpoint(step=done, epoch=done, model=dtm.state_dict(), generators=gens,
+                                extra={"wall": clock.state()})
+    bar.close()
+
+
+def _evaluate_run(dtm: DTM, cfg: "DTMTrainConfig", surrogate: Path, eval_chips: "ChipModel", x_train: torch.Tensor,
+                  x_test: np.ndarray, dataset: str, net, n_cells: int, seed: int, dev: torch.device) -> dict[str, Any]:
+    """The trained model's evaluation: own-net image metrics of ``eval_samples`` nominal samples, the real-data FID
+    floor (training images against the test split), FIDs over ``eval_chips`` fresh chips (and two of them without
+    the v0 trim), and 64 samples of the worst chip."""
+    from spicenet.metrics import image_metrics
+
+    nominal = sample_with_seed(dtm, cfg.eval_samples, _seed_int(seed, 9))
+    nom = image_metrics(nominal.numpy(), x_test, dataset, net=net, value_range="spin", seed=seed,
+                        with_inception=False)
+    floor = _fid(torch.as_tensor(x_train[: cfg.eval_samples]).float(), x_test, dataset, net)
+    seeds = eval_seeds(seed, cfg.eval_chips)
+    over = evaluate_fid_over_chips(dtm, eval_chips, seeds, cfg.eval_samples, x_test, dataset, net, seed)
+    untrimmed = None
+    if cfg.v0_trim:  # the same chips without the per-cell v0 trim: why the trim is part of the hardware
+        raw = ChipModel(surrogate, scale=cfg.eval_scale, v0_trim=False)
+        untrimmed = evaluate_fid_over_chips(dtm, raw, seeds[:2], cfg.eval_samples, x_test, dataset, net, seed)
+    worst_seed = over["seeds"][int(np.argmax(over["values"]))]
+    worst = sample_with_seed(dtm, 64, _seed_int(seed, 4, worst_seed),
+                             tuple(t.to(dev) for t in eval_chips.nonideality(worst_seed, n_cells)))
+    return {"nominal": nominal, "nom": nom, "floor": floor, "over": over, "untrimmed": untrimmed, "worst": worst}
+
+
 @restores_torch_threads
 def train(config: dict[str, Any], *, surrogate: Path, quick: bool = False, run_dir: Path, device: str = "cpu",
           seed: int = 0, progress: bool = True) -> dict[str, Any]:
@@ -290,7 +351,7 @@ def train(config: dict[str, Any], *, surrogate: Path, quick: bool = False, run_d
     from spicenet.cells.rng.family import dtm_energy
     from spicenet.metrics import fid_key, load_feature_net
     from spicenet.surrogate import SurrogateFile
-    from spicenet.progress import logger, progress_bar
+    from spicenet.progress import logger
     from spicenet.train import RunDir, WallClock, resolve_device
 
     t_start = time.perf_counter()
@@ -337,54 +398,17 @@ def train(config: dict[str, Any], *, surrogate: Path, quick: bool = False, run_d
     net, _ = load_feature_net(ds.name, train_if_missing=True)
     fkey = fid_key(ds.name)
 
-    window: list[list[dict]] = []
-    bar = progress_bar(cfg.iters, "dtm", enabled=progress, initial=start)
-    for it in range(start, cfg.iters):
-        g = torch.Generator().manual_seed(_seed_int(seed, 3, it))
-        idx = torch.randint(0, x_train.shape[0], (cfg.batch,), generator=g)
-        hook.step = it
-        window.append(dtm.train_step(x_train[idx]))
-        bar.update(1)
-        done = it + 1
-        if done % cfg.log_every == 0 or done == cfg.iters:
-            row = {
-                "grad_norm": float(np.mean([s["grad_norm"] for st in window for s in st])),
-                "autocorr": float(np.mean([s["autocorr"] for st in window for s in st])),
-                "acp_lambda": float(np.mean([s["acp_lambda"] for st in window for s in st])),
-                "w_rms": float(np.mean([quant(p.weights).pow(2).mean().sqrt().item() for p in dtm.steps])),
-                "elapsed_s": clock.elapsed(),
-            }
-            if cfg.fid_log_samples:
-                s = sample_with_seed(dtm, cfg.fid_log_samples, _seed_int(seed, 8, done))
-                row["fid_nominal"] = _fid(s, x_test, ds.name, net)
-            run.log_metrics(done, **row)
-            bar.set_postfix(fid=f"{row.get('fid_nominal', float('nan')):.3g}")
-            window = []
-        if cfg.checkpoint_every and (done % cfg.checkpoint_every == 0 or done == cfg.iters):
-            run.save_checkpoint(step=done, epoch=done, model=dtm.state_dict(), generators=gens,
-                                extra={"wall": clock.state()})
-    bar.close()
+    _train_iterations(dtm, run, cfg, x_train, x_test, ds.name, net, hook, quant, gens, start, clock, seed,
+                      progress)
     t_train = clock.elapsed()
 
     # ------------------------------------------------------------------------------------- evaluation --
     t0 = time.time()
-    nominal = sample_with_seed(dtm, cfg.eval_samples, _seed_int(seed, 9))
-    from spicenet.metrics import image_metrics
-
-    nom = image_metrics(nominal.numpy(), x_test, ds.name, net=net, value_range="spin", seed=seed,
-                        with_inception=False)
-    floor = _fid(torch.as_tensor(x_train[: cfg.eval_samples]).float(), x_test, ds.name, net)
-    seeds = eval_seeds(seed, cfg.eval_chips)
-    over = evaluate_fid_over_chips(dtm, eval_chips, seeds, cfg.eval_samples, x_test, ds.name, net, seed)
-    untrimmed = None
-    if cfg.v0_trim:  # the same chips without the per-cell v0 trim: why the trim is part of the hardware
-        raw = ChipModel(surrogate, scale=cfg.eval_scale, v0_trim=False)
-        untrimmed = evaluate_fid_over_chips(dtm, raw, seeds[:2], cfg.eval_samples, x_test, ds.name, net, seed)
+    ev = _evaluate_run(dtm, cfg, surrogate, eval_chips, x_train, x_test, ds.name, net, n_cells, seed, dev)
+    nominal, nom, floor, over, untrimmed, worst = (ev[k] for k in ("nominal", "nom", "floor", "over",
+                                                                   "untrimmed", "worst"))
     e_bit = float(sf.energy.get("energy_per_bit_j", math.nan))
     energy = dtm_energy(e_bit, n_cells, cfg.sweeps, cfg.steps) if math.isfinite(e_bit) else None
-    worst_seed = over["seeds"][int(np.argmax(over["values"]))]
-    worst = sample_with_seed(dtm, 64, _seed_int(seed, 4, worst_seed),
-                             tuple(t.to(dev) for t in eval_chips.nonideality(worst_seed, n_cells)))
     plots = [
         str(run.save_sample_grid(_images(nominal[:64], ds.size), "samples_nominal.png", vmin=0, vmax=1)),
         str(run.save_sample_grid(_images(worst, ds.size), "samples_worst_chip.png", vmin=0, vmax=1)),

@@ -54,7 +54,7 @@ from spicenet.plotting import subplots
 from spicenet.spice import measure as sm
 from spicenet.spice.engine import Engine, montecarlo_runs, derived_seed
 from spicenet.spice.job import RunSpec
-from spicenet.errors import SpicenetError
+from spicenet.errors import ConfigError, SpicenetError
 
 __all__ = ["OscCalibrationConfig", "parse_config", "odd_part", "stable_edge", "locked_phase", "lock_range",
            "fit_h_sin", "calibrate_oscillator"]
@@ -172,13 +172,15 @@ class NetworkRefinementConfig:
 
 def parse_config(config: dict[str, Any]) -> OscCalibrationConfig:
     """TOML dict (sections ``ring``, ``free``, ``pair``, ``shil``, ``noise``, ``montecarlo``, ``bank``) -> config."""
+    from spicenet.families import dataclass_from_config
+
     known = {"ring", "sim", "free", "pair", "shil", "noise", "montecarlo", "bank", "load", "network"}
     unknown = set(config) - known
     if unknown:
-        raise ValueError(f"config: unknown sections {sorted(unknown)} (known: {sorted(known)})")
+        raise ConfigError(f"oscillator calibration config: unknown sections {sorted(unknown)} (known: {sorted(known)})")
     kw: dict[str, Any] = {}
     if "ring" in config:
-        kw["ring"] = RingSpec(**config["ring"])
+        kw["ring"] = dataclass_from_config(RingSpec, dict(config["ring"]), "[ring]")
     sim, free, pair = config.get("sim", {}), config.get("free", {}), config.get("pair", {})
     shil, noise, mc, bank, load = (config.get(k, {}) for k in ("shil", "noise", "montecarlo", "bank", "load"))
     mapping = [
@@ -196,17 +198,19 @@ def parse_config(config: dict[str, Any]) -> OscCalibrationConfig:
         (load, "g_s", "load_g_s"), (load, "gain_g_s", "load_gain_g_s"), (load, "probe_r", "load_probe_r"),
         (load, "fraction", "load_fraction"), (load, "t_end", "load_t_end"),
     ]
-    for section, name in ((load, "load"),):
-        bad = set(section) - {"g_s", "gain_g_s", "probe_r", "fraction", "t_end"}
+    names = {"sim": sim, "free": free, "pair": pair, "shil": shil, "noise": noise, "montecarlo": mc, "bank": bank,
+             "load": load}
+    for name, section in names.items():  # a misspelt key must not silently fall back to its default
+        allowed = {key for sec, key, _ in mapping if sec is section}
+        bad = sorted(set(section) - allowed)
         if bad:
-            raise ValueError(f"config: unknown [{name}] keys {sorted(bad)}")
+            raise ConfigError(f"oscillator calibration config: unknown key {name}.{bad[0]} "
+                              f"(known in [{name}]: {', '.join(sorted(allowed))})")
     for section, key, attr in mapping:
         if key in section:
             v = section[key]
             kw[attr] = tuple(float(x) for x in v) if isinstance(v, list) else v
     if "network" in config:
-        from spicenet.families import dataclass_from_config
-
         kw["network"] = dataclass_from_config(NetworkRefinementConfig, dict(config["network"]), "[network]")
     return OscCalibrationConfig(**kw)
 

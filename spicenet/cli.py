@@ -242,7 +242,8 @@ def cmd_baseline(args: argparse.Namespace) -> dict[str, Any]:
         if value is not None and value < 1:
             raise UsageError(f"argument {flag}: must be >= 1, got {value}")
     return train(args.kind, dataset=args.dataset, size=args.size, run_dir=Path(args.output), quick=args.quick,
-                 seed=args.seed, compare=args.compare, width=args.width, iters=args.iters)
+                 seed=args.seed, compare=args.compare, width=args.width, iters=args.iters,
+                 compare_config=args.compare_config)
 
 
 # -- parser ------------------------------------------------------------------------------------------------------
@@ -302,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", choices=("dtm", "ais"), default=None,
                    help="analog trainer whose config gives the split, encoding, FID samples and parameter count "
                    "to match (default: dtm for fashion, ais for mnist)")
+    p.add_argument("--compare-config", default=None, metavar="TOML",
+                   help="the compared trainer's config file (default: its shipped config; e.g. "
+                   "training/ais_mnist_full.toml to match a full run)")
     p.add_argument("--quick", action="store_true", help="the quick settings, beside the trainer's --quick config")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--width", type=int, default=None, help="network width (default: matched parameter count)")

@@ -4,6 +4,7 @@ GAN's FID against an untrained generator, seeding, and the CLI's bad-input error
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -153,3 +154,21 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv):
     assert len(err) == 1 and err[0].startswith("spicenet baseline: error:"), err
     assert not (tmp_path / "run").exists()
     assert sorted(p.name for p in (tmp_path / "full").iterdir()) == ["other.txt"]
+
+
+def test_reference_from_a_full_config_file_matches_that_run():
+    """--compare-config: the reference is the given trainer config's network and protocol, not the shipped default
+    (the 14x14 MNIST AIS config: 196 visible + 64 hidden + 1 reference rings, 8 segments, 1,429 FID samples)."""
+    import tomllib
+
+    path = Path(__file__).resolve().parents[1] / "training" / "ais_mnist_full.toml"
+    toml = tomllib.loads(path.read_text())
+    ref = analog_reference("ais", quick=False, config_path=str(path))
+    n_osc = 14 * 14 + toml["model"]["n_hidden"] + 1
+    segments = toml["model"]["n_segments"]
+    assert ref.config_name == "ais_mnist_full" and ref.size == 14
+    assert ref.n_eval_samples == toml["train"]["n_eval_samples"] == 1429
+    assert ref.params_detail["oscillators"] == n_osc == 261
+    assert ref.params_detail["shil_raw"] == ref.params_detail["bias_raw"] == n_osc * segments
+    assert ref.params_detail["codes_raw"] == ref.params_detail["edges"] * segments
+    assert ref.n_params > analog_reference("ais", quick=False).n_params  # the shipped default is the 8x8 network

@@ -1,7 +1,8 @@
 """The analog generator a baseline is set beside: its trainer config, evaluation protocol and parameter count.
 
 ``compare = "dtm"`` reads ``training/dtm[_quick].toml`` and ``"ais"`` reads ``training/ais[_quick].toml`` (the same
-files ``spicenet train dtm|ais [--quick]`` use, through ``spicenet.families.load_config``). From that config the
+files ``spicenet train dtm|ais [--quick]`` use, through ``spicenet.families.load_config``), or the trainer's config
+file given as ``config_path`` (``--compare-config``, e.g. a full config). From that config the
 baseline takes the data source and split (``source``, ``n_train``, ``n_test``: the held-out FID reference is the
 trainer's test split) and the number of generated images per FID (dtm ``eval.eval_samples``, ais
 ``train.n_eval_samples``); the encoding follows the family: binarized (``spin`` from ``load_dataset``, pixels
@@ -44,14 +45,18 @@ class AnalogReference:
     params_detail: dict[str, Any]
 
 
-def analog_reference(compare: str, quick: bool, seed: int = 0) -> AnalogReference:
-    """The reference of ``compare`` ("dtm" / "ais") from its shipped (quick) training config."""
+def analog_reference(compare: str, quick: bool, seed: int = 0, config_path: str | None = None) -> AnalogReference:
+    """The reference of ``compare`` ("dtm" / "ais") from its shipped (quick) training config, or from the training
+    config file ``config_path`` (e.g. ``training/ais_mnist_full.toml``: the baseline then matches that run's split,
+    FID sample count and parameter count)."""
+    from pathlib import Path
+
     from spicenet.families import load_config
 
     if compare not in COMPARE:
         raise ConfigError(f"--compare: expected one of {', '.join(COMPARE)}, got {compare!r}")
-    config = load_config(None, "training", compare, quick)
-    name = f"{compare}{'_quick' if quick else ''}"
+    config = load_config(config_path, "training", compare, quick)
+    name = Path(config_path).stem if config_path else f"{compare}{'_quick' if quick else ''}"
     if compare == "dtm":
         from spicenet.cells.rng.dtm import DTM
         from spicenet.cells.rng.training import parse_config

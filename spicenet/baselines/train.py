@@ -217,11 +217,12 @@ def _loss_plot(run: Any) -> Path:
 @restores_torch_threads
 def train(kind: str, *, dataset: str, size: int, run_dir: Path | str, quick: bool = False, seed: int = 0,
           compare: str | None = None, width: int | None = None, iters: int | None = None,
-          progress: bool = True, plots: bool = True) -> dict[str, Any]:
+          progress: bool = True, plots: bool = True, compare_config: str | None = None) -> dict[str, Any]:
     """Train baseline ``kind`` ("gan" / "vae") on ``dataset`` at ``size`` px into ``run_dir``; returns
     ``{"run_dir", "metrics"}``. ``compare`` ("dtm" / "ais", default :func:`default_compare`) names the analog
     trainer whose (quick) config gives the data split, encoding, FID sample count and the parameter count the
-    generator's ``width`` is matched to (unless ``width`` is given). ``plots=False`` skips the PNGs."""
+    generator's ``width`` is matched to (unless ``width`` is given); ``compare_config``: that trainer's config file
+    instead of its shipped one (a full config). ``plots=False`` skips the PNGs."""
     from spicenet.metrics import fid_key, load_feature_net
     from spicenet.progress import progress_bar
     from spicenet.train import RunDir
@@ -238,7 +239,7 @@ def train(kind: str, *, dataset: str, size: int, run_dir: Path | str, quick: boo
         raise ConfigError(f"baseline: --width must be >= 1, got {width}")
     cfg = BaselineConfig.preset(kind, quick, iters)
     torch.set_num_threads(cfg.threads)
-    ref = analog_reference(compare, quick, seed)
+    ref = analog_reference(compare, quick, seed, compare_config)
     ds, x_train, reference, value_range = load_data(dataset, size, ref)
     binary = ref.encoding == "binary"
     w = width if width is not None else matched_width(size, ref.n_params, cfg.z_dim, batch_norm=kind == "gan")

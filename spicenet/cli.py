@@ -304,8 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="analog trainer whose config gives the split, encoding, FID samples and parameter count "
                    "to match (default: dtm for fashion, ais for mnist)")
     p.add_argument("--compare-config", default=None, metavar="TOML",
-                   help="the compared trainer's config file (default: its shipped config; e.g. "
-                   "training/ais_mnist_full.toml to match a full run)")
+                   help="the compared trainer's config file (default: its shipped config; give a full config "
+                   "from training/ to match a full run)")
     p.add_argument("--quick", action="store_true", help="the quick settings, beside the trainer's --quick config")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--width", type=int, default=None, help="network width (default: matched parameter count)")

@@ -118,6 +118,26 @@ def test_family_rows_have_finite_numbers_in_sane_ranges(demo):
                                                 / len(res_val["per_chip"]), rel=1e-12)
 
 
+def test_rng_validation_runs_the_whole_trained_machine(demo):
+    """The whole-machine part of the rng validation simulated every cell of the trained grid for every one of the
+    T chained steps, for the images the demo asked for (its overrides: 4 images on 1 chip), with the couplings as
+    mapped (the default: no gain trim), and its FID gap is the stated normalisation of its own two FIDs. Checked
+    against the run's training config and the demo's overrides, read independently here."""
+    run = demo["out"] / "rng" / "run"
+    tcfg = json.loads((run / "config.json").read_text())
+    val = json.loads((run / "validation" / "validation.json").read_text())
+    gap, whole = val["gap"], val["whole_machine"]
+    assert gap["cells_simulated"] == gap["grid_cells"] == tcfg["grid"] ** 2
+    assert gap["steps"] == tcfg["steps"]
+    assert gap["images"] == 4 and gap["machine_chip_count"] == 1
+    assert gap["coupling_gain_trim"] == 1.0 and whole["gain_trim_mode"] == "none"
+    fid_spice, fid_sur = val["spice"]["fid"], val["surrogate"]["fid"]
+    assert fid_spice > 0 and fid_sur > 0
+    assert gap["fid_rel"] == pytest.approx(abs(fid_spice - fid_sur) / fid_sur, rel=1e-9)
+    # a probability difference, from one read per image (the override)
+    assert 0.0 < gap["marginal_mae"] <= 1.0 and gap["reads_per_image"] == 1
+
+
 def test_energies_exceed_landauer_bound(demo):
     """A p-bit sample of n cells produces n random bits: it cannot cost less than n k_B T ln 2 (T = 300 K)."""
     rng_val = json.loads((demo["out"] / "rng" / "run" / "validation" / "validation.json").read_text())

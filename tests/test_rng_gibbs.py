@@ -278,3 +278,21 @@ def test_single_pbit_tail_probability(uniform_bits: int) -> None:
         s = smp.run(smp.random_state(1_000_000, gen), 1, gen)
         f = (s > 0).double().mean().item()
         assert abs(f - p) / np.sqrt(p * (1 - p) / 1e6) < 5.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n_samples", [1, 5])
+def test_moments_are_the_averages_of_the_recorded_sweeps(dtype, n_samples) -> None:
+    """moments() equals the mean of the states sample() records on the same schedule and generator (<s_i> and
+    <s_i s_j> per chain, computed here from the records), and leaves the final state a valid spin state (the
+    accumulation must not write into the chain, in any dtype)."""
+    g, w, b = _random_bm(8, seed=5)
+    smp = BlockGibbsSampler(g, w, b, 0.8, dtype=dtype)
+    start = smp.random_state(64, make_generator(1))
+    rec = smp.sample(start, n_samples, make_generator(2), burn_in=3, thin=2).double()  # [n, N, chains]
+    m = smp.moments(start, n_samples, make_generator(2), burn_in=3, thin=2, per_chain=True)
+    ei, ej = torch.from_numpy(g.edges[:, 0]), torch.from_numpy(g.edges[:, 1])
+    assert torch.equal(m.mean, rec.mean(0))
+    assert torch.allclose(m.edge_corr, (rec[:, ei] * rec[:, ej]).mean(0), rtol=0, atol=1e-15)
+    assert set(torch.unique(m.state).tolist()) <= {-1.0, 1.0}
+    assert torch.equal(m.state.double(), rec[-1])

@@ -532,21 +532,17 @@ class BlockGibbsSampler:
         """
         self._check_schedule(n_samples, burn_in, thin)
         s = self._to_perm(state)
-        if n_samples == 1:
-            # one recorded sweep (the DTM trainer's case): the moments are the state itself; spins are +-1, so
-            # their products are exact in the state's dtype and the float64 copies equal the accumulated sums
-            for _ in self._recorded(s, generator, n_samples, burn_in, thin):
-                pass
-            mean = s[:self.n_nodes].index_select(0, self.inv_perm).to(torch.float64)
-            corr = (s[self._ei] * s[self._ej]).to(torch.float64)
-        else:
-            acc_s = torch.zeros((self.n_nodes, s.shape[1]), dtype=torch.float64, device=s.device)
-            acc_e = torch.zeros((self.graph.n_edges, s.shape[1]), dtype=torch.float64, device=s.device)
-            for _ in self._recorded(s, generator, n_samples, burn_in, thin):
-                acc_s += s[:self.n_nodes]
-                acc_e += s[self._ei] * s[self._ej]
-            mean = acc_s.index_select(0, self.inv_perm) / n_samples
-            corr = acc_e / n_samples
+        # the sums start as float64 copies of the first recorded sweep (no zero-filled accumulators: with one
+        # recorded sweep, the DTM trainer's case, the moments are the state itself)
+        acc_s: torch.Tensor | None = None
+        acc_e: torch.Tensor | None = None
+        for _ in self._recorded(s, generator, n_samples, burn_in, thin):
+            node, edge = s[:self.n_nodes], s[self._ei] * s[self._ej]
+            acc_s = node.to(torch.float64, copy=True) if acc_s is None else acc_s.add_(node)  # never the state
+            acc_e = edge.to(torch.float64) if acc_e is None else acc_e.add_(edge)
+        assert acc_s is not None and acc_e is not None  # n_samples >= 1 (checked above)
+        mean = acc_s.index_select(0, self.inv_perm) / n_samples
+        corr = acc_e / n_samples
         if not per_chain:
             mean, corr = mean.mean(1), corr.mean(1)
         return Moments(mean=mean.cpu(), edge_corr=corr.cpu(), n_samples=n_samples, n_chains=s.shape[1],

@@ -588,15 +588,27 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"spicenet {args.verb}: interrupted", file=sys.stderr)
         return 130
-    if getattr(args, "json", False):
-        print(json.dumps(result, default=json_default))
-    else:
-        _print_human(result)
+    human = result.pop(HUMAN_TEXT, None)  # a verb's own rendering for a terminal (not part of the JSON)
+    try:
+        if getattr(args, "json", False):
+            print(json.dumps(result, default=json_default))
+        elif human is not None:
+            print(human, end="" if str(human).endswith("\n") else "\n")
+        else:
+            _print_human(result)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `spicenet ... | head`: the reader left; not an error of the verb
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     if result.get("ok") is False:  # a verb that reports overall success (doctor, demo) and did not succeed
         if result.get("error"):
             print(f"spicenet {args.verb}: error: {_one_line(result['error'])}", file=sys.stderr)
         return 1
     return 0
+
+
+HUMAN_TEXT = "human_text"
+"""Result key of a verb's own terminal rendering: printed instead of the result without ``--json``, never in the
+JSON."""
 
 
 def _print_human(result: dict[str, Any], indent: str = "") -> None:

@@ -121,7 +121,10 @@ class Family:
     ``validation_defaults()``: the family's quick() validation config dataclass (None: its validation has no
     settings). ``config_root``: folder with ``calibration/`` and ``training/`` TOMLs (None: spicenet's own).
     ``rank``: place in listings (the demo's order, summary rows; ties by name), since entry points come unordered.
-    ``calibration_config``: the name of the default ``calibration/<name>[_quick].toml`` ("": the family's name)."""
+    ``calibration_config``: the name of the default ``calibration/<name>[_quick].toml`` ("": the family's name).
+    ``schemas``: config name ("calibration" or a trainer's name) -> a function returning the config's schema, a
+    dataclass of :func:`spicenet.config.setting` fields (imported when called: ``spicenet config show`` prints
+    it with its defaults and docs)."""
 
     name: str
     trainers: tuple[Trainer, ...] = ()
@@ -136,6 +139,7 @@ class Family:
     config_root: Path | None = None
     rank: int = 100
     calibration_config: str = ""
+    schemas: Mapping[str, Callable[[], type]] = field(default_factory=dict)
 
     @property
     def trainer_names(self) -> tuple[str, ...]:
@@ -350,6 +354,27 @@ def _validate(args: argparse.Namespace) -> dict[str, Any]:
     return family.validate(run_dir, chips=args.chips, quick=args.quick, workers=args.workers, seed=args.seed)
 
 
+def _config_show(args: argparse.Namespace) -> dict[str, Any]:
+    from spicenet.config import defaults, describe
+
+    family = get_family(args.family)
+    names = [args.name] if args.name else list(family.schemas)
+    if args.name and args.name not in family.schemas:
+        raise ConfigError(f"family {family.name!r} has no config schema {args.name!r} "
+                          f"(has: {', '.join(family.schemas) or 'none'})")
+    from spicenet.cli import HUMAN_TEXT
+
+    out: dict[str, Any] = {"family": family.name, "configs": {}}
+    for name in names:
+        schema = family.schemas[name]()
+        what = "spicenet calibrate" if name == "calibration" else f"spicenet train {name}"
+        text = describe(schema, f"{what} ({family.name}): {schema.__name__}, every key at its default")
+        out["configs"][name] = {"schema": f"{schema.__module__}.{schema.__qualname__}", "toml": text,
+                                "defaults": defaults(schema)}
+    out[HUMAN_TEXT] = "\n".join(c["toml"] for c in out["configs"].values())
+    return out
+
+
 def _registered_or_exit() -> dict[str, Family]:
     """:func:`registered`, or the one-line error of a broken entry point on stderr and exit status 2 (the parser
     is being built, before the CLI's own error handling)."""
@@ -397,6 +422,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--epochs", type=int, default=None, help=f"the run's length, replacing the config's: {lengths}"
                        "; with --resume, N above a finished run's extends it")
         p.set_defaults(handler=_train)
+    if any(f.schemas for f in families):
+        p = subparsers.add_parser("config", help="print a family's config schemas with their defaults and docs")
+        p.add_argument("action", choices=["show"])
+        p.add_argument("family", choices=[f.name for f in families if f.schemas])
+        p.add_argument("name", nargs="?", default=None, help="one config: calibration or a trainer (default: all)")
+        p.set_defaults(handler=_config_show)
     if any(f.validate is not None for f in families):
         p = subparsers.add_parser("validate", help="export a trained run to a netlist and check it in ngspice")
         p.add_argument("run_dir")

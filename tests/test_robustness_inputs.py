@@ -247,14 +247,14 @@ def config_cases(tmp: Path) -> list[tuple[list[str], str]]:
     shipped = Path(__file__).resolve().parents[1] / "spicenet" / "data" / "surrogates"
     trainers = {"eqprop": "resistive", "ffebm": "resistive", "ais": "oscillator", "dtm": "rng"}
     for k, (trainer, body, needle) in enumerate([
-            ("eqprop", '[train]\nepochs = "x"\n', "eqprop config: train.epochs must be an integer"),
-            ("eqprop", "[train]\nepochs = 2.5\n", "train.epochs must be an integer"),
-            ("eqprop", "[train]\nideal = 1\n", "train.ideal must be true or false"),
-            ("ffebm", '[ffebm]\nlr_ff = "x"\n', "ffebm.lr_ff must be a number"),
+            ("eqprop", '[train]\nepochs = "x"\n', "eqprop config: [train] epochs must be an integer"),
+            ("eqprop", "[train]\nepochs = 2.5\n", "[train] epochs must be an integer"),
+            ("eqprop", "[train]\nideal = 1\n", "[train] ideal must be true or false"),
+            ("ffebm", '[ffebm]\nlr_ff = "x"\n', "[ffebm] lr_ff must be a number"),
             ("ais", "[bogus]\nx = 1\n", "unknown section [bogus]"),
-            ("ais", "[mismatch]\nevl_chips = 3\n", "mismatch.evl_chips"),
-            ("ais", '[data]\nn_train = "x"\n', "data.n_train must be an integer"),
-            ("dtm", '[train]\niters = "x"\n', "iters must be an integer")]):
+            ("ais", "[mismatch]\nevl_chips = 3\n", "unknown key [mismatch] evl_chips"),
+            ("ais", '[data]\nn_train = "x"\n', "[data] n_train must be an integer"),
+            ("dtm", '[train]\niters = "x"\n', "[train] iters must be an integer")]):
         typed = tmp / f"train{k}.toml"
         typed.write_text(body)
         surrogate = shipped / f"{trainers[trainer]}_quick_generic.h5"

@@ -46,6 +46,7 @@ from spicenet.cells.oscillator.phase import (
     sample_chip,
 )
 from spicenet.cells.oscillator.schedule import PiecewiseSchedule, max_code, quantize_codes_ste
+from spicenet.config import setting
 from spicenet.progress import progress_bar
 
 __all__ = ["AISConfig", "grid_connectivity", "budget_codes", "node_code_load", "AISGenerator", "Critic", "gradient_penalty", "AISResult", "train_ais",
@@ -63,45 +64,59 @@ class AISConfig:
 
     height: int = 8
     width: int = 8
-    n_hidden: int = 16
-    n_segments: int = 4
-    periods: float = 100.0  # horizon in periods of f0
-    n_steps: int = 100  # integration steps over the horizon (Heun)
-    radius: float = 1.0  # visible-visible neighbourhood (grid units, Euclidean)
-    hidden_radius: float = 2.5  # neighbourhood of hidden oscillators (grid units)
-    extra_density: float = 0.0  # probability of each other pair being connected
-    reference: bool = True  # add a reference oscillator coupled to all others; pixels read relative to it
-    n_bits: int = 4
-    code_init_std: float = 2.0
-    shil_max: float = 1.0e8  # rad/s
-    bias_max: float = 3.0e7  # rad/s
-    noise: bool = True
+    n_hidden: int = setting(16, "hidden oscillators (spread over the image plane)", section="model")
+    n_segments: int = setting(4, "piecewise-constant segments of the code / SHIL / bias schedules",
+                              section="model")
+    periods: float = setting(100.0, "horizon in periods of the calibrated f0", section="model")
+    n_steps: int = setting(100, "stochastic Heun steps over the horizon", section="model")
+    radius: float = setting(1.0, "visible-visible neighbourhood (Euclidean)", unit="grid units", section="model")
+    hidden_radius: float = setting(2.5, "neighbourhood of pairs with a hidden oscillator", unit="grid units",
+                                   section="model")
+    extra_density: float = setting(0.0, "probability of each other pair getting a resistor bank", section="model")
+    reference: bool = setting(True, "add a reference oscillator coupled to all; pixels read against it",
+                              section="model")
+    n_bits: int = setting(4, "magnitude bits of each resistor bank (+ a polarity bit)", unit="bit", section="model")
+    code_init_std: float = setting(2.0, "std of the initial codes", unit="LSB", section="model")
+    shil_max: float = setting(1.0e8, "largest SHIL strength (SHIL current = L / shil_strength)", unit="rad/s",
+                              section="model")
+    bias_max: float = setting(3.0e7, "largest bias (supply offset = b / (2 pi df/dVdd))", unit="rad/s",
+                              section="model")
+    noise: bool = setting(True, "calibrated phase diffusion during training", section="model")
     f0_std_rel: float = 0.0  # default chip sampler: relative f0 spread
     k_gain_std_rel: float = 0.0  # default chip sampler: relative coupling-gain spread
-    batch_size: int = 64
-    iterations: int = 200
-    n_critic: int = 3
-    gp_weight: float = 10.0
-    lr_codes: float = 0.2
-    lr_analog: float = 0.05
-    lr_critic: float = 1e-3
-    critic_hidden: int = 128
+    batch_size: int = setting(64, "generated and real images per critic / generator step", section="train")
+    iterations: int = setting(200, "generator iterations", section="train")
+    n_critic: int = setting(3, "critic steps per generator step", section="train")
+    gp_weight: float = setting(10.0, "WGAN-GP gradient-penalty weight", section="train")
+    lr_codes: float = setting(0.2, "Adam learning rate of the coupling codes", unit="LSB", section="train")
+    lr_analog: float = setting(0.05, "Adam learning rate of the SHIL and bias pre-activations", section="train")
+    lr_critic: float = setting(1e-3, "Adam learning rate of the critic", section="train")
+    critic_hidden: int = setting(128, "hidden width of the critic MLP", section="train")
     seed: int = 0
-    node_g_max_s: float = 0.0  # per-ring budget of total bank conductance [S] (0 = no budget)
+    node_g_max_s: float = setting(0.0, "per-ring budget of total bank conductance (0 = none)", unit="S",
+                                  section="model")
     # fidelity penalty (see ``fidelity_penalty``): weight (0 = off), latents per step and the model-error scales
-    fidelity_weight: float = 0.0  # weight of the mean squared pixel change under a model-error perturbation
-    fidelity_batch: int = 16  # latents per generator step for the penalty
-    fidelity_phase_std_rad: float = 0.05  # initial-phase error std [rad] (the .ic start error of a ring)
-    fidelity_detuning_std_rel: float = 1e-3  # per-ring frequency error std, relative to f0
-    fidelity_k_gain_std_rel: float = 0.05  # per-resistor coupling-gain error std (relative)
-    latch_periods: float = 0.0  # read-out latch after the horizon [periods of f0]: banks open, SHIL at shil_max
+    fidelity_weight: float = setting(0.0, "weight of the mean squared pixel change under a model error (0 = off)",
+                                     section="train")
+    fidelity_batch: int = setting(16, "latents per generator step for the fidelity penalty", section="train")
+    fidelity_phase_std_rad: float = setting(0.05, "fidelity penalty: initial-phase error std", unit="rad",
+                                            section="train")
+    fidelity_detuning_std_rel: float = setting(1e-3, "fidelity penalty: per-ring frequency error std / f0",
+                                               section="train")
+    fidelity_k_gain_std_rel: float = setting(0.05, "fidelity penalty: per-resistor coupling-gain error std",
+                                             section="train")
+    latch_periods: float = setting(0.0, "read-out latch after the horizon: banks open, SHIL at shil_max (0 = none)",
+                                   unit="periods of f0", section="model")
     # lock penalty (see ``lock_penalty``): weight (0 = off) and the window at the end of the horizon it averages
     # the rings' frequencies over [periods of f0] (0 = the last segment, ``periods / n_segments``)
-    lock_weight: float = 0.0  # weight of the mean squared relative frequency offset to the reference at the end
-    lock_periods: float = 0.0
+    lock_weight: float = setting(0.0, "weight of the squared relative frequency offset to the reference (0 = off)",
+                                 section="train")
+    lock_periods: float = setting(0.0, "lock penalty window at the end of the horizon (0 = the last segment)",
+                                  unit="periods of f0", section="train")
     # resumable runs: hand the whole training state to ``AISTrainer.run``'s ``on_checkpoint`` every this many
     # iterations and after the last one (0 = after the last one only); it does not change what is trained
-    checkpoint_every: int = 25
+    checkpoint_every: int = setting(25, "iterations between resumable checkpoints (0 = after the last only)",
+                                    section="train")
 
     def __post_init__(self) -> None:
         for key in ("height", "width", "n_segments", "n_steps", "batch_size", "iterations", "n_critic",

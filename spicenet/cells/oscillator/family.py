@@ -72,6 +72,12 @@ def energy_from_surrogate(energy_attrs: dict[str, float], **structure: Any) -> d
                              float(energy_attrs.get("energy_per_coupling_cycle_j", 0.0)))
 
 
+def _ais_schema() -> type:
+    from spicenet.cells.oscillator.training import AISTrainConfig
+
+    return AISTrainConfig
+
+
 def _validation_defaults() -> Any:
     from spicenet.cells.oscillator.validation import AISValidationConfig
 
@@ -144,4 +150,5 @@ FAMILY = Family(
              "2 latents (2 images per side) instead of 12 x 3 chips: the FID of 2 images is only a smoke test"),
     ),
     validation_defaults=_validation_defaults,
+    schemas={"ais": _ais_schema},
 )

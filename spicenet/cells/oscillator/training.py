@@ -43,23 +43,16 @@ import torch
 
 from spicenet.cells.oscillator.ais import AISConfig, AISGenerator, AISTrainer
 from spicenet.cells.oscillator.phase import ChipMismatch, PhaseModelParams
+from spicenet.config import check_ranges, load_config, setting
 from spicenet.errors import ConfigError
 from spicenet.train.threads import restores_torch_threads
 
-__all__ = ["SurrogateInfo", "load_surrogate_info", "calibrated_load_max", "chip_to_mismatch", "build_ais_config", "make_chip_sampler",
+__all__ = ["SurrogateInfo", "load_surrogate_info", "calibrated_load_max", "chip_to_mismatch", "AISTrainConfig", "parse_config", "build_ais_config", "make_chip_sampler",
            "evaluate_fid", "load_generator", "train", "DEFAULT_ENERGY_PER_CYCLE_J"]
 
 DEFAULT_ENERGY_PER_CYCLE_J = 2.0e-13  # J per cycle of one ring (order of the generic 3-stage ring at ~2.7 GHz)
 DEFAULT_F0_STD_REL = 0.007  # relative f0 spread of the generic ring (Pelgrom MC)
 DEFAULT_K_GAIN_STD_REL = 0.015  # relative coupling-gain spread
-
-_AIS_MODEL_KEYS = ("n_hidden", "n_segments", "periods", "n_steps", "radius", "hidden_radius", "extra_density",
-                   "reference", "n_bits", "code_init_std", "shil_max", "bias_max", "noise", "node_g_max_s",
-                   "latch_periods")
-_AIS_TRAIN_KEYS = ("batch_size", "iterations", "n_critic", "gp_weight", "lr_codes", "lr_analog", "lr_critic",
-                   "critic_hidden", "checkpoint_every", "fidelity_weight", "fidelity_batch", "fidelity_phase_std_rad",
-                   "fidelity_detuning_std_rel", "fidelity_k_gain_std_rel", "lock_weight", "lock_periods")
-
 
 @dataclasses.dataclass
 class SurrogateInfo:
@@ -150,43 +143,59 @@ def make_chip_sampler(info: SurrogateInfo, n: int, seed: int, scale: float, n_ev
                        scale=scale)
 
 
-_AIS_DATA = {"dataset": "mnist", "source": "sample", "size": 8, "n_train": 0, "n_test": 0}
-_AIS_MISMATCH = {"train_scale": 1.0, "eval_scale": 1.0, "eval_chips": 10}
+@dataclasses.dataclass(frozen=True)
+class AISTrainConfig(AISConfig):
+    """Validated training config of ``spicenet train ais``: the TOML keys of :class:`AISConfig` (``[model]``,
+    ``[train]``) plus the data, evaluation-loop and mismatch keys of the trainer (``spicenet config show
+    oscillator`` prints them with their docs). ``height = width = size``; the seed comes from the command line."""
+
+    dataset: str = setting("mnist", "mnist | fashion", section="data")
+    source: str = setting("sample", "sample (embedded) | npz (../shared/data) | idx | auto", section="data")
+    size: int = setting(8, "image side, 8 | 14 | 28", unit="px", section="data")
+    n_train: int = setting(0, "training images (0 = all)", section="data")
+    n_test: int = setting(0, "held-out reference images for the FID (0 = all)", section="data")
+    threads: int = setting(1, "torch CPU threads", section="train")
+    n_eval_samples: int = setting(500, "generated images per FID (nominal chip and each evaluation chip)",
+                                  section="train")
+    log_every: int = setting(5, "iterations between metrics.csv rows", section="train")
+    train_scale: float = setting(1.0, "training chips: calibrated sigmas x scale (0 = the nominal chip)",
+                                 section="mismatch")
+    eval_scale: float = setting(1.0, "evaluation chips: calibrated sigmas x scale", section="mismatch")
+    eval_chips: int = setting(10, "held-out Monte-Carlo chips evaluated after training", section="mismatch")
+
+    def __post_init__(self) -> None:
+        if self.size not in (8, 14, 28):
+            raise ValueError(f"[data] size must be 8, 14 or 28, got {self.size!r}")
+        object.__setattr__(self, "height", self.size)
+        object.__setattr__(self, "width", self.size)
+        check_ranges(self, {"n_train": self.n_train >= 0, "n_test": self.n_test >= 0, "threads": self.threads >= 1,
+                            "n_eval_samples": self.n_eval_samples >= 2, "log_every": self.log_every >= 1,
+                            "train_scale": self.train_scale >= 0, "eval_scale": self.eval_scale >= 0,
+                            "eval_chips": self.eval_chips >= 1})
+        super().__post_init__()
+
+    @property
+    def ais(self) -> AISConfig:
+        """The generator's own config (the :class:`AISConfig` fields)."""
+        return AISConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(AISConfig)})
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The ``[data]`` section as a dict."""
+        return {"dataset": self.dataset, "source": self.source, "size": self.size, "n_train": self.n_train,
+                "n_test": self.n_test}
+
+
+def parse_config(config: dict[str, Any], seed: int) -> AISTrainConfig:
+    """The validated config of a parsed TOML (``spicenet.config.load_config``: an unknown section or key, a key in
+    the wrong section or a value of the wrong type is a ConfigError naming ``[section] key``)."""
+    return load_config(AISTrainConfig, config, "AIS config", seed=int(seed))
 
 
 def build_ais_config(config: dict[str, Any], seed: int) -> tuple[AISConfig, dict[str, Any]]:
-    """``AISConfig`` from the TOML sections ``[data]`` (size), ``[model]`` and ``[train]`` (unknown keys -> error)."""
-    from spicenet.families import merge_sections
-
-    # sections, [data], [mismatch] and the loop's [train] keys against their defaults (the AIS keys of [model] and
-    # [train] are checked by AISConfig below)
-    sections = {"data": _AIS_DATA, "mismatch": _AIS_MISMATCH, "model": {},
-                "train": {"threads": 1, "n_eval_samples": 500, "log_every": 5}}
-    checked = {}
-    for name, values in config.items():
-        if name in ("model", "train") and isinstance(values, dict):
-            values = {k: v for k, v in values.items() if k in sections[name]}
-        checked[name] = values
-    merge_sections(sections, checked, "AIS config")
-    data = dict(config.get("data", {}))
-    model = dict(config.get("model", {}))
-    tr = dict(config.get("train", {}))
-    size = int(data.get("size", 8))
-    if size not in (8, 14, 28):
-        raise ConfigError(f"data.size must be 8, 14 or 28, got {size!r}")
-    bad = set(model) - set(_AIS_MODEL_KEYS)
-    if bad:
-        raise ConfigError(f"unknown [model] keys {sorted(bad)}; known: {list(_AIS_MODEL_KEYS)}")
-    bad = set(tr) - set(_AIS_TRAIN_KEYS) - {"threads", "n_eval_samples", "log_every"}
-    if bad:
-        raise ConfigError(f"unknown [train] keys {sorted(bad)}")
-    kw = {k: model[k] for k in _AIS_MODEL_KEYS if k in model}
-    kw.update({k: tr[k] for k in _AIS_TRAIN_KEYS if k in tr})
-    try:
-        cfg = AISConfig(height=size, width=size, seed=int(seed), **kw)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"AIS config: {exc}") from None
-    return cfg, data
+    """(the generator's ``AISConfig``, the ``[data]`` section) of a parsed TOML config (see :func:`parse_config`)."""
+    cfg = parse_config(config, seed)
+    return cfg.ais, cfg.data
 
 
 def evaluate_fid(gen: AISGenerator, reference: np.ndarray, dataset: str, n_samples: int, seed: int,
@@ -242,24 +251,14 @@ def train(config: dict[str, Any], *, surrogate: Path | str | None, quick: bool =
 
     t0 = time.perf_counter()
     dev = resolve_device(device)
-    tr = dict(config.get("train", {}))
-    threads = int(tr.get("threads", 1))
-    if threads >= 1 and dev.type == "cpu":
-        torch.set_num_threads(threads)
-    cfg, data_cfg = build_ais_config(config, seed)
-    dataset = str(data_cfg.get("dataset", "mnist"))
-    source = str(data_cfg.get("source", "sample"))
-    n_train = int(data_cfg.get("n_train", 0)) or None
-    n_test = int(data_cfg.get("n_test", 0)) or None
-    mm = dict(config.get("mismatch", {}))
-    train_scale = float(mm.get("train_scale", 1.0))
-    eval_scale = float(mm.get("eval_scale", 1.0))
-    eval_chips = int(mm.get("eval_chips", 10))
-    n_eval = int(tr.get("n_eval_samples", 500))
-    log_every = max(1, int(tr.get("log_every", 5)))
-    if eval_chips < 1 or n_eval < 2 or train_scale < 0 or eval_scale < 0:
-        raise ConfigError(f"mismatch.eval_chips >= 1, train.n_eval_samples >= 2, scales >= 0 needed, got "
-                          f"{eval_chips}, {n_eval}, {train_scale}, {eval_scale}")
+    full = parse_config(config, seed)
+    if full.threads >= 1 and dev.type == "cpu":
+        torch.set_num_threads(full.threads)
+    cfg = full.ais
+    dataset, source = full.dataset, full.source
+    n_train, n_test = full.n_train or None, full.n_test or None
+    train_scale, eval_scale, eval_chips = full.train_scale, full.eval_scale, full.eval_chips
+    n_eval, log_every = full.n_eval_samples, full.log_every
 
     info = load_surrogate_info(surrogate, cfg.n_bits)
     load_max = calibrated_load_max(info.params)

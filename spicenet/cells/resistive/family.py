@@ -91,11 +91,24 @@ def energy_from_surrogate(energy_attrs: dict[str, float], **structure: Any) -> d
                             p_static_w=need(energy_attrs, "energy_power_static_w", "resistive"), n_solves=n)
 
 
+def _eqprop_schema() -> type:
+    from spicenet.cells.resistive.train import EqPropTrainConfig
+
+    return EqPropTrainConfig
+
+
+def _ffebm_schema() -> type:
+    from spicenet.cells.resistive.ffebm_train import FFEBMTrainConfig
+
+    return FFEBMTrainConfig
+
+
 FAMILY = Family(
     name="resistive",
     rank=30,
     trainers=(Trainer("eqprop", length=("train", "epochs")), Trainer("ffebm", length=("train", "epochs"))),
     calibrate=calibrate, train=train, validate=validate,
+    schemas={"eqprop": _eqprop_schema, "ffebm": _ffebm_schema},
     row={
         "fit": [("diode r2 (worst device)", "calibrate", "fit.r2"),
                 ("diode max_rel_err", "calibrate", "fit.diode_max_rel_err"),

@@ -21,6 +21,7 @@ trainer (the family protocol passes the config, not the trainer name).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +33,14 @@ from spicenet.cells.resistive.eqprop import accuracy, confusion_matrix, mse_cost
 from spicenet.cells.resistive.ffebm import FFEBM
 from spicenet.cells.resistive.train import (
     _check_length,
+    EqPropTrainConfig,
     _write_meta,
     build_network,
     chip_seed,
     make_chip,
-    merged_train_config,
     net_spec,
 )
+from spicenet.config import load_config, setting
 from spicenet.data import load_dataset
 from spicenet.errors import ConfigError
 from spicenet.surrogate import SurrogateFile
@@ -46,27 +48,35 @@ from spicenet.progress import logger, progress_iter
 from spicenet.train import RunDir, WallClock, resolve_device
 from spicenet.train.threads import restores_torch_threads
 
-__all__ = ["FFEBM_DEFAULTS", "merged_ffebm_config", "block_specs", "build_ffebm", "train_ffebm", "load_ffebm",
+__all__ = ["FFEBMTrainConfig", "FFEBM_DEFAULTS", "merged_ffebm_config", "block_specs", "build_ffebm", "train_ffebm", "load_ffebm",
            "block_chips"]
 
-FFEBM_DEFAULTS: dict[str, Any] = {"blocks": [[32, 16], [16, 10]], "lr_ff": 0.01}
+@dataclass(frozen=True)
+class FFEBMTrainConfig(EqPropTrainConfig):
+    """Validated training config of ``spicenet train ffebm``: the eqprop keys plus the ``[ffebm]`` section (the
+    resistive blocks tied by square feedforward layers; ``[model] hidden`` is not used)."""
+
+    blocks: list[list[int]] = setting([[32, 16], [16, 10]], "each block's layer widths after its input: "
+                                      "[hidden..., n_out]; block k+1 takes block k's n_out inputs; the last ends in 10",
+                                      section="ffebm")
+    lr_ff: float = setting(0.01, "Adam learning rate of the feedforward layers", section="ffebm")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if len(self.blocks) < 1 or any(len(b) < 2 or any(s < 1 for s in b) for b in self.blocks):
+            raise ValueError(f"[ffebm] blocks must be a list of [hidden..., n_out] lists (>= 1 hidden), "
+                             f"got {self.blocks!r}")
+        if self.blocks[-1][-1] != 10:
+            raise ValueError(f"[ffebm] blocks: the last block must end in 10 outputs, got {self.blocks[-1][-1]}")
+
+
+FFEBM_DEFAULTS: dict[str, Any] = FFEBMTrainConfig().sections()["ffebm"]
 
 
 def merged_ffebm_config(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Eqprop defaults + ``[ffebm]`` defaults overridden by ``config`` (unknown keys raise ConfigError)."""
-    rest = {k: v for k, v in config.items() if k != "ffebm"}
-    cfg = merged_train_config(rest)
-    from spicenet.families import merge_sections
-
-    ff = merge_sections({"ffebm": FFEBM_DEFAULTS}, {"ffebm": dict(config.get("ffebm", {}))}, "ffebm config")["ffebm"]
-    blocks = ff["blocks"]
-    if (not isinstance(blocks, list) or len(blocks) < 1
-            or any(not isinstance(b, list) or len(b) < 2 or any(int(s) < 1 for s in b) for b in blocks)):
-        raise ConfigError(f"ffebm.blocks must be a list of [hidden..., n_out] lists (>= 1 hidden), got {blocks!r}")
-    if int(blocks[-1][-1]) != 10:
-        raise ConfigError(f"ffebm.blocks: the last block must end in 10 outputs, got {blocks[-1][-1]}")
-    cfg["ffebm"] = ff
-    return cfg
+    """The validated config of a parsed TOML as nested dicts (``spicenet.config.load_config`` of
+    :class:`FFEBMTrainConfig`; unknown keys and wrong types raise ConfigError naming ``[section] key``)."""
+    return load_config(FFEBMTrainConfig, config, "ffebm config").sections()
 
 
 def block_specs(sur: SurrogateFile, n_in: int, cfg: dict[str, Any]) -> list[dict[str, Any]]:

@@ -40,6 +40,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ from spicenet.cells.resistive.calibrate import level_chip
 from spicenet.cells.resistive.eqprop import (accuracy, ce_cost, confusion_matrix, eqprop_gradients, mse_cost,
                                              one_hot_targets, param_grads)
 from spicenet.cells.resistive.network import Chip, ResistiveNetwork, programmable_levels
+from spicenet.config import as_sections, check_ranges, load_config, setting
 from spicenet.data import load_dataset
 from spicenet.errors import ConfigError
 from spicenet.plotting import per_chip_points, subplots
@@ -58,31 +60,65 @@ from spicenet.surrogate import SurrogateFile
 from spicenet.train import RunDir, WallClock, resolve_device
 from spicenet.train.threads import restores_torch_threads
 
-__all__ = ["TRAIN_DEFAULTS", "NetSpec", "net_spec", "build_network", "chip_seed", "train_resistive",
+__all__ = ["EqPropTrainConfig", "TRAIN_DEFAULTS", "NetSpec", "net_spec", "build_network", "chip_seed", "train_resistive",
            "load_trained", "test_data"]
 
-TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
-    "data": {"dataset": "mnist", "source": "sample", "size": 8, "n_train": 0, "n_test": 0},
-    "model": {"hidden": [32], "bias": True, "init_max": 4.0, "amp_gain": 0.0, "amp_back": 0.0,
-              "input_gain": 0.0, "v_bias": 0.0},
-    "train": {"epochs": 10, "batch_size": 20, "lr": 0.3, "lr_decay": 1.0, "beta": 0.1, "loss": "mse",
-              "t_out": 0.1, "v_low": -0.5, "v_high": 0.5, "ideal": True, "checkpoint_every": 1, "threads": 1},
-    "mismatch": {"train_scale": 1.0, "eval_scale": 1.0, "eval_chips": 10},
-}
+@dataclass(frozen=True)
+class EqPropTrainConfig:
+    """Validated training config of ``spicenet train eqprop``: one field per key of the TOML sections ``[data]``,
+    ``[model]``, ``[train]``, ``[mismatch]`` (the module docstring gives the equations; ``spicenet config show
+    resistive`` prints every key with its default and doc). The trainer reads it as nested dicts
+    (:meth:`sections`)."""
+
+    dataset: str = setting("mnist", "mnist | fashion", section="data")
+    source: str = setting("sample", "sample (embedded) | npz (../shared/data) | idx | auto", section="data")
+    size: int = setting(8, "image side, 8 | 14 | 28 (pixels in [0, 1], each fed as +x and -x)", unit="px",
+                        section="data")
+    n_train: int = setting(0, "training images (0 = all)", section="data")
+    n_test: int = setting(0, "test images (0 = all)", section="data")
+    hidden: list[int] = setting([32], "hidden layer widths (2-3 layers need amp_gain > 0)", section="model")
+    bias: bool = setting(True, "bias rails (+v_bias, -v_bias) connected to every free node", section="model")
+    init_max: float = setting(4.0, "initial conductances uniform in [0, init_max]", unit="LSB", section="model")
+    amp_gain: float = setting(0.0, "forward VCVS gain of the bidirectional amplifiers (0 = none)", section="model")
+    amp_back: float = setting(0.0, "backward CCCS gain of the amplifiers (0 = 1 / amp_gain)", section="model")
+    input_gain: float = setting(0.0, "input driver gain (0 = the surrogate's)", unit="V per unit input",
+                                section="model")
+    v_bias: float = setting(0.0, "bias rail voltage (0 = the surrogate's)", unit="V", section="model")
+    epochs: int = setting(10, "passes over the training images", section="train")
+    batch_size: int = setting(20, "images per minibatch", section="train")
+    lr: float = setting(0.3, "Adam learning rate (parameters in LSB units)", section="train")
+    lr_decay: float = setting(1.0, "learning-rate factor per epoch", section="train")
+    beta: float = setting(0.1, "nudge strength (MSE: nudge conductance beta * g_lsb)", unit="LSB", section="train")
+    loss: str = setting("mse", "mse (output voltages to v_low / v_high targets) | ce (softmax of (V - mean) / t_out)",
+                        section="train")
+    t_out: float = setting(0.1, "output temperature of the ce loss", unit="V", section="train")
+    v_low: float = setting(-0.5, "mse target of the wrong classes", unit="V", section="train")
+    v_high: float = setting(0.5, "mse target of the label", unit="V", section="train")
+    ideal: bool = setting(True, "also train the ideal network (float conductances, no mismatch)", section="train")
+    checkpoint_every: int = setting(1, "epochs between resumable checkpoints", section="train")
+    threads: int = setting(1, "torch CPU threads (0 = torch's default)", section="train")
+    train_scale: float = setting(1.0, "injected chips: calibrated sigmas x scale", section="mismatch")
+    eval_scale: float = setting(1.0, "evaluation chips: calibrated sigmas x scale", section="mismatch")
+    eval_chips: int = setting(10, "held-out Monte-Carlo chips evaluated after training", section="mismatch")
+
+    def __post_init__(self) -> None:
+        if self.loss not in ("mse", "ce"):
+            raise ValueError(f"[train] loss must be 'mse' or 'ce', got {self.loss!r}")
+        check_ranges(self, {"t_out": self.t_out > 0})
+
+    def sections(self) -> dict[str, dict[str, Any]]:
+        """The config as ``{section: {key: value}}`` (what the trainers read)."""
+        return as_sections(self)
+
+
+TRAIN_DEFAULTS: dict[str, dict[str, Any]] = EqPropTrainConfig().sections()
 
 
 def merged_train_config(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """``TRAIN_DEFAULTS`` overridden by ``config`` section by section (an unknown key or a value of another kind
-    than its default raises ConfigError: ``spicenet.families.merge_sections``)."""
-    from spicenet.families import merge_sections
-
-    cfg = merge_sections(TRAIN_DEFAULTS, config, "eqprop config")
-    tr = cfg["train"]
-    if tr["loss"] not in ("mse", "ce"):
-        raise ConfigError(f"eqprop config: train.loss must be 'mse' or 'ce', got {tr['loss']!r}")
-    if not (float(tr["t_out"]) > 0 and np.isfinite(float(tr["t_out"]))):
-        raise ConfigError(f"eqprop config: train.t_out must be > 0 V, got {tr['t_out']!r}")
-    return cfg
+    """The validated config of a parsed TOML as nested dicts (``spicenet.config.load_config`` of
+    :class:`EqPropTrainConfig`: an unknown section or key, a key in the wrong section or a value of the wrong type
+    is a ConfigError naming ``[section] key``)."""
+    return load_config(EqPropTrainConfig, config, "eqprop config").sections()
 
 
 NetSpec = dict[str, Any]

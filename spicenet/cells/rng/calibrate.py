@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from spicenet.cells.rng import cells, measure
+from spicenet.config import check_ranges, load_config, setting
 from spicenet.errors import ConfigError, SpicenetError
 from spicenet.plotting import subplots
 from spicenet.spice.engine import Deck, Engine
@@ -52,24 +53,25 @@ class RngCalibrationConfig(cells.CellSizing):
     for: t_level = settle + margin * 2 tau / (4 std_target^2), tau measured per chip by a ``pilot`` transient at
     V0 (``tau_guess`` when ``pilot`` = 0 or the pilot shows no telegraph)."""
 
-    chips: int = 20
-    points: int = 11
-    span: float = 3.0            # bias points cover V0 +- span * vs_guess
-    vs_guess: float = 0.22e-3
-    tau_guess: float = 60e-9
-    std_target: float = 0.0085
-    settle: float = 0.4e-6       # discarded at the start of each bias level
-    dt: float = 1e-9             # noise sample step = transient maximum step
-    sweep_range: float = 0.04    # dc sweep of the bias over +- sweep_range
-    sweep_step: float = 2e-5
-    temp_c: float = 27.0
-    noise_scale: float = 1.0
-    timeout_s: float = 900.0
-    extra_chips: int = 2         # replacement chips tried when some fail
-    pilot: float = 30e-6         # noise transient at V0 per chip that measures tau before the bias sweep
-    margin: float = 1.15         # t_level is sized for margin * the pilot's tau
-    max_tau_factor: float = 4.0  # the pilot's tau is capped at max_tau_factor * tau_guess
-    mismatch: str = "pelgrom"    # "pelgrom" (alter draws, any process) or "pdk" (the PDK's own agauss model)
+    chips: int = setting(20, "Monte-Carlo chips simulated")
+    points: int = setting(11, "bias levels per chip")
+    span: float = setting(3.0, "the bias levels cover V0 +- span * vs_guess")
+    vs_guess: float = setting(0.22e-3, "expected logistic slope Vs (sets the bias levels)", unit="V")
+    tau_guess: float = setting(60e-9, "expected autocorrelation time (when the pilot shows none)", unit="s")
+    std_target: float = setting(0.0085, "binomial std of P(1) at P = 1/2 each bias level is sized for")
+    settle: float = setting(0.4e-6, "discarded at the start of each bias level", unit="s")
+    dt: float = setting(1e-9, "noise sample step = transient maximum step", unit="s")
+    sweep_range: float = setting(0.04, "dc sweep of the bias over +- sweep_range (locates V0)", unit="V")
+    sweep_step: float = setting(2e-5, "step of that dc sweep", unit="V")
+    temp_c: float = setting(27.0, "simulation temperature", unit="degC")
+    noise_scale: float = setting(1.0, "injected shot-noise PSD x scale (0 = no noise)")
+    timeout_s: float = setting(900.0, "ngspice time limit per run", unit="s")
+    extra_chips: int = setting(2, "replacement chips tried when some fail")
+    pilot: float = setting(30e-6, "noise transient at V0 per chip that measures tau before the bias levels (0 = none)",
+                           unit="s")
+    margin: float = setting(1.15, "each level is sized for margin * the pilot's tau")
+    max_tau_factor: float = setting(4.0, "the pilot's tau is capped at max_tau_factor * tau_guess")
+    mismatch: str = setting("pelgrom", "pelgrom (alter draws, any process) | pdk (the PDK's own agauss model)")
 
     def __post_init__(self) -> None:
         checks = {
@@ -81,13 +83,8 @@ class RngCalibrationConfig(cells.CellSizing):
             "pilot": 0 <= self.pilot < 1e-2, "margin": 0.5 <= self.margin <= 5,
             "max_tau_factor": self.max_tau_factor >= 1, "mismatch": self.mismatch in ("pelgrom", "pdk"),
         }
-        for name, ok in checks.items():
-            if not ok:
-                raise ConfigError(f"rng calibration: {name} = {getattr(self, name)!r} is out of range")
-        try:
-            super().__post_init__()  # the cell parameters
-        except ValueError as exc:
-            raise ConfigError(f"rng calibration: {exc}") from None
+        check_ranges(self, checks)
+        super().__post_init__()  # the cell parameters
 
     @property
     def sizing(self) -> cells.CellSizing:
@@ -113,9 +110,7 @@ def parse_config(config: dict[str, Any], process: str) -> RngCalibrationConfig:
     if not isinstance(per_process, dict):
         raise ConfigError("rng calibration: 'process' must be a table of per-process overrides")
     values.update(per_process.get(process, {}))
-    from spicenet.families import dataclass_from_config
-
-    return dataclass_from_config(RngCalibrationConfig, values, "rng calibration")
+    return load_config(RngCalibrationConfig, values, "rng calibration")
 
 
 def _progress(total: int, desc: str):

@@ -51,6 +51,7 @@ from typing import Sequence
 
 import numpy as np
 
+from spicenet.config import setting
 from spicenet.spice import mismatch
 
 Q_E = 1.602176634e-19   # C
@@ -65,13 +66,13 @@ Bias = float | Sequence[tuple[float, float]]
 class CellSizing:
     """Sizes and supply of the continuous-time cell. W, L in um; vdd, dvtn, dvtp in V; cload in F (per node)."""
 
-    vdd: float = 0.040
-    wn: float = 1.0
-    wp: float = 2.5
-    l: float = 0.15
-    cload: float = 0.0
-    dvtn: float = -0.25
-    dvtp: float = 0.25
+    vdd: float = setting(0.040, "supply of the cell (subthreshold: 0.01..0.5)", unit="V")
+    wn: float = setting(1.0, "nFET width", unit="um")
+    wp: float = setting(2.5, "pFET width", unit="um")
+    l: float = setting(0.15, "channel length of every transistor", unit="um")
+    cload: float = setting(0.0, "extra load capacitance per node (0 = the devices' own)", unit="F")
+    dvtn: float = setting(-0.25, "nFET threshold shift (a low-Vt flavour)", unit="V")
+    dvtp: float = setting(0.25, "pFET threshold shift", unit="V")
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.vdd) and 0.01 <= self.vdd <= 0.5):

@@ -71,6 +71,18 @@ def energy_from_surrogate(energy_attrs: dict[str, float], **structure: Any) -> d
                       float(energy_attrs.get("energy_per_sweep_j", 0.0)))
 
 
+def _calibration_schema() -> type:
+    from spicenet.cells.rng.calibrate import RngCalibrationConfig
+
+    return RngCalibrationConfig
+
+
+def _dtm_schema() -> type:
+    from spicenet.cells.rng.training import DTMTrainConfig
+
+    return DTMTrainConfig
+
+
 def _validation_defaults() -> Any:
     from spicenet.cells.rng.validation import ValidationConfig
 
@@ -135,4 +147,5 @@ FAMILY = Family(
     Override("rng", "validation", "machine_chips", 1, "the whole grid on one Monte-Carlo chip"),
     ),
     validation_defaults=_validation_defaults,
+    schemas={"calibration": _calibration_schema, "dtm": _dtm_schema},
 )

@@ -45,6 +45,7 @@ import torch
 from spicenet.cells.rng.dtm import DTM, DTMConfig, uniform_quantiser
 from spicenet.cells.rng.gibbs import make_generator
 from spicenet.cells.rng.pbit import PBit
+from spicenet.config import check_ranges, load_config, setting
 from spicenet.errors import ConfigError
 from spicenet.train.mismatch import MismatchModel, _seed_int
 from spicenet.train.threads import restores_torch_threads
@@ -52,53 +53,53 @@ from spicenet.train.threads import restores_torch_threads
 __all__ = ["DTMTrainConfig", "parse_config", "ChipModel", "train", "evaluate_fid_over_chips", "load_model",
            "sample_with_seed"]
 
-SECTIONS = ("data", "model", "train", "mismatch", "eval")
 
 
 @dataclass
 class DTMTrainConfig:
-    """Validated training config (TOML sections ``[data]`` ``[model]`` ``[train]`` ``[mismatch]`` ``[eval]``,
-    flattened here)."""
+    """Validated training config of ``spicenet train dtm``: one field per key of the TOML sections ``[data]``
+    ``[model]`` ``[train]`` ``[mismatch]`` ``[eval]`` (``spicenet config show rng`` prints them with their docs)."""
 
-    # [data]
-    dataset: str = "fashion"
-    source: str = "sample"
-    data_path: str = ""
-    image_size: int = 14
-    n_train: int = 0            # 0 = all
-    n_test: int = 0
-    # [model]
-    grid: int = 18              # L: the BM of every step has L*L p-bits (image pixels + latents)
-    degree: int = 8
-    pattern: str = "moore"
-    periodic: bool = True
-    steps: int = 4              # T denoising steps
-    sweeps: int = 10            # K Gibbs sweeps per phase / per generation step
-    beta: float = 1.0
-    init_scale: float = 0.01
-    weight_bits: int = 6        # coupling/bias DAC resolution
-    weight_max: float = 1.0     # |J|, |b| range of the DAC (units of the energy; logit = 2 beta J)
-    spatial_embedding: bool = True  # pixels keep their 2-D neighbourhoods on the grid (spatial_data_nodes)
-    # [train]
-    iters: int = 600
-    batch: int = 64
-    lr: float = 0.05
-    acp_lambda: float = 0.01
-    acp_target: float = 0.05
-    acp_rate: float = 1.2
-    log_every: int = 50
-    checkpoint_every: int = 100
-    fid_log_samples: int = 200  # nominal-chip FID logged every log_every (0 = off)
-    threads: int = 1
-    # [mismatch]
-    enabled: bool = True        # sample a fresh chip every step (false = train on the ideal sampler)
-    scale: float = 1.0          # calibrated sigmas x scale
-    v0_trim: bool = True
-    v0_residual_std_v: float = 5e-5
-    # [eval]
-    eval_chips: int = 10
-    eval_samples: int = 500
-    eval_scale: float = 1.0
+    dataset: str = setting("fashion", "mnist | fashion", section="data")
+    source: str = setting("sample", "sample (embedded) | npz (../shared/data) | idx | auto", section="data")
+    data_path: str = setting("", "folder or file of the dataset (\"\" = the source's default place)", section="data")
+    image_size: int = setting(14, "image side, 8 | 14 | 28 (binarized to spins)", unit="px", section="data")
+    n_train: int = setting(0, "training images (0 = all)", section="data")
+    n_test: int = setting(0, "held-out reference images for the FID (0 = all)", section="data")
+    grid: int = setting(18, "L: the BM of every step has L*L p-bits (image pixels + latents)", section="model")
+    degree: int = setting(8, "couplings per p-bit", section="model")
+    pattern: str = setting("moore", "neighbourhood: moore (nearest offsets) | bipartite (2-colourable)",
+                           section="model")
+    periodic: bool = setting(True, "wrap the grid into a torus", section="model")
+    steps: int = setting(4, "T denoising steps (one BM each)", section="model")
+    sweeps: int = setting(10, "K Gibbs sweeps per phase / per generation step", section="model")
+    beta: float = setting(1.0, "inverse temperature of every BM", section="model")
+    init_scale: float = setting(0.01, "std of the initial couplings and biases", section="model")
+    weight_bits: int = setting(6, "coupling / bias DAC resolution", unit="bit", section="model")
+    weight_max: float = setting(1.0, "|J|, |b| range of the DAC (units of the energy; logit = 2 beta J)",
+                                section="model")
+    spatial_embedding: bool = setting(True, "pixels keep their 2-D neighbourhoods on the grid", section="model")
+    iters: int = setting(600, "training iterations (minibatches)", section="train")
+    batch: int = setting(64, "images per minibatch (one chain each per phase)", section="train")
+    lr: float = setting(0.05, "SGD step of couplings and biases", section="train")
+    acp_lambda: float = setting(0.01, "initial weight of the adaptive correlation penalty (0 = off)",
+                                section="train")
+    acp_target: float = setting(0.05, "autocorrelation the penalty steers each step's chain to", section="train")
+    acp_rate: float = setting(1.2, "factor the penalty weight moves by per iteration", section="train")
+    log_every: int = setting(50, "iterations between metrics.csv rows", section="train")
+    checkpoint_every: int = setting(100, "iterations between resumable checkpoints (0 = at the end only)",
+                                    section="train")
+    fid_log_samples: int = setting(200, "nominal-chip FID samples logged every log_every (0 = off)",
+                                   section="train")
+    threads: int = setting(1, "torch CPU threads", section="train")
+    enabled: bool = setting(True, "sample a fresh chip every step (false = train on the ideal sampler)",
+                            section="mismatch")
+    scale: float = setting(1.0, "calibrated mismatch sigmas x scale", section="mismatch")
+    v0_trim: bool = setting(True, "trim every cell's V0 before use (a per-cell bias DAC)", section="mismatch")
+    v0_residual_std_v: float = setting(5e-5, "V0 left after the trim (std)", unit="V", section="mismatch")
+    eval_chips: int = setting(10, "held-out Monte-Carlo chips evaluated after training", section="eval")
+    eval_samples: int = setting(500, "generated images per chip for the FID", section="eval")
+    eval_scale: float = setting(1.0, "mismatch sigmas x scale of the evaluation chips", section="eval")
 
     def __post_init__(self) -> None:
         checks = {
@@ -112,9 +113,7 @@ class DTMTrainConfig:
             "threads": self.threads >= 1, "scale": self.scale >= 0, "v0_residual_std_v": self.v0_residual_std_v >= 0,
             "eval_chips": self.eval_chips >= 1, "eval_samples": self.eval_samples >= 2, "eval_scale": self.eval_scale >= 0,
         }
-        for name, ok in checks.items():
-            if not ok:
-                raise ConfigError(f"dtm config: {name} = {getattr(self, name)!r} is out of range")
+        check_ranges(self, checks)
 
     def dtm_config(self, seed: int) -> DTMConfig:
         return DTMConfig(size=self.grid, degree=self.degree, pattern=self.pattern, periodic=self.periodic,
@@ -124,18 +123,9 @@ class DTMTrainConfig:
 
 
 def parse_config(config: dict[str, Any]) -> DTMTrainConfig:
-    """Flatten the TOML sections (unknown keys are an error, naming the key)."""
-    flat: dict[str, Any] = {}
-    for k, v in config.items():
-        if k in SECTIONS:
-            if not isinstance(v, dict):
-                raise ConfigError(f"dtm config: [{k}] must be a table")
-            flat.update(v)
-        else:
-            flat[k] = v
-    from spicenet.families import dataclass_from_config
-
-    return dataclass_from_config(DTMTrainConfig, flat, "dtm config")
+    """The validated config of a parsed TOML (``spicenet.config.load_config``: an unknown section or key, a key in
+    the wrong section or a value of the wrong type is a ConfigError naming ``[section] key``)."""
+    return load_config(DTMTrainConfig, config, "dtm config")
 
 
 # ------------------------------------------------------------------------------------------------ chips --

@@ -33,7 +33,7 @@ from typing import Any, Mapping, TypeVar
 
 from spicenet.errors import ConfigError
 
-__all__ = ["setting", "load_config", "describe", "defaults", "sections", "as_sections", "check_ranges", "Setting"]
+__all__ = ["setting", "subsection", "load_config", "describe", "defaults", "sections", "as_sections", "check_ranges", "Setting"]
 
 T = TypeVar("T")
 
@@ -42,22 +42,40 @@ _META = "spicenet.setting"
 
 @dataclasses.dataclass(frozen=True)
 class Setting:
-    """What :func:`setting` records about a field: its TOML ``section`` ("" = top level), ``doc`` and ``unit``."""
+    """What :func:`setting` / :func:`subsection` record about a field: its TOML ``section`` ("" = top level),
+    ``doc``, ``unit``, its TOML ``key`` ("" = the field's name) and whether it is a whole ``nested`` table."""
 
     doc: str
     unit: str = ""
     section: str = ""
+    key: str = ""
+    nested: bool = False
 
 
-def setting(default: Any, doc: str, *, unit: str = "", section: str = "") -> Any:
-    """A dataclass field settable from TOML key ``[section] <name>`` (top level when ``section`` is ""), with its
-    ``doc`` and ``unit`` (SI, "" for dimensionless). Lists and dicts defaults are copied per instance."""
+def setting(default: Any, doc: str, *, unit: str = "", section: str = "", key: str = "") -> Any:
+    """A dataclass field settable from TOML key ``[section] <key>`` (top level when ``section`` is ""; ``key``
+    defaults to the field's name, so that e.g. ``free_t_end`` can be ``[free] t_end``), with its ``doc`` and
+    ``unit`` (SI, "" for dimensionless). Lists and dicts defaults are copied per instance."""
     if not doc:
         raise ValueError("setting: every config field needs a doc")
-    meta = {_META: Setting(doc=doc, unit=unit, section=section)}
+    meta = {_META: Setting(doc=doc, unit=unit, section=section, key=key)}
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+def subsection(default: Any, doc: str) -> Any:
+    """A field holding a whole TOML table ``[<field name>]`` read into its own schema (a dataclass of top-level
+    :func:`setting` fields, the field's type, or ``Schema | None``). ``default``: an instance, a zero-argument
+    factory, or None (the table is optional: absent means None)."""
+    if not doc:
+        raise ValueError("subsection: every config field needs a doc")
+    meta = {_META: Setting(doc=doc, nested=True)}
+    if callable(default) and not dataclasses.is_dataclass(default):
+        return dataclasses.field(default_factory=default, metadata=meta)
+    if default is None:
+        return dataclasses.field(default=None, metadata=meta)
+    return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
 
 
 def _settings(cls: type) -> list[tuple[dataclasses.Field, Setting, Any]]:
@@ -68,11 +86,29 @@ def _settings(cls: type) -> list[tuple[dataclasses.Field, Setting, Any]]:
     return [(f, f.metadata[_META], hints[f.name]) for f in dataclasses.fields(cls) if _META in f.metadata]
 
 
+def _key(f: dataclasses.Field, s: Setting) -> str:
+    return s.key or f.name
+
+
+def _nested_type(tp: Any) -> tuple[type, bool]:
+    """(the schema of a subsection field of type ``tp``, whether it may be None)."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and isinstance(args[0], type) and dataclasses.is_dataclass(args[0]):
+            return args[0], True
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return tp, False
+    raise TypeError(f"a subsection must be typed with a dataclass (or one | None), got {tp!r}")
+
+
 def sections(cls: type) -> dict[str, list[str]]:
-    """Section name ("" = top level) -> its keys, in declaration order."""
+    """Section name ("" = top level) -> its TOML keys, in declaration order (a subsection: its own keys)."""
     out: dict[str, list[str]] = {}
-    for f, s, _ in _settings(cls):
-        out.setdefault(s.section, []).append(f.name)
+    for f, s, tp in _settings(cls):
+        if s.nested:
+            out[f.name] = [_key(g, t) for g, t, _ in _settings(_nested_type(tp)[0])]
+        else:
+            out.setdefault(s.section, []).append(_key(f, s))
     return out
 
 
@@ -84,22 +120,30 @@ def _default(f: dataclasses.Field) -> Any:
     return None
 
 
-def defaults(cls: type) -> dict[str, Any]:
-    """The schema's defaults as a TOML-shaped dict: top-level keys, then one table per section."""
+def _shape(cls: type, value_of: Any) -> dict[str, Any]:
+    """TOML-shaped dict of ``cls``'s settings, each value from ``value_of(field)`` (subsections recursed; a None
+    value left out)."""
     out: dict[str, Any] = {}
-    for f, s, _ in _settings(cls):
-        (out.setdefault(s.section, {}) if s.section else out)[f.name] = _default(f)
+    for f, s, tp in _settings(cls):
+        value = value_of(f)
+        if value is None:
+            continue
+        if s.nested:
+            out[f.name] = as_sections(value)
+        else:
+            (out.setdefault(s.section, {}) if s.section else out)[_key(f, s)] = copy.deepcopy(value)
     return out
+
+
+def defaults(cls: type) -> dict[str, Any]:
+    """The schema's defaults as a TOML-shaped dict: top-level keys, then one table per section (an optional
+    subsection, None by default, is left out)."""
+    return _shape(cls, _default)
 
 
 def as_sections(config: Any) -> dict[str, Any]:
-    """A schema instance's settable values in the TOML shape of :func:`defaults` (top-level keys, then a dict per
-    section; lists copied)."""
-    out: dict[str, Any] = {}
-    for f, s, _ in _settings(type(config)):
-        value = copy.deepcopy(getattr(config, f.name))
-        (out.setdefault(s.section, {}) if s.section else out)[f.name] = value
-    return out
+    """A schema instance's settable values in the TOML shape of :func:`defaults`."""
+    return _shape(type(config), lambda f: getattr(config, f.name))
 
 
 def _type_name(tp: Any) -> str:
@@ -154,33 +198,44 @@ def _key_path(section: str, key: str) -> str:
 def check_ranges(config: Any, checks: Mapping[str, bool]) -> None:
     """For a schema's ``__post_init__``: ValueError ``[section] key = value is out of range`` for the first field
     name in ``checks`` whose condition is False."""
-    where = {f.name: s.section for f, s, _ in _settings(type(config))}
+    where = {f.name: (s.section, _key(f, s)) for f, s, _ in _settings(type(config))}
     for name, ok in checks.items():
         if not ok:
-            raise ValueError(f"{_key_path(where.get(name, ''), name)} = {getattr(config, name)!r} is out of range")
+            section, key = where.get(name, ("", name))
+            raise ValueError(f"{_key_path(section, key)} = {getattr(config, name)!r} is out of range")
 
 
 def load_config(cls: type[T], config: Mapping[str, Any], what: str, **fixed: Any) -> T:
     """``cls`` built from a parsed TOML ``config`` (see the module docstring for what is rejected); ``fixed``:
     values of fields that are not read from TOML (e.g. the seed from the command line). ``what`` names what is
     read in every error (e.g. ``"dtm config training/dtm.toml"``)."""
+    return _load(cls, config, what, "", fixed)
+
+
+def _load(cls: type[T], config: Mapping[str, Any], what: str, table: str, fixed: Mapping[str, Any]) -> T:
+    """:func:`load_config` of the keys of TOML table ``table`` ("" = the document) into ``cls``."""
     if not isinstance(config, Mapping):
-        raise ConfigError(f"{what}: expected a TOML table, got {type(config).__name__}")
-    fields = {(s.section, f.name): (f, tp) for f, s, tp in _settings(cls)}
+        raise ConfigError(f"{what}: {f'[{table}] ' if table else ''}expected a TOML table, got "
+                          f"{type(config).__name__}")
+    settings = _settings(cls)
+    fields = {(s.section, _key(f, s)): (f, tp) for f, s, tp in settings if not s.nested}
+    nested = {f.name: tp for f, s, tp in settings if s.nested}
     known = sections(cls)
     values: dict[str, Any] = {}
 
     def take(section: str, key: str, value: Any) -> None:
         if (section, key) not in fields:
-            where = f"[{section}]" if section else "the top level"
-            raise ConfigError(f"{what}: unknown key {_key_path(section, key)} (known in {where}: "
+            where = f"[{section or table}]" if section or table else "the top level"
+            raise ConfigError(f"{what}: unknown key {_key_path(section or table, key)} (known in {where}: "
                               f"{', '.join(known.get(section, [])) or 'none'})")
         f, tp = fields[(section, key)]
-        values[f.name] = _coerce(tp, value, f"{what}: {_key_path(section, key)}")
+        values[f.name] = _coerce(tp, value, f"{what}: {_key_path(section or table, key)}")
 
     for key, value in config.items():
-        if isinstance(value, Mapping):
-            if key not in known or key == "":
+        if key in nested and not table:
+            values[key] = _load(_nested_type(nested[key])[0], value, what, key, {})
+        elif isinstance(value, Mapping):
+            if key not in known or key == "" or table:
                 raise ConfigError(f"{what}: unknown section [{key}] (known: "
                                   f"{', '.join(f'[{s}]' for s in known if s) or 'none'})")
             for sub, v in value.items():
@@ -192,7 +247,8 @@ def load_config(cls: type[T], config: Mapping[str, Any], what: str, **fixed: Any
     except ConfigError as exc:
         raise ConfigError(f"{what}: {exc}") from None
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{what}: {' '.join(str(exc).split())}") from None
+        prefix = f"[{table}] " if table and not str(exc).startswith("[") else ""
+        raise ConfigError(f"{what}: {prefix}{' '.join(str(exc).split())}") from None
 
 
 def _toml_value(value: Any) -> str:
@@ -208,18 +264,38 @@ def _toml_value(value: Any) -> str:
 
 
 def describe(cls: type, title: str = "") -> str:
-    """The schema as a TOML document: every key at its default (commented out when it has none), each preceded by
-    its doc, unit and type. ``tomllib.loads`` of the result gives :func:`defaults` (less unset keys)."""
+    """The schema as a TOML document: every key at its default (commented out when it has none, and an optional
+    subsection whole), each preceded by its doc, unit and type. ``tomllib.loads`` of the result gives
+    :func:`defaults`."""
     lines = [f"# {line}" if line else "#" for line in title.splitlines()] + [""] if title else []
     by_section: dict[str, list[tuple[dataclasses.Field, Setting, Any]]] = {}
     for f, s, tp in _settings(cls):
-        by_section.setdefault(s.section, []).append((f, s, tp))
+        by_section.setdefault(f.name if s.nested else s.section, []).append((f, s, tp))
     for section in sorted(by_section, key=lambda name: name != ""):  # top-level keys before any table
+        entries = by_section[section]
+        if len(entries) == 1 and entries[0][1].nested:
+            f, s, tp = entries[0]
+            schema, _ = _nested_type(tp)
+            value = _default(f)
+            body = describe(schema).splitlines() if value is None else _describe_values(schema, value)
+            off = "# " if value is None else ""
+            lines += ["", f"# {s.doc}", f"{off}[{section}]"] + [ln if ln.startswith("#") or not off else off + ln
+                                                                  for ln in body]
+            continue
         if section:
             lines += ["", f"[{section}]"]
-        for f, s, tp in by_section[section]:
-            unit = f" [{s.unit}]" if s.unit else ""
-            lines.append(f"# {s.doc}{unit} ({_type_name(tp)})")
-            value = _default(f)
-            lines.append(f"# {f.name} =" if value is None else f"{f.name} = {_toml_value(value)}")
-    return "\n".join(lines).lstrip("\n") + "\n"
+        for f, s, tp in entries:
+            lines += _entry(f, s, tp, _default(f))
+    text = "\n".join(ln for i, ln in enumerate(lines) if ln or (i and lines[i - 1]))  # no double blank lines
+    return text.lstrip("\n") + "\n"
+
+
+def _entry(f: dataclasses.Field, s: Setting, tp: Any, value: Any) -> list[str]:
+    unit = f" [{s.unit}]" if s.unit else ""
+    doc = f"# {s.doc}{unit} ({_type_name(tp)})"
+    return [doc, f"# {_key(f, s)} =" if value is None else f"{_key(f, s)} = {_toml_value(value)}"]
+
+
+def _describe_values(schema: type, instance: Any) -> list[str]:
+    """The top-level entries of a subsection schema at the values of ``instance``."""
+    return [ln for f, s, tp in _settings(schema) for ln in _entry(f, s, tp, getattr(instance, f.name))]

@@ -263,36 +263,10 @@ def load_config(path: str | Path | None, kind: str, name: str, quick: bool, *,
         raise ConfigError(f"config {path}: {exc}") from None
 
 
-def check_like(default: Any, value: Any, where: str) -> None:
-    """ConfigError naming ``where`` unless ``value`` is of the kind of ``default``: true/false for a bool, an
-    integer (not a bool) for an int, a number for a float, text for a str, a list for a list; any value when the
-    default is None."""
-    kinds = {bool: ((bool,), "true or false"), int: ((int,), "an integer"), float: ((int, float), "a number"),
-             str: ((str,), "a string"), list: ((list,), "a list")}
-    kind = kinds.get(type(default))
-    if kind is not None and type(value) not in kind[0]:
-        raise ConfigError(f"{where} must be {kind[1]}, got {value!r} ({type(value).__name__})")
-
-
-def merge_sections(defaults: dict[str, dict[str, Any]], config: dict[str, Any], what: str) -> dict[str, dict[str, Any]]:
-    """``defaults`` (section -> key -> default) overridden by the TOML ``config`` section by section; an unknown
-    section or key, or a value of another kind than its default (:func:`check_like`), is a one-line ConfigError
-    naming ``what`` and ``section.key``."""
-    out = {k: dict(v) for k, v in defaults.items()}
-    for section, values in config.items():
-        if section not in out or not isinstance(values, dict):
-            raise ConfigError(f"{what}: unknown section [{section}] (known: {', '.join(out)})")
-        for key, val in values.items():
-            if key not in out[section]:
-                raise ConfigError(f"{what}: unknown key {section}.{key} (known: {', '.join(out[section])})")
-            check_like(out[section][key], val, f"{what}: {section}.{key}")
-            out[section][key] = val
-    return out
-
-
 def dataclass_from_config(cls: type, values: dict[str, Any], what: str) -> Any:
-    """``cls(**values)`` for a config dataclass; an unknown key or a bad value is a one-line ConfigError naming
-    ``what`` (e.g. "dtm config") and the key."""
+    """``cls(**values)`` for a settings dataclass without TOML sections (a family's validation settings,
+    :func:`with_settings`); an unknown key or a bad value is a one-line ConfigError naming ``what`` and the key.
+    TOML configs go through :func:`spicenet.config.load_config`."""
     import dataclasses
 
     known = {f.name for f in dataclasses.fields(cls)}

@@ -34,6 +34,13 @@ class Toy:
             raise ValueError(f"[model] count = {self.count!r} is out of range")
 
 
+def _lists(value):
+    """Tuples as lists, recursively (TOML has arrays only)."""
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    return [_lists(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
 def _schemas():
     for family in registered().values():
         for name, schema in family.schemas.items():
@@ -78,7 +85,7 @@ def test_shipped_config_loads_through_its_schema(family, name, path):
     for section, values in raw.items():
         for key, value in (values.items() if isinstance(values, dict) else [(section, values)]):
             got = flat[section][key] if isinstance(values, dict) else flat[key]
-            assert got == value, f"{path.name}: [{section}] {key}"
+            assert _lists(got) == value, f"{path.name}: [{section}] {key}"
 
 
 def test_there_are_shipped_configs_for_every_schema_kind():
@@ -87,11 +94,12 @@ def test_there_are_shipped_configs_for_every_schema_kind():
             ("rng", "calibration")} <= seen
 
 
-@pytest.mark.parametrize("family,name,schema", list(_schemas()), ids=lambda v: getattr(v, "__name__", str(v)))
+@pytest.mark.parametrize("family,name,schema", list(_schemas()),
+                         ids=lambda v: v.name if hasattr(v, "trainers") else getattr(v, "__name__", str(v)))
 def test_describe_renders_toml_that_loads_back_to_the_defaults(family, name, schema):
     text = describe(schema, f"{family.name} {name}")
     parsed = tomllib.loads(text)
-    assert parsed == defaults(schema)
+    assert parsed == _lists(defaults(schema))
     fixed = {"seed": 0} if "seed" in schema.__dataclass_fields__ else {}
     assert load_config(schema, parsed, "described", **fixed) == schema(**fixed)
     # every settable key is documented in the text, next to its default
@@ -145,7 +153,7 @@ def test_config_show_cli(capsys):
             assert f"({family.name}): {schema().__name__}, every key at its default" in text
             assert main(["config", "show", family.name, name]) == 0
             one = capsys.readouterr().out
-            assert tomllib.loads(one) == defaults(schema())  # what a user copies into a config file
+            assert tomllib.loads(one) == _lists(defaults(schema()))  # what a user copies into a file
             assert main(["config", "show", family.name, name, "--json"]) == 0
             out = json.loads(capsys.readouterr().out)
             assert set(out["configs"]) == {name} and "human_text" not in out
@@ -164,3 +172,28 @@ def test_a_misspelt_training_key_is_one_line_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert "unknown key [model] gird" in err and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("family", [f for f in registered().values() if f.schemas], ids=lambda f: f.name)
+def test_the_demo_quick_settings_load_through_the_schemas(family):
+    """`spicenet demo --quick` changes shipped quick configs (Family.quick_overrides): each changed config must
+    still load, with the changed value in place."""
+    from spicenet.demo import apply_overrides
+
+    for stage, name, settings in (("calibration", "calibration", lambda: family.calibration_settings(True)),
+                                  *[("training", t.name, lambda t=t: family.training_settings(t, True))
+                                    for t in family.trainers[:1]]):
+        if name not in family.schemas or not any(o.stage == stage for o in family.quick_overrides):
+            continue
+        config = apply_overrides(settings(), family.name, stage)
+        if stage == "calibration":
+            config = {k: v for k, v in config.items() if k != "process"}
+        schema = family.schemas[name]()
+        fixed = {"seed": 0} if "seed" in schema.__dataclass_fields__ else {}
+        flat = _lists(as_sections(load_config(schema, config, f"{family.name} quick {stage}", **fixed)))
+        for o in (o for o in family.quick_overrides if o.stage == stage):
+            *tables, key = o.key.split(".")
+            got = flat
+            for t in tables:
+                got = got[t]
+            assert got[key] == o.value, o.key

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import json
+import tomllib
 import math
 import os
 import re
@@ -337,6 +338,15 @@ def test_the_fourth_family_runs_through_calibrate_train_validate_report(thermal_
     assert rep.returncode == 0, rep.stderr
     page = (tmp_path / "page.html").read_text()
     assert "run: chips and yield" in page and "SPICE chips: P(1)" in page  # the family's report layout
+
+    show = run("config", "show", "thermal", "threshold")  # the family's own schema, through spicenet's one path
+    assert show.returncode == 0, show.stderr
+    assert tomllib.loads(show.stdout) == {"design": {"p_target": 0.2, "capacitance": 1e-13, "temperature": 27.0},
+                                          "train": {"steps": 400, "lr": 0.05, "batch_chips": 16}}
+    assert "# sampling capacitor [F] (a number)" in show.stdout
+    (tmp_path / "typo.toml").write_text("[train]\nsteps = 3\nbatch_chip = 4\n")
+    bad = run("train", "threshold", "--surrogate", "sur.h5", "--config", "typo.toml", "-o", "run2")
+    assert bad.returncode == 2 and "unknown key [train] batch_chip" in bad.stderr
 
 
 def test_demo_family_runs_only_the_fourth_family(thermal_site: Path, tmp_path: Path) -> None:

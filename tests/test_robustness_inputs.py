@@ -260,9 +260,9 @@ def config_cases(tmp: Path) -> list[tuple[list[str], str]]:
         surrogate = shipped / f"{trainers[trainer]}_quick_generic.h5"
         wrong_types.append((["train", trainer, "--surrogate", str(surrogate), "--config", str(typed), "-o",
                              str(tmp / "run")], needle))
-    for k, (body, needle) in enumerate([("[pair]\nresistance = [5e3]\n", "unknown key pair.resistance"),
-                                        ("[ring]\nbogus = 1\n", "[ring]: unknown key 'bogus'"),
-                                        ("[montecarlo]\nchip = 3\n", "unknown key montecarlo.chip")]):
+    for k, (body, needle) in enumerate([("[pair]\nresistance = [5e3]\n", "unknown key [pair] resistance"),
+                                        ("[ring]\nbogus = 1\n", "unknown key [ring] bogus"),
+                                        ("[montecarlo]\nchip = 3\n", "unknown key [montecarlo] chip")]):
         typed = tmp / f"osc{k}.toml"  # a misspelt oscillator key must not fall back to its default silently
         typed.write_text(body)
         wrong_types.append((["calibrate", "oscillator", "--quick", "--config", str(typed), "-o",

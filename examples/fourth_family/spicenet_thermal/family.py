@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spicenet.families import Family, Override, ReportLayout, Trainer, dataclass_from_config, merge_sections, \
-    no_settings
+from spicenet.config import as_sections, load_config, setting
+from spicenet.families import Family, Override, ReportLayout, Trainer, no_settings
 
 K_B = 1.380649e-23          # J/K (SI, exact)
 ZERO_CELSIUS = 273.15       # K
@@ -41,20 +41,29 @@ ANALYSIS = "noise v(out) vin dec 20 1 1e16"  # integrates to ~16 decades above t
 CHIP_C_SPREAD = 0.01        # relative sigma of the sampling capacitor over Monte-Carlo chips (validate)
 
 
-@dataclass
+@dataclass(frozen=True)
 class CalibrationConfig:
-    """``calibration/thermal[_quick].toml``."""
+    """``calibration/thermal[_quick].toml`` (top-level keys)."""
 
-    capacitances: list[float] = field(default_factory=lambda: [1e-14, 1e-13, 1e-12])  # F
-    temperatures: list[float] = field(default_factory=lambda: [27.0])                 # degC
-    resistance: float = 10e3                                                          # Ohm
-    vdd: float = 1.0                                                                  # V, reset voltage
+    capacitances: list[float] = setting([1e-14, 1e-13, 1e-12], "sampling capacitors simulated", unit="F")
+    temperatures: list[float] = setting([27.0], "temperatures simulated", unit="degC")
+    resistance: float = setting(10e3, "switch resistance (sets the noise bandwidth, not the kT/C level)", unit="Ohm")
+    vdd: float = setting(1.0, "reset voltage", unit="V")
 
 
-TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
-    "design": {"p_target": 0.2, "capacitance": 1e-13, "temperature": 27.0},  # -, F, degC
-    "train": {"steps": 400, "lr": 0.05, "batch_chips": 16},
-}
+@dataclass(frozen=True)
+class ThresholdConfig:
+    """``training/threshold[_quick].toml``: the comparator threshold trained to a target P(1) over chips."""
+
+    p_target: float = setting(0.2, "target probability of a 1", section="design")
+    capacitance: float = setting(1e-13, "sampling capacitor", unit="F", section="design")
+    temperature: float = setting(27.0, "operating temperature", unit="degC", section="design")
+    steps: int = setting(400, "Adam steps", section="train")
+    lr: float = setting(0.05, "Adam learning rate of the threshold (in units of sigma)", section="train")
+    batch_chips: int = setting(16, "Monte-Carlo chips per step", section="train")
+
+
+TRAIN_DEFAULTS: dict[str, dict[str, Any]] = as_sections(ThresholdConfig())
 
 
 def sigma_ktc(c_f: float, temp_c: float, gamma: float = 1.0) -> float:
@@ -92,7 +101,7 @@ def calibrate(config: dict[str, Any], *, process: str, quick: bool, output: Path
 
     from spicenet.surrogate import SurrogateFile, SurrogateParam
 
-    cfg = dataclass_from_config(CalibrationConfig, config, "thermal calibration config")
+    cfg = load_config(CalibrationConfig, config, "thermal calibration config")
     points = [(float(c), float(t)) for c in cfg.capacitances for t in cfg.temperatures]
     sigma = np.array(_spice_sigma(points, cfg.resistance, process, workers))
     x = np.array([K_B * (t + ZERO_CELSIUS) / c for c, t in points])  # kT/C, V^2
@@ -137,7 +146,7 @@ def train(config: dict[str, Any], *, surrogate: Path, quick: bool, run_dir: Path
     from spicenet.surrogate import SurrogateFile
     from spicenet.train.run import RunDir
 
-    cfg = merge_sections(TRAIN_DEFAULTS, config, "threshold config")
+    cfg = as_sections(load_config(ThresholdConfig, config, "threshold config"))
     design, tcfg = cfg["design"], cfg["train"]
     sf = SurrogateFile.load(surrogate)
     g = sf.params["gamma"]
@@ -227,6 +236,7 @@ FAMILY = Family(
     name="thermal",
     trainers=(Trainer("threshold", length=("train", "steps"), length_unit="steps", can_resume=False),),
     calibrate=calibrate, train=train, validate=validate,
+    schemas={"calibration": lambda: CalibrationConfig, "threshold": lambda: ThresholdConfig},
     row={
         "fit": [("r2 of v_n^2 = gamma kT/C", "calibrate", "fit.r2"),
                 ("max rel. deviation from kT/C", "calibrate", "fit.max_rel_err")],

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -54,7 +54,8 @@ from spicenet.plotting import subplots
 from spicenet.spice import measure as sm
 from spicenet.spice.engine import Engine, montecarlo_runs, derived_seed
 from spicenet.spice.job import RunSpec
-from spicenet.errors import ConfigError, SpicenetError
+from spicenet.config import load_config, setting, subsection
+from spicenet.errors import SpicenetError
 
 __all__ = ["OscCalibrationConfig", "parse_config", "odd_part", "stable_edge", "locked_phase", "lock_range",
            "fit_h_sin", "calibrate_oscillator"]
@@ -65,37 +66,53 @@ __all__ = ["OscCalibrationConfig", "parse_config", "odd_part", "stable_edge", "l
 class OscCalibrationConfig:
     """Calibration settings (see calibration/oscillator.toml for the meaning of each key)."""
 
-    ring: RingSpec = field(default_factory=lambda: RingSpec(n_stages=3))
-    step_s: float = 10e-12
-    vdd_offsets: tuple[float, ...] = (-0.02, -0.01, 0.0, 0.01, 0.02)
-    free_t_end: float = 30e-9
-    settle_s: float = 10e-9
-    resistances: tuple[float, ...] = (25e3, 50e3, 100e3)
-    r_ref: float = 50e3
-    fractions: tuple[float, ...] = (-0.6, 0.2, 0.4, 0.6, 0.75, 0.85)
-    negative_resistances: tuple[float, ...] = (50e3,)
-    pair_t_end: float = 60e-9
-    window_s: float = 20e-9
-    n_harmonics: int = 3
-    check_fractions: tuple[float, ...] = (0.9, 1.1)
-    shil_amplitude_a: float = 100e-6
-    shil_dvdd: tuple[float, ...] = (-0.008, -0.006, -0.004, -0.002, 0.002, 0.004, 0.006, 0.008)
-    shil_t_end: float = 60e-9
-    noise_sigma_a: float = 20e-6
-    noise_dt_s: float = 10e-12
-    noise_t_end: float = 200e-9
-    noise_seeds: int = 2
-    noise_lags_s: tuple[float, ...] = (2e-9, 4e-9, 8e-9, 16e-9)
-    chips: int = 8
-    mc_fraction: float = 0.5
-    r_lsb: float = 200e3
-    n_bits: int = 4
-    load_g_s: tuple[float, ...] = ()
-    load_gain_g_s: tuple[float, ...] = ()
-    load_probe_r: float = 100e3
-    load_fraction: float = 0.4
-    load_t_end: float = 60e-9
-    network: "NetworkRefinementConfig | None" = None
+    ring: RingSpec = subsection(lambda: RingSpec(n_stages=3), "the pseudo-differential ring (netlist.RingSpec)")
+    step_s: float = setting(10e-12, "transient step (and max step) of every run", unit="s", section="sim")
+    vdd_offsets: tuple[float, ...] = setting((-0.02, -0.01, 0.0, 0.01, 0.02), "supply offsets of the f(Vdd) runs",
+                                             unit="V", section="free")
+    free_t_end: float = setting(30e-9, "length of each free-ring run", unit="s", section="free", key="t_end")
+    settle_s: float = setting(10e-9, "start-up time skipped by single-ring measurements", unit="s", section="sim")
+    resistances: tuple[float, ...] = setting((25e3, 50e3, 100e3), "coupling resistors of the locked-pair runs",
+                                             unit="Ohm", section="pair")
+    r_ref: float = setting(50e3, "resistor of the first lock-range estimate and of the Monte-Carlo pairs", unit="Ohm",
+                           section="pair")
+    fractions: tuple[float, ...] = setting((-0.6, 0.2, 0.4, 0.6, 0.75, 0.85),
+                                           "pair detunings as fractions of the estimated lock range", section="pair")
+    negative_resistances: tuple[float, ...] = setting((50e3,), "resistors also measured with the complementary tap "
+                                                      "(negative coupling)", unit="Ohm", section="pair")
+    pair_t_end: float = setting(60e-9, "length of each pair run", unit="s", section="pair", key="t_end")
+    window_s: float = setting(20e-9, "measurement window at the end of each pair run", unit="s", section="pair")
+    n_harmonics: int = setting(3, "harmonics of the fitted coupling function H", section="pair")
+    check_fractions: tuple[float, ...] = setting((0.9, 1.1), "lock-range check in SPICE: must lock at the first, "
+                                                 "slip at the second", section="pair")
+    shil_amplitude_a: float = setting(100e-6, "second-harmonic injection current into both rails", unit="A",
+                                      section="shil", key="amplitude_a")
+    shil_dvdd: tuple[float, ...] = setting((-0.008, -0.006, -0.004, -0.002, 0.002, 0.004, 0.006, 0.008),
+                                           "supply detunings of the SHIL lock runs", unit="V", section="shil",
+                                           key="dvdd")
+    shil_t_end: float = setting(60e-9, "length of each SHIL run", unit="s", section="shil", key="t_end")
+    noise_sigma_a: float = setting(20e-6, "TRRANDOM current noise into p0 (std)", unit="A", section="noise",
+                                   key="sigma_a")
+    noise_dt_s: float = setting(10e-12, "noise sample step", unit="s", section="noise", key="dt_s")
+    noise_t_end: float = setting(200e-9, "length of each noise run", unit="s", section="noise", key="t_end")
+    noise_seeds: int = setting(2, "noise realisations", section="noise", key="seeds")
+    noise_lags_s: tuple[float, ...] = setting((2e-9, 4e-9, 8e-9, 16e-9), "lags of the phase-diffusion fit",
+                                              unit="s", section="noise", key="lags_s")
+    chips: int = setting(8, "Pelgrom chips (f0 of one ring, coupling gain of a pair at r_ref)", section="montecarlo")
+    mc_fraction: float = setting(0.5, "Monte-Carlo pair detunings +- fraction of the nominal lock range",
+                                 section="montecarlo", key="fraction")
+    r_lsb: float = setting(200e3, "LSB resistor of the binary-weighted coupling bank", unit="Ohm", section="bank")
+    n_bits: int = setting(4, "magnitude bits of the coupling bank", unit="bit", section="bank")
+    load_g_s: tuple[float, ...] = setting((), "grid (p0 x n0 load) of the frequency pull, from 0 (empty = no load "
+                                          "model)", unit="S", section="load", key="g_s")
+    load_gain_g_s: tuple[float, ...] = setting((), "extra p0 load of both rings of the gain probe pair, from 0",
+                                               unit="S", section="load", key="gain_g_s")
+    load_probe_r: float = setting(100e3, "probe pair resistor", unit="Ohm", section="load", key="probe_r")
+    load_fraction: float = setting(0.4, "probe detunings +- fraction of its nominal lock range", section="load",
+                                   key="fraction")
+    load_t_end: float = setting(60e-9, "length of each load run", unit="s", section="load", key="t_end")
+    network: "NetworkRefinementConfig | None" = subsection(
+        None, "refine the load tables and H on SPICE trajectories of random AIS-shaped networks (sysid.py)")
 
     def __post_init__(self) -> None:
         for name in ("load_g_s", "load_gain_g_s"):
@@ -144,75 +161,37 @@ class NetworkRefinementConfig:
     budget [S]; shil_max / bias_max [rad/s]: SHIL strengths and biases are drawn uniformly in [0, shil_max] and
     [-bias_max, bias_max]; window_s: shooting window [s]; iterations: Adam steps of the fit."""
 
-    networks: int = 0
-    latents: int = 2
-    height: int = 8
-    width: int = 8
-    n_hidden: int = 16
-    n_segments: int = 4
-    periods: float = 40.0
-    code_std: float = 4.0
-    node_g_max_s: float = 400e-6
-    shil_max: float = 3.0e8
-    bias_max: float = 1.0e8
-    window_s: float = 1.5e-9
-    iterations: int = 40
+    networks: int = setting(0, "random networks simulated (0 = no refinement)")
+    latents: int = setting(2, "random start phases per network")
+    height: int = setting(8, "visible rows of the random networks (as trained)")
+    width: int = setting(8, "visible columns of the random networks")
+    n_hidden: int = setting(16, "hidden rings of the random networks")
+    n_segments: int = setting(4, "schedule segments of the random networks")
+    periods: float = setting(40.0, "horizon of each run", unit="periods of f0")
+    code_std: float = setting(4.0, "std of the random signed codes before the per-ring budget", unit="LSB")
+    node_g_max_s: float = setting(400e-6, "per-ring conductance budget (as trained)", unit="S")
+    shil_max: float = setting(3.0e8, "SHIL strengths drawn uniformly in [0, shil_max]", unit="rad/s")
+    bias_max: float = setting(1.0e8, "biases drawn uniformly in [-bias_max, bias_max]", unit="rad/s")
+    window_s: float = setting(1.5e-9, "multiple-shooting window", unit="s")
+    iterations: int = setting(40, "Adam steps of the fit")
 
     def __post_init__(self) -> None:
         for k in ("networks", "latents", "height", "width", "n_hidden", "n_segments", "iterations"):
             v = getattr(self, k)
             if not isinstance(v, int) or isinstance(v, bool) or v < (0 if k in ("networks", "n_hidden") else 1):
-                raise ValueError(f"network.{k} must be an int >= {0 if k in ('networks', 'n_hidden') else 1}, "
+                raise ValueError(f"{k} must be an int >= {0 if k in ('networks', 'n_hidden') else 1}, "
                                  f"got {v!r}")
         for k in ("periods", "code_std", "node_g_max_s", "shil_max", "bias_max", "window_s"):
             v = getattr(self, k)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-                raise ValueError(f"network.{k} must be a number > 0, got {v!r}")
+                raise ValueError(f"{k} must be a number > 0, got {v!r}")
 
 
 def parse_config(config: dict[str, Any]) -> OscCalibrationConfig:
-    """TOML dict (sections ``ring``, ``free``, ``pair``, ``shil``, ``noise``, ``montecarlo``, ``bank``) -> config."""
-    from spicenet.families import dataclass_from_config
-
-    known = {"ring", "sim", "free", "pair", "shil", "noise", "montecarlo", "bank", "load", "network"}
-    unknown = set(config) - known
-    if unknown:
-        raise ConfigError(f"oscillator calibration config: unknown sections {sorted(unknown)} (known: {sorted(known)})")
-    kw: dict[str, Any] = {}
-    if "ring" in config:
-        kw["ring"] = dataclass_from_config(RingSpec, dict(config["ring"]), "[ring]")
-    sim, free, pair = config.get("sim", {}), config.get("free", {}), config.get("pair", {})
-    shil, noise, mc, bank, load = (config.get(k, {}) for k in ("shil", "noise", "montecarlo", "bank", "load"))
-    mapping = [
-        (sim, "step_s", "step_s"), (sim, "settle_s", "settle_s"),
-        (free, "vdd_offsets", "vdd_offsets"), (free, "t_end", "free_t_end"),
-        (pair, "resistances", "resistances"), (pair, "r_ref", "r_ref"), (pair, "fractions", "fractions"),
-        (pair, "negative_resistances", "negative_resistances"), (pair, "t_end", "pair_t_end"),
-        (pair, "window_s", "window_s"), (pair, "n_harmonics", "n_harmonics"),
-        (pair, "check_fractions", "check_fractions"),
-        (shil, "amplitude_a", "shil_amplitude_a"), (shil, "dvdd", "shil_dvdd"), (shil, "t_end", "shil_t_end"),
-        (noise, "sigma_a", "noise_sigma_a"), (noise, "dt_s", "noise_dt_s"), (noise, "t_end", "noise_t_end"),
-        (noise, "seeds", "noise_seeds"), (noise, "lags_s", "noise_lags_s"),
-        (mc, "chips", "chips"), (mc, "fraction", "mc_fraction"),
-        (bank, "r_lsb", "r_lsb"), (bank, "n_bits", "n_bits"),
-        (load, "g_s", "load_g_s"), (load, "gain_g_s", "load_gain_g_s"), (load, "probe_r", "load_probe_r"),
-        (load, "fraction", "load_fraction"), (load, "t_end", "load_t_end"),
-    ]
-    names = {"sim": sim, "free": free, "pair": pair, "shil": shil, "noise": noise, "montecarlo": mc, "bank": bank,
-             "load": load}
-    for name, section in names.items():  # a misspelt key must not silently fall back to its default
-        allowed = {key for sec, key, _ in mapping if sec is section}
-        bad = sorted(set(section) - allowed)
-        if bad:
-            raise ConfigError(f"oscillator calibration config: unknown key {name}.{bad[0]} "
-                              f"(known in [{name}]: {', '.join(sorted(allowed))})")
-    for section, key, attr in mapping:
-        if key in section:
-            v = section[key]
-            kw[attr] = tuple(float(x) for x in v) if isinstance(v, list) else v
-    if "network" in config:
-        kw["network"] = dataclass_from_config(NetworkRefinementConfig, dict(config["network"]), "[network]")
-    return OscCalibrationConfig(**kw)
+    """The validated config of a parsed TOML (sections ``ring``, ``sim``, ``free``, ``pair``, ``shil``, ``noise``,
+    ``montecarlo``, ``bank``, ``load``, ``network``; ``spicenet.config.load_config``: an unknown section or key or
+    a value of the wrong type is a ConfigError naming ``[section] key``)."""
+    return load_config(OscCalibrationConfig, config, "oscillator calibration config")
 
 
 def _progress(total: int, desc: str):

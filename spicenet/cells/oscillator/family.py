@@ -72,6 +72,12 @@ def energy_from_surrogate(energy_attrs: dict[str, float], **structure: Any) -> d
                              float(energy_attrs.get("energy_per_coupling_cycle_j", 0.0)))
 
 
+def _calibration_schema() -> type:
+    from spicenet.cells.oscillator.calibrate import OscCalibrationConfig
+
+    return OscCalibrationConfig
+
+
 def _ais_schema() -> type:
     from spicenet.cells.oscillator.training import AISTrainConfig
 
@@ -150,5 +156,5 @@ FAMILY = Family(
              "2 latents (2 images per side) instead of 12 x 3 chips: the FID of 2 images is only a smoke test"),
     ),
     validation_defaults=_validation_defaults,
-    schemas={"ais": _ais_schema},
+    schemas={"calibration": _calibration_schema, "ais": _ais_schema},
 )

@@ -49,6 +49,7 @@ from typing import Sequence
 
 import numpy as np
 
+from spicenet.config import setting
 from spicenet.spice.engine import Deck
 from spicenet.spice.process import get_process
 
@@ -80,14 +81,14 @@ class RingSpec:
     ``latch``: width of the cross-coupling inverters relative to the main inverters (differential only).
     """
 
-    n_stages: int = 5
-    wn: float = 1.0
-    wp: float = 2.0
-    l: float = 0.15
-    cload: float = 5e-15
-    vdd: float = 1.2
-    latch: float = 0.5
-    differential: bool = True
+    n_stages: int = setting(5, "inverter stages per rail (odd for a single-ended ring)")
+    wn: float = setting(1.0, "nFET width of the main inverters", unit="um")
+    wp: float = setting(2.0, "pFET width of the main inverters", unit="um")
+    l: float = setting(0.15, "channel length", unit="um")
+    cload: float = setting(5e-15, "load capacitance per ring node", unit="F")
+    vdd: float = setting(1.2, "supply", unit="V")
+    latch: float = setting(0.5, "width of the cross-coupling inverters relative to the main ones (differential)")
+    differential: bool = setting(True, "pseudo-differential ring (two rails, cross-coupled) or a single-ended one")
 
     def __post_init__(self) -> None:
         if not isinstance(self.n_stages, int) or not 2 <= self.n_stages <= 101:

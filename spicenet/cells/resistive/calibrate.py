@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ import scipy.optimize
 import scipy.special
 import torch
 
+from spicenet.config import as_sections, check_ranges, load_config, setting
 from spicenet.cells.resistive.netlist import alter_commands, free_node_names, network_deck
 from spicenet.cells.resistive.network import Chip, ResistiveNetwork, programmable_levels
 from spicenet.cells.resistive.solver import ROOM_TEMPERATURE, thermal_voltage
@@ -50,7 +52,7 @@ from spicenet.spice.job import RunSpec
 from spicenet.spice.process import get_process
 from spicenet.surrogate import SurrogateFile, SurrogateParam
 
-__all__ = ["DEFAULTS", "diode_law", "fit_diode", "simulate_diode_iv", "simulate_resistor_bank",
+__all__ = ["ResistiveCalibrationConfig", "DEFAULTS", "diode_law", "fit_diode", "simulate_diode_iv", "simulate_resistor_bank",
            "solver_vs_spice", "calibrate_resistive", "merged_config"]
 
 IV_OPTIONS = ".options reltol=1e-7 abstol=1e-20 vntol=1e-12"
@@ -59,27 +61,63 @@ IV_OPTIONS = ".options reltol=1e-7 abstol=1e-20 vntol=1e-12"
 RS_RESOLUTION_V = 1e-6
 """Smallest series-resistance voltage drop (V, at the largest fitted current) reported as a non-zero Rs."""
 
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "diode": {"area": 1.0, "area_um2": 1.0, "a_vd_mv_um": 2.0, "v_min": 0.15, "v_max": 0.75, "points": 61,
-              "chips": 40},
-    "conductance": {"bits": 4, "g_lsb": 1.25e-6, "sigma_unit": 0.3, "chips": 200, "mode": "device"},
-    "network": {"input_gain": 4.0, "vb": 0.3, "v_bias": 1.0, "gmin": 1e-12},
-    "solver_check": {"networks": 24, "inputs": 4, "reltol": 1e-6, "vntol": 1e-9, "abstol": 1e-15},
-    "energy": {"c_node_f": 10e-15, "settle_taus": 5.0},
-}
+@dataclass(frozen=True)
+class ResistiveCalibrationConfig:
+    """Validated config of ``spicenet calibrate resistive`` (TOML sections ``[diode]``, ``[conductance]``,
+    ``[network]``, ``[solver_check]``, ``[energy]``; the module docstring gives the physics). Read as nested dicts
+    (:meth:`sections`)."""
+
+    area: float = setting(1.0, "area factor of the process diode instance (SPICE area=)", section="diode")
+    area_um2: float = setting(1.0, "physical diode area for the Pelgrom law", unit="um^2", section="diode")
+    a_vd_mv_um: float = setting(2.0, "Pelgrom coefficient of the forward voltage, sigma(dV) = A / sqrt(area)",
+                                unit="mV um", section="diode")
+    v_min: float = setting(0.15, "lowest forward voltage of the I-V sweep", unit="V", section="diode")
+    v_max: float = setting(0.75, "highest forward voltage of the I-V sweep", unit="V", section="diode")
+    points: int = setting(61, "points of the I-V sweep", section="diode")
+    chips: int = setting(40, "Monte-Carlo diodes fitted", section="diode")
+    bits: int = setting(4, "conductance bits: levels k g_lsb, k = 0..2^bits - 1", unit="bit", section="conductance")
+    g_lsb: float = setting(1.25e-6, "conductance LSB", unit="S", section="conductance")
+    sigma_unit: float = setting(0.3, "relative spread of a unit resistor (bank) or a programmed device",
+                                section="conductance")
+    conductance_chips: int = setting(200, "Monte-Carlo banks simulated", section="conductance", key="chips")
+    mode: str = setting("device", "device (one programmed cell per conductance) | bank (binary-weighted units)",
+                        section="conductance")
+    input_gain: float = setting(4.0, "ideal input-driver gain the network is calibrated for", unit="V per unit input",
+                                section="network")
+    vb: float = setting(0.3, "diode clamp rails +-vb of every free node", unit="V", section="network")
+    v_bias: float = setting(1.0, "bias rail voltage", unit="V", section="network")
+    gmin: float = setting(1e-12, "ngspice gmin (also in the solver)", unit="S", section="network")
+    networks: int = setting(24, "random networks of the solver-vs-ngspice check", section="solver_check")
+    inputs: int = setting(4, "random inputs per network", section="solver_check")
+    reltol: float = setting(1e-6, "ngspice reltol of the check", section="solver_check")
+    vntol: float = setting(1e-9, "ngspice vntol of the check", unit="V", section="solver_check")
+    abstol: float = setting(1e-15, "ngspice abstol of the check", unit="A", section="solver_check")
+    c_node_f: float = setting(10e-15, "capacitance per node of the energy estimate", unit="F", section="energy")
+    settle_taus: float = setting(5.0, "settling time of an inference in RC time constants of the slowest node",
+                                 section="energy")
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("device", "bank"):
+            raise ValueError(f"[conductance] mode must be 'device' or 'bank', got {self.mode!r}")
+        check_ranges(self, {"area": self.area > 0, "area_um2": self.area_um2 > 0, "a_vd_mv_um": self.a_vd_mv_um >= 0,
+                            "points": self.points >= 4, "chips": self.chips >= 2, "g_lsb": self.g_lsb > 0,
+                            "sigma_unit": self.sigma_unit >= 0, "conductance_chips": self.conductance_chips >= 2,
+                            "networks": self.networks >= 0, "inputs": self.inputs >= 1,
+                            "c_node_f": self.c_node_f >= 0, "settle_taus": self.settle_taus > 0})
+
+    def sections(self) -> dict[str, dict[str, Any]]:
+        """The config as ``{section: {key: value}}``."""
+        return as_sections(self)
+
+
+DEFAULTS: dict[str, dict[str, Any]] = ResistiveCalibrationConfig().sections()
 
 
 def merged_config(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """``DEFAULTS`` overridden section by section by ``config`` (unknown sections/keys raise ConfigError)."""
-    out = {k: dict(v) for k, v in DEFAULTS.items()}
-    for section, values in config.items():
-        if section not in out or not isinstance(values, dict):
-            raise ConfigError(f"calibration config: unknown section [{section}] (known: {', '.join(out)})")
-        for key, val in values.items():
-            if key not in out[section]:
-                raise ConfigError(f"calibration config: unknown key {section}.{key}")
-            out[section][key] = val
-    return out
+    """The validated config of a parsed TOML as nested dicts (``spicenet.config.load_config`` of
+    :class:`ResistiveCalibrationConfig`: unknown sections or keys and wrong types raise ConfigError naming
+    ``[section] key``)."""
+    return load_config(ResistiveCalibrationConfig, config, "resistive calibration config").sections()
 
 
 # ------------------------------------------------------------------------------------------------- diode law

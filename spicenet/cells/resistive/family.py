@@ -91,6 +91,12 @@ def energy_from_surrogate(energy_attrs: dict[str, float], **structure: Any) -> d
                             p_static_w=need(energy_attrs, "energy_power_static_w", "resistive"), n_solves=n)
 
 
+def _calibration_schema() -> type:
+    from spicenet.cells.resistive.calibrate import ResistiveCalibrationConfig
+
+    return ResistiveCalibrationConfig
+
+
 def _eqprop_schema() -> type:
     from spicenet.cells.resistive.train import EqPropTrainConfig
 
@@ -108,7 +114,7 @@ FAMILY = Family(
     rank=30,
     trainers=(Trainer("eqprop", length=("train", "epochs")), Trainer("ffebm", length=("train", "epochs"))),
     calibrate=calibrate, train=train, validate=validate,
-    schemas={"eqprop": _eqprop_schema, "ffebm": _ffebm_schema},
+    schemas={"calibration": _calibration_schema, "eqprop": _eqprop_schema, "ffebm": _ffebm_schema},
     row={
         "fit": [("diode r2 (worst device)", "calibrate", "fit.r2"),
                 ("diode max_rel_err", "calibrate", "fit.diode_max_rel_err"),

@@ -222,6 +222,138 @@ def _chip_name(chip: int) -> str:
     return "nominal" if chip == NOMINAL else f"chip{chip}"
 
 
+@dataclass
+class _ChipComparison:
+    """Both sides' images [K, P] of one chip (K latents that ran), the wrapped read-out errors [K, P] [rad], the
+    per-image phase-difference NMSEs, absolute-phase NMSEs and SPICE supply energies [J], and the chip's row."""
+
+    spice: np.ndarray
+    model: np.ndarray
+    readout_err: np.ndarray
+    pd_nmse: list[float]
+    abs_nmse: list[float]
+    energies: list[float]
+    row: dict[str, Any]
+
+
+def _startup_and_detunings(hw: HardwareMap, n: int, mc_chips: list[int], seed: int, process: str,
+                           cfg: AISValidationConfig, workers: int, failures: dict[str, str]
+                           ) -> tuple[tuple[np.ndarray, np.ndarray] | None, dict[int, np.ndarray]]:
+    """Stage 1: the start-up phase table (nominal free rings; None without ``ic_correct``) and each Monte-Carlo
+    chip's detunings ``f_i - f_inj`` [Hz] measured on a rings-only deck (a chip whose run failed is left out and
+    its error put in ``failures``)."""
+    jobs = []
+    if cfg.ic_correct:
+        ic_job, ic_ph, t_probe = _ic_job(hw, process, cfg.timeout_s)
+        jobs.append(ic_job)
+    jobs += detuning_jobs(hw, n, mc_chips, seed, process, cfg.timeout_s)
+    pre = _execute(jobs, workers, cfg.scheduler, "AIS validation: free rings")
+    ic_table = None
+    if cfg.ic_correct:
+        r = pre["ic_offsets"]
+        if isinstance(r, SpicenetError):
+            raise SpicenetError(f"start-up phase probe failed: {r}")
+        got = spice_readout_phases(r, len(ic_ph), np.array([t_probe]), hw.f_inj_hz, ic_ph)[0]
+        ic_table = (ic_ph, got - ic_ph)
+    detunings: dict[int, np.ndarray] = {}
+    for c in mc_chips:
+        r = pre[f"free_c{c:05d}"]
+        if isinstance(r, SpicenetError):
+            failures[_chip_name(c)] = f"free-running detuning run failed: {str(r)[:300]}"
+            continue
+        f = [om.frequency_amplitude(r["time"], om.osc_signal(r, i), 4e-9)[0] for i in range(n)]
+        detunings[c] = np.asarray(f) - hw.f_inj_hz
+    return ic_table, detunings
+
+
+def _network_jobs(state: dict, phi0: np.ndarray, hw: HardwareMap, ic_table, process: str, mc_chips: list[int],
+                  seed: int, analysis: str, n: int, timeout_s: float) -> list:
+    """Stage 2's jobs: the exported network of every latent on the nominal chip and on every Monte-Carlo chip,
+    one run per job (ids ``img<b>_nominal`` / ``img<b>_c<chip>``)."""
+    from spicenet.spice.engine import montecarlo_runs
+    from spicenet.spice.job import Job, RunSpec
+
+    save = tuple([f"v(o{i}{r}0)" for i in range(n) for r in "pn"] + [f"v(vdd{i})" for i in range(n)]
+                 + [f"i(vdd{i})" for i in range(n)])
+    jobs = []
+    for b in range(phi0.shape[0]):
+        d = deck(network_netlist(network_spec(state, phi0[b], hw, ic_table), process=process,
+                                 title=f"spicenet AIS export latent {b}"), process,
+                 mismatch="pelgrom" if mc_chips else None)
+        runs = [RunSpec(id=f"img{b:04d}_nominal", analysis=analysis, save=save)]
+        runs += montecarlo_runs(d, analysis, mc_chips, seed, id_prefix=f"img{b:04d}_", save=save) if mc_chips else []
+        jobs += [Job(deck=d.text, runs=(r,), init_commands=d.init_commands, timeout_s=timeout_s, label=r.id)
+                 for r in runs]
+    return jobs
+
+
+def _compare_chip(gen, c: int, detuning: np.ndarray | None, phi0: np.ndarray, outcomes: dict[str, Any],
+                  hw: HardwareMap, refine: int, failures: dict[str, str]
+                  ) -> tuple[_ChipComparison | None, tuple | None]:
+    """Stage 3 for chip ``c``: the surrogate on the same latents (the chip's measured detunings, coupling gains
+    1), both sides read out at the horizon and compared. Returns the comparison (None when no latent of the chip
+    ran) and the first image's (run id, times, SPICE and surrogate phase differences) for the trajectory plot."""
+    from spicenet.spice.measure import supply_energy
+
+    n = gen.config.n_oscillators
+    vis = gen.network.visible_idx.cpu().numpy()
+    ref = gen.reference_index
+    chip = None if detuning is None else ChipMismatch(torch.as_tensor(detuning, dtype=gen.network.dtype),
+                                                      torch.ones(n, n, dtype=gen.network.dtype))
+    model, times = _surrogate_phases(gen, phi0, chip, refine)
+    cs, cm, c_err, c_pd, c_abs, c_e = [], [], [], [], [], []
+    example = None
+    for b in range(phi0.shape[0]):
+        rid = f"img{b:04d}_nominal" if c == NOMINAL else f"img{b:04d}_c{c:05d}"
+        res = outcomes.get(rid)
+        if res is None or isinstance(res, SpicenetError):
+            failures[rid] = str(res)[:300] if res is not None else "not run"
+            continue
+        try:
+            sp = spice_readout_phases(res, n, times, hw.f_inj_hz, phi0[b])
+        except ValueError as exc:
+            failures[rid] = str(exc)
+            continue
+        if not np.all(np.isfinite(sp[-1])):
+            failures[rid] = "no SPICE phase at the horizon for every ring"
+            continue
+        ok = np.all(np.isfinite(sp), 1)
+        rs, rm = _readout(sp[-1], vis, ref), _readout(model[b, -1], vis, ref)
+        cs.append(0.5 * (1 - np.cos(rs)))
+        cm.append(0.5 * (1 - np.cos(rm)))
+        c_err.append(om.wrap(rs - rm))
+        c_pd.append(phase_diff_nmse(sp[ok], model[b][ok], ref if ref is not None else -1))
+        err = sp[ok] - model[b][ok]
+        c_abs.append(float((err ** 2).sum() / (sp[ok] ** 2).sum()))
+        c_e.append(sum(supply_energy(res["time"], res[f"v(vdd{i})"], res[f"i(vdd{i})"],
+                                     float(res["time"][0]), float(gen.t_end)) for i in range(n)))
+        if example is None:
+            others = [i for i in range(n) if i != ref]
+            example = (rid, times[ok], (sp[ok][:, others] - sp[ok][:, [ref]]) if ref is not None else sp[ok],
+                       (model[b][ok][:, others] - model[b][ok][:, [ref]]) if ref is not None else model[b][ok])
+    if not cs:
+        return None, example
+    cs_a, cm_a, e_a = np.stack(cs), np.stack(cm), np.stack(c_err)
+    row = {"images": len(cs), "pixel_mae": float(np.abs(cs_a - cm_a).mean()),
+           "readout_rms_rad": float(np.sqrt((e_a ** 2).mean())), "phase_diff_nmse": float(np.mean(c_pd)),
+           "pixels_flipped": float((np.abs(cs_a - cm_a) > 0.5).mean()), "energy_per_image_j": float(np.mean(c_e))}
+    return _ChipComparison(cs_a, cm_a, e_a, c_pd, c_abs, c_e, row), example
+
+
+def _fids(run, spice_imgs: np.ndarray, model_imgs: np.ndarray, seed: int) -> tuple[dict, dict]:
+    """Own-net FID/KID of both sides' images against the run's held-out reference set (same count, same set)."""
+    from spicenet.data import load_dataset
+    from spicenet.metrics import load_feature_net
+
+    ds_meta = run.meta().get("dataset", {})
+    dataset = str(ds_meta.get("name", "mnist"))
+    ds = load_dataset(dataset, str(ds_meta.get("source", "sample")), size=spice_imgs.shape[1],
+                      n_test=int(ds_meta.get("n_test", 0)) or None)
+    reference = np.asarray(ds.x_test, dtype=np.float32)
+    net, _ = load_feature_net(dataset, train_if_missing=True)
+    return _fid(spice_imgs, reference, dataset, net, seed), _fid(model_imgs, reference, dataset, net, seed)
+
+
 @restores_torch_threads
 def validate(run_dir: Path | str, *, chips: int | None = None, quick: bool = False, workers: int = 2,
              seed: int = 0, settings: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -229,12 +361,8 @@ def validate(run_dir: Path | str, *, chips: int | None = None, quick: bool = Fal
     and compare them (module docstring). ``chips`` overrides the config's Monte-Carlo chip count; ``settings``
     replaces fields of ``AISValidationConfig`` (``quick()`` or full defaults). Writes ``validation.json`` and PNG
     plots into the run directory; returns the report."""
-    from spicenet.data import load_dataset
     from spicenet.cells.oscillator.family import oscillator_energy
     from spicenet.families import with_settings
-    from spicenet.metrics import load_feature_net
-    from spicenet.spice.engine import montecarlo_runs
-    from spicenet.spice.job import Job, RunSpec
     from spicenet.train.run import _atomic_write_text, _jsonable
 
     t0 = time.perf_counter()
@@ -246,137 +374,47 @@ def validate(run_dir: Path | str, *, chips: int | None = None, quick: bool = Fal
         cfg = dataclasses.replace(cfg, chips=int(chips))
     torch.set_num_threads(1)
     run, gen, extra, hw, info, process = _load_run(run_dir)
-    state = extra["export_state"]
     n = gen.config.n_oscillators
-    vis = gen.network.visible_idx.cpu().numpy()
-    ref = gen.reference_index
     shape = (gen.config.height, gen.config.width)
     phi0 = gen.sample_latent(cfg.images, torch.Generator().manual_seed(int(seed))).double().cpu().numpy()
-    chip_ids = [NOMINAL] + list(range(cfg.chips))
 
-    # ---- stage 1: start-up phase table (nominal free rings) and each Monte-Carlo chip's detunings
     t_sim = time.perf_counter()
-    jobs = []
-    if cfg.ic_correct:
-        ic_job, ic_ph, t_probe = _ic_job(hw, process, cfg.timeout_s)
-        jobs.append(ic_job)
-    jobs += detuning_jobs(hw, n, chip_ids[1:], seed, process, cfg.timeout_s)
-    pre = _execute(jobs, workers, cfg.scheduler, "AIS validation: free rings")
-    ic_table = None
-    if cfg.ic_correct:
-        r = pre["ic_offsets"]
-        if isinstance(r, SpicenetError):
-            raise SpicenetError(f"start-up phase probe failed: {r}")
-        got = spice_readout_phases(r, len(ic_ph), np.array([t_probe]), hw.f_inj_hz, ic_ph)[0]
-        ic_table = (ic_ph, got - ic_ph)
-    detunings: dict[int, np.ndarray] = {}
     failures: dict[str, str] = {}
-    for c in chip_ids[1:]:
-        r = pre[f"free_c{c:05d}"]
-        if isinstance(r, SpicenetError):
-            failures[_chip_name(c)] = f"free-running detuning run failed: {str(r)[:300]}"
-            continue
-        f = [om.frequency_amplitude(r["time"], om.osc_signal(r, i), 4e-9)[0] for i in range(n)]
-        detunings[c] = np.asarray(f) - hw.f_inj_hz
-
-    # ---- stage 2: the exported network, every latent x every chip, one run per job
+    ic_table, detunings = _startup_and_detunings(hw, n, list(range(cfg.chips)), seed, process, cfg, workers,
+                                                 failures)
+    mc_chips = [c for c in range(cfg.chips) if c in detunings]
     analysis, _ = analysis_for(gen.t_end, hw)
-    save = tuple([f"v(o{i}{r}0)" for i in range(n) for r in "pn"] + [f"v(vdd{i})" for i in range(n)]
-                 + [f"i(vdd{i})" for i in range(n)])
-    jobs, meta = [], {}
-    mc_chips = [c for c in chip_ids[1:] if c in detunings]
-    for b in range(cfg.images):
-        d = deck(network_netlist(network_spec(state, phi0[b], hw, ic_table), process=process,
-                                 title=f"spicenet AIS export latent {b}"), process,
-                 mismatch="pelgrom" if mc_chips else None)
-        runs = [RunSpec(id=f"img{b:04d}_nominal", analysis=analysis, save=save)]
-        runs += montecarlo_runs(d, analysis, mc_chips, seed, id_prefix=f"img{b:04d}_", save=save) if mc_chips else []
-        for r, c in zip(runs, [NOMINAL] + mc_chips):
-            meta[r.id] = (b, c)
-            jobs.append(Job(deck=d.text, runs=(r,), init_commands=d.init_commands, timeout_s=cfg.timeout_s,
-                            label=r.id))
+    jobs = _network_jobs(extra["export_state"], phi0, hw, ic_table, process, mc_chips, seed, analysis, n,
+                         cfg.timeout_s)
     outcomes = _execute(jobs, workers, cfg.scheduler, "AIS validation: networks in ngspice")
     spice_wall = time.perf_counter() - t_sim
 
-    # ---- stage 3: the surrogate on the same latents and chips; read-out and comparison
-    per_chip: dict[str, dict[str, Any]] = {}
-    img_s: list[np.ndarray] = []
-    img_m: list[np.ndarray] = []
-    ro_err: list[np.ndarray] = []
-    pd_nmse, abs_nmse, energies = [], [], []
-    plots: list[str] = []
     (run.path / "plots").mkdir(exist_ok=True)
+    compared: dict[int, _ChipComparison] = {}
+    plots: list[str] = []
     example = None
     for c in [NOMINAL] + mc_chips:
-        chip = None if c == NOMINAL else ChipMismatch(torch.as_tensor(detunings[c], dtype=gen.network.dtype),
-                                                      torch.ones(n, n, dtype=gen.network.dtype))
-        model, times = _surrogate_phases(gen, phi0, chip, cfg.refine)
-        cs, cm, c_err, c_pd, c_e = [], [], [], [], []
-        for b in range(cfg.images):
-            rid = f"img{b:04d}_nominal" if c == NOMINAL else f"img{b:04d}_c{c:05d}"
-            res = outcomes.get(rid)
-            if res is None or isinstance(res, SpicenetError):
-                failures[rid] = str(res)[:300] if res is not None else "not run"
-                continue
-            try:
-                sp = spice_readout_phases(res, n, times, hw.f_inj_hz, phi0[b])
-            except ValueError as exc:
-                failures[rid] = str(exc)
-                continue
-            if not np.all(np.isfinite(sp[-1])):
-                failures[rid] = "no SPICE phase at the horizon for every ring"
-                continue
-            ok = np.all(np.isfinite(sp), 1)
-            rs, rm = _readout(sp[-1], vis, ref), _readout(model[b, -1], vis, ref)
-            cs.append(0.5 * (1 - np.cos(rs)))
-            cm.append(0.5 * (1 - np.cos(rm)))
-            c_err.append(om.wrap(rs - rm))
-            c_pd.append(phase_diff_nmse(sp[ok], model[b][ok], ref if ref is not None else -1))
-            err = sp[ok] - model[b][ok]
-            abs_nmse.append(float((err ** 2).sum() / (sp[ok] ** 2).sum()))
-            from spicenet.spice.measure import supply_energy
-
-            c_e.append(sum(supply_energy(res["time"], res[f"v(vdd{i})"], res[f"i(vdd{i})"],
-                                         float(res["time"][0]), float(gen.t_end)) for i in range(n)))
-            if example is None:
-                others = [i for i in range(n) if i != ref]
-                example = (rid, times[ok], (sp[ok][:, others] - sp[ok][:, [ref]]) if ref is not None else sp[ok],
-                           (model[b][ok][:, others] - model[b][ok][:, [ref]]) if ref is not None else model[b][ok])
-        if not cs:
+        got, first = _compare_chip(gen, c, detunings.get(c), phi0, outcomes, hw, cfg.refine, failures)
+        example = example if example is not None else first
+        if got is None:
             continue
-        cs_a, cm_a, e_a = np.stack(cs), np.stack(cm), np.stack(c_err)
-        per_chip[_chip_name(c)] = {"images": len(cs), "pixel_mae": float(np.abs(cs_a - cm_a).mean()),
-                                   "readout_rms_rad": float(np.sqrt((e_a ** 2).mean())),
-                                   "phase_diff_nmse": float(np.mean(c_pd)),
-                                   "pixels_flipped": float((np.abs(cs_a - cm_a) > 0.5).mean()),
-                                   "energy_per_image_j": float(np.mean(c_e))}
-        energies += c_e
-        img_s.append(cs_a)
-        img_m.append(cm_a)
-        ro_err.append(e_a)
-        pd_nmse += c_pd
+        compared[c] = got
         plots.append(_image_plot(run.path / "plots" / f"validate_images_{_chip_name(c)}.png",
-                                 cs_a.reshape(-1, *shape), cm_a.reshape(-1, *shape),
+                                 got.spice.reshape(-1, *shape), got.model.reshape(-1, *shape),
                                  f"{_chip_name(c)}: SPICE (top) vs surrogate (bottom), pixel MAE "
-                                 f"{per_chip[_chip_name(c)]['pixel_mae']:.3f}"))
-    if not img_s:
+                                 f"{got.row['pixel_mae']:.3f}"))
+    if not compared:
         raise SpicenetError(f"every SPICE run failed: {failures}")
-    spice_imgs = np.concatenate(img_s).reshape(-1, *shape)
-    model_imgs = np.concatenate(img_m).reshape(-1, *shape)
-    errs = np.concatenate(ro_err)
+    spice_imgs = np.concatenate([g.spice for g in compared.values()]).reshape(-1, *shape)
+    model_imgs = np.concatenate([g.model for g in compared.values()]).reshape(-1, *shape)
+    errs = np.concatenate([g.readout_err for g in compared.values()])
+    pd_nmse = [v for g in compared.values() for v in g.pd_nmse]
+    abs_nmse = [v for g in compared.values() for v in g.abs_nmse]
+    energies = [v for g in compared.values() for v in g.energies]
     if example is not None:
         plots.insert(0, _trajectory_plot(run.path / "plots" / "validate_phases.png", *example[1:],
                                          f"{example[0]}: read-out phase differences"))
-
-    # ---- FID of both sides against the run's reference set (same images count, same reference)
-    ds_meta = run.meta().get("dataset", {})
-    dataset = str(ds_meta.get("name", "mnist"))
-    ds = load_dataset(dataset, str(ds_meta.get("source", "sample")), size=shape[0],
-                      n_test=int(ds_meta.get("n_test", 0)) or None)
-    reference = np.asarray(ds.x_test, dtype=np.float32)
-    net, _ = load_feature_net(dataset, train_if_missing=True)
-    f_s = _fid(spice_imgs, reference, dataset, net, seed)
-    f_m = _fid(model_imgs, reference, dataset, net, seed)
+    f_s, f_m = _fids(run, spice_imgs, model_imgs, seed)
 
     model_energy = oscillator_energy(info.energy_per_cycle_j, n, float(gen.config.periods + gen.config.latch_periods))["energy_j"]
     e_spice = float(np.mean(energies))
@@ -401,8 +439,8 @@ def validate(run_dir: Path | str, *, chips: int | None = None, quick: bool = Fal
                 "phase_nmse_absolute": float(np.mean(abs_nmse)),
                 "energy_per_image_j": e_spice - model_energy,
                 "energy_ratio_spice_over_surrogate": e_spice / model_energy,
-                "per_chip": per_chip},
-        "chips": len(per_chip),
+                "per_chip": {_chip_name(c): g.row for c, g in compared.items()}},
+        "chips": len(compared),
         "monte_carlo_chips": len(mc_chips),
         "images_per_chip": cfg.images,
         "n_oscillators": n,

@@ -228,6 +228,56 @@ def load_generator(run_dir: str | Path, device: str = "cpu") -> tuple[AISGenerat
     return gen, extra
 
 
+def _restore(run, ck: dict, trainer: AISTrainer, iterations: int, step: dict[str, int], log_every: int,
+             log_row: Any) -> int:
+    """Put a checkpoint's whole training state back into ``trainer`` (weights, Adam states, random streams, the
+    chip stream's position ``step``) and re-log metrics.csv as an uninterrupted run has it; returns the iterations
+    done. A checkpoint without AIS state, or more iterations done than ``iterations``, is a ConfigError."""
+    from spicenet.train import restore_rng_state
+
+    state = ck["extra"].get("ais_state")
+    if state is None:
+        raise ConfigError(f"{run.path}: its checkpoint holds no AIS training state (written before AIS runs "
+                          "could resume); choose another -o")
+    start = int(state["iteration"])
+    if start > iterations:
+        raise ConfigError(f"{run.path}: the checkpoint has {start} iterations done; train.iterations = "
+                          f"{iterations} would shorten the run (give --epochs >= {start})")
+    trainer.load_state(ck["model"], state)
+    restore_rng_state(ck["rng"], trainer.generators)
+    step["i"] = int(ck["extra"]["chip_step"])
+    # metrics.csv as an uninterrupted run has it after `start` iterations: rows up to the last log_every-th
+    # iteration kept (a killed run's later rows and a finished run's last row dropped), the rest re-logged
+    last_grid = (start - 1) // log_every * log_every
+    run.truncate_metrics(last_grid)
+    for rec in trainer.history[last_grid + 1:]:
+        log_row(rec)
+    return start
+
+
+def _evaluate(run, gen: AISGenerator, reference: np.ndarray, dataset: str, n_eval: int, seed: int, eval_sampler,
+              f0: float, dev: torch.device) -> tuple[dict[str, Any], list[float], list[int], Any]:
+    """FID of the trained generator on the nominal chip, then on each held-out mismatch chip (lower is better),
+    and the sample grids and loss curves. Returns (nominal metrics, per-chip FIDs, chip seeds, feature-net info)."""
+    from spicenet.metrics import fid_key, load_feature_net
+
+    key = fid_key(dataset)
+    n = gen.config.n_oscillators
+    net, net_info = load_feature_net(dataset, train_if_missing=True)
+    nominal = evaluate_fid(gen, reference, dataset, n_eval, seed + 1000, None, net)
+    chip_vals, chip_seeds = [], []
+    for k, c in enumerate(eval_sampler.eval_chips()):
+        m = evaluate_fid(gen, reference, dataset, n_eval, seed + 2000 + k, chip_to_mismatch(c, f0, n, dev), net)
+        chip_vals.append(float(m[key]))
+        chip_seeds.append(int(c.seed))
+        if k == 0:
+            run.save_sample_grid(m["_images"][:64], name="samples_chip0.png")
+    run.save_sample_grid(nominal["_images"][:64], name="samples_nominal.png")
+    run.save_sample_grid(reference[:64], name="samples_real.png")
+    run.plot_metrics(keys=["loss_critic", "loss_generator", "wasserstein"], name="loss_curves.png")
+    return nominal, chip_vals, chip_seeds, net_info
+
+
 @restores_torch_threads
 def train(config: dict[str, Any], *, surrogate: Path | str | None, quick: bool = False, run_dir: Path | str,
           device: str = "cpu", seed: int = 0, progress: bool = True) -> dict[str, Any]:
@@ -245,8 +295,8 @@ def train(config: dict[str, Any], *, surrogate: Path | str | None, quick: bool =
     """
     from spicenet.data import load_dataset
     from spicenet.cells.oscillator.family import oscillator_energy
-    from spicenet.metrics import fid_key, load_feature_net
-    from spicenet.train import RunDir, WallClock, resolve_device, restore_rng_state
+    from spicenet.metrics import fid_key
+    from spicenet.train import RunDir, WallClock, resolve_device
     from spicenet.train.run import _atomic_write_text
 
     t0 = time.perf_counter()
@@ -298,25 +348,7 @@ def train(config: dict[str, Any], *, surrogate: Path | str | None, quick: bool =
     trainer = AISTrainer(x_train, cfg, info.params, chip_sampler if use_mismatch else None, device=dev)
     ck = run.load_checkpoint(map_location="cpu", restore_rng=False)
     clock = WallClock.from_checkpoint(ck, t0)
-    start = 0
-    if ck is not None:
-        state = ck["extra"].get("ais_state")
-        if state is None:
-            raise ConfigError(f"{run.path}: its checkpoint holds no AIS training state (written before AIS runs "
-                              "could resume); choose another -o")
-        start = int(state["iteration"])
-        if start > cfg.iterations:
-            raise ConfigError(f"{run.path}: the checkpoint has {start} iterations done; train.iterations = "
-                              f"{cfg.iterations} would shorten the run (give --epochs >= {start})")
-        trainer.load_state(ck["model"], state)
-        restore_rng_state(ck["rng"], trainer.generators)
-        step["i"] = int(ck["extra"]["chip_step"])
-        # metrics.csv as an uninterrupted run has it after `start` iterations: rows up to the last log_every-th
-        # iteration kept (a killed run's later rows and a finished run's last row dropped), the rest re-logged
-        last_grid = (start - 1) // log_every * log_every
-        run.truncate_metrics(last_grid)
-        for rec in trainer.history[last_grid + 1:]:
-            log_row(rec)
+    start = _restore(run, ck, trainer, cfg.iterations, step, log_every, log_row) if ck is not None else 0
 
     static = {"ais_config": dataclasses.asdict(cfg), "phase_params": dataclasses.asdict(info.params),
               "surrogate": info.path, "f0_mean_hz": info.f0_mean_hz,
@@ -334,22 +366,10 @@ def train(config: dict[str, Any], *, surrogate: Path | str | None, quick: bool =
     trainer.run(cfg.iterations, progress=progress, on_iteration=log_row, on_checkpoint=checkpoint)
     gen = trainer.gen.eval()
 
-    # ---- evaluation: nominal chip, then held-out mismatch chips (FID: lower is better)
     key = fid_key(ds.name)
-    net, net_info = load_feature_net(ds.name, train_if_missing=True)
-    nominal = evaluate_fid(gen, reference, ds.name, n_eval, seed + 1000, None, net)
-    eval_sampler = make_chip_sampler(info, n, seed, eval_scale, eval_chips)
-    chip_vals, chip_seeds = [], []
-    for k, c in enumerate(eval_sampler.eval_chips()):
-        m = evaluate_fid(gen, reference, ds.name, n_eval, seed + 2000 + k, chip_to_mismatch(c, f0, n, dev), net)
-        chip_vals.append(float(m[key]))
-        chip_seeds.append(int(c.seed))
-        if k == 0:
-            run.save_sample_grid(m["_images"][:64], name="samples_chip0.png")
-    run.save_sample_grid(nominal["_images"][:64], name="samples_nominal.png")
-    run.save_sample_grid(reference[:64], name="samples_real.png")
-    run.plot_metrics(keys=["loss_critic", "loss_generator", "wasserstein"], name="loss_curves.png")
-
+    nominal, chip_vals, chip_seeds, net_info = _evaluate(run, gen, reference, ds.name, n_eval, seed,
+                                                         make_chip_sampler(info, n, seed, eval_scale, eval_chips),
+                                                         f0, dev)
     energy = oscillator_energy(info.energy_per_cycle_j, n, float(cfg.periods + cfg.latch_periods))
     arr = np.asarray(chip_vals)
     metrics = {

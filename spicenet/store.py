@@ -759,9 +759,24 @@ class _Layout2:
         _write_at(ds, rows, block, contiguous)
 
     def write(self, f: h5py.File, records: list[RunRecord], compression: str | None) -> None:
+        """Append (or, for ids already stored, overwrite) ``records``: their table rows, each new deck and axis
+        once, the parameter and measurement columns and the ragged vectors; ``table.attrs["rows"]`` last."""
         if not records:
             return
+        rows, contiguous = self._assign_rows(records)
+        deck_of = self._write_decks(f["decks"], records)
+        axis_of = self._write_axes(f["axes"], records)
         table = f["table"]
+        alter_values = self._write_base(table, records, rows, contiguous, deck_of, axis_of)
+        self._write_alters(f, table, rows, alter_values, self.n, contiguous, compression)
+        for group_name, attr, units_attr in (("params", "params", "param_units"),
+                                             ("measure", "measurements", "measurement_units")):
+            self._write_named_columns(table[group_name], records, attr, units_attr, rows, contiguous, compression)
+        self._write_vectors(f["vectors"], records, rows, contiguous, compression)
+        table.attrs["rows"] = np.int64(self.n)
+
+    def _assign_rows(self, records: list[RunRecord]) -> tuple[np.ndarray, bool]:
+        """The table row of each record (a new id gets the next row) and whether they are one contiguous block."""
         n0 = self.n
         rows = np.empty(len(records), dtype=np.int64)
         for k, rec in enumerate(records):
@@ -770,10 +785,10 @@ class _Layout2:
                 row = self.rows[rec.id] = self.n
                 self.n += 1
             rows[k] = row
-        n = self.n
-        contiguous = bool(np.array_equal(rows, np.arange(n0, n0 + len(records))))
-        # decks: each distinct netlist once
-        decks = f["decks"]
+        return rows, bool(np.array_equal(rows, np.arange(n0, n0 + len(records))))
+
+    def _write_decks(self, decks: h5py.Group, records: list[RunRecord]) -> list[int]:
+        """Each distinct netlist once (with its process); returns every record's deck index."""
         new_decks = []
         deck_of = []
         for rec in records:
@@ -787,8 +802,10 @@ class _Layout2:
             for name in ("netlist", "process"):
                 decks[name].resize((d0 + len(new_decks),))
                 decks[name][d0:] = np.array([getattr(r, name) for r in new_decks], dtype=object)
-        # axes: each distinct scale vector once
-        axes = f["axes"]
+        return deck_of
+
+    def _write_axes(self, axes: h5py.Group, records: list[RunRecord]) -> list[int]:
+        """Each distinct scale vector (time, frequency, sweep axis) once; returns every record's axis (-1: none)."""
         axis_of = []
         new_axes: list[tuple[str, str, np.ndarray, bytes]] = []
         for rec in records:
@@ -816,7 +833,12 @@ class _Layout2:
             axes["hash"][a0:] = np.frombuffer(b"".join(a[3] for a in new_axes), dtype=np.uint64).reshape(-1, 2)
             axes["data"].resize((e0 + int(lengths.sum()),))
             axes["data"][e0:] = np.concatenate([a[2] for a in new_axes])
-        # base columns
+        return axis_of
+
+    def _write_base(self, table: h5py.Group, records: list[RunRecord], rows: np.ndarray, contiguous: bool,
+                    deck_of: list[int], axis_of: list[int]) -> list[list[tuple[str, float]]]:
+        """The fixed columns (``_COLUMNS``: id, point, chip, seed, status, error, ...); returns each record's
+        numeric alter deltas (target, value) for :meth:`_write_alters`."""
         base: dict[str, list[Any]] = {name: [] for name in _COLUMNS}
         extras = []
         alter_values: list[list[tuple[str, float]]] = []
@@ -845,40 +867,46 @@ class _Layout2:
         base["extra"] = extras
         for name, (kind, _) in _COLUMNS.items():
             ds = table[name]
-            ds.resize((n,))
+            ds.resize((self.n,))
             _write_at(ds, rows, _as_column(base[name], kind), contiguous)
-        self._write_alters(f, table, rows, alter_values, n, contiguous, compression)
-        # parameters and measurements: one column each
-        for group_name, attr, units_attr in (("params", "params", "param_units"),
-                                             ("measure", "measurements", "measurement_units")):
-            group = table[group_name]
-            names: dict[str, None] = {}
-            for rec in records:
-                for key in getattr(rec, attr):
-                    names.setdefault(key, None)
-            for key in names:
-                values: list[Any] = [getattr(rec, attr).get(key) for rec in records]
-                kind = "str" if any(isinstance(v, str) for v in values) else "f8"
-                dname = dataset_name(key)
-                if dname not in group:
-                    ds = _new_column(group, dname, kind, n, compression if kind != "str" else None)
-                    ds.attrs["name"] = key
-                    ds.attrs["unit"] = next((getattr(r, units_attr).get(key) for r in records
-                                             if getattr(r, units_attr).get(key)), "")
-                else:
-                    ds = group[dname]
-                    if kind == "str" and ds.dtype.kind != "O":
-                        ds = _promote_to_text(group, dname, n)
-                    kind = "str" if ds.dtype.kind == "O" else "f8"
-                    ds.resize((n,))
-                if kind == "f8":
-                    values = [float(v) if v is not None else np.nan for v in values]
-                _write_at(ds, rows, _as_column(values, kind), contiguous)
-            for dname in group:  # columns this batch did not mention: only resized (fill values)
-                if group[dname].shape[0] != n:
-                    group[dname].resize((n,))
-        # vectors: ragged values + offsets, one group per vector name
-        vgroup = f["vectors"]
+        return alter_values
+
+    def _write_named_columns(self, group: h5py.Group, records: list[RunRecord], attr: str, units_attr: str,
+                             rows: np.ndarray, contiguous: bool, compression: str | None) -> None:
+        """One column per parameter or measurement name (``attr`` of the records; float, or text once any value
+        is text), unit in its attrs; columns this batch did not mention are only resized (fill values)."""
+        n = self.n
+        names: dict[str, None] = {}
+        for rec in records:
+            for key in getattr(rec, attr):
+                names.setdefault(key, None)
+        for key in names:
+            values: list[Any] = [getattr(rec, attr).get(key) for rec in records]
+            kind = "str" if any(isinstance(v, str) for v in values) else "f8"
+            dname = dataset_name(key)
+            if dname not in group:
+                ds = _new_column(group, dname, kind, n, compression if kind != "str" else None)
+                ds.attrs["name"] = key
+                ds.attrs["unit"] = next((getattr(r, units_attr).get(key) for r in records
+                                         if getattr(r, units_attr).get(key)), "")
+            else:
+                ds = group[dname]
+                if kind == "str" and ds.dtype.kind != "O":
+                    ds = _promote_to_text(group, dname, n)
+                kind = "str" if ds.dtype.kind == "O" else "f8"
+                ds.resize((n,))
+            if kind == "f8":
+                values = [float(v) if v is not None else np.nan for v in values]
+            _write_at(ds, rows, _as_column(values, kind), contiguous)
+        for dname in group:
+            if group[dname].shape[0] != n:
+                group[dname].resize((n,))
+
+    def _write_vectors(self, vgroup: h5py.Group, records: list[RunRecord], rows: np.ndarray, contiguous: bool,
+                       compression: str | None) -> None:
+        """Ragged vectors: per vector name one group of concatenated values plus offset / length columns
+        (-1: the run has no such vector); complex once any run's values are."""
+        n = self.n
         vnames: dict[str, None] = {}
         for rec in records:
             for key in rec.vectors:
@@ -923,7 +951,6 @@ class _Layout2:
             for col in ("offset", "length"):
                 if vgroup[dname][col].shape[0] != n:
                     vgroup[dname][col].resize((n,))
-        table.attrs["rows"] = np.int64(n)
 
 
 def _text(ds: h5py.Dataset, n: int | None = None) -> np.ndarray:

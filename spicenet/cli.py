@@ -50,6 +50,7 @@ def cmd_doctor(args: argparse.Namespace) -> dict[str, Any]:
             modes[mode] = {"ok": abs(value - 0.5) < 1e-9}
         except Exception as exc:  # noqa: BLE001 - doctor reports, it does not crash
             modes[mode] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    processes: dict[str, Any]
     try:
         from spicenet.spice.process import available_processes
         processes = available_processes()
@@ -113,7 +114,7 @@ def _finite(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def _parse_assignments(items: list[str]) -> dict[str, str]:
-    out = {}
+    out: dict[str, str] = {}
     for item in items:
         if "=" not in item:
             raise ParameterError(f"-p {item!r}: expected name=value")
@@ -191,22 +192,23 @@ def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
         outcomes = engine.simulate_many(deck, runs, progress="simulate" if len(runs) > 1 else None)
         for run_id, outcome in outcomes.items():
             run = by_id[run_id]
-            ok = isinstance(outcome, SimResult)
-            if ok:
-                vectors = sorted(set(vectors) | set(outcome.vectors))
-                scale = outcome.scale
-                points = max(points, len(outcome.vectors[scale]) if scale else 1)
+            res = outcome if isinstance(outcome, SimResult) else None
+            if res is not None:
+                vectors = sorted(set(vectors) | set(res.vectors))
+                scale = res.scale
+                points = max(points, len(res.vectors[scale]) if scale else 1)
             else:
                 errors.append(f"{run_id}: {outcome}")
             store.append(RunRecord(
                 id=run_id, params=params_record, seed=args.seed, chip=int(run.meta.get("chip", -1)),
-                process=process_name, status="ok" if ok else "failed",
-                error=None if ok else f"{type(outcome).__name__}: {outcome}", netlist=deck.text,
-                vectors=outcome.vectors if ok else {}, units=outcome.units if ok else {}, measurements={},
-                attrs={"analysis": run.analysis, "mode": args.mode, "wall_s": outcome.wall_s if ok else None,
-                       "retries": outcome.attempts if ok else getattr(outcome, "attempts", [])},
+                process=process_name, status="ok" if res is not None else "failed",
+                error=None if res is not None else f"{type(outcome).__name__}: {outcome}", netlist=deck.text,
+                vectors=res.vectors if res is not None else {}, units=res.units if res is not None else {},
+                measurements={},
+                attrs={"analysis": run.analysis, "mode": args.mode, "wall_s": res.wall_s if res is not None else None,
+                       "retries": res.attempts if res is not None else getattr(outcome, "attempts", [])},
                 point=int(run_id[1:6]), param_units=param_units, alters=run.commands,
-                scale=outcome.scale if ok else None))
+                scale=res.scale if res is not None else None))
     rejected = [o for o in outcomes.values() if isinstance(o, NetlistError)]
     if rejected and len(rejected) == len(runs):  # ngspice refused the deck itself: bad input, no output kept
         raise NetlistError(f"{args.source}: {rejected[0]}")

@@ -19,6 +19,7 @@ SPICE, gap, energy per sample/image/inference, wall time) and the steps table ar
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import os
@@ -190,7 +191,7 @@ def family_row(family: str, results: dict[str, dict[str, Any] | None], wall_s: f
         return {"name": label, "value": value(stage, path)}
 
     label, stage, sur_path, spice_path = spec["energy"]
-    row = {
+    row: dict[str, Any] = {
         "family": family,
         "trainer": trainer.name if trainer is not None else None,
         "fit": {label_: value(stage_, path_) for label_, stage_, path_ in spec["fit"]},
@@ -283,7 +284,7 @@ def _fresh_family_dir(folder: Path) -> None:
 def _report_builder() -> Callable[..., dict[str, Any]] | None:
     """``spicenet.report.build_report`` when that module exists (it is written separately), else None."""
     try:
-        from spicenet.report import build_report  # type: ignore[import-not-found]
+        from spicenet.report import build_report
     except ModuleNotFoundError as exc:
         if exc.name in ("spicenet.report",):
             return None
@@ -358,10 +359,10 @@ def run_demo(out: Path, quick: bool = False, workers: int = 2, seed: int = 0,
         if results["calibrate"] is not None and trainer is not None and fam.train is not None:
             results["train"] = _step(f"{name}: train {trainer.name}", train, steps, total)
         if results["train"] is not None and fam.validate is not None:
-            results["validate"] = _step(f"{name}: validate in SPICE", lambda fam=fam, run_dir=run_dir: _validate(
-                fam, run_dir, quick, workers, seed), steps, total)
+            results["validate"] = _step(f"{name}: validate in SPICE",
+                                        functools.partial(_validate, fam, run_dir, quick, workers, seed), steps, total)
         if results["train"] is not None and build_report is not None:
-            _step(f"{name}: report", lambda run_dir=run_dir: build_report(run_dir), steps, total)
+            _step(f"{name}: report", functools.partial(build_report, run_dir), steps, total)
         rows[name] = family_row(name, results, sum(s["wall_s"] for s in steps[first:]))
     plots = sorted(str(p) for p in out.glob("*/**/*.png"))
     result: dict[str, Any] = {

@@ -30,7 +30,7 @@ class _StderrHandler(logging.StreamHandler):
     """A stream handler that writes to whatever ``sys.stderr`` is at emit time (``logging.StreamHandler()`` binds
     the stream it finds when created: a handler made under a redirected stderr would later write to a closed one)."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self):  # noqa: D102
         return sys.stderr
 

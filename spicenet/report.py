@@ -79,7 +79,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 # ------------------------------------------------------------------------------------------------ numbers
-def yield_curve(values: Sequence[float], higher_is_better: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def yield_curve(values: Sequence[float] | np.ndarray, higher_is_better: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Empirical yield over chips as a function of the spec threshold t.
 
     Y(t) = (1/N) #{i : m_i <= t} for a lower-is-better metric (FID, TV distance, error), #{i : m_i >= t} for a
@@ -94,7 +94,7 @@ def yield_curve(values: Sequence[float], higher_is_better: bool = False) -> tupl
     return t, y
 
 
-def yield_at(values: Sequence[float], spec: float, higher_is_better: bool = False) -> float:
+def yield_at(values: Sequence[float] | np.ndarray, spec: float, higher_is_better: bool = False) -> float:
     """Fraction of chips meeting ``spec``: m_i <= spec (lower is better) or m_i >= spec (higher is better)."""
     m = _finite_1d(values, "values")
     if not math.isfinite(spec):
@@ -113,7 +113,7 @@ def lognormal_from_moments(mean: float, std: float) -> tuple[float, float]:
     return math.log(mean) - s2 / 2, math.sqrt(s2)
 
 
-def _finite_1d(values: Sequence[float], name: str) -> np.ndarray:
+def _finite_1d(values: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
     m = np.asarray(values, dtype=np.float64).ravel()
     if m.size == 0 or not np.all(np.isfinite(m)):
         raise ValueError(f"{name}: expected a non-empty list of finite numbers, got {list(m[:5])}")

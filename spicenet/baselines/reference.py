@@ -73,12 +73,12 @@ def analog_reference(compare: str, quick: bool, seed: int = 0, config_path: str 
     from spicenet.cells.oscillator.ais import AISGenerator
     from spicenet.cells.oscillator.training import build_ais_config
 
-    cfg, data = build_ais_config(config, seed)
-    gen = AISGenerator(cfg)
+    ais_cfg, data = build_ais_config(config, seed)
+    gen = AISGenerator(ais_cfg)
     parts = {name_: int(p.numel()) for name_, p in gen.named_parameters()}
-    detail = {**parts, "edges": int(gen.n_edges), "oscillators": int(cfg.n_oscillators),
-              "segments": cfg.n_segments, "bits": cfg.n_bits}
+    detail = {**parts, "edges": int(gen.n_edges), "oscillators": int(ais_cfg.n_oscillators),
+              "segments": ais_cfg.n_segments, "bits": ais_cfg.n_bits}
     n_eval = int(dict(config.get("train", {})).get("n_eval_samples", 500))  # the AIS trainer's default
-    return AnalogReference("ais", name, str(data.get("dataset", "mnist")), cfg.height, str(data.get("source", "sample")),
+    return AnalogReference("ais", name, str(data.get("dataset", "mnist")), ais_cfg.height, str(data.get("source", "sample")),
                            int(data.get("n_train", 0)) or None, int(data.get("n_test", 0)) or None, n_eval, "grey",
                            int(sum(parts.values())), detail)

@@ -31,7 +31,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -266,7 +266,7 @@ def train(kind: str, *, dataset: str, size: int, run_dir: Path | str, quick: boo
         models = _train_vae(x_train, x_test, cfg, w, seed, bar, run.log_metrics)
     bar.close()
     t_train = time.perf_counter() - t0
-    gen: Generator = models["generator"]
+    gen = cast(Generator, models["generator"])
 
     t1 = time.perf_counter()
     key = fid_key(ds.name)
@@ -282,7 +282,8 @@ def train(kind: str, *, dataset: str, size: int, run_dir: Path | str, quick: boo
     shown = ((imgs + 1.0) / 2.0 if binary else imgs).reshape(-1, size, size)[:64]
     plot_files = [str(run.save_sample_grid(shown, "samples.png", vmin=0, vmax=1)), str(_loss_plot(run))] if plots else []
     n_gen = n_params(gen)
-    n_aux = n_params(models["discriminator"] if kind == "gan" else models["vae"].encoder)  # training-only part
+    n_aux = n_params(models["discriminator"] if kind == "gan"
+                     else cast(VAE, models["vae"]).encoder)  # training-only part
     metrics: dict[str, Any] = {
         key: float(nominal[key]),
         f"kid_spicenet_{ds.name}": float(nominal[f"kid_spicenet_{ds.name}"]),
@@ -309,7 +310,7 @@ def train(kind: str, *, dataset: str, size: int, run_dir: Path | str, quick: boo
         "plots": plot_files,
     }
     if kind == "vae":
-        vae: VAE = models["vae"]
+        vae = cast(VAE, models["vae"])
         vae.eval()
         with torch.no_grad():
             rec = reconstruction_bce(vae.reconstruct(x_test), x_test)

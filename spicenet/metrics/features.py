@@ -31,6 +31,8 @@ FAMILIES = ("mnist", "fashion")
 class FeatureNet(nn.Module):
     """Small CNN classifier; ``features(x)`` gives the 64-d penultimate activations used by FID/KID."""
 
+    feature_scale: torch.Tensor  # buffer: RMS of the training set's penultimate features
+
     def __init__(self, n_classes: int = 10, feature_dim: int = FEATURE_DIM) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(1, 16, 3, padding=1)

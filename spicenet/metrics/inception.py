@@ -36,12 +36,12 @@ def _inception_features(x01: torch.Tensor, backend: str, batch_size: int = 50) -
     """x01: (N, 1, H, W) in [0, 1] -> (N, 2048) pool features."""
     x3 = x01.repeat(1, 3, 1, 1)
     if backend == "pytorch-fid":
-        from pytorch_fid.inception import InceptionV3  # type: ignore[import-not-found]
+        from pytorch_fid.inception import InceptionV3
 
         model = InceptionV3([InceptionV3.BLOCK_INDEX_BY_DIM[2048]], resize_input=True, normalize_input=True).eval()
         outs = [model(x3[i : i + batch_size])[0].flatten(1) for i in range(0, x3.shape[0], batch_size)]
     else:
-        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3  # type: ignore
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
         model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"]).eval()
         xb = (x3 * 255).round().to(torch.uint8)

@@ -20,12 +20,15 @@ and are left to ngspice.
 
 from __future__ import annotations
 
+import ast
 import math
+import operator
 import os
 import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Callable
 
 from spicenet.errors import ParameterError
 from spicenet.spice.units import spice_number
@@ -334,8 +337,12 @@ def unknown_vector(deck: str, name: str, analysis: str) -> str | None:
 # -- {expr} in analysis cards ------------------------------------------------------------------------------------
 _PARAM_ASSIGN = re.compile(r"([A-Za-z_][\w]*)\s*=\s*(\{[^}]*\}|'[^']*'|[^\s{}']+)")
 _SPICE_LITERAL = re.compile(r"(?<![\w.])((?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?[A-Za-z]*)")
-_FUNCS = {"sqrt": math.sqrt, "exp": math.exp, "log": math.log, "ln": math.log, "log10": math.log10, "abs": abs,
-          "min": min, "max": max, "pow": pow, "sin": math.sin, "cos": math.cos, "tan": math.tan, "atan": math.atan}
+_FUNCS: dict[str, Callable[..., Any]] = {"sqrt": math.sqrt, "exp": math.exp, "log": math.log, "ln": math.log, "log10": math.log10, "abs": abs,
+                                          "min": min, "max": max, "pow": pow, "sin": math.sin, "cos": math.cos,
+                                          "tan": math.tan, "atan": math.atan}
+_BINOPS: dict[type, Callable[[float, float], Any]] = {ast.Add: operator.add, ast.Sub: operator.sub,
+                                                      ast.Mult: operator.mul, ast.Div: operator.truediv,
+                                                      ast.Pow: operator.pow}
 
 
 def deck_params(deck: str) -> dict[str, float]:
@@ -361,8 +368,6 @@ def deck_params(deck: str) -> dict[str, float]:
 def evaluate(expr: str, params: dict[str, float]) -> float:
     """A numparam-style expression: SPICE numbers (``3k``), ``.param`` names, + - * / ** ^, parentheses and a few
     functions (sqrt exp log ln log10 abs min max pow sin cos tan atan). ParameterError for anything else."""
-    import ast
-
     text = _SPICE_LITERAL.sub(lambda m: repr(_literal(m.group(1))), expr.strip()).replace("^", "**")
     try:
         tree = ast.parse(text, mode="eval")
@@ -385,9 +390,7 @@ def evaluate(expr: str, params: dict[str, float]) -> float:
         if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow)):
             a, b = value(node.left), value(node.right)
             try:
-                return float({ast.Add: a + b, ast.Sub: a - b, ast.Mult: a * b}.get(type(node.op))
-                             if not isinstance(node.op, (ast.Div, ast.Pow)) else a / b if isinstance(node.op, ast.Div)
-                             else a ** b)
+                return float(_BINOPS[type(node.op)](a, b))
             except (ZeroDivisionError, OverflowError, TypeError) as exc:
                 raise ParameterError(f"cannot evaluate {{{expr}}}: {exc}") from None
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id.lower() in _FUNCS \

@@ -388,7 +388,7 @@ def _check_defined(text: str, subckt_params_visible: bool) -> None:
 
 def _check_names(text: str, defined: set[str], what: str) -> None:
     known = {d.lower() for d in defined} | _BUILTINS
-    used = set()
+    used: set[str] = set()
     for expr in re.findall(r"\{([^}]*)\}|'([^']*)'", text):
         for part in expr:
             used.update(t.lower() for t in re.findall(r"(?<![\w.])[A-Za-z_][A-Za-z0-9_]*", part))

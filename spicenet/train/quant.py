@@ -26,13 +26,13 @@ def quantize_uniform(x: torch.Tensor, bits: int, lo: float = -1.0, hi: float = 1
 
 class _QuantSTE(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, bits, lo, hi, clip_grad):  # type: ignore[override]
+    def forward(ctx, x, bits, lo, hi, clip_grad):
         ctx.save_for_backward(x)
         ctx.lo, ctx.hi, ctx.clip = lo, hi, clip_grad
         return quantize_uniform(x, bits, lo, hi)
 
     @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
+    def backward(ctx, grad):
         (x,) = ctx.saved_tensors
         if ctx.clip:
             grad = grad * ((x >= ctx.lo) & (x <= ctx.hi)).to(grad.dtype)

@@ -31,7 +31,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -362,7 +362,7 @@ class RunDir:
         if not rows:
             raise DataError(f"{self.metrics_csv}: no metrics logged yet")
         keys = keys or [k for k in rows[0] if "loss" in k]
-        series = {k: [r.get(k) for r in rows] for k in keys}
+        series: dict[str, Sequence[float | None]] = {k: [r.get(k) for r in rows] for k in keys}
         return plot_curves([r["epoch"] for r in rows], series, self.plots / name, logy=logy)
 
     def save_sample_grid(self, images: np.ndarray | torch.Tensor, name: str = "samples.png", **kw: Any) -> Path:
@@ -395,5 +395,5 @@ def check_training_output(path: str | os.PathLike, *, resume: bool, length: int 
         if done is None:
             raise UsageError(f"-o {run.path} holds a finished run that records no run length; it cannot be extended")
         if length is None or int(length) <= int(done):
-            raise UsageError(f"-o {run.path} holds a run finished at {done} ({run.run_length['key']}); "
+            raise UsageError(f"-o {run.path} holds a run finished at {done} ({(run.run_length or {}).get('key')}); "
                              f"pass {length_flag} N with N > {done} to extend it")

@@ -230,6 +230,11 @@ def budget_codes(codes: Tensor, edge_i: Tensor, edge_j: Tensor, n: int, budget: 
 class AISGenerator(nn.Module):
     """Oscillator-network generator with learnable quantised couplings and analog SHIL / bias schedules."""
 
+    # registered buffers (declared for the type checker: nn.Module.__getattr__ is typed Tensor | Module)
+    edge_i: Tensor
+    edge_j: Tensor
+    positions: Tensor
+
     def __init__(self, config: AISConfig, params: PhaseModelParams | None = None,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
         super().__init__()

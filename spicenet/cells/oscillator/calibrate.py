@@ -42,7 +42,7 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import numpy as np
 from scipy.optimize import brentq, least_squares
@@ -200,20 +200,20 @@ def _progress(total: int, desc: str):
 
 
 # ----------------------------------------------------------------------------------------------- H math
-def odd_part(x: np.ndarray | float, a: Sequence[float]) -> np.ndarray:
+def odd_part(x: np.ndarray | float, a: Sequence[float] | np.ndarray) -> np.ndarray:
     """``S(x) = sum_k a_k sin(k x)`` (k = 1..len(a)): the odd part of H; ``H(-x) - H(x) = -2 S(x)``."""
     x = np.asarray(x, float)
     return sum(ak * np.sin((k + 1) * x) for k, ak in enumerate(a))
 
 
-def stable_edge(a: Sequence[float]) -> float:
+def stable_edge(a: Sequence[float] | np.ndarray) -> float:
     """``x_max`` in (0, pi]: the first x > 0 where ``S'(x) = sum_k k a_k cos(k x)`` reaches 0 (the stable locked
     branch is ``(-x_max, x_max)`` when ``S'(0) > 0``)."""
     d0 = sum((k + 1) * ak for k, ak in enumerate(a))
     if d0 <= 0:
         raise ValueError(f"S'(0) = {d0:.3g} <= 0: the in-phase state is not stable for harmonics {list(a)}")
     grid = np.linspace(0, math.pi, 2001)
-    ds = sum((k + 1) * ak * np.cos((k + 1) * grid) for k, ak in enumerate(a))
+    ds = cast(np.ndarray, sum((k + 1) * ak * np.cos((k + 1) * grid) for k, ak in enumerate(a)))  # a is non-empty
     neg = np.nonzero(ds <= 0)[0]
     if neg.size == 0:
         return math.pi
@@ -222,12 +222,12 @@ def stable_edge(a: Sequence[float]) -> float:
     return float(brentq(f, grid[i - 1], grid[i]))
 
 
-def lock_range(k_rad_s: float, a: Sequence[float]) -> float:
+def lock_range(k_rad_s: float, a: Sequence[float] | np.ndarray) -> float:
     """Pair lock range ``dw_L = 2 K S(x_max)`` [rad/s]: the largest detuning with a stable locked state."""
     return 2.0 * k_rad_s * float(odd_part(stable_edge(a), a))
 
 
-def locked_phase(dw: np.ndarray | float, k_rad_s: np.ndarray | float, a: Sequence[float],
+def locked_phase(dw: np.ndarray | float, k_rad_s: np.ndarray | float, a: Sequence[float] | np.ndarray,
                  clip: bool = False) -> np.ndarray:
     """Stable solution ``x'`` of ``dw = 2 K S(x')`` on ``(-x_max, x_max)`` [rad]; NaN where unlocked
     (``|dw| > dw_L``) unless ``clip`` (then the edge ``+-x_max``)."""
@@ -315,6 +315,7 @@ def _free_running(engine: Engine, cfg: OscCalibrationConfig, process: str) -> di
             ic_table = limit_cycle_table(t, [r[f"v({n})"] for n in ring_node_names(0, cfg.ring)], v, 64, cfg.settle_s)
     if energy is None:
         raise ValueError("free.vdd_offsets must contain 0.0 (the nominal supply)")
+    assert power is not None  # set with energy
     vdds = cfg.ring.vdd + np.asarray(cfg.vdd_offsets)
     poly = np.polyfit(vdds - cfg.ring.vdd, f, min(2, len(vdds) - 1))
     i0 = list(cfg.vdd_offsets).index(0.0)
@@ -633,8 +634,8 @@ def _montecarlo(engine: Engine, cfg: OscCalibrationConfig, process: str, free: d
     items = [(r.id, ring_deck, r) for r in montecarlo_runs(ring_deck, cfg.tran(cfg.free_t_end), chips, seed,
                                                            id_prefix="f")]
     pair_free = deck(pair_netlist(cfg.ring, cfg.r_ref, 1, process=process, phases=(0.0, 1.0)), process, "pelgrom")
-    for r in montecarlo_runs(pair_free, cfg.tran(cfg.free_t_end), chips, seed, id_prefix="u"):
-        items.append((r.id, pair_free, RunSpec(r.id, r.analysis, commands=r.commands + ("alter rc = 1e12",))))
+    for ru in montecarlo_runs(pair_free, cfg.tran(cfg.free_t_end), chips, seed, id_prefix="u"):
+        items.append((ru.id, pair_free, RunSpec(ru.id, ru.analysis, commands=ru.commands + ("alter rc = 1e12",))))
     out = _run_jobs(engine, items, "monte carlo f0")
     f0, dw_chip = {}, {}
     for c in chips:
@@ -793,6 +794,7 @@ def _network_refinement(cfg: OscCalibrationConfig, process: str, fit: dict[str, 
 
     t0 = time.perf_counter()
     nc = cfg.network
+    assert nc is not None  # the caller runs the refinement only with a network section
     params = PhaseModelParams.from_dict(fit["phase_model_params"])
     hw = HardwareMap(cfg.ring, cfg.r_lsb, shil["f_inj"], fit["shil_strength"], fit["shil_phase_rad"],
                      fit["df_dvdd_hz_per_v"], cfg.step_s)
@@ -844,6 +846,8 @@ def _network_refinement(cfg: OscCalibrationConfig, process: str, fit: dict[str, 
                                     iterations=nc.iterations, progress=True)
     pm = dict(fit["phase_model_params"])
     pm["h_harmonics"] = {"sin": list(refined.h_sin), "cos": list(refined.h_cos)}
+    # fit_network_model needs both load tables and returns them refined
+    assert refined.load_g_s is not None and refined.load_df_hz is not None and refined.load_k_gain is not None
     k = len(refined.load_g_s)
     pm["load_df_hz"] = [list(refined.load_df_hz[i * k:(i + 1) * k]) for i in range(k)]
     pm["load_k_gain"] = list(refined.load_k_gain)

@@ -212,7 +212,7 @@ def _ic_lines(volts: dict[str, float]) -> list[str]:
     return [".ic " + " ".join(items[j:j + 8]) for j in range(0, len(items), 8)]
 
 
-def pwl(times: Sequence[float], values: Sequence[float], rise: float = 20e-12) -> str:
+def pwl(times: Sequence[float] | np.ndarray, values: Sequence[float] | np.ndarray, rise: float = 20e-12) -> str:
     """``PWL(...)`` text of a piecewise-constant signal: ``values[s]`` from ``times[s]`` (times[0] = 0) with
     transitions of ``rise`` seconds. Times are printed with 15 significant digits."""
     t = [float(x) for x in times]
@@ -408,6 +408,7 @@ def network_netlist(net: NetworkSpec, *, process: str = "generic", title: str = 
             lines += _shil_lines(i, net.f_inj, net.shil_psi, src(net.shil_a[:, i]))
         if net.noise_a > 0:
             lines.append(f"inoise{i} 0 o{i}p0 dc 0 trrandom(2 {_num(net.noise_dt)} 0 {_num(net.noise_a)} 0)")
+    assert net.mask is not None  # filled in by NetworkSpec.__post_init__
     for i in range(n):
         for j in range(i + 1, n):
             if not (net.mask[i, j] or net.mask[j, i]):

@@ -45,12 +45,15 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Literal, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from spicenet.cells.oscillator.schedule import PiecewiseSchedule, max_code
+
+if TYPE_CHECKING:
+    from spicenet.cells.oscillator.training import SurrogateInfo
 
 __all__ = [
     "PhaseModelParams",
@@ -167,6 +170,7 @@ class PhaseModelParams:
         if (self.load_gain_g_s is None) != (self.load_k_gain is None):
             raise ValueError("load_gain_g_s and load_k_gain must be given together")
         if self.load_gain_g_s is not None:
+            assert self.load_k_gain is not None  # given together with load_gain_g_s (checked above)
             grid = _grid(self.load_gain_g_s, "load_gain_g_s")
             gain = tuple(float(v) for v in self.load_k_gain)
             if len(gain) != len(grid) or not all(math.isfinite(v) and v > 0 for v in gain):
@@ -309,6 +313,21 @@ class PhaseOscillatorNetwork(nn.Module):
     ignored), default all-to-all. visible: indices of the visible oscillators (default all); the others are hidden.
     """
 
+    # registered buffers (declared for the type checker: nn.Module.__getattr__ is typed Tensor | Module)
+    mask: Tensor
+    visible_idx: Tensor
+    hidden_idx: Tensor
+    harmonics: Tensor
+    h_sin: Tensor
+    h_cos: Tensor
+    _odd_cols: Tensor
+    _load_grid: Tensor
+    _load_df: Tensor
+    _gain_grid: Tensor
+    _gain_vals: Tensor
+    _upper: Tensor
+    _lower: Tensor
+
     def __init__(self, n_oscillators: int, params: PhaseModelParams | None = None, mask: Tensor | None = None,
                  visible: Sequence[int] | Tensor | None = None, device: torch.device | str = "cpu",
                  dtype: torch.dtype = torch.float32) -> None:
@@ -319,7 +338,7 @@ class PhaseOscillatorNetwork(nn.Module):
             raise ValueError(f"dtype must be float32 or float64, got {dtype}")
         self.n = n_oscillators
         self.params = params if params is not None else PhaseModelParams()
-        self.surrogate_info = None  # the calibration (training.SurrogateInfo) when built by from_surrogate
+        self.surrogate_info: SurrogateInfo | None = None  # the calibration when built by from_surrogate
         n = n_oscillators
         if mask is None:
             m = torch.ones(n, n, dtype=dtype)
@@ -551,6 +570,7 @@ class PhaseOscillatorNetwork(nn.Module):
         if self.params.has_load_model:
             dfl, row_gain, pair_gain = self.load_terms(k_s.values)
             if row_gain is not None:
+                assert pair_gain is not None  # load_terms gives row and pair gains together
                 factor = row_gain.unsqueeze(-1) / pair_gain  # [S, N, N]: row i = ring i's sensitivity
                 if m_odd_all.dim() == 4:
                     factor = factor.unsqueeze(1)
@@ -613,6 +633,7 @@ class PhaseOscillatorNetwork(nn.Module):
             else:
                 f0 = self._rhs(phi, *params_at(0, i))
                 if sigma is not None:  # stochastic Heun: the same Wiener increment in both stages
+                    assert generator is not None  # sigma is set only with noise=True, which requires a generator
                     z = torch.randn(bsz, n, generator=generator, device=generator.device, dtype=self.dtype)
                     dw = sigma * z.to(self.device)
                     f1 = self._rhs(torch.add(phi, f0, alpha=dt) + dw, *params_at(1, i))

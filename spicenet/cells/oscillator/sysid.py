@@ -84,7 +84,8 @@ class _Refinable(nn.Module):
         self.d_h_cos = nn.Parameter(torch.zeros_like(self.net.h_cos))
         self._base = {k: getattr(self.net, k).clone() for k in ("_load_df", "_gain_vals", "h_sin", "h_cos")}
 
-    def apply(self) -> None:  # noqa: A003 - sets the network's tables from the parameters (keeps the graph)
+    def refresh(self) -> None:
+        """Set the network's tables from the parameters (keeps the autograd graph)."""
         b = self._base
         self.net._load_df = b["_load_df"] + 1e7 * self.d_df
         self.net._gain_vals = b["_gain_vals"] * torch.exp(self.d_log_gain)
@@ -99,7 +100,7 @@ class _Refinable(nn.Module):
 
     def refined(self) -> PhaseModelParams:
         with torch.no_grad():
-            self.apply()
+            self.refresh()
             h_sin = list(self.params.h_sin)
             h_cos = list(self.params.h_cos)
             for j, k in enumerate(self.net._harmonic_list):
@@ -130,7 +131,7 @@ def _starts(times: np.ndarray, phases: np.ndarray, window_s: float, every_s: flo
 def shooting_error(model: _Refinable, data: NetworkTrajectory, window_s: float, every_s: float,
                    steps_per_window: int = 16) -> Tensor:
     """Mean squared phase error [rad^2] at the end of every shooting window of ``data`` (module docstring)."""
-    model.apply()
+    model.refresh()
     errs = []
     for k, j in _starts(data.times, data.phases, window_s, every_s):
         t0, t1 = float(data.times[k]), float(data.times[j])

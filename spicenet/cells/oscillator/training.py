@@ -34,9 +34,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -69,14 +70,16 @@ class SurrogateInfo:
     path: str | None
 
 
-def load_surrogate_info(path: str | Path | None, n_bits: int | None = None) -> SurrogateInfo:
+def load_surrogate_info(path: str | os.PathLike | None, n_bits: int | None = None) -> SurrogateInfo:
     """Read a calibrated oscillator surrogate. ``path=None`` or missing fields -> documented defaults (listed in
     ``fallbacks``). ``n_bits`` (when given) overrides the bank width of the phase params."""
     fallbacks: list[str] = []
     attrs: dict[str, Any] = {}
     pm: dict[str, Any] = {}
-    f0m = f0s = None
-    kgm = kgs = None
+    f0m: float | None = None
+    f0s: float | None = None
+    kgm: float | None = None
+    kgs: float | None = None
     e_cyc = None
     if path is not None:
         from spicenet.surrogate import SurrogateFile
@@ -91,10 +94,11 @@ def load_surrogate_info(path: str | Path | None, n_bits: int | None = None) -> S
         raw = attrs.get("phase_model_params")
         if raw is not None:
             pm = json.loads(raw) if isinstance(raw, str) else dict(raw)
+        # SurrogateParam.__post_init__ fills mean / std, so they are floats here
         if "f0_hz" in sf.params:
-            f0m, f0s = float(sf.params["f0_hz"].mean), float(sf.params["f0_hz"].std)
+            f0m, f0s = float(cast(float, sf.params["f0_hz"].mean)), float(cast(float, sf.params["f0_hz"].std))
         if "k_gain" in sf.params:
-            kgm, kgs = float(sf.params["k_gain"].mean), float(sf.params["k_gain"].std)
+            kgm, kgs = float(cast(float, sf.params["k_gain"].mean)), float(cast(float, sf.params["k_gain"].std))
         e_cyc = sf.energy.get("energy_per_cycle_j")
     if not pm:
         fallbacks.append("phase_model_params")
@@ -110,6 +114,7 @@ def load_surrogate_info(path: str | Path | None, n_bits: int | None = None) -> S
     if e_cyc is None:
         fallbacks.append("energy_per_cycle_j")
         e_cyc = DEFAULT_ENERGY_PER_CYCLE_J
+    assert f0s is not None and kgs is not None  # set together with f0m / kgm
     return SurrogateInfo(params, f0m, f0s, kgm, kgs, float(e_cyc), attrs, fallbacks,
                          str(Path(path).resolve()) if path is not None else None)
 
@@ -199,7 +204,7 @@ def build_ais_config(config: dict[str, Any], seed: int) -> tuple[AISConfig, dict
 
 
 def evaluate_fid(gen: AISGenerator, reference: np.ndarray, dataset: str, n_samples: int, seed: int,
-                 chip: ChipMismatch | None, net=None) -> dict[str, float]:
+                 chip: ChipMismatch | None, net=None) -> dict[str, Any]:
     """FID / KID (project feature net) of ``n_samples`` images from ``gen`` on ``chip`` (phase noise on) against
     ``reference`` [M, H, W] in [0, 1]; latents and noise from ``seed``."""
     from spicenet.metrics import image_metrics

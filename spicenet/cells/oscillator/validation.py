@@ -289,7 +289,7 @@ def _network_jobs(state: dict, phi0: np.ndarray, hw: HardwareMap, ic_table, proc
 
 def _compare_chip(gen, c: int, detuning: np.ndarray | None, phi0: np.ndarray, outcomes: dict[str, Any],
                   hw: HardwareMap, refine: int, failures: dict[str, str]
-                  ) -> tuple[_ChipComparison | None, tuple | None]:
+                  ) -> tuple[_ChipComparison | None, tuple[str, np.ndarray, np.ndarray, np.ndarray] | None]:
     """Stage 3 for chip ``c``: the surrogate on the same latents (the chip's measured detunings, coupling gains
     1), both sides read out at the horizon and compared. Returns the comparison (None when no latent of the chip
     ran) and the first image's (run id, times, SPICE and surrogate phase differences) for the trajectory plot."""

@@ -34,7 +34,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import scipy.optimize
@@ -215,7 +215,7 @@ def simulate_diode_iv(process: str, *, area: float, v_min: float, v_max: float, 
             raise r
         v_out = np.asarray(r["v(a)"], dtype=np.float64)
         currents.append(-np.asarray(r["i(vd)"], dtype=np.float64))
-    return v_out, np.stack(currents)
+    return cast(np.ndarray, v_out), np.stack(currents)  # v_out is set: np.stack raises on no runs
 
 
 def simulate_resistor_bank(*, bits: int, g_lsb: float, sigma_unit: float, chips: int, seed: int,
@@ -248,10 +248,10 @@ def simulate_resistor_bank(*, bits: int, g_lsb: float, sigma_unit: float, chips:
     outcomes = engine.simulate_many(Deck("\n".join(lines) + "\n"), runs)
     group = np.zeros((chips, groups))
     for c, run in enumerate(runs):
-        r = outcomes[run.id]
-        if isinstance(r, SpicenetError):
-            raise r
-        group[c] = [r.scalar(f"i(vm{b})") for b in range(groups)]  # current into nb -> through the ammeter to 0
+        res = outcomes[run.id]
+        if isinstance(res, SpicenetError):
+            raise res
+        group[c] = [res.scalar(f"i(vm{b})") for b in range(groups)]  # current into nb -> through the ammeter to 0
     if mode == "device":
         return np.concatenate([np.zeros((chips, 1)), group], axis=1)
     ks = np.arange(2 ** bits)

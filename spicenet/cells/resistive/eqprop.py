@@ -162,6 +162,7 @@ def eqprop_gradients(
                 loss = ce_cost(v0[:, out], labels, t_out).mean()
                 delta, weight = ce_out_grad(v0[:, out], labels, t_out), 1.0 / batch
             else:
+                assert out_grad is not None  # exactly one of target/labels/out_grad (checked above)
                 delta = out_grad.to(v0)
                 loss, weight = (delta * v0[:, out]).sum(), 1.0
             plus = net.equilibrium(x, circuit=circ, out_current=-beta * delta, v0=v0)

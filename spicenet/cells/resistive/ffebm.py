@@ -19,6 +19,7 @@ With exact equilibria this equals autograd through the implicit solutions up to 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -84,7 +85,7 @@ class FFEBM(nn.Module):
         loss = mse_cost(v, target.to(v)).mean()
         x_grad: Tensor | None = None
         for k in range(len(self.blocks) - 1, -1, -1):
-            block = self.blocks[k]
+            block = cast(ResistiveNetwork, self.blocks[k])
             if k == len(self.blocks) - 1:
                 res = eqprop_gradients(block, inputs[k].detach(), beta=beta, target=target, chip=chip_list[k])
             else:
@@ -101,4 +102,4 @@ class FFEBM(nn.Module):
     def clip_(self) -> None:
         """Clip every block's conductances to [0, g_max]."""
         for block in self.blocks:
-            block.clip_()
+            cast(ResistiveNetwork, block).clip_()

@@ -21,9 +21,10 @@ trainer (the family protocol passes the config, not the trainer name).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -31,6 +32,7 @@ from torch import nn
 
 from spicenet.cells.resistive.eqprop import accuracy, confusion_matrix, mse_cost, one_hot_targets
 from spicenet.cells.resistive.ffebm import FFEBM
+from spicenet.cells.resistive.network import ResistiveNetwork
 from spicenet.cells.resistive.train import (
     _check_length,
     EqPropTrainConfig,
@@ -113,7 +115,7 @@ def block_chips(model: FFEBM, specs: list[dict[str, Any]], seed: int, stream: in
     """One chip per block: block k of draw ``index`` uses ``chip_seed(seed, stream, index * K + k)``."""
     k_n = len(model.blocks)
     return [make_chip(b, s, chip_seed(seed, stream, index * k_n + k), scale)
-            for k, (b, s) in enumerate(zip(model.blocks, specs))]
+            for k, (b, s) in enumerate(zip(cast(Sequence[ResistiveNetwork], model.blocks), specs))]
 
 
 @restores_torch_threads

@@ -19,6 +19,8 @@ Naming (stable, so an engine can ``alter`` sources and read node voltages):
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor
 
@@ -27,7 +29,7 @@ from spicenet.cells.resistive.network import Chip, ResistiveNetwork
 __all__ = ["free_node_names", "input_source_names", "network_netlist", "network_deck", "alter_commands"]
 
 
-def _num(x: float) -> str:
+def _num(x: float | Tensor) -> str:
     return f"{float(x):.17g}"
 
 
@@ -97,7 +99,8 @@ def network_netlist(
                     tag = f"{c}{layer}_{i}"
                     lines.append(f"ea{tag} a{tag} 0 {h} 0 {_num(sign * net.amp_gain)}")
                     lines.append(f"va{tag} a{tag} a{tag}s DC 0")
-                    lines.append(f"fa{tag} {h} 0 va{tag} {_num(sign * net.amp_back)}")
+                    # amp_back is set whenever amp_gain is (ResistiveNetwork.__init__)
+                    lines.append(f"fa{tag} {h} 0 va{tag} {_num(sign * cast(float, net.amp_back))}")
                     rows_l.append(f"a{tag}s")
             amp_rows[layer] = rows_l
     for layer, g in enumerate(gw):

@@ -37,7 +37,9 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -77,7 +79,7 @@ def sample_chip(
         if not val >= 0:
             raise ValueError(f"{name} must be >= 0, got {val!r}")
     gen = torch.Generator().manual_seed(seed)
-    kw = dict(dtype=torch.float64)
+    kw: dict[str, Any] = dict(dtype=torch.float64)
 
     def gauss(shape: Sequence[int]) -> Tensor:
         return torch.randn(*shape, generator=gen, **kw)
@@ -91,7 +93,7 @@ def sample_chip(
     return Chip(g_factor=g, b_factor=b, is_factor=is_f, n_factor=n_f)
 
 
-def programmable_levels(levels: Sequence[float] | Tensor) -> Callable[[Tensor], Tensor]:
+def programmable_levels(levels: Sequence[float] | Tensor | np.ndarray) -> Callable[[Tensor], Tensor]:
     """Quantisation hook: maps each conductance (S) to the nearest of the programmable ``levels`` (S)."""
     lv = torch.as_tensor(levels, dtype=torch.float64).flatten().sort().values
     if lv.numel() < 1 or bool((lv < 0).any()):
@@ -323,7 +325,8 @@ class ResistiveNetwork(nn.Module):
         ``w_1 = 1``, ``w_{l+1} = w_l b / A``."""
         w = [1.0]
         for _ in range(2, len(self.layer_sizes)):
-            w.append(w[-1] * (1.0 if self.amp_gain is None else self.amp_back / self.amp_gain))
+            # amp_back is set whenever amp_gain is (__init__)
+            w.append(w[-1] * (1.0 if self.amp_gain is None else cast(float, self.amp_back) / self.amp_gain))
         return w
 
     def drive_voltages(self, v_layer: Tensor) -> Tensor:
@@ -396,7 +399,7 @@ class ResistiveNetwork(nn.Module):
         v0: Tensor | None = None,
         differentiable: bool = False,
         circuit: Circuit | None = None,
-        **solver_kw: float,
+        **solver_kw: Any,
     ) -> SolveResult:
         """Steady state for inputs ``x`` [B, n_in]: free phase by default; nudged with an MSE nudge
         (``beta`` S towards ``target`` [B, n_out] V) and/or currents ``out_current`` [B, n_out] (A) into the outputs."""

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -281,9 +282,10 @@ def _solve_layered(lap: Tensor, diag: Tensor, rhs: Tensor, layers: tuple[int, ..
         a_next = None if last else -lap[sl, starts[k + 1]:starts[k + 2]]
         if c_dense is None:  # first layer: diagonal block
             w = r / d[:, sl]
-            z = None if last else a_next / d[:, sl].unsqueeze(-1)
+            z = None if last else cast(Tensor, a_next) / d[:, sl].unsqueeze(-1)  # a_next is set unless last
         else:
-            rhs_cat = r.unsqueeze(-1) if last else torch.cat((r.unsqueeze(-1), a_next.expand(r.shape[0], -1, -1)), -1)
+            rhs_cat = r.unsqueeze(-1) if last else \
+                torch.cat((r.unsqueeze(-1), cast(Tensor, a_next).expand(r.shape[0], -1, -1)), -1)
             sol = torch.linalg.solve(c_dense, rhs_cat)
             w = sol[..., 0]
             z = None if last else sol[..., 1:]

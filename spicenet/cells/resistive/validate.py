@@ -21,8 +21,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -141,12 +142,12 @@ def _validate(run: RunDir, cfg: dict[str, Any], x: torch.Tensor, y: torch.Tensor
                              "wall_surrogate_s": round(t_sur, 3), "wall_spice_s": round(t_sp, 3)})
             if scatter is None:
                 scatter = (v_sur[ok], v_sp[ok])
-    acc_sur = [p["surrogate_accuracy"] for p in per_chip]
-    acc_sp = [p["spice_accuracy"] for p in per_chip]
+    accs_sur = [p["surrogate_accuracy"] for p in per_chip]
+    accs_sp = [p["spice_accuracy"] for p in per_chip]
     result = {
-        "surrogate": {"accuracy": float(np.mean(acc_sur)), "accuracy_worst": float(np.min(acc_sur)),
-                      "per_chip": acc_sur},
-        "spice": {"accuracy": float(np.mean(acc_sp)), "accuracy_worst": float(np.min(acc_sp)), "per_chip": acc_sp,
+        "surrogate": {"accuracy": float(np.mean(accs_sur)), "accuracy_worst": float(np.min(accs_sur)),
+                      "per_chip": accs_sur},
+        "spice": {"accuracy": float(np.mean(accs_sp)), "accuracy_worst": float(np.min(accs_sp)), "per_chip": accs_sp,
                   "options": options, "failed_runs": int(sum(p["failed_runs"] for p in per_chip)),
                   "diodes": f"process {spec.get('process')} diode, area {spec.get('diode_area', 1.0)}"},
         "gap": {"accuracy_pp": float(np.mean([p["gap_pp"] for p in per_chip])),
@@ -185,7 +186,7 @@ def _validate_ffebm(run: RunDir, x: torch.Tensor, y: torch.Tensor, origin: str, 
             h_sur, h_sp = x, x
             ok = np.ones(x.shape[0], dtype=bool)
             blocks, errors_all, energy, power = [], 0, 0.0, 0.0
-            for k, (block, spec, chip) in enumerate(zip(model.blocks, specs, chips)):
+            for k, (block, spec, chip) in enumerate(zip(cast(Sequence[ResistiveNetwork], model.blocks), specs, chips)):
                 with torch.no_grad():
                     v_sur = block.equilibrium(h_sur, chip=chip).v
                     v_sur_sp_in = block.equilibrium(h_sp, chip=chip).v.numpy()
@@ -221,12 +222,12 @@ def _validate_ffebm(run: RunDir, x: torch.Tensor, y: torch.Tensor, origin: str, 
                              "max_node_err_v": max(b["max_node_err_v"] for b in blocks), "blocks": blocks,
                              "failed_runs": errors_all, "power_w": power, "energy_per_inference_j": energy,
                              "wall_s": round(time.perf_counter() - t1, 3)})
-    acc_sur = [p["surrogate_accuracy"] for p in per_chip]
-    acc_sp = [p["spice_accuracy"] for p in per_chip]
+    accs_sur = [p["surrogate_accuracy"] for p in per_chip]
+    accs_sp = [p["spice_accuracy"] for p in per_chip]
     result = {
-        "surrogate": {"accuracy": float(np.mean(acc_sur)), "accuracy_worst": float(np.min(acc_sur)),
-                      "per_chip": acc_sur},
-        "spice": {"accuracy": float(np.mean(acc_sp)), "accuracy_worst": float(np.min(acc_sp)), "per_chip": acc_sp,
+        "surrogate": {"accuracy": float(np.mean(accs_sur)), "accuracy_worst": float(np.min(accs_sur)),
+                      "per_chip": accs_sur},
+        "spice": {"accuracy": float(np.mean(accs_sp)), "accuracy_worst": float(np.min(accs_sp)), "per_chip": accs_sp,
                   "options": dict(specs[0]["spice_options"]),
                   "failed_runs": int(sum(p["failed_runs"] for p in per_chip)),
                   "diodes": f"process {specs[0].get('process')} diode, area {specs[0].get('diode_area', 1.0)}"},
@@ -236,7 +237,8 @@ def _validate_ffebm(run: RunDir, x: torch.Tensor, y: torch.Tensor, origin: str, 
                 "prediction_agreement": float(np.mean([p["prediction_agreement"] for p in per_chip]))},
         "energy_per_inference_j": float(np.mean([p["energy_per_inference_j"] for p in per_chip])),
         "power_w": float(np.mean([p["power_w"] for p in per_chip])),
-        "blocks": len(model.blocks), "block_sizes": [list(b.layer_sizes) for b in model.blocks],
+        "blocks": len(model.blocks),
+        "block_sizes": [list(b.layer_sizes) for b in cast(Sequence[ResistiveNetwork], model.blocks)],
         "chips": n_chips, "n_test": int(x.shape[0]), "test_source": origin, "test_dropped_in_train": dropped,
         "per_chip": per_chip, "wall_s": round(time.perf_counter() - t0, 2),
     }

@@ -31,7 +31,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -164,7 +164,7 @@ def locate_v0(engine: Engine, cfg: RngCalibrationConfig, process, chips: list[in
             if isinstance(res, SpicenetError):
                 found[chip] = res
                 break
-            points.append(switching_point(res[res.scale], res["v(a0)"] - res["v(b0)"]))
+            points.append(switching_point(res[cast(str, res.scale)], res["v(a0)"] - res["v(b0)"]))  # dc sweep
         if chip in found:
             continue
         if not all(math.isfinite(p) for p in points):
@@ -315,11 +315,12 @@ def calibrate_rng(config: dict[str, Any], *, process: str = "generic", quick: bo
         noise = noise_at(engine, cfg, proc, {c: good[c]["v0_dc"] for c in chosen}, seed)
         by_chip: dict[int, ChipResult] = {}
         for chip in chosen:
-            if not isinstance(noise[chip], dict):
-                failures[chip] = str(noise[chip])
+            chip_noise = noise[chip]
+            if not isinstance(chip_noise, dict):
+                failures[chip] = str(chip_noise)
                 continue
             by_chip[chip] = ChipResult(chip, good[chip]["v_up"], good[chip]["v_down"], good[chip]["v0_dc"],
-                                       good[chip]["v0_dc"] + cfg.levels, noise[chip])
+                                       good[chip]["v0_dc"] + cfg.levels, chip_noise)
         rms = {c: (r.noise["rms_a"], r.noise["rms_b"]) for c, r in by_chip.items()}
         if cfg.pilot > 0:
             pilots = [pilot_job(engine, cfg, proc, c, r.v0_dc, rms[c], seed, Path(tmp)) for c, r in by_chip.items()]
@@ -475,8 +476,8 @@ def write_plots(results: list[ChipResult], cfg: RngCalibrationConfig, output: Pa
     for k, r in enumerate(results):
         acf = r.analysis["acf"]
         lags = np.arange(acf.size) * cfg.dt * 1e9
-        label = f"chip {r.chip}" if k < 10 else None  # the legend names the first 10 chips
-        line = ax.plot(lags, acf, lw=1, label=label)
+        chip_label = f"chip {r.chip}" if k < 10 else None  # the legend names the first 10 chips
+        line = ax.plot(lags, acf, lw=1, label=chip_label)
         ax.plot(lags, np.exp(-lags / (r.analysis["tau"] * 1e9)), "--", lw=0.8, color=line[0].get_color())
     ax.set_xlabel("lag (ns)")
     ax.set_ylabel("autocorrelation of the bit stream")

@@ -247,7 +247,8 @@ def noise_rms(psd: float, dt: float) -> float:
     return math.sqrt(psd / (2.0 * dt))
 
 
-def noise_samples(seed: int, chip: int, cell: int, rms: Sequence[float], n: int, stream: int = 0) -> np.ndarray:
+def noise_samples(seed: int, chip: int, cell: int, rms: Sequence[float] | np.ndarray, n: int,
+                  stream: int = 0) -> np.ndarray:
     """(n, 2) Gaussian noise currents (A) for nodes a, b of one cell, from default_rng((seed, chip, cell)); a
     ``stream`` > 0 gives further independent records of the same cell ((seed, chip, cell, stream))."""
     if min(seed, chip, cell, stream) < 0 or n < 2:
@@ -275,7 +276,7 @@ def write_noise_file(path: str | Path, *, seed: int, chip: int, cell: int, rms: 
     return path
 
 
-def staircase(levels: Sequence[float], t_level: float, t_start: float = 0.0,
+def staircase(levels: Sequence[float] | np.ndarray, t_level: float, t_start: float = 0.0,
               edge: float = 1e-10) -> list[tuple[float, float]]:
     """PWL points holding each bias level for ``t_level`` seconds in turn (steps of ``edge`` s)."""
     levels = [float(v) for v in levels]

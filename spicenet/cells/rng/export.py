@@ -81,8 +81,8 @@ def _check_bm(j: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return j, b
 
 
-def map_weights(j: np.ndarray, b: np.ndarray, beta: float, vs_design: float | Sequence[float],
-                v0_ref: Sequence[float], vo: float, r_total: float = 10e6) -> BMMapping:
+def map_weights(j: np.ndarray, b: np.ndarray, beta: float, vs_design: float | Sequence[float] | np.ndarray,
+                v0_ref: Sequence[float] | np.ndarray, vo: float, r_total: float = 10e6) -> BMMapping:
     """Resistor network realising the BM (j [n, n], b [n], beta) on cells with design slope ``vs_design`` (V;
     one value for all cells or [n], one per cell) and trimmed transitions ``v0_ref`` [n] (V); ``vo`` (V) output
     rail, ``r_total`` (Ohm) = 1 / G_tot."""

@@ -41,7 +41,7 @@ from __future__ import annotations
 import functools
 import warnings
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -227,8 +227,8 @@ class BlockGibbsSampler:
         # node order: free nodes of colour 0, colour 1, ..., then clamped nodes
         order, bounds = [], []
         start = 0
-        for c in range(graph.n_colours):
-            idx = np.flatnonzero((graph.colours == c) & ~mask)
+        for colour in range(graph.n_colours):
+            idx = np.flatnonzero((graph.colours == colour) & ~mask)
             if idx.size:
                 order.append(idx)
                 bounds.append((start, start + idx.size))
@@ -453,7 +453,8 @@ class BlockGibbsSampler:
             bufs["words"].random_(-(2 ** 63), None, generator=generator)
             bufs["idx"].copy_(bufs["u16"])
             noise = bufs["noise"]
-            torch.index_select(self._logit_table, 0, bufs["idx"], out=noise.view(-1))
+            table = cast(torch.Tensor, self._logit_table)  # built by _buffers on this 16-bit path
+            torch.index_select(table, 0, bufs["idx"], out=noise.view(-1))
         else:
             u = bufs["u"]
             torch.rand(u.shape, generator=generator, out=u)

@@ -188,7 +188,7 @@ def grid_graph(
     edges = _canonical_edges(np.stack([np.concatenate(src), np.concatenate(dst)], axis=1), size * size)
     colours, bip = colour_graph(size * size, edges, grid_size=size)
     return SparseGraph(n_nodes=size * size, edges=edges, colours=colours, shape=(size, size), bipartite=bip,
-                       offsets=tuple(tuple(o) for o in offs))
+                       offsets=tuple((dy, dx) for dy, dx in offs))
 
 
 def check_colouring(edges: np.ndarray, colours: np.ndarray) -> bool:

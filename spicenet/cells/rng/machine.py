@@ -34,7 +34,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence, cast
 
 import numpy as np
 
@@ -69,8 +69,8 @@ class GridMapping:
 
 
 def map_grid(n: int, edges: np.ndarray, weights: np.ndarray, h: np.ndarray, beta: float,
-             vs_design: float | Sequence[float], v0_ref: Sequence[float], vo: float, r_total: float = 10e6,
-             alpha: float = 1.0) -> GridMapping:
+             vs_design: float | Sequence[float] | np.ndarray, v0_ref: Sequence[float] | np.ndarray, vo: float,
+             r_total: float = 10e6, alpha: float = 1.0) -> GridMapping:
     """Resistor network of the sparse BM (``edges`` [E, 2], couplings ``weights`` [E], total biases ``h`` [N],
     ``beta``) on cells with design slopes ``vs_design`` (V; one or [N]) and trimmed transitions ``v0_ref`` [N] (V);
     couplings divided by the gain trim ``alpha``."""
@@ -112,8 +112,9 @@ def grid_bias_voltages(m: GridMapping, spins: np.ndarray) -> np.ndarray:
         raise ValueError(f"spins: expected last dimension {m.n}, got {s.shape}")
     num = np.broadcast_to(m.g_src * m.v_src, s.shape).copy()
     i, j = m.edges[:, 0], m.edges[:, 1]
-    np.add.at(num, (..., i), m.vo * m.sign * m.g_fwd * s[..., j])
-    np.add.at(num, (..., j), m.vo * m.sign * m.g_bwd * s[..., i])
+    # cast: numpy's stub for ufunc.at does not accept an Ellipsis tuple as the index
+    np.add.at(num, cast(Any, (..., i)), m.vo * m.sign * m.g_fwd * s[..., j])
+    np.add.at(num, cast(Any, (..., j)), m.vo * m.sign * m.g_bwd * s[..., i])
     return num / m.g_total
 
 

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -60,6 +62,9 @@ class PBit(torch.nn.Module):
 
     The module holds v0 and vs as buffers (not trained parameters): they describe a fabricated chip.
     """
+
+    v0: torch.Tensor
+    vs: torch.Tensor
 
     def __init__(
         self,
@@ -160,7 +165,8 @@ class PBit(torch.nn.Module):
             raise ConfigError(f"surrogate {path} is of family {sur.family!r}, expected 'rng'")
         if n_cells < 1 or (n_chips is not None and n_chips < 1):
             raise ValueError(f"n_cells/n_chips: expected >= 1, got {n_cells}/{n_chips}")
-        chips = ChipModel(path, scale=scale, v0_trim=False)
+        # ChipModel only hands the path on to SurrogateFile.load, which takes any os.PathLike
+        chips = ChipModel(cast("str | Path", path), scale=scale, v0_trim=False)
         draws = [chips.cells(int(seed) + c, int(n_cells))[:2] for c in range(1 if n_chips is None else n_chips)]
         v0 = torch.stack([d[0] for d in draws])
         vs = torch.stack([d[1] for d in draws])
@@ -194,7 +200,7 @@ class PBit(torch.nn.Module):
         """Lag-1 autocorrelation ``exp(-dt / tau)`` of the sampled bit stream (0 when uncorrelated)."""
         if self.tau_s is None:
             return 0.0
-        return math.exp(-self.dt_s / self.tau_s)
+        return math.exp(-cast(float, self.dt_s) / self.tau_s)  # __init__ requires dt_s with tau_s
 
     def prob(self, v: torch.Tensor) -> torch.Tensor:
         """P(1) = sigmoid((v - v0) / vs); ``v`` (V) broadcasts against the cell shape (leading batch dims ok)."""

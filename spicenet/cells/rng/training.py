@@ -37,7 +37,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -325,7 +325,8 @@ def _evaluate_run(dtm: DTM, cfg: "DTMTrainConfig", surrogate: Path, eval_chips: 
         untrimmed = evaluate_fid_over_chips(dtm, raw, seeds[:2], cfg.eval_samples, x_test, dataset, net, seed)
     worst_seed = over["seeds"][int(np.argmax(over["values"]))]
     worst = sample_with_seed(dtm, 64, _seed_int(seed, 4, worst_seed),
-                             tuple(t.to(dev) for t in eval_chips.nonideality(worst_seed, n_cells)))
+                             cast("tuple[torch.Tensor, torch.Tensor]",
+                                  tuple(t.to(dev) for t in eval_chips.nonideality(worst_seed, n_cells))))
     return {"nominal": nominal, "nom": nom, "floor": floor, "over": over, "untrimmed": untrimmed, "worst": worst}
 
 

@@ -488,7 +488,7 @@ def _sizing(sf) -> cells.CellSizing:
 
 
 def _locate_and_noise(engine, sizing, process, cids: list[int], cfg: ValidationConfig, seed: int
-                      ) -> dict[int, dict[str, float]]:
+                      ) -> dict[int, dict[str, Any]]:
     from spicenet.spice.engine import Deck
     from spicenet.spice.job import RunSpec
 
@@ -500,7 +500,7 @@ def _locate_and_noise(engine, sizing, process, cids: list[int], cfg: ValidationC
         runs.append(RunSpec(f"up{cid}", f"dc vb0 {-r:.9g} {r:.9g} {s:.9g}", cmd, save=("v(a0)", "v(b0)")))
         runs.append(RunSpec(f"dn{cid}", f"dc vb0 {r:.9g} {-r:.9g} {-s:.9g}", cmd, save=("v(a0)", "v(b0)")))
     out = engine.simulate_many(deck, runs, timeout_s=cfg.timeout_s)
-    found: dict[int, dict[str, float]] = {}
+    found: dict[int, dict[str, Any]] = {}  # "v0_dc" (V) and "rms" (A, A)
     for cid in cids:
         pts = []
         for key in (f"up{cid}", f"dn{cid}"):

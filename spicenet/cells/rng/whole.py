@@ -56,7 +56,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -269,7 +269,8 @@ def run_chain(engine, dtm, sizing, process, chips: dict[int, list[int]], trims: 
                     (work / f"c{c}_i{b_i}_k{k}.txt").unlink(missing_ok=True)
             bar.close()
             if state_path is not None:
-                arrays = {f"x_t{s}_c{c}": xs[s][c] for s in range(t, T + 1) for c in chips}
+                # dict[str, Any]: numpy's stub would match ** arrays against savez's allow_pickle: bool
+                arrays: dict[str, Any] = {f"x_t{s}_c{c}": xs[s][c] for s in range(t, T + 1) for c in chips}
                 arrays.update({f"ecell_c{c}": e_cells[c] for c in chips})
                 arrays.update({f"ecoup_c{c}": e_coup[c] for c in chips})
                 arrays.update({f"reads_c{c}": last[c] for c in chips})
@@ -515,8 +516,10 @@ def validate_machine(run_dir: Path, engine, *, dtm, tcfg: dict, sizing, process,
     e_sp = float(np.mean([r["energy_per_image_j"] for r in rows]))
     sim_h = chain["sim_s"] / 3600.0
     plot = _plot(out_dir / "machine_images.png", spice_img, sur_img, int(round(math.sqrt(d))))
+    # casts: numpy's stub would match the ** arrays against savez_compressed's allow_pickle: bool
     np.savez_compressed(out_dir / "machine" / "images.npz", **{f"spice_c{c}": spice_img[c] for c in chips},
-                        **{f"surrogate_c{c}": sur_img[c] for c in chips}, **{f"x_init_c{c}": x_init[c] for c in chips})
+                        **cast("dict[str, Any]", {f"surrogate_c{c}": sur_img[c] for c in chips}),
+                        **cast("dict[str, Any]", {f"x_init_c{c}": x_init[c] for c in chips}))
     return {
         "fid_spice": fid_sp, "fid_surrogate": fid_su, "fid_surrogate_other_seed": fid_su_alt,
         "fid_rel": abs(fid_sp - fid_su) / fid_su, "fid_rel_floor": abs(fid_su_alt - fid_su) / fid_su,

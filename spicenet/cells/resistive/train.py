@@ -42,7 +42,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -208,6 +208,54 @@ def _evaluate(net: ResistiveNetwork, spec: NetSpec, x: torch.Tensor, y: torch.Te
             "confusion_matrix": confusion_matrix(v_nominal, y, v_nominal.shape[1])}
 
 
+_SUFFIXES = {"injected": "", "plain": "_no_injection", "ideal": "_ideal"}
+"""Metrics-key suffix of each trained model."""
+
+
+def _train_epoch(nets: dict[str, ResistiveNetwork], opts: Mapping[str, torch.optim.Optimizer], x: torch.Tensor,
+                 y: torch.Tensor, t_target: torch.Tensor, perm: torch.Tensor, bs: int, spec: NetSpec, seed: int,
+                 step: int, beta: float, use_ce: bool, t_out: float, train_scale: float, clock: WallClock,
+                 dev: torch.device) -> tuple[dict[str, float], int]:
+    """One epoch over the minibatches of ``perm``: for every model the EqProp gradients (a fresh chip per
+    minibatch for the injected model, ``chip_seed(seed, 1, step)``), an Adam step and the clip to the levels.
+    Returns the summed training losses per model and the step count after the epoch."""
+    losses = {k: 0.0 for k in nets}
+    for s in range(0, x.shape[0], bs):
+        idx = perm[s: s + bs]
+        xb, tb = x[idx].to(dev), t_target[idx]
+        for k, net in nets.items():
+            t1 = time.perf_counter()
+            chip = make_chip(net, spec, chip_seed(seed, 1, step), train_scale) if k == "injected" else None
+            if use_ce:
+                res = eqprop_gradients(net, xb, beta=beta, labels=y[idx].to(dev), t_out=t_out, chip=chip)
+            else:
+                res = eqprop_gradients(net, xb, beta=beta, target=tb, chip=chip)
+            for p, g in zip(list(net.weights) + list(net.biases), param_grads(net, res)):
+                p.grad = g.to(p)
+            opts[k].step()
+            net.clip_()
+            losses[k] += float(res.loss) * idx.numel()
+            clock.add("train_" + k, time.perf_counter() - t1)
+        step += 1
+    return losses, step
+
+
+def _test_row(nets: dict[str, ResistiveNetwork], xt: torch.Tensor, yt: torch.Tensor, tt_target: torch.Tensor,
+              losses: dict[str, float], n_train: int, use_ce: bool, t_out: float, dev: torch.device
+              ) -> dict[str, float]:
+    """The epoch's metrics.csv row: mean training loss, test loss and test accuracy of every model (nominal chip)."""
+    row = {}
+    with torch.no_grad():
+        for k, net in nets.items():
+            suffix = _SUFFIXES[k]
+            v = net(xt.to(dev))
+            row["train_loss" + suffix] = losses[k] / n_train
+            row["test_loss" + suffix] = float((ce_cost(v, yt.to(dev), t_out) if use_ce else
+                                               mse_cost(v, tt_target)).mean())
+            row["test_accuracy" + suffix] = accuracy(v, yt)
+    return row
+
+
 @restores_torch_threads
 def train_resistive(config: dict[str, Any], *, surrogate: Path, quick: bool, run_dir: Path, device: str = "cpu",
                     seed: int = 0) -> dict[str, Any]:
@@ -265,38 +313,13 @@ def train_resistive(config: dict[str, Any], *, surrogate: Path, quick: bool, run
     tt_target = one_hot_targets(yt, 10, float(tr["v_low"]), float(tr["v_high"])).to(dev)
     bs, epochs = int(tr["batch_size"]), int(tr["epochs"])
     train_scale = float(mm["train_scale"])
-    suffixes = {"injected": "", "plain": "_no_injection", "ideal": "_ideal"}
     for epoch in progress_iter(range(start_epoch, epochs), epochs, "eqprop", initial=start_epoch):
         perm = torch.randperm(x.shape[0], generator=gen)
-        losses = {k: 0.0 for k in nets}
-        for s in range(0, x.shape[0], bs):
-            idx = perm[s: s + bs]
-            xb, tb = x[idx].to(dev), t_target[idx]
-            for k, net in nets.items():
-                t1 = time.perf_counter()
-                chip = make_chip(net, spec, chip_seed(seed, 1, step), train_scale) if k == "injected" else None
-                if use_ce:
-                    res = eqprop_gradients(net, xb, beta=beta, labels=y[idx].to(dev), t_out=t_out, chip=chip)
-                else:
-                    res = eqprop_gradients(net, xb, beta=beta, target=tb, chip=chip)
-                for p, g in zip(list(net.weights) + list(net.biases), param_grads(net, res)):
-                    p.grad = g.to(p)
-                opts[k].step()
-                net.clip_()
-                losses[k] += float(res.loss) * idx.numel()
-                clock.add("train_" + k, time.perf_counter() - t1)
-            step += 1
+        losses, step = _train_epoch(nets, opts, x, y, t_target, perm, bs, spec, seed, step, beta, use_ce, t_out,
+                                    train_scale, clock, dev)
         for sch in scheds.values():
             sch.step()
-        row = {}
-        with torch.no_grad():
-            for k, net in nets.items():
-                suffix = suffixes[k]
-                v = net(xt.to(dev))
-                row["train_loss" + suffix] = losses[k] / x.shape[0]
-                row["test_loss" + suffix] = float((ce_cost(v, yt.to(dev), t_out) if use_ce else
-                                                   mse_cost(v, tt_target)).mean())
-                row["test_accuracy" + suffix] = accuracy(v, yt)
+        row = _test_row(nets, xt, yt, tt_target, losses, x.shape[0], use_ce, t_out, dev)
         run.log_metrics(epoch, **row)
         if (epoch + 1) % max(1, int(tr["checkpoint_every"])) == 0 or epoch == epochs - 1:
             state = {k: n.state_dict() for k, n in nets.items()}
@@ -312,7 +335,7 @@ def train_resistive(config: dict[str, Any], *, surrogate: Path, quick: bool, run
           if k != "ideal"}
     metrics: dict[str, Any] = {}
     for k, e in ev.items():
-        suffix = suffixes[k]
+        suffix = _SUFFIXES[k]
         metrics.update({key + suffix: val for key, val in e.items()})
         metrics.update({"accuracy_nominal" + suffix: e["test_accuracy"], "accuracy_chip_mean" + suffix: e["chip_mean"],
                         "accuracy_chip_worst" + suffix: e["chip_worst"]})

@@ -133,3 +133,40 @@ def test_own_template_file_renders_simulates_and_sweeps(tmp_path):
     assert json.loads(proc.stdout)["done"] == 2
     values = sorted(open_runs(tmp_path / "sw.h5").to_xarray("v(out)").values.reshape(-1))
     assert values == pytest.approx([0.5, 0.75], rel=1e-9)
+
+
+def test_shipped_templates_and_the_cell_generators_accept_the_same_ranges():
+    """One range per parameter: every transistor width / length of a shipped template is declared with the range
+    the families' generators check (spicenet.spice.process.WIDTH_RANGE_UM / LENGTH_RANGE_UM), and the ring and
+    p-bit supplies with the ranges of RingSpec / CellSizing; the generators reject just outside those ranges."""
+    from spicenet.cells.oscillator.netlist import RING_VDD_RANGE_V, RingSpec
+    from spicenet.cells.rng.cells import CELL_VDD_RANGE_V, CellSizing
+    from spicenet.spice.process import LENGTH_RANGE_UM, WIDTH_RANGE_UM
+
+    checked = 0
+    for name, path in list_templates().items():
+        tpl = parse_template(path, name)
+        for p in tpl.params.values():
+            if p.unit == "um" and p.name.startswith("w"):
+                assert (p.low, p.high) == WIDTH_RANGE_UM, f"{name}: {p.name}"
+                checked += 1
+            elif p.unit == "um" and p.name == "l":
+                assert (p.low, p.high) == LENGTH_RANGE_UM, f"{name}: {p.name}"
+                checked += 1
+            elif p.name in ("vdd", "vdd1") and name.startswith("oscillator/"):
+                assert (p.low, p.high) == RING_VDD_RANGE_V, f"{name}: {p.name}"
+                checked += 1
+            elif p.name == "vdd" and name == "rng/ct_cell":
+                assert (p.low, p.high) == CELL_VDD_RANGE_V, f"{name}: {p.name}"
+                checked += 1
+    assert checked >= 20
+    for spec, field, (lo, hi) in ((RingSpec, "wn", WIDTH_RANGE_UM), (RingSpec, "l", LENGTH_RANGE_UM),
+                                  (RingSpec, "vdd", RING_VDD_RANGE_V), (CellSizing, "wp", WIDTH_RANGE_UM),
+                                  (CellSizing, "l", LENGTH_RANGE_UM), (CellSizing, "vdd", CELL_VDD_RANGE_V)):
+        for ok in (lo, hi):  # the ends are accepted (the ring's latch inverters, latch x wn, need latch = 1 at wn = lo)
+            spec(**{field: ok, **({"latch": 1.0} if spec is RingSpec else {})})
+        for bad in (lo * (1 - 1e-9), hi * (1 + 1e-9)):
+            with pytest.raises(ValueError, match=field):
+                spec(**{field: bad, **({"latch": 1.0} if spec is RingSpec else {})})
+    with pytest.raises(ValueError, match="latch"):  # default latch 0.5 at the smallest width: 0.21 um inverters
+        RingSpec(wn=WIDTH_RANGE_UM[0])

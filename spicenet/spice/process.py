@@ -57,6 +57,20 @@ from spicenet.errors import ProcessError, read_toml
 from spicenet.spice import pdk
 
 GMIN_OPTIONS = ".options gmin=1e-18"
+
+WIDTH_RANGE_UM = (0.42, 1000.0)
+"""Transistor width W [um] that every template and every family's cell generator accepts (sky130's smallest
+nfet_01v8 / pfet_01v8 width is 0.42 um); one range for all, checked against the templates by the tests."""
+LENGTH_RANGE_UM = (0.15, 100.0)
+"""Channel length L [um] that every template and cell generator accepts (sky130's minimum is 0.15 um)."""
+
+
+def check_geometry(name: str, value: float, kind: str) -> None:
+    """ValueError naming ``name`` unless ``value`` [um] lies in :data:`WIDTH_RANGE_UM` (``kind`` "w") or
+    :data:`LENGTH_RANGE_UM` (``kind`` "l")."""
+    lo, hi = WIDTH_RANGE_UM if kind == "w" else LENGTH_RANGE_UM
+    if not (math.isfinite(value) and lo <= value <= hi):
+        raise ValueError(f"{name} must be in [{lo:g}, {hi:g}] um, got {value!r}")
 """Part of every process header (templates that ``@uses`` devices; a plain netlist only with ``--process``).
 ngspice's default gmin (1e-12 S across every junction) floors subthreshold currents near 1e-12 A; 1e-18 removes
 the floor. It changes results: a sky130 nfet (W/L = 1/0.15 um, Vgs = 0, Vds = 1.8 V) draws 0.25 pA with it and

@@ -51,7 +51,7 @@ import numpy as np
 
 from spicenet.config import setting
 from spicenet.spice.engine import Deck
-from spicenet.spice.process import get_process
+from spicenet.spice.process import check_geometry, get_process
 
 __all__ = [
     "RingSpec",
@@ -72,6 +72,10 @@ __all__ = [
 
 def _num(x: float) -> str:
     return f"{float(x):.12g}"
+
+
+RING_VDD_RANGE_V = (0.1, 3.0)
+"""Ring supply [V] that the generator and the ring templates (``netlists/oscillator/*.cir``) accept."""
 
 
 @dataclass(frozen=True)
@@ -98,15 +102,17 @@ class RingSpec:
         if not self.differential and self.n_stages < 3:
             raise ValueError(f"n_stages must be >= 3 for a single-ended ring, got {self.n_stages}")
         for name in ("wn", "wp", "l"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and 0.1 <= v <= 100):
-                raise ValueError(f"{name} must be in [0.1, 100] um, got {v!r}")
+            check_geometry(name, getattr(self, name), name[0])
         if not (math.isfinite(self.cload) and 0 <= self.cload <= 1e-9):
             raise ValueError(f"cload must be in [0, 1e-9] F, got {self.cload!r}")
-        if not (math.isfinite(self.vdd) and 0.1 <= self.vdd <= 5):
-            raise ValueError(f"vdd must be in [0.1, 5] V, got {self.vdd!r}")
-        if self.differential and not (math.isfinite(self.latch) and 0.05 <= self.latch <= 2):
-            raise ValueError(f"latch must be in [0.05, 2], got {self.latch!r}")
+        lo, hi = RING_VDD_RANGE_V
+        if not (math.isfinite(self.vdd) and lo <= self.vdd <= hi):
+            raise ValueError(f"vdd must be in [{lo:g}, {hi:g}] V, got {self.vdd!r}")
+        if self.differential:
+            if not (math.isfinite(self.latch) and 0.05 <= self.latch <= 2):
+                raise ValueError(f"latch must be in [0.05, 2], got {self.latch!r}")
+            check_geometry("latch * wn (the cross-coupling nFET width)", self.latch * self.wn, "w")
+            check_geometry("latch * wp (the cross-coupling pFET width)", self.latch * self.wp, "w")
 
     @property
     def stage_phase(self) -> float:

@@ -53,6 +53,7 @@ import numpy as np
 
 from spicenet.config import setting
 from spicenet.spice import mismatch
+from spicenet.spice.process import check_geometry
 
 Q_E = 1.602176634e-19   # C
 K_B = 1.380649e-23      # J/K
@@ -60,6 +61,10 @@ K_B = 1.380649e-23      # J/K
 _SAFE_PATH = re.compile(r'^[^"\n\r;]+$')
 
 Bias = float | Sequence[tuple[float, float]]
+
+
+CELL_VDD_RANGE_V = (0.01, 0.5)
+"""Supply [V] of the subthreshold cell that the generator and ``netlists/rng/ct_cell.cir`` accept."""
 
 
 @dataclass(frozen=True)
@@ -75,12 +80,11 @@ class CellSizing:
     dvtp: float = setting(0.25, "pFET threshold shift", unit="V")
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.vdd) and 0.01 <= self.vdd <= 0.5):
-            raise ValueError(f"vdd: expected 0.01..0.5 V for a subthreshold p-bit, got {self.vdd!r}")
+        lo, hi = CELL_VDD_RANGE_V
+        if not (math.isfinite(self.vdd) and lo <= self.vdd <= hi):
+            raise ValueError(f"vdd: expected {lo:g}..{hi:g} V for a subthreshold p-bit, got {self.vdd!r}")
         for name in ("wn", "wp", "l"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and 0.1 <= value <= 100):
-                raise ValueError(f"{name}: expected 0.1..100 um, got {value!r}")
+            check_geometry(name, getattr(self, name), name[0])
         if not (math.isfinite(self.cload) and 0 <= self.cload <= 1e-9):
             raise ValueError(f"cload: expected 0..1 nF, got {self.cload!r}")
         for name in ("dvtn", "dvtp"):

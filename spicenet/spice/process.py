@@ -51,7 +51,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 from spicenet.errors import ProcessError, read_toml
 from spicenet.spice import pdk
@@ -305,7 +305,7 @@ def process_from_dict(data: Mapping[str, Any], name: str, base: Path | None = No
     for command in commands:
         if "\n" in command or ";" in command or command.split()[:1] not in (["set"], ["unset"], ["option"]):
             raise fail("init_commands", f"only single set/unset/option commands are allowed, got {command!r}")
-    inner = text(data, "inner_instance", "m0") or "m0"  # the default makes it a str
+    inner = cast(str, text(data, "inner_instance", "m0"))  # a str: text() returns the default when absent
     if not _PATH.match(inner.lower()):
         raise fail("inner_instance", f"{inner!r} is not an instance name like 'm0' (or a path like 'x1.m0')")
     devices = data.get("devices")

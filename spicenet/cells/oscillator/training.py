@@ -44,6 +44,7 @@ import torch
 
 from spicenet.cells.oscillator.ais import AISConfig, AISGenerator, AISTrainer
 from spicenet.cells.oscillator.phase import ChipMismatch, PhaseModelParams
+from spicenet.data.settings import dataset_setting, n_test_setting, n_train_setting, source_setting
 from spicenet.config import check_ranges, load_config, setting
 from spicenet.errors import ConfigError
 from spicenet.train.threads import restores_torch_threads
@@ -154,11 +155,11 @@ class AISTrainConfig(AISConfig):
     ``[train]``) plus the data, evaluation-loop and mismatch keys of the trainer (``spicenet config show
     oscillator`` prints them with their docs). ``height = width = size``; the seed comes from the command line."""
 
-    dataset: str = setting("mnist", "mnist | fashion", section="data")
-    source: str = setting("sample", "sample (embedded) | npz (../shared/data) | idx | auto", section="data")
+    dataset: str = dataset_setting("mnist")
+    source: str = source_setting()
     size: int = setting(8, "image side, 8 | 14 | 28", unit="px", section="data")
-    n_train: int = setting(0, "training images (0 = all)", section="data")
-    n_test: int = setting(0, "held-out reference images for the FID (0 = all)", section="data")
+    n_train: int = n_train_setting()
+    n_test: int = n_test_setting()
     threads: int = setting(1, "torch CPU threads", section="train")
     n_eval_samples: int = setting(500, "generated images per FID (nominal chip and each evaluation chip)",
                                   section="train")

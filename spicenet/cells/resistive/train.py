@@ -51,6 +51,7 @@ from spicenet.cells.resistive.calibrate import level_chip
 from spicenet.cells.resistive.eqprop import (accuracy, ce_cost, confusion_matrix, eqprop_gradients, mse_cost,
                                              one_hot_targets, param_grads)
 from spicenet.cells.resistive.network import Chip, ResistiveNetwork, programmable_levels
+from spicenet.data.settings import dataset_setting, n_test_setting, n_train_setting, source_setting
 from spicenet.config import as_sections, check_ranges, load_config, setting
 from spicenet.data import load_dataset
 from spicenet.errors import ConfigError
@@ -70,12 +71,12 @@ class EqPropTrainConfig:
     resistive`` prints every key with its default and doc). The trainer reads it as nested dicts
     (:meth:`sections`)."""
 
-    dataset: str = setting("mnist", "mnist | fashion", section="data")
-    source: str = setting("sample", "sample (embedded) | npz (../shared/data) | idx | auto", section="data")
+    dataset: str = dataset_setting("mnist")
+    source: str = source_setting()
     size: int = setting(8, "image side, 8 | 14 | 28 (pixels in [0, 1], each fed as +x and -x)", unit="px",
                         section="data")
-    n_train: int = setting(0, "training images (0 = all)", section="data")
-    n_test: int = setting(0, "test images (0 = all)", section="data")
+    n_train: int = n_train_setting()
+    n_test: int = n_test_setting()
     hidden: list[int] = setting([32], "hidden layer widths (2-3 layers need amp_gain > 0)", section="model")
     bias: bool = setting(True, "bias rails (+v_bias, -v_bias) connected to every free node", section="model")
     init_max: float = setting(4.0, "initial conductances uniform in [0, init_max]", unit="LSB", section="model")

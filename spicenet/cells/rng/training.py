@@ -45,6 +45,7 @@ import torch
 from spicenet.cells.rng.dtm import DTM, DTMConfig, uniform_quantiser
 from spicenet.cells.rng.gibbs import make_generator
 from spicenet.cells.rng.pbit import PBit
+from spicenet.data.settings import dataset_setting, n_test_setting, n_train_setting, source_setting
 from spicenet.config import check_ranges, load_config, setting
 from spicenet.errors import ConfigError
 from spicenet.train.mismatch import MismatchModel, _seed_int
@@ -60,12 +61,12 @@ class DTMTrainConfig:
     """Validated training config of ``spicenet train dtm``: one field per key of the TOML sections ``[data]``
     ``[model]`` ``[train]`` ``[mismatch]`` ``[eval]`` (``spicenet config show rng`` prints them with their docs)."""
 
-    dataset: str = setting("fashion", "mnist | fashion", section="data")
-    source: str = setting("sample", "sample (embedded) | npz (../shared/data) | idx | auto", section="data")
+    dataset: str = dataset_setting("fashion")
+    source: str = source_setting()
     data_path: str = setting("", "folder or file of the dataset (\"\" = the source's default place)", section="data")
     image_size: int = setting(14, "image side, 8 | 14 | 28 (binarized to spins)", unit="px", section="data")
-    n_train: int = setting(0, "training images (0 = all)", section="data")
-    n_test: int = setting(0, "held-out reference images for the FID (0 = all)", section="data")
+    n_train: int = n_train_setting()
+    n_test: int = n_test_setting()
     grid: int = setting(18, "L: the BM of every step has L*L p-bits (image pixels + latents)", section="model")
     degree: int = setting(8, "couplings per p-bit", section="model")
     pattern: str = setting("moore", "neighbourhood: moore (nearest offsets) | bipartite (2-colourable)",

@@ -137,10 +137,11 @@ def test_own_template_file_renders_simulates_and_sweeps(tmp_path):
 
 def test_shipped_templates_and_the_cell_generators_accept_the_same_ranges():
     """One range per parameter: every transistor width / length of a shipped template is declared with the range
-    the families' generators check (spicenet.spice.process.WIDTH_RANGE_UM / LENGTH_RANGE_UM), and the ring and
-    p-bit supplies with the ranges of RingSpec / CellSizing; the generators reject just outside those ranges."""
+    the families' generators check (spicenet.spice.process.WIDTH_RANGE_UM / LENGTH_RANGE_UM), the ring and
+    p-bit supplies with the ranges of RingSpec / CellSizing, the p-bit bias and threshold shifts with those of
+    ct_deck / CellSizing; the generators reject just outside those ranges."""
     from spicenet.cells.oscillator.netlist import RING_VDD_RANGE_V, RingSpec
-    from spicenet.cells.rng.cells import CELL_VDD_RANGE_V, CellSizing
+    from spicenet.cells.rng.cells import CELL_BIAS_RANGE_V, CELL_VDD_RANGE_V, CELL_VT_SHIFT_RANGE_V, CellSizing
     from spicenet.spice.process import LENGTH_RANGE_UM, WIDTH_RANGE_UM
 
     checked = 0
@@ -159,13 +160,20 @@ def test_shipped_templates_and_the_cell_generators_accept_the_same_ranges():
             elif p.name == "vdd" and name == "rng/ct_cell":
                 assert (p.low, p.high) == CELL_VDD_RANGE_V, f"{name}: {p.name}"
                 checked += 1
+            elif p.name == "vb" and name == "rng/ct_cell":
+                assert (p.low, p.high) == CELL_BIAS_RANGE_V, f"{name}: {p.name}"
+                checked += 1
+            elif p.name in ("dvtn", "dvtp") and name == "rng/ct_cell":
+                assert (p.low, p.high) == CELL_VT_SHIFT_RANGE_V, f"{name}: {p.name}"
+                checked += 1
     assert checked >= 20
     for spec, field, (lo, hi) in ((RingSpec, "wn", WIDTH_RANGE_UM), (RingSpec, "l", LENGTH_RANGE_UM),
                                   (RingSpec, "vdd", RING_VDD_RANGE_V), (CellSizing, "wp", WIDTH_RANGE_UM),
-                                  (CellSizing, "l", LENGTH_RANGE_UM), (CellSizing, "vdd", CELL_VDD_RANGE_V)):
+                                  (CellSizing, "l", LENGTH_RANGE_UM), (CellSizing, "vdd", CELL_VDD_RANGE_V),
+                                  (CellSizing, "dvtn", CELL_VT_SHIFT_RANGE_V)):
         for ok in (lo, hi):  # the ends are accepted (the ring's latch inverters, latch x wn, need latch = 1 at wn = lo)
             spec(**{field: ok, **({"latch": 1.0} if spec is RingSpec else {})})
-        for bad in (lo * (1 - 1e-9), hi * (1 + 1e-9)):
+        for bad in (lo - abs(lo) * 1e-9, hi + abs(hi) * 1e-9):
             with pytest.raises(ValueError, match=field):
                 spec(**{field: bad, **({"latch": 1.0} if spec is RingSpec else {})})
     with pytest.raises(ValueError, match="latch"):  # default latch 0.5 at the smallest width: 0.21 um inverters

@@ -96,15 +96,19 @@ class Template:
                 resolved[name] = param.validate(param.default, self.name)
         return resolved
 
+    def substitute(self, values: Mapping[str, Any] | None = None) -> str:
+        """The file's text with validated values substituted (no process header): what a family generator
+        instantiates as a cell (``spicenet.spice.fragments``)."""
+        resolved = self.resolve(values)
+        return string.Template(self.body).substitute({k: format_value(float(v)) for k, v in resolved.items()})
+
     def render(self, values: Mapping[str, Any] | None = None, process: Any = None,
                mismatch: str | None = None) -> str:
         """The deck text: validated values substituted, the process header after the title line, ``.end`` last.
 
         ``process`` is a ``spicenet.spice.process.Process`` (required when the template ``@uses`` devices).
         """
-        resolved = self.resolve(values)
-        text = string.Template(self.body).substitute({k: format_value(float(v)) for k, v in resolved.items()})
-        lines = text.splitlines()
+        lines = self.substitute(values).splitlines()
         header = ""
         if self.uses:
             if process is None:

@@ -37,6 +37,11 @@ Mapping from the phase model (``phase.py``; calibrated numbers from ``spicenet c
 states at phases 0 and pi of the reference ``2 pi f_inj t`` (a source ``sin(2 w (t + tau))`` shifts the locked
 phase by ``w tau = psi / 2``); a bias ``b`` [rad/s] is a supply offset ``b / (2 pi df_dvdd_hz_per_v)`` [V].
 
+The SPICE text of a ring stage is the shipped template ``netlists/oscillator/dring3.cir`` (a 3-stage ring, the
+one source): :func:`ring_lines` renders it with the ring's values and composes a ring of any length from its stage-0
+elements, the inverter ``xn0p0`` / ``xp0p0`` (``o0p2`` -> ``o0p0``), the cross-coupling inverter ``xn0lp0`` /
+``xp0lp0`` (``o0n0`` -> ``o0p0``) and the load ``c0p0``, renamed (``spicenet.spice.fragments``); the tests check
+that the rings of ``dring3.cir`` and ``pair3.cir`` are the generator's.
 Everything is flat (no subcircuits), so Pelgrom mismatch (``spicenet.spice.mismatch``) finds every transistor.
 Initial phases are set by ``.ic`` on every ring node (``initial_voltages``) and the deck is run with ``uic``.
 """
@@ -45,13 +50,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
 
 from spicenet.config import setting
 from spicenet.spice.engine import Deck
+from spicenet.spice.fragments import element_lines, rename
 from spicenet.spice.process import check_geometry, get_process
+from spicenet.spice.templates import Template, load_template
 
 __all__ = [
     "RingSpec",
@@ -122,15 +130,56 @@ class RingSpec:
         return math.pi + math.pi / n if n % 2 == 1 else math.pi / n
 
 
-def _inv(name: str, out: str, inp: str, vdd: str, wn: float, wp: float, l: float) -> list[str]:
-    return [f"xn{name} {out} {inp} 0 0 nfet w={_num(wn)} l={_num(l)}",
-            f"xp{name} {out} {inp} {vdd} {vdd} pfet w={_num(wp)} l={_num(l)}"]
+RING_TEMPLATE = "oscillator/dring3"
+"""The template whose stage-0 elements every ring is composed of (:func:`ring_lines`)."""
+_STAGE = {"inverter": ("0p0", "o0p0", "o0p2"), "latch": ("0lp0", "o0p0", "o0n0")}
+"""Stage-0 inverters of :data:`RING_TEMPLATE`: kind -> (name tag of ``xn<tag>`` / ``xp<tag>``, output, input)."""
+_STAGE_CAP = ("c0p0", "o0p0")
+_STAGE_SUPPLY = "vdd0"
+
+
+@lru_cache(maxsize=1)
+def ring_template() -> Template:
+    """The parsed template :data:`RING_TEMPLATE`: the source of the ring stage's SPICE text."""
+    return load_template(RING_TEMPLATE)
+
+
+def template_values(spec: RingSpec) -> dict[str, float]:
+    """Parameters of :data:`RING_TEMPLATE` for ``spec`` (``wnl`` / ``wpl`` = ``latch`` x ``wn`` / ``wp``; a
+    single-ended ring has no cross-coupling inverters and gives the main widths), each rounded to the 12
+    significant digits the generators write (the template writes the float's shortest text)."""
+    wl = spec.latch if spec.differential else 1.0
+    values = {"vdd": spec.vdd, "wn": spec.wn, "wp": spec.wp, "wnl": wl * spec.wn, "wpl": wl * spec.wp,
+              "l": spec.l, "cload": spec.cload}
+    return {k: float(_num(v)) for k, v in values.items()}
+
+
+class _Stage:
+    """The stage-0 elements of :data:`RING_TEMPLATE` rendered for one ``RingSpec``, to be copied under new names."""
+
+    def __init__(self, spec: RingSpec) -> None:
+        by_name = {line.split()[0]: line for line in element_lines(ring_template(), template_values(spec))}
+        self.lines = {kind: (by_name[f"xn{tag}"], by_name[f"xp{tag}"]) for kind, (tag, _, _) in _STAGE.items()}
+        self.cap = by_name[_STAGE_CAP[0]]
+
+    def inverter(self, kind: str, name: str, out: str, inp: str, vdd: str) -> list[str]:
+        """Inverter ``xn<name>`` / ``xp<name>`` (``kind`` "inverter" or "latch"): ``inp`` -> ``out``, supply ``vdd``."""
+        tag, proto_out, proto_in = _STAGE[kind]
+        names = {f"xn{tag}": f"xn{name}", f"xp{tag}": f"xp{name}", proto_out: out, proto_in: inp,
+                 _STAGE_SUPPLY: vdd}
+        return [rename(line, names) for line in self.lines[kind]]
+
+    def load(self, name: str, node: str) -> str:
+        """Load capacitor ``c<name>`` on ``node``."""
+        return rename(self.cap, {_STAGE_CAP[0]: f"c{name}", _STAGE_CAP[1]: node})
 
 
 def ring_lines(i: int, spec: RingSpec, supply: str | None = None) -> list[str]:
-    """Deck lines of ring ``i`` (transistors and load capacitors) powered from node ``supply`` (default ``vdd<i>``)."""
+    """Deck lines of ring ``i`` (transistors and load capacitors) powered from node ``supply`` (default ``vdd<i>``),
+    composed of the stage of :data:`RING_TEMPLATE`."""
     vdd = supply or f"vdd{i}"
     n = spec.n_stages
+    stage = _Stage(spec)
     lines: list[str] = []
     rails = ("p", "n") if spec.differential else ("p",)
     for r in rails:
@@ -141,16 +190,15 @@ def ring_lines(i: int, spec: RingSpec, supply: str | None = None) -> list[str]:
                 src = f"o{i}{r}{n - 1}"
             else:  # even differential ring: twisted closure
                 src = f"o{i}{'n' if r == 'p' else 'p'}{n - 1}"
-            lines += _inv(f"{i}{r}{k}", f"o{i}{r}{k}", src, vdd, spec.wn, spec.wp, spec.l)
+            lines += stage.inverter("inverter", f"{i}{r}{k}", f"o{i}{r}{k}", src, vdd)
     if spec.differential:
-        wl = spec.latch
         for k in range(n):
-            lines += _inv(f"{i}lp{k}", f"o{i}p{k}", f"o{i}n{k}", vdd, wl * spec.wn, wl * spec.wp, spec.l)
-            lines += _inv(f"{i}ln{k}", f"o{i}n{k}", f"o{i}p{k}", vdd, wl * spec.wn, wl * spec.wp, spec.l)
+            lines += stage.inverter("latch", f"{i}lp{k}", f"o{i}p{k}", f"o{i}n{k}", vdd)
+            lines += stage.inverter("latch", f"{i}ln{k}", f"o{i}n{k}", f"o{i}p{k}", vdd)
     if spec.cload > 0:
         for r in rails:
             for k in range(n):
-                lines.append(f"c{i}{r}{k} o{i}{r}{k} 0 {_num(spec.cload)}")
+                lines.append(stage.load(f"{i}{r}{k}", f"o{i}{r}{k}"))
     return lines
 
 

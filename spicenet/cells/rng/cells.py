@@ -1,6 +1,8 @@
 """Netlist generators for the continuous-time subthreshold p-bit (multi-cell decks) and its seeded noise files.
 
-The cell (one per "chip" in a calibration; the shipped single-cell template is ``netlists/rng/ct_cell.cir``)::
+The cell (one per "chip" in a calibration). Its SPICE text is the shipped template ``netlists/rng/ct_cell.cir``:
+:func:`ct_deck` renders that file's lines with the sizing and copies them once per cell, each name and local node
+suffixed with the cell index (``spicenet.spice.fragments``), the supply ``vdd`` shared::
 
     vdd --[vma k]-- pa_k      pb_k --[vmb k]-- vdd        (0 V sense sources: per-inverter supply current)
     xpa_k: pfet a_k <- b_k (source pa_k)    xpb_k: pfet b_k <- a_k (source pb_k)
@@ -46,6 +48,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
@@ -53,7 +56,9 @@ import numpy as np
 
 from spicenet.config import setting
 from spicenet.spice import mismatch
+from spicenet.spice.fragments import element_lines, rename, with_value
 from spicenet.spice.process import check_geometry
+from spicenet.spice.templates import Template, load_template
 
 Q_E = 1.602176634e-19   # C
 K_B = 1.380649e-23      # J/K
@@ -65,6 +70,20 @@ Bias = float | Sequence[tuple[float, float]]
 
 CELL_VDD_RANGE_V = (0.01, 0.5)
 """Supply [V] of the subthreshold cell that the generator and ``netlists/rng/ct_cell.cir`` accept."""
+CELL_BIAS_RANGE_V = (-0.5, 0.5)
+"""Differential bias vb [V] of a cell (DC or every PWL point) that the generator and the template accept."""
+CELL_VT_SHIFT_RANGE_V = (-0.8, 0.8)
+"""Low-Vt threshold shifts dvtn / dvtp [V] that :class:`CellSizing` and the template's header accept."""
+
+CELL_TEMPLATE = "rng/ct_cell"
+"""The template whose lines are the cell (all but its TRRANDOM noise sources, :data:`TEMPLATE_NOISE`)."""
+SHARED_NAMES = frozenset({"0", "vdd"})
+"""Names of the template that all cells of a deck share (ground, the supply source and node); every other
+element name and node ``x`` of the template becomes ``x<k>`` in cell k."""
+TEMPLATE_NOISE = ("ina", "inb")
+"""The template's TRRANDOM noise sources; :func:`ct_deck` injects filesource noise (or none) instead."""
+BIAS_SOURCE = "vb"
+"""The template's bias source (``vb<k>`` in cell k): DC from the bias value, or :func:`ct_deck` gives it a PWL."""
 
 
 @dataclass(frozen=True)
@@ -87,10 +106,11 @@ class CellSizing:
             check_geometry(name, getattr(self, name), name[0])
         if not (math.isfinite(self.cload) and 0 <= self.cload <= 1e-9):
             raise ValueError(f"cload: expected 0..1 nF, got {self.cload!r}")
+        lo, hi = CELL_VT_SHIFT_RANGE_V
         for name in ("dvtn", "dvtp"):
             value = getattr(self, name)
-            if not (math.isfinite(value) and abs(value) < 0.8):
-                raise ValueError(f"{name}: expected a threshold shift below 0.8 V in magnitude, got {value!r}")
+            if not (math.isfinite(value) and lo <= value <= hi):
+                raise ValueError(f"{name}: expected a threshold shift in [{lo:g}, {hi:g}] V, got {value!r}")
 
 
 def cell_devices(cell: int, sizing: CellSizing, suffix: str | None = None) -> list[mismatch.Device]:
@@ -105,11 +125,13 @@ def cell_devices(cell: int, sizing: CellSizing, suffix: str | None = None) -> li
             mismatch.Device(f"xnb{tag}", "nfet", sizing.wn, sizing.l)]
 
 
-def _format_bias(cell: int, bias: Bias) -> str:
+def _check_bias(cell: int, bias: Bias) -> float | list[tuple[float, float]]:
+    """The bias of cell ``cell`` checked: a DC value or the PWL points, in :data:`CELL_BIAS_RANGE_V`."""
+    lo, hi = CELL_BIAS_RANGE_V
     if isinstance(bias, (int, float)):
-        if not math.isfinite(bias) or abs(bias) > 0.5:
-            raise ValueError(f"bias[{cell}]: expected a finite bias below 0.5 V in magnitude, got {bias!r}")
-        return f"vb{cell} bias{cell} 0 dc {float(bias):.12g}"
+        if not (math.isfinite(bias) and lo <= bias <= hi):
+            raise ValueError(f"bias[{cell}]: expected a finite bias in [{lo:g}, {hi:g}] V, got {bias!r}")
+        return float(bias)
     points = [(float(t), float(v)) for t, v in bias]
     if len(points) < 2:
         raise ValueError(f"bias[{cell}]: a PWL bias needs >= 2 (time, value) points, got {len(points)}")
@@ -117,10 +139,37 @@ def _format_bias(cell: int, bias: Bias) -> str:
     values = np.array([p[1] for p in points])
     if not (np.all(np.isfinite(times)) and np.all(np.diff(times) > 0) and times[0] >= 0):
         raise ValueError(f"bias[{cell}]: PWL times must be finite, >= 0 and strictly increasing")
-    if not np.all(np.abs(values) <= 0.5):
-        raise ValueError(f"bias[{cell}]: PWL values must be below 0.5 V in magnitude")
-    body = " ".join(f"{t:.15g} {v:.12g}" for t, v in points)
-    return f"vb{cell} bias{cell} 0 pwl({body})"
+    if not np.all((values >= lo) & (values <= hi)):
+        raise ValueError(f"bias[{cell}]: PWL values must lie in [{lo:g}, {hi:g}] V")
+    return points
+
+
+def _deck_value(value: float, digits: int) -> float:
+    """``value`` rounded to ``digits`` significant digits: the template writes the float's shortest text, so the
+    deck reads as it always has (widths and length to 6 digits, supply and bias to 12)."""
+    return float(f"{value:.{digits}g}")
+
+
+def template_values(sizing: CellSizing, bias: float = 0.0) -> dict[str, float]:
+    """Parameters of the template :data:`CELL_TEMPLATE` for one cell of ``sizing`` with DC bias ``bias`` [V] (its
+    noise parameters keep their defaults: :func:`ct_deck` drops the template's noise sources)."""
+    return {"vdd": _deck_value(sizing.vdd, 12), "vb": _deck_value(bias, 12), "wn": _deck_value(sizing.wn, 6),
+            "wp": _deck_value(sizing.wp, 6), "l": _deck_value(sizing.l, 6), "dvtn": sizing.dvtn,
+            "dvtp": sizing.dvtp}
+
+
+@lru_cache(maxsize=1)
+def cell_template() -> Template:
+    """The parsed template :data:`CELL_TEMPLATE`: the source of the cell's SPICE text."""
+    return load_template(CELL_TEMPLATE)
+
+
+def _cell_copy(lines: Sequence[str], cell: int) -> list[str]:
+    """The template's cell lines as cell ``cell``: names and nodes ``x`` -> ``x<cell>`` except :data:`SHARED_NAMES`."""
+    def local(name: str) -> str:
+        return name if name in SHARED_NAMES else f"{name}{cell}"
+
+    return [rename(line, local) for line in lines]
 
 
 def ct_deck(biases: Sequence[Bias], sizing: CellSizing, process, noise_files: Sequence[str | Path] | None = None,
@@ -147,19 +196,20 @@ def ct_deck(biases: Sequence[Bias], sizing: CellSizing, process, noise_files: Se
     if mismatch not in (None, "pelgrom", "pdk"):
         raise ValueError(f"mismatch: expected None, 'pelgrom' or 'pdk', got {mismatch!r}")
     header = process.header("pdk") if mismatch == "pdk" else process.header()
-    lines = [f"* {title}", header.rstrip("\n"), f"vdd vdd 0 dc {sizing.vdd:.12g}"]
+    template = cell_template()
+    lines = [f"* {title}", header.rstrip("\n")]
     for k, bias in enumerate(biases):
-        lines += [
-            f"vma{k} vdd pa{k} dc 0",
-            f"vmb{k} vdd pb{k} dc 0",
-            _format_bias(k, bias),
-            f"esa{k} sa{k} 0 bias{k} 0 0.5",
-            f"esb{k} sb{k} 0 bias{k} 0 -0.5",
-            f"xpa{k} a{k} b{k} pa{k} vdd pfet w={sizing.wp:.6g} l={sizing.l:.6g}",
-            f"xna{k} a{k} b{k} sa{k} 0 nfet w={sizing.wn:.6g} l={sizing.l:.6g}",
-            f"xpb{k} b{k} a{k} pb{k} vdd pfet w={sizing.wp:.6g} l={sizing.l:.6g}",
-            f"xnb{k} b{k} a{k} sb{k} 0 nfet w={sizing.wn:.6g} l={sizing.l:.6g}",
-        ]
+        checked = _check_bias(k, bias)
+        rendered = element_lines(template, template_values(sizing, checked if isinstance(checked, float) else 0.0))
+        if k == 0:  # the supply, shared by all cells
+            lines += [line for line in rendered if line.split()[0] in SHARED_NAMES]
+        cell = _cell_copy([line for line in rendered if line.split()[0] not in SHARED_NAMES
+                           and line.split()[0] not in TEMPLATE_NOISE], k)
+        if isinstance(checked, list):
+            pwl = " ".join(f"{t:.15g} {v:.12g}" for t, v in checked)
+            cell = [with_value(line, f"pwl({pwl})") if line.split()[0] == f"{BIAS_SOURCE}{k}" else line
+                    for line in cell]
+        lines += cell
         if sizing.cload > 0:
             lines += [f"cla{k} a{k} 0 {sizing.cload:.6g}", f"clb{k} b{k} 0 {sizing.cload:.6g}"]
         if noise_files is not None:

@@ -10,7 +10,8 @@ The public API, importable from here (each name is imported on first use, so ``i
   :func:`shipped_surrogate`): :class:`PBit` (``PBit.from_surrogate``), :class:`ResistiveNetwork`
   (``ResistiveNetwork.from_surrogate``), :class:`PhaseOscillatorNetwork`
   (``PhaseOscillatorNetwork.from_surrogate``); each has ``sample_chip(seed, scale)`` drawing a fabricated chip
-  from the calibrated mismatch;
+  from the calibrated mismatch. These come from the registered families' ``exports``
+  (:class:`spicenet.families.Family`): the entry points are read on the first access of such a name;
 * the engine: :func:`render` (template + parameters + process -> deck), :func:`simulate` (one ngspice run),
   :func:`run_sweep` (grid x Monte-Carlo chips into an HDF5 store; not ``sweep``, which is the module
   ``spicenet.sweep``), :func:`open_runs` (read a store);
@@ -36,49 +37,73 @@ _LAZY: dict[str, tuple[str, str]] = {
     "Engine": ("spicenet.spice.engine", "Engine"),
     "SweepConfig": ("spicenet.sweep", "SweepConfig"),
     "SurrogateFile": ("spicenet.surrogate", "SurrogateFile"),
-    "PBit": ("spicenet.cells.rng.pbit", "PBit"),
-    "ResistiveNetwork": ("spicenet.cells.resistive.network", "ResistiveNetwork"),
-    "PhaseOscillatorNetwork": ("spicenet.cells.oscillator.phase", "PhaseOscillatorNetwork"),
 }
+_CORE = ["__version__", "shipped_surrogate", "run_sweep", *_LAZY]
+# __all__ is _CORE and the registered families' exports: computed on first access (__getattr__)
 
-__all__ = ["__version__", "shipped_surrogate", "run_sweep", *_LAZY]
-
-if TYPE_CHECKING:  # static checkers and IDEs see the real objects
-    from spicenet.cells.oscillator.phase import PhaseOscillatorNetwork
-    from spicenet.cells.resistive.network import ResistiveNetwork
-    from spicenet.cells.rng.pbit import PBit
+if TYPE_CHECKING:  # static checkers and IDEs see the real objects (the families' exports are Any to them)
     from spicenet.spice.engine import Engine, render, simulate
     from spicenet.store import open_runs
     from spicenet.surrogate import SurrogateFile
     from spicenet.sweep import SweepConfig, SweepSummary
 
 
+def _family_exports() -> dict[str, str]:
+    """Public name -> "module:attribute" of every registered family's ``exports`` (reads the entry points)."""
+    from spicenet.families import registered
+
+    return {name: target for family in registered().values() for name, target in family.exports.items()
+            if name not in _CORE}
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         module, attr = _LAZY[name]
         value = getattr(import_module(module), attr)
-        globals()[name] = value  # later accesses skip __getattr__
-        return value
-    raise AttributeError(f"module 'spicenet' has no attribute {name!r}")
+    elif name == "__all__":
+        value = [*_CORE, *_family_exports()]
+    else:
+        here = Path(__file__).parent
+        if name.startswith("_") or (here / f"{name}.py").is_file() or (here / name).is_dir():
+            # a submodule (``from spicenet import progress`` asks here first) or a private name
+            raise AttributeError(f"module 'spicenet' has no attribute {name!r}")
+        from spicenet.families import FamilyError
+
+        try:
+            exports = _family_exports()
+        except FamilyError as exc:  # an AttributeError, so that hasattr() and from-imports behave
+            raise AttributeError(f"module 'spicenet' has no attribute {name!r} ({exc})") from exc
+        if name not in exports:
+            raise AttributeError(f"module 'spicenet' has no attribute {name!r}")
+        module, _, attr = exports[name].partition(":")
+        value = getattr(import_module(module), attr)
+    globals()[name] = value  # later accesses skip __getattr__
+    return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    try:
+        names = __getattr__("__all__")
+    except Exception:  # noqa: BLE001 - a broken family entry point: dir() still lists the core names
+        names = _CORE
+    return sorted(set(globals()) | set(names))
 
 
-SHIPPED_FAMILIES = ("rng", "oscillator", "resistive")
+_SHIPPED = "_quick_generic.h5"  # data/surrogates/<family>_quick_generic.h5
 
 
 def shipped_surrogate(family: str) -> Path:
-    """Path of the small calibration shipped with the package for ``family`` ("rng", "oscillator" or
-    "resistive"): the output of ``spicenet calibrate FAMILY --quick --seed 0`` on the generic process (how each
-    was made: ``spicenet/data/surrogates/PROVENANCE.md``). For examples and tests; calibrate your own for work."""
-    if family not in SHIPPED_FAMILIES:
-        raise ValueError(f"family: expected one of {', '.join(SHIPPED_FAMILIES)}, got {family!r}")
-    path = Path(__file__).resolve().parent / "data" / "surrogates" / f"{family}_quick_generic.h5"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: the shipped {family} calibration is missing from this install")
-    return path
+    """Path of the small calibration shipped with the package for ``family`` (a registered family with a file
+    ``spicenet/data/surrogates/<family>_quick_generic.h5``, e.g. "rng", "oscillator" or "resistive"): the output of
+    ``spicenet calibrate FAMILY --quick --seed 0`` on the generic process (how each was made:
+    ``spicenet/data/surrogates/PROVENANCE.md``). For examples and tests; calibrate your own for work."""
+    from spicenet.families import registered
+
+    folder = Path(__file__).resolve().parent / "data" / "surrogates"
+    shipped = [name for name in registered() if (folder / f"{name}{_SHIPPED}").is_file()]
+    if family not in shipped:
+        raise ValueError(f"family: expected one of {', '.join(shipped) or 'none'}, got {family!r}")
+    return folder / f"{family}{_SHIPPED}"
 
 
 def run_sweep(config: "SweepConfig | dict[str, Any] | str | os.PathLike", output: str | os.PathLike, *,

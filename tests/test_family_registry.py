@@ -14,16 +14,13 @@ group ``spicenet.families``.
 
 from __future__ import annotations
 
-import ast
 import json
 import tomllib
 import math
 import os
-import re
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from statistics import NormalDist
 
@@ -182,111 +179,6 @@ def test_a_trainer_name_of_two_families_is_refused(monkeypatch: pytest.MonkeyPat
         monkeypatch.undo()
         fam.registered.cache_clear()
     assert list(fam.registered())[:3] == ["rng", "oscillator", "resistive"]
-
-
-# -- no family or trainer name in spicenet/ outside spicenet/cells/<family>/ ----------------------------------------
-NAMES = ("rng", "oscillator", "resistive", "dtm", "ais", "eqprop", "ffebm")
-# `rng` is also the conventional name of a numpy/torch random generator (np.random.default_rng): identifiers made
-# of it are that idiom, so identifiers are checked for the other names; strings and module paths for all of them.
-IDENTIFIER_IDIOMS = {"rng"}
-# Left open (files outside this change; each named here so that nothing else slips through):
-# * spicenet/__init__.py: the public API re-exports of the shipped families' classes and shipped calibrations;
-# * spicenet/train/run.py: the checkpoint key "rng" (random-generator state, not the family);
-# * spicenet/baselines/ and its `spicenet baseline --compare {dtm,ais}` option in cli.py (commit 3dbae9a): digital
-#   baselines sized to those two trainers' generators, which belong beside them in spicenet/cells/.
-ALLOWED: dict[str, set[str] | None] = {  # path -> the texts allowed there (None: the whole file)
-    "spicenet/__init__.py": {"spicenet.cells.rng.pbit", "spicenet.cells.resistive.network",
-                             "spicenet.cells.oscillator.phase", "rng", "oscillator", "resistive"},
-    "spicenet/train/run.py": {"rng"},
-    "spicenet/baselines/reference.py": None,
-    "spicenet/baselines/train.py": None,
-    "spicenet/cli.py": {"dtm", "ais", "analog trainer whose config gives the split, encoding, FID samples and "
-                        "parameter count to match (default: dtm for fashion, ais for mnist)"},
-}
-
-
-def _docstrings(tree: ast.AST) -> set[int]:
-    """ids of the string constants that are docstrings (first statement of a module, class or function)."""
-    out = set()
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
-            first = node.body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(
-                    first.value.value, str):
-                out.add(id(first.value))
-    return out
-
-
-def names_in_source(source: str, names: tuple[str, ...] = NAMES) -> list[tuple[int, str, str]]:
-    """(line, name, text) for every string constant (docstrings aside; comments are not in the tree) holding a
-    family/trainer name as a word, every module path with one as a part, and every identifier with one (other
-    than the IDENTIFIER_IDIOMS) as an underscore-separated part."""
-    word = re.compile(r"(?<![A-Za-z0-9])(" + "|".join(names) + r")(?![A-Za-z0-9])", re.IGNORECASE)
-    tree = ast.parse(source)
-    skip = _docstrings(tree)
-    hits: list[tuple[int, str, str]] = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip:
-            hits += [(node.lineno, m.group(1).lower(), node.value) for m in word.finditer(node.value)]
-        modules = ([node.module or ""] if isinstance(node, ast.ImportFrom) else
-                   [a.name for a in node.names] if isinstance(node, ast.Import) else [])
-        for module in modules:
-            hits += [(node.lineno, part, module) for part in module.split(".") if part in names]
-        ident = (node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else
-                 node.name if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) else
-                 node.arg if isinstance(node, ast.arg) else None)
-        if ident:
-            hits += [(getattr(node, "lineno", 0), part, ident) for part in ident.lower().split("_")
-                     if part in names and part not in IDENTIFIER_IDIOMS]
-    return hits
-
-
-def names_outside_cells(root: Path) -> list[str]:
-    """``git grep`` for the names in the Python files of spicenet/ outside spicenet/cells/, then the syntax-tree
-    filter of :func:`names_in_source`; "path:line: name in text" per finding not in ALLOWED."""
-    proc = subprocess.run(["git", "grep", "-l", "-i", "-w", "-E", "|".join(NAMES), "--",
-                           "spicenet/*.py", ":!spicenet/cells/**"],
-                          capture_output=True, text=True, cwd=root)
-    assert proc.returncode in (0, 1), proc.stderr  # 1: nothing found
-    out = []
-    for rel in proc.stdout.split():
-        for line, name, text in names_in_source((root / rel).read_text()):
-            allowed = ALLOWED.get(rel, set())
-            if allowed is not None and text not in allowed:
-                out.append(f"{rel}:{line}: {name} in {text!r}")
-    return out
-
-
-def test_no_family_or_trainer_name_in_spicenet_outside_the_cells() -> None:
-    assert names_outside_cells(ROOT) == []
-
-
-def test_the_name_check_finds_a_planted_name(tmp_path: Path) -> None:
-    planted = textwrap.dedent('''
-        """Docstrings may name rng, eqprop and the oscillator family."""
-        import numpy as np
-        from spicenet.cells.rng import family  # a module path: found
-        # a comment about dtm is not code
-        LABEL = "trained with EqProp"
-        rng = np.random.default_rng(0)
-
-        def ais_energy(x):
-            """A docstring: ffebm."""
-            return x
-    ''')
-    found = sorted((line, name) for line, name, _ in names_in_source(planted))
-    assert found == [(4, "rng"), (6, "eqprop"), (9, "ais")]
-    repo = tmp_path / "repo"
-    (repo / "spicenet" / "cells" / "rng").mkdir(parents=True)
-    (repo / "spicenet" / "cells" / "rng" / "family.py").write_text('NAME = "rng"\n')  # inside the cells: fine
-    (repo / "spicenet" / "clean.py").write_text('"""About the rng family."""\nrng = 1\n')
-    subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    subprocess.run(["git", "add", "-A"], check=True, cwd=repo)
-    assert names_outside_cells(repo) == []
-    (repo / "spicenet" / "sub").mkdir()
-    (repo / "spicenet" / "sub" / "demo.py").write_text('FAMILIES = ("resistive",)\n')
-    subprocess.run(["git", "add", "-A"], check=True, cwd=repo)
-    assert names_outside_cells(repo) == ["spicenet/sub/demo.py:1: resistive in 'resistive'"]
 
 
 # -- the fourth family, installed from examples/fourth_family --------------------------------------------------------

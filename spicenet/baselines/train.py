@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from spicenet.baselines.flops import count_flops, energy_per_sample
 from spicenet.baselines.models import SIZES, VAE, Discriminator, Generator, matched_width, n_params
-from spicenet.baselines.reference import COMPARE, AnalogReference, analog_reference
+from spicenet.baselines.reference import AnalogReference, analog_reference, comparable
 from spicenet.errors import ConfigError
 from spicenet.train.threads import restores_torch_threads
 
@@ -73,11 +73,18 @@ class BaselineConfig:
 
 
 def default_compare(dataset: str) -> str:
-    """The analog generator a dataset is compared with by default: the family whose quick config trains on it
-    (Fashion-MNIST: ``spicenet train dtm --quick``; MNIST: ``spicenet train ais --quick``)."""
+    """The analog generator a dataset is compared with by default: the comparable trainer that declares the
+    dataset in its ``baseline_datasets`` (the one whose quick config trains on it; Fashion-MNIST:
+    ``spicenet train dtm --quick``; MNIST: ``spicenet train ais --quick``)."""
     from spicenet.data import canonical_name
 
-    return "dtm" if canonical_name(dataset) == "fashion" else "ais"
+    name = canonical_name(dataset)
+    found = comparable()
+    for trainer, (_, spec) in found.items():
+        if name in spec.baseline_datasets:
+            return trainer
+    raise ConfigError(f"baseline: no trainer is the default comparison for {name!r}; give --compare "
+                      f"({', '.join(found) or 'none registered'})")
 
 
 def load_data(dataset: str, size: int, ref: AnalogReference):
@@ -233,8 +240,8 @@ def train(kind: str, *, dataset: str, size: int, run_dir: Path | str, quick: boo
     if size not in SIZES:
         raise ConfigError(f"baseline: --size must be one of {SIZES}, got {size!r}")
     compare = compare or default_compare(dataset)
-    if compare not in COMPARE:
-        raise ConfigError(f"baseline: --compare must be one of {', '.join(COMPARE)}, got {compare!r}")
+    if compare not in comparable():
+        raise ConfigError(f"baseline: --compare must be one of {', '.join(comparable())}, got {compare!r}")
     if width is not None and width < 1:
         raise ConfigError(f"baseline: --width must be >= 1, got {width}")
     cfg = BaselineConfig.preset(kind, quick, iters)

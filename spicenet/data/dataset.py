@@ -70,16 +70,16 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tup
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction: expected a value in (0, 1), got {test_fraction}")
     y = np.asarray(labels)
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5B1D]))
+    gen = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5B1D]))
     train, test = [], []
     for c in np.unique(y):
         idx = np.flatnonzero(y == c)
-        idx = idx[rng.permutation(idx.size)]
+        idx = idx[gen.permutation(idx.size)]
         k = int(round(idx.size * test_fraction))
         test.append(idx[:k])
         train.append(idx[k:])
     tr, te = np.concatenate(train), np.concatenate(test)
-    return tr[rng.permutation(tr.size)], te[rng.permutation(te.size)]
+    return tr[gen.permutation(tr.size)], te[gen.permutation(te.size)]
 
 
 def balanced_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -87,18 +87,18 @@ def balanced_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     y = np.asarray(labels)
     if n < 1 or n > y.size:
         raise ValueError(f"n: expected 1..{y.size}, got {n}")
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xBA1]))
+    gen = np.random.default_rng(np.random.SeedSequence([int(seed), 0xBA1]))
     classes = np.unique(y)
     per = np.full(classes.size, n // classes.size)
-    per[rng.permutation(classes.size)[: n % classes.size]] += 1
+    per[gen.permutation(classes.size)[: n % classes.size]] += 1
     picks = []
     for c, k in zip(classes, per):
         idx = np.flatnonzero(y == c)
         if k > idx.size:
             raise ValueError(f"n: class {c} has only {idx.size} items, {k} requested")
-        picks.append(idx[rng.permutation(idx.size)[:k]])
+        picks.append(idx[gen.permutation(idx.size)[:k]])
     out = np.concatenate(picks)
-    return out[rng.permutation(out.size)]
+    return out[gen.permutation(out.size)]
 
 
 def _locate(name: str, source: str, path: str | os.PathLike | None, download: bool) -> RawData:

@@ -59,11 +59,11 @@ def kid_from_features(f1: np.ndarray, f2: np.ndarray, n_subsets: int = 20, subse
     if m < 2:
         raise ValueError(f"subset_size: need at least 2 samples per set, got {m}")
     d = x.shape[1]
-    rng = np.random.default_rng(seed)
+    gen = np.random.default_rng(seed)
     vals = []
     for _ in range(n_subsets):
-        a = x[rng.choice(x.shape[0], m, replace=False)]
-        b = y[rng.choice(y.shape[0], m, replace=False)]
+        a = x[gen.choice(x.shape[0], m, replace=False)]
+        b = y[gen.choice(y.shape[0], m, replace=False)]
         kxx = (a @ a.T / d + 1) ** 3
         kyy = (b @ b.T / d + 1) ** 3
         kxy = (a @ b.T / d + 1) ** 3

@@ -73,8 +73,8 @@ def sample_chip(devices: list[Device], process, seed: int, chip: int) -> dict[st
     """Per device: (dVth in V, beta factor 1 + dbeta/beta) drawn from Pelgrom's law for chip ``chip``."""
     # PCG64 seeded by the sequence is exactly what default_rng builds, without its argument dispatch (measured
     # 38 -> 22 us per chip on a loaded 2-core machine; planning is a per-run cost of sub-millisecond sweeps)
-    rng = np.random.Generator(np.random.PCG64(chip_seed(seed, chip)))
-    draws = rng.standard_normal((len(devices), 2))
+    gen = np.random.Generator(np.random.PCG64(chip_seed(seed, chip)))
+    draws = gen.standard_normal((len(devices), 2))
     values = {}
     for device, (z_vt, z_beta) in zip(devices, draws):
         a_vt, a_beta = process.pelgrom[device.kind]

@@ -5,9 +5,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spicenet.families import Family, Override, ReportLayout, Trainer
+
+if TYPE_CHECKING:
+    from spicenet.baselines.reference import AnalogReference
 
 
 def calibrate(config: dict[str, Any], *, process: str, quick: bool, output: Path, workers: int,
@@ -72,6 +75,25 @@ def energy_from_surrogate(energy_attrs: dict[str, float], **structure: Any) -> d
                              float(energy_attrs.get("energy_per_coupling_cycle_j", 0.0)))
 
 
+def baseline_reference(config: dict[str, Any], config_name: str, seed: int) -> AnalogReference:
+    """The AIS generator built from the training config ``config`` as ``spicenet baseline --compare ais`` sees it
+    (:class:`spicenet.baselines.reference.AnalogReference`): grey images, ``train.n_eval_samples`` images per
+    FID, the generator's trainable tensors as parameters (the digital critic is training-only, not counted)."""
+    from spicenet.baselines.reference import AnalogReference
+    from spicenet.cells.oscillator.ais import AISGenerator
+    from spicenet.cells.oscillator.training import build_ais_config
+
+    ais_cfg, data = build_ais_config(config, seed)
+    gen = AISGenerator(ais_cfg)
+    parts = {name: int(p.numel()) for name, p in gen.named_parameters()}
+    detail = {**parts, "edges": int(gen.n_edges), "oscillators": int(ais_cfg.n_oscillators),
+              "segments": ais_cfg.n_segments, "bits": ais_cfg.n_bits}
+    n_eval = int(dict(config.get("train", {})).get("n_eval_samples", 500))  # the AIS trainer's default
+    return AnalogReference("ais", config_name, str(data.get("dataset", "mnist")), ais_cfg.height,
+                           str(data.get("source", "sample")), int(data.get("n_train", 0)) or None,
+                           int(data.get("n_test", 0)) or None, n_eval, "grey", int(sum(parts.values())), detail)
+
+
 def _calibration_schema() -> type:
     from spicenet.cells.oscillator.calibrate import OscCalibrationConfig
 
@@ -90,10 +112,18 @@ def _validation_defaults() -> Any:
     return AISValidationConfig.quick()
 
 
+def _surrogate_schema() -> Any:
+    from spicenet.cells.oscillator.schema import SCHEMA
+
+    return SCHEMA
+
+
 FAMILY = Family(
     name="oscillator",
     rank=20,
-    trainers=(Trainer("ais", length=("train", "iterations"), length_unit="iterations"),),
+    surrogate_schema=_surrogate_schema,
+    trainers=(Trainer("ais", length=("train", "iterations"), length_unit="iterations",
+                      baseline_reference=baseline_reference, baseline_datasets=("mnist",)),),
     calibrate=calibrate, train=train, validate=validate,
     row={
         "fit": [("max_rel_err locked phase", "calibrate", "fit.max_rel_err")],
@@ -157,4 +187,5 @@ FAMILY = Family(
     ),
     validation_defaults=_validation_defaults,
     schemas={"calibration": _calibration_schema, "ais": _ais_schema},
+    exports={"PhaseOscillatorNetwork": "spicenet.cells.oscillator.phase:PhaseOscillatorNetwork"},
 )

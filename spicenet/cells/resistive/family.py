@@ -109,12 +109,20 @@ def _ffebm_schema() -> type:
     return FFEBMTrainConfig
 
 
+def _surrogate_schema() -> Any:
+    from spicenet.cells.resistive.schema import SCHEMA
+
+    return SCHEMA
+
+
 FAMILY = Family(
     name="resistive",
     rank=30,
+    surrogate_schema=_surrogate_schema,
     trainers=(Trainer("eqprop", length=("train", "epochs")), Trainer("ffebm", length=("train", "epochs"))),
     calibrate=calibrate, train=train, validate=validate,
     schemas={"calibration": _calibration_schema, "eqprop": _eqprop_schema, "ffebm": _ffebm_schema},
+    exports={"ResistiveNetwork": "spicenet.cells.resistive.network:ResistiveNetwork"},
     row={
         "fit": [("diode r2 (worst device)", "calibrate", "fit.r2"),
                 ("diode max_rel_err", "calibrate", "fit.diode_max_rel_err"),

@@ -5,9 +5,12 @@ the ``spicenet.families`` entry point ``rng``). Heavy modules are imported when 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spicenet.families import Family, Override, ReportLayout, Trainer
+
+if TYPE_CHECKING:
+    from spicenet.baselines.reference import AnalogReference
 
 
 def calibrate(config: dict[str, Any], *, process: str, quick: bool, output: Path, workers: int,
@@ -71,6 +74,25 @@ def energy_from_surrogate(energy_attrs: dict[str, float], **structure: Any) -> d
                       float(energy_attrs.get("energy_per_sweep_j", 0.0)))
 
 
+def baseline_reference(config: dict[str, Any], config_name: str, seed: int) -> AnalogReference:
+    """The DTM built from the training config ``config`` as ``spicenet baseline --compare dtm`` sees it
+    (:class:`spicenet.baselines.reference.AnalogReference`): binarized images, ``eval.eval_samples`` images per
+    FID, ``T (E + N + D)`` parameters (per denoising step the couplings, a bias per p-bit, gamma per pixel)."""
+    from spicenet.baselines.reference import AnalogReference
+    from spicenet.cells.rng.dtm import DTM
+    from spicenet.cells.rng.training import parse_config
+
+    cfg = parse_config(config)
+    model = DTM(cfg.image_size ** 2, cfg.dtm_config(seed))
+    parts = {"couplings": sum(p.weights.numel() for p in model.steps),
+             "biases": sum(p.biases.numel() for p in model.steps),
+             "data_couplings": sum(p.gamma.numel() for p in model.steps)}
+    detail = {**parts, "edges": int(model.graph.n_edges), "cells": int(model.graph.n_nodes),
+              "steps": cfg.steps, "weight_bits": cfg.weight_bits}
+    return AnalogReference("dtm", config_name, cfg.dataset, cfg.image_size, cfg.source, cfg.n_train or None,
+                           cfg.n_test or None, cfg.eval_samples, "binary", int(sum(parts.values())), detail)
+
+
 def _calibration_schema() -> type:
     from spicenet.cells.rng.calibrate import RngCalibrationConfig
 
@@ -89,10 +111,18 @@ def _validation_defaults() -> Any:
     return ValidationConfig.quick()
 
 
+def _surrogate_schema() -> Any:
+    from spicenet.cells.rng.schema import SCHEMA
+
+    return SCHEMA
+
+
 FAMILY = Family(
     name="rng",
     rank=10,
-    trainers=(Trainer("dtm", length=("train", "iters"), length_unit="iterations"),),
+    surrogate_schema=_surrogate_schema,
+    trainers=(Trainer("dtm", length=("train", "iters"), length_unit="iterations",
+                      baseline_reference=baseline_reference, baseline_datasets=("fashion",)),),
     calibrate=calibrate, train=train, validate=validate,
     row={
         "fit": [("r2 (worst chip)", "calibrate", "fit.r2"), ("max_abs_err P(1)", "calibrate", "fit.max_abs_err")],
@@ -148,4 +178,5 @@ FAMILY = Family(
     ),
     validation_defaults=_validation_defaults,
     schemas={"calibration": _calibration_schema, "dtm": _dtm_schema},
+    exports={"PBit": "spicenet.cells.rng.pbit:PBit"},
 )

@@ -3,6 +3,8 @@
 Layout::
 
     /surrogate                 attrs: family, process, created (ISO-8601 UTC), spicenet_version,
+                                      schema_version (int: the family's surrogate schema, spicenet.surrogate_schema;
+                                      absent in files written before schemas = version 1),
                                       energy_* (floats, SI units, e.g. energy_per_bit_j), any extra scalar attrs
     /surrogate/params/<name>   dataset: per-chip (shape [chips]) or per-chip-per-cell ([chips, cells]) fitted
                                values = the mismatch samples; attrs: unit, mean, std, positive (bool: model as
@@ -13,6 +15,9 @@ Layout::
 
 ``mean``/``std`` are the mismatch distribution's moments in the parameter's own unit (for ``positive``
 parameters too: the sampler moment-matches a log-normal to them).
+
+What each family's file must hold is its schema (:mod:`spicenet.surrogate_schema`, looked up by the ``family``
+attr); readers of a family load through :func:`spicenet.surrogate_schema.load_surrogate`, which checks it.
 """
 
 from __future__ import annotations
@@ -75,6 +80,7 @@ class SurrogateFile:
     provenance: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     spicenet_version: str = ""
+    schema_version: int | None = None
 
     def __post_init__(self) -> None:
         for k in self.energy:
@@ -93,8 +99,12 @@ class SurrogateFile:
             self.correlation = c
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write atomically (temporary file + rename) and return the path."""
+        """Write atomically (temporary file + rename) and return the path. ``schema_version`` is stamped with the
+        version of the surrogate schema the family registers (``self.schema_version`` when it registers none)."""
         p = Path(path)
+        version = _registered_schema_version(self.family)
+        if version is None:
+            version = self.schema_version
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_name(p.name + ".tmp")
         created = self.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -104,6 +114,8 @@ class SurrogateFile:
             g.attrs["process"] = self.process
             g.attrs["created"] = created
             g.attrs["spicenet_version"] = self.spicenet_version or spicenet.__version__
+            if version is not None:
+                g.attrs["schema_version"] = int(version)
             for k, v in self.energy.items():
                 g.attrs[k] = float(v)
             for k, v in self.attrs.items():
@@ -136,6 +148,7 @@ class SurrogateFile:
                     prov.attrs[k] = v if isinstance(v, (int, float, str, bool)) else json.dumps(v, default=str)
         os.replace(tmp, p)
         self.created = created
+        self.schema_version = version
         return p
 
     @classmethod
@@ -149,17 +162,20 @@ class SurrogateFile:
                 if "surrogate" not in f:
                     raise DataError(f"{p}: no /surrogate group; not a spicenet surrogate file")
                 g = f["surrogate"]
-                reserved = {"family", "process", "created", "spicenet_version"}
+                reserved = {"family", "process", "created", "spicenet_version", "schema_version"}
                 energy = {k: float(v) for k, v in g.attrs.items() if k.startswith("energy_")}
                 attrs = {k: _py(v) for k, v in g.attrs.items() if k not in reserved and not k.startswith("energy_")}
                 params = {}
                 for name, d in g.get("params", {}).items():
                     a = d.attrs
-                    params[name] = SurrogateParam(
-                        values=d[()], unit=_py(a.get("unit", "")), mean=float(a["mean"]) if "mean" in a else None,
-                        std=float(a["std"]) if "std" in a else None, positive=bool(a.get("positive", False)),
-                        std_global=float(a.get("std_global", 0.0)), description=_py(a.get("description", "")),
-                    )
+                    try:
+                        params[name] = SurrogateParam(
+                            values=d[()], unit=_py(a.get("unit", "")), mean=float(a["mean"]) if "mean" in a else None,
+                            std=float(a["std"]) if "std" in a else None, positive=bool(a.get("positive", False)),
+                            std_global=float(a.get("std_global", 0.0)), description=_py(a.get("description", "")),
+                        )
+                    except (ValueError, TypeError) as exc:
+                        raise DataError(f"surrogate file {p}: params/{name}: {exc}") from None
                 corr, names = None, []
                 if "correlation" in g:
                     corr = g["correlation"][()]
@@ -177,13 +193,31 @@ class SurrogateFile:
                             except json.JSONDecodeError:
                                 pass
                         prov[k] = v
-                return cls(
-                    family=_py(g.attrs["family"]), process=_py(g.attrs["process"]), params=params, correlation=corr,
-                    correlation_names=names, energy=energy, extra=extra, attrs=attrs, provenance=prov,
-                    created=_py(g.attrs.get("created", "")), spicenet_version=_py(g.attrs.get("spicenet_version", "")),
-                )
+                try:
+                    return cls(
+                        family=_py(g.attrs["family"]), process=_py(g.attrs["process"]), params=params,
+                        correlation=corr, correlation_names=names, energy=energy, extra=extra, attrs=attrs,
+                        provenance=prov, created=_py(g.attrs.get("created", "")),
+                        spicenet_version=_py(g.attrs.get("spicenet_version", "")),
+                        schema_version=_py(g.attrs["schema_version"]) if "schema_version" in g.attrs else None,
+                    )
+                except (ValueError, TypeError) as exc:
+                    raise DataError(f"surrogate file {p}: {exc}") from None
         except (OSError, KeyError) as exc:
             raise DataError(f"cannot read surrogate file {p}: {exc}") from exc
+
+
+def _registered_schema_version(family: str) -> int | None:
+    """The version of the surrogate schema the registered family ``family`` declares (None: none, or the family
+    registry cannot be read)."""
+    from spicenet.families import FamilyError
+    from spicenet.surrogate_schema import schema_for
+
+    try:
+        schema = schema_for(family)
+    except FamilyError:
+        return None
+    return schema.version if schema is not None else None
 
 
 def _py(v: Any) -> Any:

@@ -62,10 +62,11 @@ class HardwareMap:
 
 
 def hardware_map(surrogate: str | Path) -> HardwareMap:
-    """Read the conversion constants from an oscillator surrogate file (written by ``calibrate_oscillator``)."""
-    from spicenet.surrogate import SurrogateFile
+    """Read the conversion constants from an oscillator surrogate file (written by ``calibrate_oscillator``;
+    checked against the oscillator surrogate schema)."""
+    from spicenet.surrogate_schema import load_surrogate
 
-    sf = SurrogateFile.load(surrogate)
+    sf = load_surrogate(surrogate, "oscillator")
     a, x = sf.attrs, sf.extra
     missing = [k for k in ("ring", "r_lsb_ohm", "shil_f_inj_hz", "df_dvdd_hz_per_v") if k not in a]
     missing += [k for k in ("shil_strength", "shil_phase_rad") if k not in x]

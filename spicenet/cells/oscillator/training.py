@@ -5,8 +5,9 @@ Pipeline (all seeded):
 1. **Surrogate** (``spicenet calibrate oscillator`` file): ``PhaseModelParams`` from the attr
    ``phase_model_params`` (f0, H harmonics, g_unit, k_per_siemens, bits, phase diffusion); mismatch of ``f0_hz``
    [Hz] and ``k_gain`` [-] from its Monte-Carlo params (``spicenet.train.MismatchModel``); energy per cycle from
-   its ``energy_per_cycle_j``. Anything missing falls back to the documented defaults of ``PhaseModelParams`` /
-   ``DEFAULT_*`` below and is listed in ``metrics["surrogate_fallbacks"]``.
+   its ``energy_per_cycle_j``; the file must pass the oscillator surrogate schema
+   (:mod:`spicenet.cells.oscillator.schema`). Without a surrogate the documented defaults of ``PhaseModelParams`` /
+   ``DEFAULT_*`` below are used and listed in ``metrics["surrogate_fallbacks"]``.
 2. **Chips**: one fresh chip per generator iteration from ``spicenet.train.ChipSampler`` (per-oscillator
    frequency ``f_i`` -> detuning ``f_i - f0`` [Hz], per-resistor gain ``g_ij = g_ji``), std scaled by
    ``mismatch.train_scale``; evaluation on ``mismatch.eval_chips`` held-out chips (a disjoint seed stream).
@@ -72,8 +73,10 @@ class SurrogateInfo:
 
 
 def load_surrogate_info(path: str | os.PathLike | None, n_bits: int | None = None) -> SurrogateInfo:
-    """Read a calibrated oscillator surrogate. ``path=None`` or missing fields -> documented defaults (listed in
-    ``fallbacks``). ``n_bits`` (when given) overrides the bank width of the phase params."""
+    """Read a calibrated oscillator surrogate, checked against the oscillator surrogate schema
+    (:func:`spicenet.surrogate_schema.load_surrogate`: a wrong family or a missing or mis-shaped item is a one-line
+    DataError). ``path=None`` -> documented defaults (listed in ``fallbacks``). ``n_bits`` (when given) overrides
+    the bank width of the phase params."""
     fallbacks: list[str] = []
     attrs: dict[str, Any] = {}
     pm: dict[str, Any] = {}
@@ -83,14 +86,12 @@ def load_surrogate_info(path: str | os.PathLike | None, n_bits: int | None = Non
     kgs: float | None = None
     e_cyc = None
     if path is not None:
-        from spicenet.surrogate import SurrogateFile
+        from spicenet.surrogate_schema import load_surrogate
 
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"surrogate {p} not found (run `spicenet calibrate oscillator -o {p}`)")
-        sf = SurrogateFile.load(p)
-        if sf.family != "oscillator":
-            raise ConfigError(f"surrogate {p} is of family {sf.family!r}, expected 'oscillator'")
+        sf = load_surrogate(p, "oscillator")
         attrs = dict(sf.attrs)
         raw = attrs.get("phase_model_params")
         if raw is not None:

@@ -152,7 +152,7 @@ def _execute(jobs: list, workers: int, scheduler: str | None, desc: str) -> dict
 
 def _load_run(run_dir: Path | str):
     from spicenet.cells.oscillator.training import load_generator, load_surrogate_info
-    from spicenet.surrogate import SurrogateFile
+    from spicenet.surrogate_schema import load_surrogate
     from spicenet.train import RunDir
 
     run = RunDir.open(run_dir)
@@ -163,7 +163,7 @@ def _load_run(run_dir: Path | str):
     surrogate = extra.get("surrogate") or run.meta().get("surrogate")
     if not surrogate or not Path(surrogate).is_file():
         raise ConfigError(f"the run's surrogate file {surrogate!r} is missing: it holds the circuit constants")
-    process = str(SurrogateFile.load(surrogate).process or "generic")
+    process = load_surrogate(surrogate, "oscillator").process  # SPICE runs on the calibration's process
     return run, gen, extra, hardware_map(surrogate), load_surrogate_info(surrogate, gen.config.n_bits), process
 
 

@@ -46,6 +46,7 @@ from spicenet.config import load_config, setting
 from spicenet.data import load_dataset
 from spicenet.errors import ConfigError
 from spicenet.surrogate import SurrogateFile
+from spicenet.surrogate_schema import load_surrogate
 from spicenet.progress import logger, progress_iter
 from spicenet.train import RunDir, WallClock, resolve_device
 from spicenet.train.threads import restores_torch_threads
@@ -128,7 +129,7 @@ def train_ffebm(config: dict[str, Any], *, surrogate: Path, quick: bool, run_dir
     dev = resolve_device(device)
     if int(cfg["train"]["threads"]) > 0:
         torch.set_num_threads(int(cfg["train"]["threads"]))
-    sur = SurrogateFile.load(surrogate)
+    sur = load_surrogate(surrogate, "resistive")
     d, m, tr, mm, fcfg = cfg["data"], cfg["model"], cfg["train"], cfg["mismatch"], cfg["ffebm"]
     ds = load_dataset(d["dataset"], source=d["source"], size=int(d["size"]), split_seed=0,
                       n_train=int(d["n_train"]) or None, n_test=int(d["n_test"]) or None)

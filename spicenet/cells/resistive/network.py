@@ -231,9 +231,10 @@ class ResistiveNetwork(nn.Module):
         ``net.spec`` for :meth:`sample_chip` and :meth:`spice_outputs`.
         """
         from spicenet.cells.resistive.train import build_network, net_spec
-        from spicenet.surrogate import SurrogateFile
+        from spicenet.surrogate_schema import load_surrogate
 
-        spec = net_spec(SurrogateFile.load(path), [int(s) for s in layers], bias, amp_gain, amp_back, input_gain)
+        spec = net_spec(load_surrogate(path, "resistive"), [int(s) for s in layers], bias, amp_gain, amp_back,
+                        input_gain)
         net = build_network(spec, init_max=init_max_lsb, seed=seed, device=device, ideal=ideal)
         net.spec = spec
         return net

@@ -58,6 +58,7 @@ from spicenet.errors import ConfigError
 from spicenet.plotting import per_chip_points, subplots
 from spicenet.progress import logger, progress_iter
 from spicenet.surrogate import SurrogateFile
+from spicenet.surrogate_schema import load_surrogate
 from spicenet.train import RunDir, WallClock, resolve_device
 from spicenet.train.threads import restores_torch_threads
 
@@ -274,7 +275,7 @@ def train_resistive(config: dict[str, Any], *, surrogate: Path, quick: bool, run
     threads = int(cfg["train"]["threads"])
     if threads > 0:
         torch.set_num_threads(threads)
-    sur = SurrogateFile.load(surrogate)
+    sur = load_surrogate(surrogate, "resistive")
     d, m, tr, mm = cfg["data"], cfg["model"], cfg["train"], cfg["mismatch"]
     ds = load_dataset(d["dataset"], source=d["source"], size=int(d["size"]), split_seed=0,
                       n_train=int(d["n_train"]) or None, n_test=int(d["n_test"]) or None)

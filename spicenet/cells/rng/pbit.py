@@ -157,12 +157,9 @@ class PBit(torch.nn.Module):
         calibration's sample period ``dt_s``. Use :meth:`sample_chip` for another chip of the same calibration.
         """
         from spicenet.cells.rng.training import ChipModel
-        from spicenet.errors import ConfigError
-        from spicenet.surrogate import SurrogateFile
+        from spicenet.surrogate_schema import load_surrogate
 
-        sur = SurrogateFile.load(path)
-        if sur.family != "rng":
-            raise ConfigError(f"surrogate {path} is of family {sur.family!r}, expected 'rng'")
+        sur = load_surrogate(path, "rng")  # a wrong or broken file: a one-line DataError naming it
         if n_cells < 1 or (n_chips is not None and n_chips < 1):
             raise ValueError(f"n_cells/n_chips: expected >= 1, got {n_cells}/{n_chips}")
         # ChipModel only hands the path on to SurrogateFile.load, which takes any os.PathLike

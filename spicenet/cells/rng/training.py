@@ -342,7 +342,7 @@ def train(config: dict[str, Any], *, surrogate: Path, quick: bool = False, run_d
     (the quick variant is the config ``training/dtm_quick.toml``)."""
     from spicenet.cells.rng.family import dtm_energy
     from spicenet.metrics import fid_key, load_feature_net
-    from spicenet.surrogate import SurrogateFile
+    from spicenet.surrogate_schema import load_surrogate
     from spicenet.progress import logger
     from spicenet.train import RunDir, WallClock, resolve_device
 
@@ -351,9 +351,7 @@ def train(config: dict[str, Any], *, surrogate: Path, quick: bool = False, run_d
     dev = resolve_device(device)
     torch.set_num_threads(cfg.threads)
     surrogate = Path(surrogate)
-    sf = SurrogateFile.load(surrogate)
-    if sf.family != "rng":
-        raise ConfigError(f"surrogate {surrogate}: family {sf.family!r}, expected 'rng'")
+    sf = load_surrogate(surrogate, "rng")
     chips = ChipModel(surrogate, scale=cfg.scale, v0_trim=cfg.v0_trim, v0_residual_std_v=cfg.v0_residual_std_v)
     eval_chips = ChipModel(surrogate, scale=cfg.eval_scale, v0_trim=cfg.v0_trim,
                            v0_residual_std_v=cfg.v0_residual_std_v)

@@ -864,7 +864,7 @@ def validate(run_dir: Path, *, chips: int | None = None, quick: bool = False, wo
     from spicenet.cells.rng.training import ChipModel, load_model
     from spicenet.spice.engine import Engine
     from spicenet.spice.process import get_process
-    from spicenet.surrogate import SurrogateFile
+    from spicenet.surrogate_schema import load_surrogate
 
     t_start = time.time()
     run_dir = Path(run_dir)
@@ -876,8 +876,8 @@ def validate(run_dir: Path, *, chips: int | None = None, quick: bool = False, wo
     tcfg = json.loads((run_dir / "config.json").read_text())
     dtm, blob = load_model(run_dir)
     sur_path = Path(blob["surrogate"]) if Path(blob["surrogate"]).is_file() else Path(meta["surrogate"])
-    sf = SurrogateFile.load(sur_path)
-    process = get_process(sf.process)
+    sf = load_surrogate(sur_path, "rng")
+    process = get_process(sf.process)  # SPICE runs on the calibration's process
     sizing = _sizing(sf)
     vs_nom = float(blob["vs_nominal"])
 

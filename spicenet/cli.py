@@ -302,9 +302,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", choices=("gan", "vae"), help="DCGAN-style GAN or VAE (spicenet.baselines)")
     p.add_argument("--dataset", required=True, choices=("mnist", "fashion"))
     p.add_argument("--size", type=int, required=True, choices=(8, 14, 28), help="image side [px]")
-    p.add_argument("--compare", choices=("dtm", "ais"), default=None,
+    from spicenet.baselines.reference import comparable
+    from spicenet.families import _registered_or_exit
+
+    _registered_or_exit()  # a broken family entry point: its one-line error and exit 2, not a traceback
+    compared = comparable()  # the registered trainers with a baseline reference
+    defaults = ", ".join(f"{name} for {data}" for name, (_, t) in compared.items() for data in t.baseline_datasets)
+    p.add_argument("--compare", choices=tuple(compared), default=None,
                    help="analog trainer whose config gives the split, encoding, FID samples and parameter count "
-                   "to match (default: dtm for fashion, ais for mnist)")
+                   f"to match (default: {defaults or 'none'})")
     p.add_argument("--compare-config", default=None, metavar="TOML",
                    help="the compared trainer's config file (default: its shipped config; give a full config "
                    "from training/ to match a full run)")
@@ -400,6 +406,14 @@ def _check_output(path_text: str, verb: str, resume: bool = False) -> None:
     elif path.exists() and verb in ("simulate", "sweep") and not resume:
         hint = "pass --resume to continue it or remove it" if verb == "sweep" else "remove it or choose another name"
         raise UsageError(f"-o {path_text}: already exists; {hint}")
+    if verb == "calibrate" and not resume:  # the calibration's run store, as a sweep's store: --resume or remove it
+        from spicenet.spice.recorded import runs_path
+        from spicenet.store import journal_path
+
+        store = runs_path(path)
+        if store.exists() or (journal_path(store).is_file() and journal_path(store).stat().st_size > 0):
+            raise UsageError(f"-o {path_text}: its run store {store} already exists; pass --resume to continue the "
+                             f"calibration or remove it")
     if not folder.is_dir():
         raise UsageError(f"-o {path_text}: folder {folder} does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):

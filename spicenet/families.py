@@ -37,9 +37,12 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib import metadata, resources
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from spicenet.errors import ConfigError, UsageError
+
+if TYPE_CHECKING:
+    from spicenet.baselines.reference import AnalogReference
 
 ENTRY_POINT_GROUP = "spicenet.families"
 
@@ -47,6 +50,8 @@ CalibrateVerb = Callable[..., dict[str, Any]]
 TrainVerb = Callable[..., dict[str, Any]]
 ValidateVerb = Callable[..., dict[str, Any]]
 EnergyFormula = Callable[..., dict[str, Any]]
+# (training config, its name e.g. "<trainer>_quick", seed) -> the generator a digital baseline is sized to
+BaselineReference = Callable[[dict[str, Any], str, int], "AnalogReference"]
 
 
 class FamilyError(UsageError):
@@ -77,13 +82,21 @@ class Trainer:
     """A trainer of a family. ``length``: the (section, key) of its training config that ``train --epochs N`` sets
     (the run's length), None when it has none; ``length_unit`` names what N counts ("epochs", "iterations");
     ``can_resume``: ``train --resume`` continues a run from its checkpoints. ``config``: the name of its default
-    config ``training/<config>[_quick].toml`` ("": the trainer's name)."""
+    config ``training/<config>[_quick].toml`` ("": the trainer's name).
+
+    ``baseline_reference(config, config_name, seed)``: the :class:`spicenet.baselines.reference.AnalogReference`
+    (data split, encoding, FID sample count, parameter count) of the generator this trainer builds from the
+    training config ``config``, which ``spicenet baseline --compare <trainer>`` sizes a digital baseline to (None:
+    not offered to ``--compare``). ``baseline_datasets``: the datasets (canonical names, ``spicenet.data``) whose
+    baseline is compared with this trainer when ``--compare`` is not given."""
 
     name: str
     length: tuple[str, str] | None = None
     length_unit: str = "epochs"
     can_resume: bool = True
     config: str = ""
+    baseline_reference: BaselineReference | None = None
+    baseline_datasets: tuple[str, ...] = ()
 
     @property
     def config_name(self) -> str:
@@ -124,7 +137,9 @@ class Family:
     ``calibration_config``: the name of the default ``calibration/<name>[_quick].toml`` ("": the family's name).
     ``schemas``: config name ("calibration" or a trainer's name) -> a function returning the config's schema, a
     dataclass of :func:`spicenet.config.setting` fields (imported when called: ``spicenet config show`` prints
-    it with its defaults and docs)."""
+    it with its defaults and docs). ``exports``: public name -> ``"module:attribute"`` of the family's objects
+    offered at the top level of ``spicenet`` (``spicenet.<name>``, imported on first access; a name another
+    family exports is refused)."""
 
     name: str
     trainers: tuple[Trainer, ...] = ()
@@ -140,6 +155,10 @@ class Family:
     rank: int = 100
     calibration_config: str = ""
     schemas: Mapping[str, Callable[[], type]] = field(default_factory=dict)
+    exports: Mapping[str, str] = field(default_factory=dict)
+    # returns the family's spicenet.surrogate_schema.SurrogateSchema (imported when called): what its surrogate
+    # files hold; SurrogateFile.save stamps its version, load_surrogate(path, family) checks files against it
+    surrogate_schema: Callable[[], Any] | None = None
 
     @property
     def trainer_names(self) -> tuple[str, ...]:
@@ -181,8 +200,8 @@ def registered() -> dict[str, Family]:
     """Every family registered in the entry-point group ``spicenet.families``, by name (ordered by rank, name).
 
     Raises :class:`FamilyError` naming the entry point when one does not load, is not a :class:`Family`, has a
-    name other than its family's, or repeats a family or trainer name. Cached: call ``registered.cache_clear()``
-    after installing a family in the running process."""
+    name other than its family's, or repeats a family, trainer or export name. Cached: call
+    ``registered.cache_clear()`` after installing a family in the running process."""
     unique: dict[str, metadata.EntryPoint] = {}
     for ep in _entry_points():  # names first: a duplicate is reported as such, whichever copy comes first
         first = unique.setdefault(ep.name, ep)
@@ -191,6 +210,7 @@ def registered() -> dict[str, Family]:
         # the same value twice: one distribution found twice on the path (a build's egg-info beside the install)
     out: dict[str, Family] = {}
     trainers: dict[str, str] = {}
+    exports: dict[str, str] = {}
     for ep in unique.values():
         label = _entry_label(ep)
         try:
@@ -206,6 +226,10 @@ def registered() -> dict[str, Family]:
             if t in trainers or t in out:
                 raise FamilyError(f"{label}: trainer {t!r} is already a trainer of family {trainers.get(t, t)!r}")
             trainers[t] = family.name
+        for export in family.exports:
+            if export in exports:
+                raise FamilyError(f"{label}: export {export!r} is already exported by family {exports[export]!r}")
+            exports[export] = family.name
         out[family.name] = family
     return {name: out[name] for name in sorted(out, key=lambda n: (out[n].rank, n))}
 
@@ -290,8 +314,12 @@ def _calibrate(args: argparse.Namespace) -> dict[str, Any]:
     family = get_family(args.family)
     assert family.calibrate is not None  # argparse offers only families with the verb
     config = family.calibration_settings(args.quick, args.config)
-    return family.calibrate(config, process=args.process, quick=args.quick, output=Path(args.output),
-                            workers=args.workers, seed=args.seed)
+    from spicenet.spice.recorded import resume_calibrations
+
+    # --resume reaches the family's run store (spicenet.spice.recorded) without a keyword of the verb
+    with resume_calibrations(bool(getattr(args, "resume", False))):
+        return family.calibrate(config, process=args.process, quick=args.quick, output=Path(args.output),
+                                workers=args.workers, seed=args.seed)
 
 
 def _train(args: argparse.Namespace) -> dict[str, Any]:
@@ -373,7 +401,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--quick", action="store_true", help="the quick variant (fewer chips/points)")
         p.add_argument("--workers", type=int, default=workers)
         p.add_argument("--seed", type=int, default=0)
-        p.add_argument("-o", "--output", required=True, help="surrogate file (.h5)")
+        p.add_argument("-o", "--output", required=True,
+                       help="surrogate file (.h5); every ngspice run is recorded beside it in the run store "
+                       "<output stem>.runs.h5 (spicenet.open_runs), which must not exist yet unless --resume")
+        p.add_argument("--resume", action="store_true",
+                       help="continue the calibration whose run store is beside -o: runs stored ok with the same "
+                       "deck are read back instead of simulated again (changed or failed runs are simulated)")
         p.set_defaults(handler=_calibrate)
     if training:
         units: dict[str, list[str]] = {}

@@ -53,6 +53,7 @@ from spicenet.cells.oscillator.netlist import (RingSpec, deck, limit_cycle_table
 from spicenet.plotting import subplots
 from spicenet.spice import measure as sm
 from spicenet.spice.engine import Engine, montecarlo_runs, derived_seed
+from spicenet.spice.recorded import RunRecorder, runs_path
 from spicenet.spice.job import RunSpec
 from spicenet.config import load_config, setting, subsection
 from spicenet.errors import SpicenetError
@@ -677,8 +678,11 @@ def _montecarlo(engine: Engine, cfg: OscCalibrationConfig, process: str, free: d
 
 # ----------------------------------------------------------------------------------------------- main
 def calibrate_oscillator(config: dict[str, Any], *, process: str = "generic", quick: bool = False,
-                         output: Path | str = "oscillator.h5", workers: int = 2, seed: int = 0) -> dict[str, Any]:
-    """Run every measurement, fit, write the surrogate file ``output`` and PNG plots beside it.
+                         output: Path | str = "oscillator.h5", workers: int = 2, seed: int = 0,
+                         resume: bool | None = None) -> dict[str, Any]:
+    """Run every measurement, fit, write the surrogate file ``output`` and PNG plots beside it; every ngspice run
+    is recorded in the run store beside it (``oscillator.h5`` -> ``oscillator.runs.h5``,
+    :mod:`spicenet.spice.recorded`), which ``resume`` continues (None: ``spicenet calibrate --resume``'s setting).
 
     Returns ``{"output", "fit", "plots"}``; ``fit`` holds ``f0_hz``, ``amplitude_v``, ``k_per_siemens``,
     ``r_to_k`` (Ohm -> rad/s), ``h_harmonics`` ({"sin", "cos"}), ``lock_range_hz``, ``shil_strength``,
@@ -695,7 +699,9 @@ def calibrate_oscillator(config: dict[str, Any], *, process: str = "generic", qu
     cfg = parse_config(config)
     output = Path(output)
     t_start = time.perf_counter()
-    with Engine(mode="shared", workers=max(1, int(workers)), timeout_s=600) as engine:
+    runs = RunRecorder(runs_path(output), resume=resume, process=process, seed=seed,
+                       config={"family": "oscillator", "quick": bool(quick), "config": config})
+    with runs.engine(Engine(mode="shared", workers=max(1, int(workers)), timeout_s=600)) as engine:
         free = _free_running(engine, cfg, process)
         lfreq = _load_freq(engine, cfg, process)
         dwl_ref = _estimate_lock(engine, cfg, process, free)
@@ -766,20 +772,22 @@ def calibrate_oscillator(config: dict[str, Any], *, process: str = "generic", qu
         fit["phase_model_params"].update({"load_gain_g_s": [float(v) for v in lgain["g"]],
                                           "load_k_gain": [float(v) for v in lgain["gain"]]})
     if cfg.network is not None and cfg.network.networks > 0:
-        refined, report = _network_refinement(cfg, process, fit, shil, workers, seed)
+        refined, report = _network_refinement(cfg, process, fit, shil, workers, seed, runs)
         fit["network_refinement"] = report
         fit["phase_model_params"] = refined
-    _save(output, cfg, process, fit, free, pfit, shil, noise, mc, config, lfreq, lgain)
+    _save(output, cfg, process, fit, free, pfit, shil, noise, mc, config, lfreq, lgain, runs.provenance(output))
     plots = _plots(output, cfg, free, rows, pfit, checks, shil, noise, mc, lfreq, lgain)
     return {"output": str(output), "fit": fit, "plots": [str(p) for p in plots]}
 
 
 def _network_refinement(cfg: OscCalibrationConfig, process: str, fit: dict[str, Any], shil: dict[str, Any],
-                        workers: int, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+                        workers: int, seed: int, runs: RunRecorder | None = None
+                        ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Simulate ``cfg.network.networks`` random AIS-shaped networks (random signed codes within the per-ring
     budget, random SHIL and bias schedules, ``latents`` random start phases each) exported like a trained network,
     read their phases (differential read-out) and refine the phase model on them (``sysid.fit_network_model``).
-    Returns the refined ``phase_model_params`` mapping and a report (shooting RMS before / after, runs, wall)."""
+    Returns the refined ``phase_model_params`` mapping and a report (shooting RMS before / after, runs, wall).
+    ``runs``: the calibration's :class:`RunRecorder`, whose store records these runs too."""
     import time
 
     import torch
@@ -800,7 +808,8 @@ def _network_refinement(cfg: OscCalibrationConfig, process: str, fit: dict[str, 
                      fit["df_dvdd_hz_per_v"], cfg.step_s)
     data, meta = [], []
     jobs = []
-    with Engine(mode="shared", workers=max(1, int(workers)), timeout_s=3600) as engine:
+    engine = Engine(mode="shared", workers=max(1, int(workers)), timeout_s=3600)
+    with runs.engine(engine) if runs is not None else engine as engine:  # recorded in the calibration's store
         for k in range(nc.networks):
             acfg = AISConfig(height=nc.height, width=nc.width, n_hidden=nc.n_hidden, n_segments=nc.n_segments,
                              periods=nc.periods, code_init_std=nc.code_std, shil_max=nc.shil_max,
@@ -867,7 +876,8 @@ def _run_jobs_plain(engine: Engine, jobs: list, desc: str) -> dict[str, Any]:
 
 
 def _save(output: Path, cfg: OscCalibrationConfig, process: str, fit: dict[str, Any], free, pfit, shil, noise, mc,
-          config: dict[str, Any], lfreq: dict[str, Any] | None = None, lgain: dict[str, Any] | None = None) -> None:
+          config: dict[str, Any], lfreq: dict[str, Any] | None = None, lgain: dict[str, Any] | None = None,
+          runs: dict[str, Any] | None = None) -> None:
     from spicenet.surrogate import SurrogateFile, SurrogateParam
 
     f0 = np.array(list(mc["f0"].values())) if mc["f0"] else np.array([fit["f0_hz"]])
@@ -905,7 +915,8 @@ def _save(output: Path, cfg: OscCalibrationConfig, process: str, fit: dict[str, 
                "shil_f_inj_hz": shil["f_inj"], "ring": json.dumps(asdict(cfg.ring)),
                "ic_table_nodes": json.dumps(ring_node_names(0, cfg.ring)),
                "phase_model_params": json.dumps(fit["phase_model_params"])},
-        provenance={"config": config, "fit": {k: v for k, v in fit.items() if k != "phase_model_params"}},
+        provenance={"config": config, "fit": {k: v for k, v in fit.items() if k != "phase_model_params"},
+                    **(runs or {})},
     )
     sf.save(output)
 

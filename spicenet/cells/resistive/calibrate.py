@@ -50,6 +50,7 @@ from spicenet.plotting import subplots
 from spicenet.spice.engine import Deck, Engine
 from spicenet.spice.job import RunSpec
 from spicenet.spice.process import get_process
+from spicenet.spice.recorded import RunRecorder, runs_path
 from spicenet.surrogate import SurrogateFile, SurrogateParam
 
 __all__ = ["ResistiveCalibrationConfig", "DEFAULTS", "diode_law", "fit_diode", "simulate_diode_iv", "simulate_resistor_bank",
@@ -446,8 +447,10 @@ def _plots(output: Path, v: np.ndarray, i: np.ndarray, fits: list[dict[str, floa
 
 # ------------------------------------------------------------------------------------------------- entry
 def calibrate_resistive(config: dict[str, Any], *, process: str, quick: bool, output: Path, workers: int,
-                        seed: int) -> dict[str, Any]:
-    """Run the calibration (module docstring), write the surrogate file and plots.
+                        seed: int, resume: bool | None = None) -> dict[str, Any]:
+    """Run the calibration (module docstring), write the surrogate file and plots; every ngspice run is recorded in
+    the run store beside ``output`` (``cal.h5`` -> ``cal.runs.h5``, :mod:`spicenet.spice.recorded`), which
+    ``resume`` continues (None: ``spicenet calibrate --resume``'s setting).
 
     Returns ``{"output", "fit", "plots", "wall_s"}``; ``fit`` holds ``diode_is`` (A), ``diode_n``, ``diode_rs``
     (ohm), ``r2``, ``levels`` (S), ``solver_max_err_v`` (V) and the mismatch figures."""
@@ -462,11 +465,15 @@ def calibrate_resistive(config: dict[str, Any], *, process: str, quick: bool, ou
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xD10D]))
     sigma_vd = float(d["a_vd_mv_um"]) * 1e-3 / math.sqrt(float(d["area_um2"]))
     vd_shift = sigma_vd * rng.standard_normal(chips)
-    with Engine(workers=max(1, int(workers))) as engine:
+    runs = RunRecorder(runs_path(output), resume=resume, process=process, seed=seed,
+                       config={"family": "resistive", "quick": bool(quick), "config": cfg})
+    with runs.engine(Engine(workers=max(1, int(workers)))) as engine:
         # nominal device first (shift 0) to get the nominal ideality used for the area factor
+        engine.stage("iv_nominal")  # stages: the two I-V sweeps use the same run ids
         v, i0 = simulate_diode_iv(process, area=float(d["area"]), v_min=float(d["v_min"]), v_max=float(d["v_max"]),
                                   points=int(d["points"]), vd_shift=np.zeros(1), n_nominal=1.0, engine=engine)
         nominal = fit_diode(v, i0[0], temperature)
+        engine.stage("iv_mc")
         v, i_mc = simulate_diode_iv(process, area=float(d["area"]), v_min=float(d["v_min"]),
                                     v_max=float(d["v_max"]), points=int(d["points"]), vd_shift=vd_shift,
                                     n_nominal=nominal["n"], engine=engine)
@@ -480,12 +487,14 @@ def calibrate_resistive(config: dict[str, Any], *, process: str, quick: bool, ou
                  "sigma_n": sigma_n}
         bits = int(g["bits"])
         mode = str(g["mode"])
+        engine.stage("levels")
         levels_mc = simulate_resistor_bank(bits=bits, g_lsb=float(g["g_lsb"]), sigma_unit=float(g["sigma_unit"]),
                                            chips=int(g["chips"]), seed=seed, engine=engine, mode=mode)
         levels = float(g["g_lsb"]) * np.arange(2 ** bits)
         rel_sd = levels_mc[:, 1:].std(0, ddof=1) / levels_mc[:, 1:].mean(0)
         units = np.arange(1, 2 ** bits) if mode == "bank" else np.ones(2 ** bits - 1)
         g_sigma_meas = float(np.sqrt(np.mean(rel_sd ** 2 * units)))  # estimate of sigma_unit
+        engine.stage("solver")
         chk = solver_vs_spice(diode=diode, levels=levels, g_sigma=float(g["sigma_unit"]),
                               net_cfg={**net_cfg, "g_mode": mode}, check=check, seed=seed, engine=engine)
     # ---------------------------------------------------------------------------------------------- save
@@ -509,7 +518,7 @@ def calibrate_resistive(config: dict[str, Any], *, process: str, quick: bool, ou
                "settle_taus": float(cfg["energy"]["settle_taus"]),
                "spice_reltol": float(check["reltol"]), "spice_vntol": float(check["vntol"]),
                "spice_abstol": float(check["abstol"])},
-        provenance={"config": cfg, "seed": int(seed), "quick": bool(quick)},
+        provenance={"config": cfg, "seed": int(seed), "quick": bool(quick), **runs.provenance(output)},
     )
     sur.save(output)
     plots = _plots(output, v, i_mc, fits, levels_mc, float(g["sigma_unit"]), chk["errors_per_input"], temperature,

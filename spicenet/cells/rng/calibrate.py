@@ -42,6 +42,7 @@ from spicenet.plotting import subplots
 from spicenet.spice.engine import Deck, Engine
 from spicenet.spice.job import RunSpec
 from spicenet.spice.process import get_process
+from spicenet.spice.recorded import RunRecorder, runs_path
 
 
 @dataclass(frozen=True)
@@ -286,8 +287,11 @@ class ChipResult:
 
 
 def calibrate_rng(config: dict[str, Any], *, process: str = "generic", quick: bool = False,
-                  output: str | Path = "rng.h5", workers: int = 2, seed: int = 0) -> dict[str, Any]:
-    """Run the calibration and write the surrogate file ``output`` plus PNG plots beside it.
+                  output: str | Path = "rng.h5", workers: int = 2, seed: int = 0,
+                  resume: bool | None = None) -> dict[str, Any]:
+    """Run the calibration and write the surrogate file ``output`` plus PNG plots beside it; every ngspice run is
+    recorded in the run store beside it (``rng.h5`` -> ``rng.runs.h5``, :mod:`spicenet.spice.recorded`), which
+    ``resume`` continues (None: ``spicenet calibrate --resume``'s setting).
 
     Returns {"output", "fit", "plots"}; ``fit`` holds v0, vs, tau_s, energy_per_bit_j (means over chips),
     r2 (worst chip), max_abs_err (worst point), bits_per_point (fewest effective bits of any point), chips,
@@ -306,7 +310,9 @@ def calibrate_rng(config: dict[str, Any], *, process: str = "generic", quick: bo
     candidates = list(range(cfg.chips + cfg.extra_chips))
     failures: dict[int, str] = {}
     results: list[ChipResult] = []
-    with Engine(workers=workers, timeout_s=cfg.timeout_s) as engine, \
+    runs = RunRecorder(runs_path(output), resume=resume, process=proc.name, seed=seed,
+                       config={"family": "rng", "quick": bool(quick), "config": config})
+    with runs.engine(Engine(workers=workers, timeout_s=cfg.timeout_s)) as engine, \
             tempfile.TemporaryDirectory(prefix="spicenet_rng_") as tmp:
         located = locate_v0(engine, cfg, proc, candidates, seed)
         good = {c: r for c, r in located.items() if isinstance(r, dict)}
@@ -355,6 +361,7 @@ def calibrate_rng(config: dict[str, Any], *, process: str = "generic", quick: bo
     fit = summarise(results, cfg, failures)
     fit["wall_s"] = round(time.perf_counter() - t_start, 2)
     surrogate = build_surrogate(results, cfg, fit, proc.name, config, seed)
+    surrogate.provenance.update(runs.provenance(output))  # the run store and every run of the calibration
     surrogate.save(output)
     plots = write_plots(results, cfg, output)
     return {"output": str(output), "fit": fit, "plots": [str(p) for p in plots]}

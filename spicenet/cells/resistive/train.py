@@ -86,6 +86,8 @@ class EqPropTrainConfig:
     input_gain: float = setting(0.0, "input driver gain (0 = the surrogate's)", unit="V per unit input",
                                 section="model")
     v_bias: float = setting(0.0, "bias rail voltage (0 = the surrogate's)", unit="V", section="model")
+    vb: float = setting(0.0, "diode rail voltage: each free node's diode pair conducts beyond +vb / -vb "
+                        "(0 = the surrogate's)", unit="V", section="model")
     epochs: int = setting(10, "passes over the training images", section="train")
     batch_size: int = setting(20, "images per minibatch", section="train")
     lr: float = setting(0.3, "Adam learning rate (parameters in LSB units)", section="train")
@@ -106,7 +108,7 @@ class EqPropTrainConfig:
     def __post_init__(self) -> None:
         if self.loss not in ("mse", "ce"):
             raise ValueError(f"[train] loss must be 'mse' or 'ce', got {self.loss!r}")
-        check_ranges(self, {"t_out": self.t_out > 0})
+        check_ranges(self, {"t_out": self.t_out > 0, "v_bias": self.v_bias >= 0, "vb": self.vb >= 0})
 
     def sections(self) -> dict[str, dict[str, Any]]:
         """The config as ``{section: {key: value}}`` (what the trainers read)."""
@@ -127,13 +129,16 @@ NetSpec = dict[str, Any]
 
 
 def net_spec(sur: SurrogateFile, layer_sizes: list[int], bias: bool, amp_gain: float = 0.0,
-             amp_back: float = 0.0, input_gain: float = 0.0, v_bias: float = 0.0) -> NetSpec:
+             amp_back: float = 0.0, input_gain: float = 0.0, v_bias: float = 0.0, vb: float = 0.0) -> NetSpec:
     """Keyword arguments of :class:`ResistiveNetwork` (plus levels and mismatch sigmas) from a surrogate file;
     ``amp_gain`` > 0 puts bidirectional amplifiers (VCVS gain A, CCCS gain ``amp_back``, 0 = 1/A) between the
     free layers; ``input_gain`` > 0 replaces the surrogate's ideal input-driver gain (V per unit input);
-    ``v_bias`` > 0 replaces the surrogate's bias-rail voltage (V; the rails are ``+v_bias`` and ``-v_bias``)."""
-    if not (v_bias >= 0 and np.isfinite(v_bias)):
-        raise ConfigError(f"v_bias must be >= 0 V (0 = the surrogate's), got {v_bias!r}")
+    ``v_bias`` > 0 replaces the surrogate's bias-rail voltage (V; the rails are ``+v_bias`` and ``-v_bias``);
+    ``vb`` > 0 replaces the surrogate's diode-rail voltage (V; each free node's diodes go to ``+vb`` and ``-vb``, so
+    its voltage is clamped near that range: the diode law itself, a function of V - vb, is unchanged)."""
+    for name, value in (("v_bias", v_bias), ("vb", vb)):
+        if not (value >= 0 and np.isfinite(value)):
+            raise ConfigError(f"{name} must be >= 0 V (0 = the surrogate's), got {value!r}")
     if sur.family != "resistive":
         raise ConfigError(f"surrogate is for family {sur.family!r}, not 'resistive'")
     a = sur.attrs
@@ -143,7 +148,7 @@ def net_spec(sur: SurrogateFile, layer_sizes: list[int], bias: bool, amp_gain: f
         "input_gain": float(input_gain) if input_gain else float(a["input_gain"]),
         "amp_gain": float(amp_gain) if amp_gain else None,
         "amp_back": float(amp_back) if (amp_gain and amp_back) else None,
-        "v_bias": float(v_bias) if v_bias else float(a["v_bias"]), "vb": float(a["vb"]), "gmin": float(a["gmin"]),
+        "v_bias": float(v_bias) if v_bias else float(a["v_bias"]), "vb": float(vb) if vb else float(a["vb"]), "gmin": float(a["gmin"]),
         "is_": float(a["diode_is_nominal"]), "n": float(a["diode_n_nominal"]), "rs": float(a["diode_rs_nominal"]),
         "g_lsb": float(a["g_lsb"]), "levels": levels.tolist(), "g_sigma": float(a["g_sigma"]),
         "g_mode": str(a.get("g_mode", "bank")), "process": sur.process, "diode_area": float(a["diode_area"]),
@@ -285,7 +290,7 @@ def train_resistive(config: dict[str, Any], *, surrogate: Path, quick: bool, run
     yt = torch.as_tensor(ds.y_test, dtype=torch.long)
     sizes = [x.shape[1], *[int(h) for h in m["hidden"]], 10]
     spec = net_spec(sur, sizes, bool(m["bias"]), float(m["amp_gain"]), float(m["amp_back"]), float(m["input_gain"]),
-                    float(m["v_bias"]))
+                    float(m["v_bias"]), float(m["vb"]))
     run = RunDir.create(run_dir, cfg, surrogate=surrogate, seed=seed, device=str(dev),
                         dataset={"name": ds.name, "source": d["source"], "origin": ds.origin, "size": ds.size,
                                  "n_train": int(x.shape[0]), "n_test": int(xt.shape[0])},

@@ -1060,6 +1060,34 @@ def store_layout(f: h5py.File) -> int:
     return 2 if "table" in f else 1
 
 
+def _check_store_options(commit_interval_s: float, max_commit_fraction: float, max_pending_bytes: int,
+                         journal_fsync_s: float, compression: str | None, compress_min_len: int) -> None:
+    """ValueError naming the first out-of-range ``RunStore`` option: the commit interval and journal fsync period
+    (s), the commit-time fraction, the pending-bytes cap, the compression filter and its minimum length."""
+    if not commit_interval_s >= 0 or not math.isfinite(commit_interval_s):
+        raise ValueError(f"commit_interval_s must be a finite number >= 0, got {commit_interval_s!r}")
+    if not 0 < max_commit_fraction <= 1:
+        raise ValueError(f"max_commit_fraction must be in (0, 1], got {max_commit_fraction!r}")
+    if max_pending_bytes <= 0:
+        raise ValueError(f"max_pending_bytes must be > 0, got {max_pending_bytes!r}")
+    if not journal_fsync_s >= 0:
+        raise ValueError(f"journal_fsync_s must be >= 0, got {journal_fsync_s!r}")
+    if compression not in (None, "gzip", "lzf"):
+        raise ValueError(f"compression must be None, 'gzip' or 'lzf', got {compression!r}")
+    if compress_min_len < 1:
+        raise ValueError(f"compress_min_len must be >= 1, got {compress_min_len!r}")
+
+
+def _config_text(config: dict[str, Any] | None) -> str | None:
+    """The canonical JSON text of a store's config (None without one); ValueError if it is not JSON-able."""
+    if config is None:
+        return None
+    try:
+        return _canonical_json(config)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"config must be JSON-able ({exc})") from None
+
+
 class RunStore:
     """Writer of an HDF5 run store (see the module docstring for the layout and the durability argument).
 
@@ -1086,25 +1114,9 @@ class RunStore:
         compression: str | None = None,
         compress_min_len: int = 4096,
     ) -> None:
-        if not commit_interval_s >= 0 or not math.isfinite(commit_interval_s):
-            raise ValueError(f"commit_interval_s must be a finite number >= 0, got {commit_interval_s!r}")
-        if not 0 < max_commit_fraction <= 1:
-            raise ValueError(f"max_commit_fraction must be in (0, 1], got {max_commit_fraction!r}")
-        if max_pending_bytes <= 0:
-            raise ValueError(f"max_pending_bytes must be > 0, got {max_pending_bytes!r}")
-        if not journal_fsync_s >= 0:
-            raise ValueError(f"journal_fsync_s must be >= 0, got {journal_fsync_s!r}")
-        if compression not in (None, "gzip", "lzf"):
-            raise ValueError(f"compression must be None, 'gzip' or 'lzf', got {compression!r}")
-        if compress_min_len < 1:
-            raise ValueError(f"compress_min_len must be >= 1, got {compress_min_len!r}")
-        if config is not None:
-            try:
-                config_text = _canonical_json(config)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"config must be JSON-able ({exc})") from None
-        else:
-            config_text = None
+        _check_store_options(commit_interval_s, max_commit_fraction, max_pending_bytes, journal_fsync_s,
+                             compression, compress_min_len)
+        config_text = _config_text(config)
 
         self.path = Path(path)
         self.journal = journal_path(self.path)
@@ -1114,7 +1126,35 @@ class RunStore:
         self.journal_fsync_s = float(journal_fsync_s)
         self.compression = compression
         self.compress_min_len = int(compress_min_len)
+        self._init_state()
 
+        exists = self._check_openable(resume)
+        self._layout = STORE_LAYOUT
+        self._v2 = _Layout2()
+        self._journal_netlist: str | None = None  # the netlist of the last journal record (None after truncation)
+        locked = False
+        new_journal = False
+        try:
+            new_journal = self._lock_journal()
+            locked = True
+            tmp = _tmp_path(self.path)
+            if tmp.exists():
+                tmp.unlink()  # a commit killed before its os.replace; the live file is intact
+            if exists:
+                self._open_existing(config_text)
+            else:
+                self._create(config_text)
+            self._replay_journal()
+        except BaseException:
+            # only the holder of the lock may remove the journal: a loser of the race would delete the winner's
+            if locked and new_journal and self.journal.exists() and self.journal.stat().st_size == 0:
+                self.journal.unlink()  # leave no trace of a store that could not be opened
+            self._abandon()
+            raise
+
+    def _init_state(self) -> None:
+        """Empty writer state: no pending records (bytes, root attributes, statuses), no journal descriptor, commit
+        and fsync clocks (``time.monotonic()`` s) started now, zeroed ``stats``."""
         self._pending: dict[str, RunRecord] = {}
         self._pending_bytes = 0
         self._pending_root: dict[str, Any] = {}
@@ -1126,6 +1166,9 @@ class RunStore:
         #: counters for benchmarks/tests: commits done, seconds spent in commits, records committed
         self.stats = {"commits": 0, "commit_s": 0.0, "overhead_s": 0.0, "committed": 0, "replayed": 0}
 
+    def _check_openable(self, resume: bool) -> bool:
+        """Whether the store file exists; StoreExistsError if it (or a journal with data) exists without
+        ``resume``, StoreError if its folder is missing."""
         exists = self.path.exists()
         # an empty journal without a file is what a kill during the creation of a new store leaves: not a store
         journal_has_data = self.journal.exists() and self.journal.stat().st_size > 0
@@ -1134,60 +1177,50 @@ class RunStore:
             raise StoreExistsError(f"run store {which} already exists; pass resume=True (--resume) or remove it")
         if not self.path.parent.is_dir():
             raise StoreError(f"run store directory {self.path.parent} does not exist")
+        return exists
 
-        self._layout = STORE_LAYOUT
-        self._v2 = _Layout2()
-        self._journal_netlist: str | None = None  # the netlist of the last journal record (None after truncation)
-        locked = False
+    def _lock_journal(self) -> bool:
+        """Open (or create) the journal and take its exclusive ``flock`` into ``self._fd``; returns whether this
+        call created the journal file. StoreError if another writer holds it or it keeps being replaced."""
         new_journal = False
-        try:
-            for _ in range(100):
-                new_journal = not self.journal.exists()
-                self._fd = os.open(self.journal, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-                try:
-                    fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    raise StoreError(f"run store {self.path} is in use by another writer (journal locked)") from None
-                # the winner of a race may have closed (and unlinked) the journal between our open and flock: the
-                # lock is only ours if the path still names the inode we locked
-                try:
-                    same = os.path.samestat(os.fstat(self._fd), os.stat(self.journal))
-                except FileNotFoundError:
-                    same = False
-                if same:
-                    break
-                os.close(self._fd)
-                self._fd = None
-            else:
-                raise StoreError(f"run store {self.path}: could not lock its journal (it keeps being replaced)")
-            locked = True
-            tmp = _tmp_path(self.path)
-            if tmp.exists():
-                tmp.unlink()  # a commit killed before its os.replace; the live file is intact
-            if exists:
-                self._open_existing(config_text)
-            else:
-                self._create(config_text)
-            replay = _read_journal(self._fd, self.journal)
-            last_netlist = ""
-            for kind, meta, arrays in replay:
-                if kind == "run":
-                    rec = _record_from_journal(meta, arrays, last_netlist)
-                    last_netlist = rec.netlist
-                    self._pending.pop(rec.id, None)
-                    self._pending[rec.id] = rec
-                    self._status[rec.id] = rec.status
-                elif kind == "root":
-                    self._pending_root.update(meta)
-            self.stats["replayed"] = sum(1 for kind, _, _ in replay if kind == "run")
-            if replay or os.fstat(self._fd).st_size:
-                self.commit()
-        except BaseException:
-            # only the holder of the lock may remove the journal: a loser of the race would delete the winner's
-            if locked and new_journal and self.journal.exists() and self.journal.stat().st_size == 0:
-                self.journal.unlink()  # leave no trace of a store that could not be opened
-            self._abandon()
-            raise
+        for _ in range(100):
+            new_journal = not self.journal.exists()
+            self._fd = os.open(self.journal, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise StoreError(f"run store {self.path} is in use by another writer (journal locked)") from None
+            # the winner of a race may have closed (and unlinked) the journal between our open and flock: the
+            # lock is only ours if the path still names the inode we locked
+            try:
+                same = os.path.samestat(os.fstat(self._fd), os.stat(self.journal))
+            except FileNotFoundError:
+                same = False
+            if same:
+                return new_journal
+            os.close(self._fd)
+            self._fd = None
+        raise StoreError(f"run store {self.path}: could not lock its journal (it keeps being replaced)")
+
+    def _replay_journal(self) -> None:
+        """Move the locked journal's records into the pending batch (runs, in order, the last record of an id
+        winning; root attributes merged), count them in ``stats["replayed"]`` and commit if the journal held
+        anything."""
+        assert self._fd is not None  # called with the journal locked
+        replay = _read_journal(self._fd, self.journal)
+        last_netlist = ""
+        for kind, meta, arrays in replay:
+            if kind == "run":
+                rec = _record_from_journal(meta, arrays, last_netlist)
+                last_netlist = rec.netlist
+                self._pending.pop(rec.id, None)
+                self._pending[rec.id] = rec
+                self._status[rec.id] = rec.status
+            elif kind == "root":
+                self._pending_root.update(meta)
+        self.stats["replayed"] = sum(1 for kind, _, _ in replay if kind == "run")
+        if replay or os.fstat(self._fd).st_size:
+            self.commit()
 
     # ------------------------------------------------------------------------------------------ open/create
 

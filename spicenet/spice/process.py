@@ -253,111 +253,159 @@ def process_from_dict(data: Mapping[str, Any], name: str, base: Path | None = No
     ``Process``. Relative paths are read against ``base``; every error is a ProcessError naming ``source`` and
     the key. The built-in processes are made by this function too."""
     where = source or f"process {name}"
+    if not isinstance(data, Mapping):
+        raise ProcessError(f"{where}: expected a table of keys")
+    keys = _KeyReader(where, base)
+    library, corner, vdd = _process_supply(keys, data)
+    options, commands, inner = _process_commands(keys, data)
+    devices, renamed, mos = _process_devices(keys, data)
+    pelgrom, pdk_library, pdk_options = _process_mismatch(keys, data, mos)
+    for lib, key in ((library, "library"), (pdk_library, "mismatch.pdk_library")):
+        if lib is not None:
+            _check_library(lib, corner, devices, keys.fail, key)
+    shims = "\n".join(_SHIM_TEXT[kind].format(x=_SHIM, sub=sub) for kind, sub in renamed.items())
+    return Process(name=name, library=library, devices={k: k for k in devices},
+                   init_commands=tuple(commands), options=options, vdd_nominal=vdd, pelgrom=pelgrom,
+                   inner_instance=f"{_SHIM}.{inner}" if any(k in renamed for k in mos) else inner,
+                   mismatch_modes=(("pelgrom",) if pelgrom else ()) + (("pdk",) if pdk_library else ()),
+                   mismatch_library=pdk_library, corner=corner, pdk_options=pdk_options, shims=shims)
 
-    def fail(key: str, what: str) -> ProcessError:
-        return ProcessError(f"{where}: {key}: {what}")
 
-    def text(table: Mapping[str, Any], key: str, default: str | None = None, prefix: str = "") -> str | None:
+class _KeyReader:
+    """Typed readers of the keys of one process description: every error is a ProcessError
+    ``"<where>: <key>: <what>"``; relative library paths are read against ``base`` (else the current folder)."""
+
+    def __init__(self, where: str, base: Path | None) -> None:
+        self.where = where
+        self.base = base
+
+    def fail(self, key: str, what: str) -> ProcessError:
+        """The ProcessError for ``key`` (to raise)."""
+        return ProcessError(f"{self.where}: {key}: {what}")
+
+    def text(self, table: Mapping[str, Any], key: str, default: str | None = None, prefix: str = "") -> str | None:
+        """``table[key]`` (``default`` when absent), which must be a string or None."""
         value = table.get(key, default)
         if value is not None and not isinstance(value, str):
-            raise fail(prefix + key, f"must be a string, got {value!r} ({type(value).__name__})")
+            raise self.fail(prefix + key, f"must be a string, got {value!r} ({type(value).__name__})")
         return value
 
-    def file(table: Mapping[str, Any], key: str, prefix: str = "") -> Path | None:
-        value = text(table, key, prefix=prefix)
+    def file(self, table: Mapping[str, Any], key: str, prefix: str = "") -> Path | None:
+        """The resolved path of the existing file ``table[key]`` names (None when absent)."""
+        value = self.text(table, key, prefix=prefix)
         if value is None:
             return None
         candidate = Path(value).expanduser()
         if not candidate.is_absolute():
-            candidate = (base or Path.cwd()) / candidate
+            candidate = (self.base or Path.cwd()) / candidate
         if not candidate.is_file():
-            raise fail(prefix + key, f"model library {value!r} not found (looked at {candidate})")
+            raise self.fail(prefix + key, f"model library {value!r} not found (looked at {candidate})")
         return candidate.resolve()
 
-    def lines_of(value: str | None, key: str, allowed: tuple[str, ...]) -> str:
+    def lines_of(self, value: str | None, key: str, allowed: tuple[str, ...]) -> str:
+        """The non-blank lines of ``value``, stripped, each of which must start with one of ``allowed``."""
         out = []
         for line in (value or "").splitlines():
             if line.strip() and not line.strip().lower().startswith(allowed):
-                raise fail(key, f"every line must start with {' or '.join(allowed)}, got {line.strip()!r}")
+                raise self.fail(key, f"every line must start with {' or '.join(allowed)}, got {line.strip()!r}")
             if line.strip():
                 out.append(line.strip())
         return "\n".join(out)
 
-    if not isinstance(data, Mapping):
-        raise ProcessError(f"{where}: expected a table of keys")
+
+def _process_supply(keys: _KeyReader, data: Mapping[str, Any]) -> tuple[Path, str | None, float]:
+    """(model library path, corner section or None, nominal supply Vdd [V]) of a description whose keys are all
+    known (``_PROCESS_KEYS``)."""
     unknown = sorted(set(data) - _PROCESS_KEYS)
     if unknown:
-        raise fail(unknown[0], f"unknown key (known: {', '.join(sorted(_PROCESS_KEYS))})")
+        raise keys.fail(unknown[0], f"unknown key (known: {', '.join(sorted(_PROCESS_KEYS))})")
     if "library" not in data:
-        raise fail("library", "missing (the model library file to include)")
-    library = file(data, "library")
+        raise keys.fail("library", "missing (the model library file to include)")
+    library = keys.file(data, "library")
     assert library is not None
-    corner = text(data, "corner")
+    corner = keys.text(data, "corner")
     if corner is not None and not _NAME.match(corner):
-        raise fail("corner", f"{corner!r} is not a library section name")
+        raise keys.fail("corner", f"{corner!r} is not a library section name")
     vdd = data.get("vdd")
     if isinstance(vdd, bool) or not isinstance(vdd, (int, float)) or not (math.isfinite(vdd) and 0 < vdd <= 100):
-        raise fail("vdd", f"must be the nominal supply in V, a number in (0, 100], got {vdd!r}")
-    options = lines_of(text(data, "options", GMIN_OPTIONS), "options", (".option", ".param", ".temp"))
+        raise keys.fail("vdd", f"must be the nominal supply in V, a number in (0, 100], got {vdd!r}")
+    return library, corner, float(vdd)
+
+
+def _process_commands(keys: _KeyReader, data: Mapping[str, Any]) -> tuple[str, list[str], str]:
+    """(the ``.option``/``.param``/``.temp`` header lines, the ``set``/``unset``/``option`` init commands, the
+    MOSFET instance inside the wrappers, lower-case)."""
+    options = keys.lines_of(keys.text(data, "options", GMIN_OPTIONS), "options", (".option", ".param", ".temp"))
     commands = data.get("init_commands", [])
     if not isinstance(commands, list) or not all(isinstance(c, str) for c in commands):
-        raise fail("init_commands", f"must be a list of strings, got {commands!r}")
+        raise keys.fail("init_commands", f"must be a list of strings, got {commands!r}")
     for command in commands:
         if "\n" in command or ";" in command or command.split()[:1] not in (["set"], ["unset"], ["option"]):
-            raise fail("init_commands", f"only single set/unset/option commands are allowed, got {command!r}")
-    inner = cast(str, text(data, "inner_instance", "m0"))  # a str: text() returns the default when absent
+            raise keys.fail("init_commands", f"only single set/unset/option commands are allowed, got {command!r}")
+    inner = cast(str, keys.text(data, "inner_instance", "m0"))  # a str: text() returns the default when absent
     if not _PATH.match(inner.lower()):
-        raise fail("inner_instance", f"{inner!r} is not an instance name like 'm0' (or a path like 'x1.m0')")
+        raise keys.fail("inner_instance", f"{inner!r} is not an instance name like 'm0' (or a path like 'x1.m0')")
+    return options, commands, inner.lower()
+
+
+def _process_devices(keys: _KeyReader, data: Mapping[str, Any]
+                     ) -> tuple[Mapping[str, str], dict[str, str], list[str]]:
+    """([devices] (logical device -> the library's wrapper subcircuit), the renamed ones (device -> lower-case
+    wrapper name, those needing a shim), the MOSFETs among the devices (nfet, pfet))."""
     devices = data.get("devices")
     if not isinstance(devices, Mapping) or not devices:
-        raise fail("devices", "missing: a table naming the library's wrapper subcircuits (nfet, pfet, diode)")
+        raise keys.fail("devices", "missing: a table naming the library's wrapper subcircuits (nfet, pfet, diode)")
     for kind, sub in devices.items():
         if kind not in _WRAPPERS:
-            raise fail(f"devices.{kind}", f"unknown device (known: {', '.join(_WRAPPERS)})")
+            raise keys.fail(f"devices.{kind}", f"unknown device (known: {', '.join(_WRAPPERS)})")
         if not isinstance(sub, str) or not _NAME.match(sub):
-            raise fail(f"devices.{kind}", f"must be a subcircuit name, got {sub!r}")
+            raise keys.fail(f"devices.{kind}", f"must be a subcircuit name, got {sub!r}")
     renamed = {kind: sub.lower() for kind, sub in devices.items() if sub.lower() != kind}
     mos = [kind for kind in ("nfet", "pfet") if kind in devices]
     if 0 < len([k for k in mos if k in renamed]) < len(mos):
-        raise fail("devices", "rename both nfet and pfet wrappers or neither (the mismatch alter path is one "
-                              f"for both), got {dict(devices)}")
+        raise keys.fail("devices", "rename both nfet and pfet wrappers or neither (the mismatch alter path is one "
+                                   f"for both), got {dict(devices)}")
     if set(renamed.values()) & set(_WRAPPERS):
-        raise fail("devices", f"a wrapper may not carry another device's logical name, got {dict(devices)}")
+        raise keys.fail("devices", f"a wrapper may not carry another device's logical name, got {dict(devices)}")
+    return devices, renamed, mos
+
+
+def _process_mismatch(keys: _KeyReader, data: Mapping[str, Any], mos: list[str]
+                      ) -> tuple[dict[str, tuple[float, float]], Path | None, str]:
+    """([mismatch]: Pelgrom coefficients per MOSFET (A_vt [V*um], A_beta [fraction*um]), the PDK statistical
+    library or None, the header lines of the "pdk" mode)."""
     mismatch = data.get("mismatch", {})
     if not isinstance(mismatch, Mapping):
-        raise fail("mismatch", f"must be a table, got {mismatch!r}")
+        raise keys.fail("mismatch", f"must be a table, got {mismatch!r}")
     unknown = sorted(set(mismatch) - _MISMATCH_KEYS)
     if unknown:
-        raise fail(f"mismatch.{unknown[0]}", f"unknown key (known: {', '.join(sorted(_MISMATCH_KEYS))})")
+        raise keys.fail(f"mismatch.{unknown[0]}", f"unknown key (known: {', '.join(sorted(_MISMATCH_KEYS))})")
+    pelgrom = _pelgrom_coefficients(keys, mismatch.get("pelgrom", {}), mos)
+    pdk_library = keys.file(mismatch, "pdk_library", "mismatch.")
+    pdk_options = keys.lines_of(keys.text(mismatch, "pdk_options", "", "mismatch."), "mismatch.pdk_options",
+                                (".option", ".param"))
+    if pdk_options and pdk_library is None:
+        raise keys.fail("mismatch.pdk_options", "needs mismatch.pdk_library")
+    return pelgrom, pdk_library, pdk_options
+
+
+def _pelgrom_coefficients(keys: _KeyReader, table: Any, mos: list[str]) -> dict[str, tuple[float, float]]:
+    """MOSFET -> (A_vt [V*um] in [0, 0.1), A_beta [fraction*um] in [0, 1)) of ``[mismatch] pelgrom``."""
     pelgrom: dict[str, tuple[float, float]] = {}
-    table = mismatch.get("pelgrom", {})
     if not isinstance(table, Mapping):
-        raise fail("mismatch.pelgrom", f"must be a table of devices, got {table!r}")
+        raise keys.fail("mismatch.pelgrom", f"must be a table of devices, got {table!r}")
     for kind, coef in table.items():
         key = f"mismatch.pelgrom.{kind}"
         if kind not in mos:
-            raise fail(key, f"not a MOSFET of [devices] (has {', '.join(mos) or 'none'})")
+            raise keys.fail(key, f"not a MOSFET of [devices] (has {', '.join(mos) or 'none'})")
         if not isinstance(coef, Mapping) or set(coef) != {"a_vt", "a_beta"}:
-            raise fail(key, f"must be {{ a_vt = <V*um>, a_beta = <fraction*um> }}, got {coef!r}")
+            raise keys.fail(key, f"must be {{ a_vt = <V*um>, a_beta = <fraction*um> }}, got {coef!r}")
         for part, high in (("a_vt", 0.1), ("a_beta", 1.0)):
             value = coef[part]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < high:
-                raise fail(f"{key}.{part}", f"must be a number in [0, {high:g}), got {value!r}")
+                raise keys.fail(f"{key}.{part}", f"must be a number in [0, {high:g}), got {value!r}")
         pelgrom[kind] = (float(coef["a_vt"]), float(coef["a_beta"]))
-    pdk_library = file(mismatch, "pdk_library", "mismatch.")
-    pdk_options = lines_of(text(mismatch, "pdk_options", "", "mismatch."), "mismatch.pdk_options",
-                           (".option", ".param"))
-    if pdk_options and pdk_library is None:
-        raise fail("mismatch.pdk_options", "needs mismatch.pdk_library")
-    for lib, key in ((library, "library"), (pdk_library, "mismatch.pdk_library")):
-        if lib is not None:
-            _check_library(lib, corner, devices, fail, key)
-    shims = "\n".join(_SHIM_TEXT[kind].format(x=_SHIM, sub=sub) for kind, sub in renamed.items())
-    return Process(name=name, library=library, devices={k: k for k in devices},
-                   init_commands=tuple(commands), options=options, vdd_nominal=float(vdd), pelgrom=pelgrom,
-                   inner_instance=f"{_SHIM}.{inner.lower()}" if any(k in renamed for k in mos) else inner.lower(),
-                   mismatch_modes=(("pelgrom",) if pelgrom else ()) + (("pdk",) if pdk_library else ()),
-                   mismatch_library=pdk_library, corner=corner, pdk_options=pdk_options, shims=shims)
+    return pelgrom
 
 
 def _check_library(library: Path, corner: str | None, devices: Mapping[str, str], fail, key: str) -> None:

@@ -538,6 +538,26 @@ class PhaseOscillatorNetwork(nn.Module):
         ``params.phase_diffusion``; scalar or [N]) and needs ``method='heun'`` and a seeded ``generator`` (the
         increments are drawn on ``generator.device`` and moved to the network's device).
         """
+        self._check_forward_args(phi0, t_end, n_steps, method, record_every)
+        phi = phi0.to(device=self.device, dtype=self.dtype)
+        dt = float(t_end) / n_steps
+        k_s, l_s, b_s = self._forward_schedules(k_codes, shil, bias, t_end)
+        omega = self._detuning_rad_s(chip)
+        mt_odd, mt_even, load_drift, shil_gain = self._coupling_terms(k_s, chip)
+        two_l, drift = self._shil_and_drift(l_s, b_s, omega)
+        sigma = self._noise_sigma(noise, method, generator, phase_diffusion, dt)
+        terms = _StepTerms(mt_odd, mt_even, drift, two_l, load_drift, shil_gain,
+                           self._stage_segments(n_steps, dt, method, k_s, l_s, b_s))
+        phi, rec = self._integrate(phi, terms, n_steps, dt, method, sigma, generator, return_trajectory,
+                                   record_every)
+        traj = torch.stack(rec, 1) if return_trajectory else None
+        times = (torch.arange(1, len(rec) + 1, dtype=torch.float64) * record_every * dt) if return_trajectory else None
+        return PhaseTrajectory(phi, phi[:, self.visible_idx], traj, times, dt)
+
+    # ------------------------------------------------------------------ forward stages
+    def _check_forward_args(self, phi0: Tensor, t_end: float, n_steps: int, method: str, record_every: int) -> None:
+        """ValueError unless ``phi0`` is [B, N] (rad), ``t_end`` a finite time > 0 s, ``n_steps`` and
+        ``record_every`` ints >= 1 and ``method`` 'rk4' or 'heun' (checked in this order)."""
         n = self.n
         if not isinstance(phi0, Tensor) or phi0.dim() != 2 or phi0.shape[1] != n:
             raise ValueError(f"phi0 must have shape [B, {n}], got {tuple(getattr(phi0, 'shape', ()))}")
@@ -549,22 +569,30 @@ class PhaseOscillatorNetwork(nn.Module):
             raise ValueError(f"method must be 'rk4' or 'heun', got {method!r}")
         if not isinstance(record_every, int) or record_every < 1:
             raise ValueError(f"record_every must be an int >= 1, got {record_every!r}")
-        phi = phi0.to(device=self.device, dtype=self.dtype)
-        bsz = phi.shape[0]
-        dt = float(t_end) / n_steps
 
+    def _forward_schedules(self, k_codes: ScheduleLike, shil: ScheduleLike, bias: ScheduleLike, t_end: float
+                           ) -> tuple[PiecewiseSchedule, PiecewiseSchedule | None, PiecewiseSchedule | None]:
+        """The code schedule [S, N, N] (required), the SHIL schedule L [S, N] (rad/s) and the bias schedule
+        b [S, N] (rad/s) of a ``forward`` call, constants expanded over ``t_end`` seconds."""
+        n = self.n
         k_s = self._as_schedule(k_codes, t_end, (n, n), "k_codes")
         if k_s is None:
             raise ValueError("k_codes must be given (use zeros for uncoupled oscillators)")
-        l_s = self._as_schedule(shil, t_end, (n,), "shil")
-        b_s = self._as_schedule(bias, t_end, (n,), "bias")
+        return k_s, self._as_schedule(shil, t_end, (n,), "shil"), self._as_schedule(bias, t_end, (n,), "bias")
 
+    def _detuning_rad_s(self, chip: ChipMismatch | None) -> Tensor:
+        """The chip's detuning as an angular frequency ``2 pi df`` [rad/s], [N] or [B, N] (zeros without a chip)."""
         if chip is not None:
-            chip.check(n)
-            omega = 2.0 * math.pi * chip.detuning_hz.to(device=self.device, dtype=self.dtype)
-        else:
-            omega = torch.zeros(n, device=self.device, dtype=self.dtype)
+            chip.check(self.n)
+            return 2.0 * math.pi * chip.detuning_hz.to(device=self.device, dtype=self.dtype)
+        return torch.zeros(self.n, device=self.device, dtype=self.dtype)
 
+    def _coupling_terms(self, k_s: PiecewiseSchedule, chip: ChipMismatch | None
+                        ) -> tuple[list[Tensor], list[Tensor] | None, list[Tensor] | None, list[Tensor] | None]:
+        """Per code segment: the transposed coupling matrices ``(M_odd^T, M_even^T)`` [N, N] or [B, N, N] (rad/s;
+        ``a_1`` folded in on the k = 1 sin-only fast path; ``M_even`` only when even harmonics meet negative codes),
+        with the node-loading gain applied to every row, the loading frequency pull ``2 pi df_load`` [N] (rad/s)
+        and the SHIL gain ``g_load(G_i)`` [N] (None where the surrogate has no such table)."""
         m_odd_all, m_even_all = self.coupling_rad_s(k_s.values, chip)  # [S, (B,) N, N]
         load_drift = shil_gain = None
         if self.params.has_load_model:
@@ -583,25 +611,40 @@ class PhaseOscillatorNetwork(nn.Module):
             m_odd_all = m_odd_all * self.params.h_sin[0]
         mt_odd = list(m_odd_all.transpose(-1, -2).unbind(0))
         mt_even = list(m_even_all.transpose(-1, -2).unbind(0)) if need_even else None
+        return mt_odd, mt_even, load_drift, shil_gain
+
+    def _shil_and_drift(self, l_s: PiecewiseSchedule | None, b_s: PiecewiseSchedule | None, omega: Tensor
+                        ) -> tuple[list[Tensor] | None, list[Tensor]]:
+        """Per segment: ``2 L`` [N] (rad/s; None without SHIL) and the drift ``2 pi df + b`` [N] or [B, N] (rad/s;
+        one entry, the detuning alone, without a bias schedule)."""
         two_l = None if l_s is None else list((2.0 * l_s.values.to(device=self.device, dtype=self.dtype)).unbind(0))
         b_vals = None if b_s is None else b_s.values.to(device=self.device, dtype=self.dtype)
         drift = [omega] if b_vals is None else [omega + bv for bv in b_vals.unbind(0)]  # [N] or [B, N] each
+        return two_l, drift
 
-        sigma = None
-        if noise:
-            if method != "heun":
-                raise ValueError("noise=True needs method='heun' (RK4 is the noise-free path)")
-            if generator is None:
-                raise ValueError("noise=True needs a seeded torch.Generator (generator=...)")
-            d = self.params.phase_diffusion if phase_diffusion is None else phase_diffusion
-            d_t = torch.as_tensor(d, device=self.device, dtype=self.dtype)
-            if bool((d_t < 0).any()):
-                raise ValueError(f"phase_diffusion must be >= 0 rad^2/s, got {d!r}")
-            sigma = torch.sqrt(2.0 * d_t * dt)  # std of the Wiener increment times sqrt(2D)
+    def _noise_sigma(self, noise: bool, method: str, generator: torch.Generator | None,
+                     phase_diffusion: float | Tensor | None, dt: float) -> Tensor | None:
+        """Std of the phase increment of one step ``sqrt(2 D dt)`` [rad] (scalar or [N]) with noise on, else None;
+        noise needs ``method='heun'``, a generator and ``D >= 0`` rad^2/s."""
+        if not noise:
+            return None
+        if method != "heun":
+            raise ValueError("noise=True needs method='heun' (RK4 is the noise-free path)")
+        if generator is None:
+            raise ValueError("noise=True needs a seeded torch.Generator (generator=...)")
+        d = self.params.phase_diffusion if phase_diffusion is None else phase_diffusion
+        d_t = torch.as_tensor(d, device=self.device, dtype=self.dtype)
+        if bool((d_t < 0).any()):
+            raise ValueError(f"phase_diffusion must be >= 0 rad^2/s, got {d!r}")
+        return torch.sqrt(2.0 * d_t * dt)  # std of the Wiener increment times sqrt(2D)
 
-        # segment index of every stage, computed once (float64 times). A step [t_n, t_n + dt] uses the segment
-        # active inside it: stage times are nudged into the open interval, so a boundary that coincides with a
-        # step edge never makes the end stage of a step see the next segment (full order when aligned).
+    @staticmethod
+    def _stage_segments(n_steps: int, dt: float, method: str, k_s: PiecewiseSchedule,
+                        l_s: PiecewiseSchedule | None, b_s: PiecewiseSchedule | None) -> dict[str, list[list[int]]]:
+        """Segment index of every stage of every step, ``idx[name][stage][step]`` for the schedules given (k, l,
+        b), computed once from float64 times (s). A step [t_n, t_n + dt] uses the segment active inside it: stage
+        times are nudged into the open interval, so a boundary that coincides with a step edge never makes the end
+        stage of a step see the next segment (full order when aligned)."""
         steps = torch.arange(n_steps, dtype=torch.float64)
         eps = 1e-3
         stage_fracs = (eps, 0.5, 1.0 - eps) if method == "rk4" else (eps, 1.0 - eps)
@@ -610,39 +653,71 @@ class PhaseOscillatorNetwork(nn.Module):
             if sch is None:
                 continue
             idx[name] = [sch.segment_index((steps + f) * dt).tolist() for f in stage_fracs]
+        return idx
 
-        def params_at(stage: int, step: int) -> tuple:
-            ik = idx["k"][stage][step]
-            dr = drift[idx["b"][stage][step]] if b_s is not None else drift[0]
-            tl = two_l[idx["l"][stage][step]] if two_l is not None else None
-            if load_drift is not None:
-                dr = dr + load_drift[ik]
-            if tl is not None and shil_gain is not None:
-                tl = tl * shil_gain[ik]
-            return (mt_odd[ik], mt_even[ik] if mt_even is not None else None, dr, tl)
-
+    def _integrate(self, phi: Tensor, terms: "_StepTerms", n_steps: int, dt: float, method: str,
+                   sigma: Tensor | None, generator: torch.Generator | None, record: bool, record_every: int
+                   ) -> tuple[Tensor, list[Tensor]]:
+        """``n_steps`` fixed steps of ``dt`` seconds from phases ``phi`` [B, N] (rad): the final phases and, with
+        ``record``, the phases after every ``record_every``-th step."""
         rec: list[Tensor] = []
         for i in range(n_steps):
             if method == "rk4":
-                ph = params_at(1, i)
-                k1 = self._rhs(phi, *params_at(0, i))
-                k2 = self._rhs(torch.add(phi, k1, alpha=0.5 * dt), *ph)
-                k3 = self._rhs(torch.add(phi, k2, alpha=0.5 * dt), *ph)
-                k4 = self._rhs(torch.add(phi, k3, alpha=dt), *params_at(2, i))
-                phi = torch.add(phi, torch.add(k1 + k4, k2 + k3, alpha=2.0), alpha=dt / 6.0)
+                phi = self._rk4_step(phi, terms, i, dt)
             else:
-                f0 = self._rhs(phi, *params_at(0, i))
-                if sigma is not None:  # stochastic Heun: the same Wiener increment in both stages
-                    assert generator is not None  # sigma is set only with noise=True, which requires a generator
-                    z = torch.randn(bsz, n, generator=generator, device=generator.device, dtype=self.dtype)
-                    dw = sigma * z.to(self.device)
-                    f1 = self._rhs(torch.add(phi, f0, alpha=dt) + dw, *params_at(1, i))
-                    phi = torch.add(phi, f0 + f1, alpha=0.5 * dt) + dw
-                else:
-                    f1 = self._rhs(torch.add(phi, f0, alpha=dt), *params_at(1, i))
-                    phi = torch.add(phi, f0 + f1, alpha=0.5 * dt)
-            if return_trajectory and (i + 1) % record_every == 0:
+                phi = self._heun_step(phi, terms, i, dt, sigma, generator)
+            if record and (i + 1) % record_every == 0:
                 rec.append(phi)
-        traj = torch.stack(rec, 1) if return_trajectory else None
-        times = (torch.arange(1, len(rec) + 1, dtype=torch.float64) * record_every * dt) if return_trajectory else None
-        return PhaseTrajectory(phi, phi[:, self.visible_idx], traj, times, dt)
+        return phi, rec
+
+    def _rk4_step(self, phi: Tensor, terms: "_StepTerms", i: int, dt: float) -> Tensor:
+        """Phases [B, N] (rad) after classical RK4 step ``i`` of ``dt`` seconds (stages 0, 1, 1, 2 of ``terms``)."""
+        ph = terms.at(1, i)
+        k1 = self._rhs(phi, *terms.at(0, i))
+        k2 = self._rhs(torch.add(phi, k1, alpha=0.5 * dt), *ph)
+        k3 = self._rhs(torch.add(phi, k2, alpha=0.5 * dt), *ph)
+        k4 = self._rhs(torch.add(phi, k3, alpha=dt), *terms.at(2, i))
+        return torch.add(phi, torch.add(k1 + k4, k2 + k3, alpha=2.0), alpha=dt / 6.0)
+
+    def _heun_step(self, phi: Tensor, terms: "_StepTerms", i: int, dt: float, sigma: Tensor | None,
+                   generator: torch.Generator | None) -> Tensor:
+        """Phases [B, N] (rad) after Heun step ``i`` of ``dt`` seconds; with ``sigma`` (rad) the stochastic Heun
+        step, one Wiener increment drawn from ``generator`` and used in both stages."""
+        f0 = self._rhs(phi, *terms.at(0, i))
+        if sigma is not None:  # stochastic Heun: the same Wiener increment in both stages
+            assert generator is not None  # sigma is set only with noise=True, which requires a generator
+            z = torch.randn(phi.shape[0], self.n, generator=generator, device=generator.device, dtype=self.dtype)
+            dw = sigma * z.to(self.device)
+            f1 = self._rhs(torch.add(phi, f0, alpha=dt) + dw, *terms.at(1, i))
+            return torch.add(phi, f0 + f1, alpha=0.5 * dt) + dw
+        f1 = self._rhs(torch.add(phi, f0, alpha=dt), *terms.at(1, i))
+        return torch.add(phi, f0 + f1, alpha=0.5 * dt)
+
+
+@dataclass
+class _StepTerms:
+    """Per-segment right-hand-side terms of one ``PhaseOscillatorNetwork.forward`` call: transposed coupling
+    matrices ``mt_odd`` / ``mt_even`` [N, N] or [B, N, N] (rad/s) per code segment, drifts ``2 pi df + b`` [N] or
+    [B, N] (rad/s) per bias segment, ``two_l = 2 L`` [N] (rad/s) per SHIL segment, the node-loading pull
+    ``2 pi df_load`` (rad/s) and SHIL gain per code segment (None when absent), and ``idx[name][stage][step]``, the
+    segment of schedule ``name`` (k, l, b) that stage ``stage`` of step ``step`` uses."""
+
+    mt_odd: list[Tensor]
+    mt_even: list[Tensor] | None
+    drift: list[Tensor]
+    two_l: list[Tensor] | None
+    load_drift: list[Tensor] | None
+    shil_gain: list[Tensor] | None
+    idx: dict[str, list[list[int]]]
+
+    def at(self, stage: int, step: int) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
+        """``(M_odd^T, M_even^T, drift, 2 L)`` (rad/s) of stage ``stage`` of step ``step``, with the node loading
+        added to the drift and applied to the SHIL."""
+        ik = self.idx["k"][stage][step]
+        dr = self.drift[self.idx["b"][stage][step]] if "b" in self.idx else self.drift[0]
+        tl = self.two_l[self.idx["l"][stage][step]] if self.two_l is not None else None
+        if self.load_drift is not None:
+            dr = dr + self.load_drift[ik]
+        if tl is not None and self.shil_gain is not None:
+            tl = tl * self.shil_gain[ik]
+        return (self.mt_odd[ik], self.mt_even[ik] if self.mt_even is not None else None, dr, tl)

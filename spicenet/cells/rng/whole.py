@@ -55,6 +55,7 @@ import math
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -412,19 +413,72 @@ def validate_machine(run_dir: Path, engine, *, dtm, tcfg: dict, sizing, process,
     """Whole-machine validation (module docstring) of a trained DTM run. ``cfg``: the ``ValidationConfig``
     (fields ``machine_*``, ``dt``, ``vw``, ``r_total``). Returns the "machine" result: per chip rows and the gap
     keys (``fid_rel``, ``marginal_mae``, ``cells_simulated``, ``steps``, ``images``, energies)."""
-    from spicenet.cells.rng.training import ChipModel, _fid
-    from spicenet.data import load_dataset
-    from spicenet.metrics import load_feature_net
-    from spicenet.train.mismatch import _seed_int
+    from spicenet.cells.rng.training import ChipModel
 
     t0 = time.time()
-    n = dtm.graph.n_nodes
-    T, K = dtm.cfg.n_steps, dtm.cfg.sweeps
-    d = dtm.n_data
     chipm = ChipModel(surrogate_path, scale=float(tcfg.get("eval_scale", 1.0)),
                       v0_trim=bool(tcfg.get("v0_trim", True)),
                       v0_residual_std_v=float(tcfg.get("v0_residual_std_v", 5e-5)))
     vs_nom = float(vs_nominal)
+    plan = _machine_plan(dtm, chipm, cfg, alpha_patch, n_chips, images, seed)
+
+    from spicenet.surrogate_schema import load_surrogate
+
+    mismatch = str(load_surrogate(surrogate_path, "rng").attrs.get("mismatch", "pelgrom"))
+    t1 = time.time()
+    trims = locate_grid(engine, sizing, process, plan.chips, seed, plan.dt, timeout_s=cfg.timeout_s,
+                        mismatch=mismatch)
+    locate_s = time.time() - t1
+    out_dir = Path(run_dir) / "validation"
+    (out_dir / "machine").mkdir(parents=True, exist_ok=True)
+    key = _chain_state_key(plan, seed, n_chips, cfg, mismatch, trims)
+    chain = run_chain(engine, dtm, sizing, process, plan.chips, trims, plan.x_init, vs_design=vs_nom,
+                      beta=float(dtm.cfg.beta), alpha=plan.alpha, seed=seed, dt=plan.dt, step_time_s=plan.step_time,
+                      vw=cfg.vw, r_total=cfg.r_total, timeout_s=cfg.timeout_s, reads=cfg.machine_reads,
+                      read_spacing_s=plan.spacing, state_path=out_dir / "machine" / "state.npz", state_key=key,
+                      progress=progress, mismatch=mismatch)
+
+    # ------------------------------------------------------------------------------ surrogate + metrics --
+    ds, ref, net = _reference_images(tcfg)
+    spice_img = {c: chain["x"][1][c] for c in plan.chips}
+    e_bit = float(e_bit) if e_bit is not None else math.nan
+    sur = _surrogate_predictions(dtm, chipm, chain, plan, seed, cfg.machine_chains, cfg.machine_chip_draws)
+    gap = _gap_metrics(dtm, chipm, chain, plan, sur, seed, ref, ds.name, net)
+    e_sur = plan.steps * plan.sweeps * plan.n * e_bit if math.isfinite(e_bit) else None
+    rows = _chip_rows(chain, plan, trims, sur, gap["pixel_on_spice"], ref, ds.name, net)
+    plot = _save_images(out_dir, plan, spice_img, sur.images)
+    return _machine_result(plan, gap, chain, rows, cfg, mismatch, e_sur, locate_s, plot, t0)
+
+
+@dataclass(frozen=True)
+class _MachinePlan:
+    """What a whole-machine validation simulates: ``n`` grid cells, ``steps`` T, ``sweeps`` K, ``d`` data pixels,
+    ``images`` per chip, the calibrated cell correlation time ``tau`` [s], the step time [s] and the read spacing
+    [s] (both whole multiples of the transient step ``dt`` [s]), the coupling-DAC gain trim ``alpha``, the cell chip
+    ids of every chip and its initial noise x_T [images, d] (+-1)."""
+
+    n: int
+    steps: int
+    sweeps: int
+    d: int
+    images: int
+    tau: float
+    step_time: float
+    dt: float
+    spacing: float
+    alpha: float
+    chips: dict[int, list[int]]
+    x_init: dict[int, np.ndarray]
+
+
+def _machine_plan(dtm, chipm, cfg, alpha_patch: float | None, n_chips: int, images: int, seed: int) -> _MachinePlan:
+    """The plan of a validation: step time K tau (or ``cfg.machine_step_time_s``) [s], transient step
+    (``cfg.machine_dt`` or ``cfg.dt``) [s], read spacing 2 tau (or ``cfg.machine_read_spacing_s``) [s], the gain trim
+    (the patch's alpha with ``machine_gain_trim = "patch"``, else 1), cell chip ids ``50000 + 997 seed + 1000 c + k``
+    and x_T per chip from ``seed``; tau is the surrogate's mean ``tau_s`` (40 ns without one)."""
+    n = dtm.graph.n_nodes
+    T, K = dtm.cfg.n_steps, dtm.cfg.sweeps
+    d = dtm.n_data
     tau = float(chipm.model.dists["tau_s"].mean) if "tau_s" in chipm.model.dists else 40e-9
     step_time = cfg.machine_step_time_s if cfg.machine_step_time_s > 0 else K * tau
     dt = cfg.machine_dt if cfg.machine_dt > 0 else cfg.dt
@@ -435,106 +489,178 @@ def validate_machine(run_dir: Path, engine, *, dtm, tcfg: dict, sizing, process,
     base = 50000 + 997 * int(seed)
     chips = {c: [base + 1000 * c + k for k in range(n)] for c in range(n_chips)}
     x_init = {c: _spins(seed, 3, c, n=images * d).reshape(images, d) for c in chips}
+    return _MachinePlan(n, T, K, d, images, tau, step_time, dt, spacing, alpha, chips, x_init)
 
-    from spicenet.surrogate import SurrogateFile
 
-    mismatch = str(SurrogateFile.load(surrogate_path).attrs.get("mismatch", "pelgrom"))
-    t1 = time.time()
-    trims = locate_grid(engine, sizing, process, chips, seed, dt, timeout_s=cfg.timeout_s, mismatch=mismatch)
-    locate_s = time.time() - t1
-    out_dir = Path(run_dir) / "validation"
-    (out_dir / "machine").mkdir(parents=True, exist_ok=True)
-    key = hashlib.sha256(json.dumps({"seed": seed, "chips": n_chips, "images": images, "alpha": alpha,
-                                     "step": step_time, "dt": dt,
-                                     "reads": cfg.machine_reads, "spacing": spacing, "mismatch": mismatch,
-                                     "vw": cfg.vw, "r": cfg.r_total,
-                                     "v0": {c: trims[c]["v0_dc"].round(12).tolist() for c in chips}},
-                                    sort_keys=True).encode()).hexdigest()[:16]
-    chain = run_chain(engine, dtm, sizing, process, chips, trims, x_init, vs_design=vs_nom, beta=float(dtm.cfg.beta),
-                      alpha=alpha, seed=seed, dt=dt, step_time_s=step_time, vw=cfg.vw, r_total=cfg.r_total,
-                      timeout_s=cfg.timeout_s, reads=cfg.machine_reads, read_spacing_s=spacing, state_path=out_dir / "machine" / "state.npz", state_key=key,
-                      progress=progress, mismatch=mismatch)
+def _chain_state_key(plan: _MachinePlan, seed: int, n_chips: int, cfg, mismatch: str,
+                     trims: dict[int, dict[str, np.ndarray]]) -> str:
+    """16 hex digits naming the SPICE chain's settings (seed, chips, images, trim, timing, reads, mismatch, coupling
+    network, every chip's trimmed v0): a saved chain state resumes only under the same key."""
+    return hashlib.sha256(json.dumps({"seed": seed, "chips": n_chips, "images": plan.images, "alpha": plan.alpha,
+                                      "step": plan.step_time, "dt": plan.dt,
+                                      "reads": cfg.machine_reads, "spacing": plan.spacing, "mismatch": mismatch,
+                                      "vw": cfg.vw, "r": cfg.r_total,
+                                      "v0": {c: trims[c]["v0_dc"].round(12).tolist() for c in plan.chips}},
+                                     sort_keys=True).encode()).hexdigest()[:16]
 
-    # ------------------------------------------------------------------------------ surrogate + metrics --
+
+def _reference_images(tcfg: dict) -> tuple[Any, np.ndarray, Any]:
+    """(the training's dataset, its held-out images flattened (+-1) [N, D], the dataset's own feature net)."""
+    from spicenet.data import load_dataset
+    from spicenet.metrics import load_feature_net
+
     ds = load_dataset(tcfg["dataset"], tcfg["source"], tcfg.get("data_path") or None, size=tcfg["image_size"],
                       encoding="spin", n_train=tcfg.get("n_train") or None, n_test=tcfg.get("n_test") or None)
     ref = ds.flat("test")
     net, _ = load_feature_net(ds.name, train_if_missing=True)
-    spice_img = {c: chain["x"][1][c] for c in chips}
-    sur_img, paired, paired_draw, held, rows = {}, {}, {}, {}, []
-    draws = cfg.machine_chip_draws
-    e_bit = float(e_bit) if e_bit is not None else math.nan
-    for c in chips:
+    return ds, ref, net
+
+
+@dataclass
+class _SurrogatePredictions:
+    """The surrogate's side per chip c: ``images`` x_0 [B, D] (+-1) from the SPICE chip's x_T on chip-model draw c;
+    ``paired`` P(x_0 = 1 | x_1^SPICE) [B, D] averaged over the chip-model draws; ``paired_draw`` the same from chip
+    c's own draw alone; ``held`` the held-out draws' marginals (``HELD_OUT_DRAWS`` arrays [B, D])."""
+
+    images: dict[int, np.ndarray]
+    paired: dict[int, np.ndarray]
+    paired_draw: dict[int, np.ndarray]
+    held: dict[int, list[np.ndarray]]
+
+
+def _surrogate_predictions(dtm, chipm, chain: dict[str, Any], plan: _MachinePlan, seed: int, chains: int,
+                           draws: int) -> _SurrogatePredictions:
+    """The surrogate's images and teacher-forced marginals on the SPICE chain's conditioning (module docstring):
+    ``chains`` chains per image in all, split over ``draws`` chip-model draws."""
+    from spicenet.train.mismatch import _seed_int
+
+    n = plan.n
+    sur = _SurrogatePredictions({}, {}, {}, {})
+    for c in plan.chips:
         chip = chipm.nonideality(_seed_int(seed, 21, c), n)
-        sur_img[c] = surrogate_chain(dtm, x_init[c], chip, _seed_int(seed, 22, c))
+        sur.images[c] = surrogate_chain(dtm, plan.x_init[c], chip, _seed_int(seed, 22, c))
         # the surrogate's prediction for a trimmed chip whose cells it does not know: its marginals averaged over
         # ``draws`` chip-model draws (chain c's own draw first), machine_chains chains per image in all
-        per_draw = max(1, cfg.machine_chains // draws)
+        per_draw = max(1, chains // draws)
         runs = [paired_marginals(dtm, 1, chain["x"][2][c], chip if m == 0 else
                                  chipm.nonideality(_seed_int(seed, 25, c, m), n), per_draw, _seed_int(seed, 23, c, m))
                 for m in range(draws)]
-        paired[c] = np.mean(runs, 0)
-        paired_draw[c] = runs[0]
+        sur.paired[c] = np.mean(runs, 0)
+        sur.paired_draw[c] = runs[0]
         # held-out chip-model draws (not in the average) that play a circuit equal to the surrogate on this chip
-        held[c] = [paired_marginals(dtm, 1, chain["x"][2][c], chipm.nonideality(_seed_int(seed, 26, c, h), n),
-                                    cfg.machine_chains // 4, _seed_int(seed, 27, c, h)) for h in range(HELD_OUT_DRAWS)]
-    all_sp = np.concatenate([spice_img[c] for c in chips])
-    all_su = np.concatenate([sur_img[c] for c in chips])
-    all_pp = np.concatenate([paired[c] for c in chips])
+        sur.held[c] = [paired_marginals(dtm, 1, chain["x"][2][c], chipm.nonideality(_seed_int(seed, 26, c, h), n),
+                                        chains // 4, _seed_int(seed, 27, c, h)) for h in range(HELD_OUT_DRAWS)]
+    return sur
+
+
+def _gap_metrics(dtm, chipm, chain: dict[str, Any], plan: _MachinePlan, sur: _SurrogatePredictions, seed: int,
+                 ref: np.ndarray, ds_name: str, net) -> dict[str, Any]:
+    """SPICE vs surrogate over all chips (module docstring): own-feature FIDs of the SPICE images, the surrogate
+    images and a second surrogate image set (other x_T); the marginal MAEs (reads, one read, one chip draw,
+    unpaired) with their floors and the unknown-chip expectation; the reads' count, n_eff and lag-1 correlation;
+    the image count and the fraction of SPICE pixels on."""
+    from spicenet.cells.rng.training import _fid
+    from spicenet.train.mismatch import _seed_int
+
+    chips, n, d, images = plan.chips, plan.n, plan.d, plan.images
+    all_sp = np.concatenate([chain["x"][1][c] for c in chips])
+    all_su = np.concatenate([sur.images[c] for c in chips])
+    all_pp = np.concatenate([sur.paired[c] for c in chips])
     all_reads = np.concatenate([chain["reads"][c] for c in chips])                  # [B, R, D]
     p_spice = (all_reads > 0).mean(1)                                               # [B, D]
     n_eff, rho = effective_reads(all_reads)
-    fid_sp = _fid(torch.as_tensor(all_sp), ref, ds.name, net)
-    fid_su = _fid(torch.as_tensor(all_su), ref, ds.name, net)
+    fid_sp = _fid(torch.as_tensor(all_sp), ref, ds_name, net)
+    fid_su = _fid(torch.as_tensor(all_su), ref, ds_name, net)
     on_sp = (all_sp > 0).astype(float)
-    mae = float(np.abs(p_spice.mean(0) - all_pp.mean(0)).mean())
-    mae_floor = marginal_mae_floor(all_pp, seed=seed, draws=n_eff)
-    mae_expected, mae_expected_sd = expected_mae_unknown_chip(held, all_pp, n_eff, seed=seed)
-    mae_one_read = float(np.abs(on_sp.mean(0) - all_pp.mean(0)).mean())
-    mae_one_read_floor = marginal_mae_floor(all_pp, seed=seed)
-    mae_chip_draw = float(np.abs(p_spice.mean(0) - np.concatenate([paired_draw[c] for c in chips]).mean(0)).mean())
-    mae_unpaired = float(np.abs(on_sp.mean(0) - (all_su > 0).mean(0)).mean())
+    out: dict[str, Any] = {"fid_spice": fid_sp, "fid_surrogate": fid_su}
+    out["marginal_mae"] = float(np.abs(p_spice.mean(0) - all_pp.mean(0)).mean())
+    out["marginal_mae_floor"] = marginal_mae_floor(all_pp, seed=seed, draws=n_eff)
+    out["marginal_mae_expected_unknown_chip"], out["marginal_mae_expected_unknown_chip_sd"] = \
+        expected_mae_unknown_chip(sur.held, all_pp, n_eff, seed=seed)
+    out["marginal_mae_one_read"] = float(np.abs(on_sp.mean(0) - all_pp.mean(0)).mean())
+    out["marginal_mae_one_read_floor"] = marginal_mae_floor(all_pp, seed=seed)
+    out["marginal_mae_one_chip_draw"] = float(np.abs(
+        p_spice.mean(0) - np.concatenate([sur.paired_draw[c] for c in chips]).mean(0)).mean())
+    out["marginal_mae_unpaired"] = float(np.abs(on_sp.mean(0) - (all_su > 0).mean(0)).mean())
     # floor of the unpaired statistic: two independent image sets of this size from the surrogate
     alt = np.concatenate([surrogate_chain(dtm, _spins(seed, 4, c, n=images * d).reshape(images, d),
                                           chipm.nonideality(_seed_int(seed, 21, c), n), _seed_int(seed, 24, c))
                           for c in chips])
-    mae_unpaired_floor = float(np.abs((alt > 0).mean(0) - (all_su > 0).mean(0)).mean())
-    fid_su_alt = _fid(torch.as_tensor(alt), ref, ds.name, net)
-    e_sur = T * K * n * e_bit if math.isfinite(e_bit) else None
-    for c in chips:
+    out["marginal_mae_unpaired_floor"] = float(np.abs((alt > 0).mean(0) - (all_su > 0).mean(0)).mean())
+    out["fid_surrogate_other_seed"] = _fid(torch.as_tensor(alt), ref, ds_name, net)
+    out.update({"reads_per_image": int(all_reads.shape[1]), "reads_n_eff": n_eff, "reads_lag1_corr": rho,
+                "images": int(all_sp.shape[0]), "pixel_on_spice": float(on_sp.mean())})
+    return out
+
+
+def _chip_rows(chain: dict[str, Any], plan: _MachinePlan, trims: dict[int, dict[str, np.ndarray]],
+               sur: _SurrogatePredictions, pixel_on_spice: float, ref: np.ndarray, ds_name: str, net
+               ) -> list[dict[str, Any]]:
+    """One row per SPICE chip: its image count, own-feature FIDs (SPICE, surrogate; None under 4 images per chip),
+    marginal MAE, mean energies per image [J] (total, cells, coupling network), the spread of its trimmed v0 [V],
+    its first and last cell chip ids and the fractions of pixels on (SPICE: all chips; surrogate: this chip)."""
+    from spicenet.cells.rng.training import _fid
+
+    rows = []
+    for c in plan.chips:
         e = chain["energy_j"][c]
-        rows.append({"chip": c, "images": int(len(spice_img[c])),
-                     "fid_spice": _fid(torch.as_tensor(spice_img[c]), ref, ds.name, net) if images >= 4 else None,
-                     "fid_surrogate": _fid(torch.as_tensor(sur_img[c]), ref, ds.name, net) if images >= 4 else None,
-                     "marginal_mae": float(np.abs((chain["reads"][c] > 0).mean(1).mean(0) - paired[c].mean(0)).mean()),
+        spice_c, sur_c = chain["x"][1][c], sur.images[c]
+        fid_ok = plan.images >= 4
+        rows.append({"chip": c, "images": int(len(spice_c)),
+                     "fid_spice": _fid(torch.as_tensor(spice_c), ref, ds_name, net) if fid_ok else None,
+                     "fid_surrogate": _fid(torch.as_tensor(sur_c), ref, ds_name, net) if fid_ok else None,
+                     "marginal_mae": float(np.abs((chain["reads"][c] > 0).mean(1).mean(0)
+                                                  - sur.paired[c].mean(0)).mean()),
                      "energy_per_image_j": float(e.mean()),
                      "energy_cells_per_image_j": float(chain["energy_cells_j"][c].mean()),
                      "energy_coupling_per_image_j": float(chain["energy_coupling_j"][c].mean()),
-                     "v0_dc_std_v": float(trims[c]["v0_dc"].std()), "cell_chip_ids": [chips[c][0], chips[c][-1]],
-                     "pixel_on_spice": float(on_sp.mean()), "pixel_on_surrogate": float((sur_img[c] > 0).mean())})
-    n_img = int(all_sp.shape[0])
+                     "v0_dc_std_v": float(trims[c]["v0_dc"].std()),
+                     "cell_chip_ids": [plan.chips[c][0], plan.chips[c][-1]],
+                     "pixel_on_spice": pixel_on_spice, "pixel_on_surrogate": float((sur_c > 0).mean())})
+    return rows
+
+
+def _save_images(out_dir: Path, plan: _MachinePlan, spice_img: dict[int, np.ndarray],
+                 sur_img: dict[int, np.ndarray]) -> Path:
+    """Writes ``out_dir/machine_images.png`` (SPICE vs surrogate images per chip) and ``out_dir/machine/images.npz``
+    (SPICE and surrogate images and x_T per chip, +-1); returns the plot's path."""
+    plot = _plot(out_dir / "machine_images.png", spice_img, sur_img, int(round(math.sqrt(plan.d))))
+    # casts: numpy's stub would match the ** arrays against savez_compressed's allow_pickle: bool
+    chips = plan.chips
+    np.savez_compressed(out_dir / "machine" / "images.npz",
+                        **cast("dict[str, Any]", {f"spice_c{c}": spice_img[c] for c in chips}),
+                        **cast("dict[str, Any]", {f"surrogate_c{c}": sur_img[c] for c in chips}),
+                        **cast("dict[str, Any]", {f"x_init_c{c}": plan.x_init[c] for c in chips}))
+    return plot
+
+
+def _machine_result(plan: _MachinePlan, gap: dict[str, Any], chain: dict[str, Any], rows: list[dict[str, Any]],
+                    cfg, mismatch: str, e_sur: float | None, locate_s: float, plot: Path, t0: float
+                    ) -> dict[str, Any]:
+    """The "machine" result of ``validate_machine``: the gap metrics with the relative FID gaps, sizes, energies per
+    image [J] (SPICE mean over chips, surrogate T K N E_bit), timing (step, dt, read spacing [s]), the trims,
+    the simulation cost (CPU and wall seconds since ``t0``), the per-chip rows and the plot."""
+    n, T, K, tau, step_time = plan.n, plan.steps, plan.sweeps, plan.tau, plan.step_time
+    fid_sp, fid_su, fid_su_alt = gap["fid_spice"], gap["fid_surrogate"], gap["fid_surrogate_other_seed"]
+    n_img = gap["images"]
     e_sp = float(np.mean([r["energy_per_image_j"] for r in rows]))
     sim_h = chain["sim_s"] / 3600.0
-    plot = _plot(out_dir / "machine_images.png", spice_img, sur_img, int(round(math.sqrt(d))))
-    # casts: numpy's stub would match the ** arrays against savez_compressed's allow_pickle: bool
-    np.savez_compressed(out_dir / "machine" / "images.npz", **{f"spice_c{c}": spice_img[c] for c in chips},
-                        **cast("dict[str, Any]", {f"surrogate_c{c}": sur_img[c] for c in chips}),
-                        **cast("dict[str, Any]", {f"x_init_c{c}": x_init[c] for c in chips}))
     return {
         "fid_spice": fid_sp, "fid_surrogate": fid_su, "fid_surrogate_other_seed": fid_su_alt,
         "fid_rel": abs(fid_sp - fid_su) / fid_su, "fid_rel_floor": abs(fid_su_alt - fid_su) / fid_su,
-        "marginal_mae": mae, "marginal_mae_floor": mae_floor, "marginal_mae_one_read": mae_one_read,
-        "marginal_mae_one_read_floor": mae_one_read_floor, "marginal_mae_one_chip_draw": mae_chip_draw,
-        "marginal_mae_expected_unknown_chip": mae_expected, "marginal_mae_expected_unknown_chip_sd": mae_expected_sd,
-        "reads_per_image": int(all_reads.shape[1]), "read_spacing_s": spacing, "reads_n_eff": n_eff,
-        "reads_lag1_corr": rho, "marginal_chip_draws": draws, "marginal_mae_unpaired": mae_unpaired,
-        "marginal_mae_unpaired_floor": mae_unpaired_floor,
-        "cells_simulated": n, "grid_cells": n, "steps": T, "images": n_img, "chips": len(chips),
+        **{k: gap[k] for k in ("marginal_mae", "marginal_mae_floor", "marginal_mae_one_read",
+                               "marginal_mae_one_read_floor", "marginal_mae_one_chip_draw",
+                               "marginal_mae_expected_unknown_chip", "marginal_mae_expected_unknown_chip_sd",
+                               "reads_per_image")},
+        "read_spacing_s": plan.spacing, "reads_n_eff": gap["reads_n_eff"], "reads_lag1_corr": gap["reads_lag1_corr"],
+        "marginal_chip_draws": cfg.machine_chip_draws, "marginal_mae_unpaired": gap["marginal_mae_unpaired"],
+        "marginal_mae_unpaired_floor": gap["marginal_mae_unpaired_floor"],
+        "cells_simulated": n, "grid_cells": n, "steps": T, "images": n_img, "chips": len(plan.chips),
         "energy_per_image_spice_j": e_sp, "energy_per_image_surrogate_j": e_sur,
         "energy_ratio_spice_over_surrogate": e_sp / e_sur if e_sur else None,
         "step_time_s": step_time, "read_out": f"latch every cell at t = step_time_s ({step_time * 1e9:.0f} ns "
                                               f"= K tau, K = {K}, tau = {tau * 1e9:.1f} ns) after a random start",
-        "dt_s": dt, "coupling_gain_trim": alpha, "gain_trim_mode": cfg.machine_gain_trim,
+        "dt_s": plan.dt, "coupling_gain_trim": plan.alpha, "gain_trim_mode": cfg.machine_gain_trim,
         "mismatch": mismatch,
         "sim_cpu_s": chain["sim_s"], "spice_wall_s": chain["wall_s"], "locate_wall_s": locate_s,
         "images_per_cpu_hour": (n_img / sim_h) if sim_h > 0 else None,

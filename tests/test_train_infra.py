@@ -1,4 +1,4 @@
-"""Quantisation/STE, device selection, run directories and resume-after-kill reproducibility."""
+"""Device selection, run directories and resume-after-kill reproducibility (quantisation: tests/test_quant.py)."""
 
 from __future__ import annotations
 
@@ -10,47 +10,7 @@ import torch
 
 from spicenet.errors import ConfigError
 from spicenet.surrogate import SurrogateFile, SurrogateParam
-from spicenet.train import (
-    ChipSampler,
-    MismatchModel,
-    RunDir,
-    fit,
-    quantize_ste,
-    quantize_uniform,
-    resolve_device,
-    sign_ste,
-)
-
-
-@pytest.mark.parametrize("bits", [1, 2, 3, 5])
-def test_quantizer_levels_and_error(bits: int) -> None:
-    x = torch.linspace(-1.5, 2.5, 20001, dtype=torch.float64)
-    q = quantize_uniform(x, bits, lo=-1.0, hi=2.0)
-    levels = torch.unique(q)
-    assert levels.numel() == 2**bits
-    delta = 3.0 / (2**bits - 1)
-    torch.testing.assert_close(levels, -1.0 + delta * torch.arange(2**bits, dtype=torch.float64))
-    inside = (x >= -1) & (x <= 2)
-    assert float((q - x)[inside].abs().max()) <= delta / 2 + 1e-12
-
-
-def test_ste_gradient() -> None:
-    x = torch.tensor([-2.0, -0.3, 0.1, 0.7, 3.0], requires_grad=True)
-    w = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
-    (quantize_ste(x, 2, -1.0, 1.0) * w).sum().backward()
-    # d/dx sum(w * Q(x)) with the clipped STE = w inside [-1, 1], 0 outside
-    torch.testing.assert_close(x.grad, torch.tensor([0.0, 2.0, 3.0, 4.0, 0.0]))
-    x.grad = None
-    (quantize_ste(x, 2, -1.0, 1.0, clip_grad=False) * w).sum().backward()
-    torch.testing.assert_close(x.grad, w)
-    # forward equals the plain quantiser
-    torch.testing.assert_close(quantize_ste(x, 3, -1, 1), quantize_uniform(x.detach(), 3, -1, 1))
-    y = torch.tensor([-0.5, 0.0, 2.0], requires_grad=True)
-    s = sign_ste(y)
-    s.sum().backward()
-    assert s.tolist() == [-1.0, 1.0, 1.0] and y.grad.tolist() == [1.0, 1.0, 0.0]
-    with pytest.raises(ValueError, match="bits"):
-        quantize_uniform(x, 0)
+from spicenet.train import ChipSampler, MismatchModel, RunDir, resolve_device
 
 
 def test_device_resolution() -> None:
@@ -78,55 +38,84 @@ def _model(seed: int) -> torch.nn.Module:
         return torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
 
 
-def _step_fn(mismatch: ChipSampler, kill_at: int | None = None):
-    def step(model, batch, ctx):
-        if kill_at is not None and ctx.step == kill_at:
-            raise KeyboardInterrupt("simulated kill")
-        x, y = batch
-        chip = mismatch.chip(step=ctx.step)
-        noise = 0.05 * torch.randn(x.shape, generator=ctx.generator)  # seeded per step
-        pred = model(x * chip["gain"] + noise).squeeze(-1)
-        return {"loss": ((pred - y) ** 2).mean(), "abs_err": (pred - y).abs().mean()}
-    return step
+class _Killed(KeyboardInterrupt):
+    pass
+
+
+def _train(rd: RunDir, mismatch: ChipSampler, model: torch.nn.Module, *, epochs: int = 3, batch_size: int = 16,
+           checkpoint_every: int = 3, kill_after: int | None = None) -> int:
+    """A trainer's loop over RunDir: resume from the newest checkpoint (model, optimizer, noise generator, partial
+    epoch sums), drop metric rows past it, checkpoint every few steps and at epoch ends. ``kill_after``: raise after
+    that step's metrics row was logged but before its checkpoint. Returns the step it resumed from (0: fresh)."""
+    x, y = _problem()
+    n = x.shape[0]
+    per_epoch = n // batch_size
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    noise = torch.Generator().manual_seed(11)
+    step, sums = 0, {"loss": 0.0, "abs_err": 0.0}
+    ck = rd.load_checkpoint(model=model, optimizer=opt, generators={"noise": noise})
+    if ck is not None:
+        step, sums = int(ck["step"]), dict(ck["extra"]["sums"])
+        rd.truncate_metrics(step // per_epoch - 1)
+    resumed = step
+    while step < epochs * per_epoch:
+        epoch, b = divmod(step, per_epoch)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(1000 + epoch))
+        idx = perm[b * batch_size:(b + 1) * batch_size]
+        chip = mismatch.chip(step=step)
+        pred = model(x[idx] * chip["gain"] + 0.05 * torch.randn(batch_size, 3, generator=noise)).squeeze(-1)
+        loss = ((pred - y[idx]) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sums["loss"] += float(loss.detach())
+        sums["abs_err"] += float((pred - y[idx]).abs().mean().detach())
+        step += 1
+        end = step % per_epoch == 0
+        if end:
+            rd.log_metrics(epoch, step=step, **{k: v / per_epoch for k, v in sums.items()})
+            sums = {k: 0.0 for k in sums}
+        if step == kill_after:
+            raise _Killed("simulated kill")
+        if end or step % checkpoint_every == 0:
+            rd.save_checkpoint(step=step, epoch=step // per_epoch, model=model, optimizer=opt,
+                               generators={"noise": noise}, extra={"sums": sums})
+    return resumed
 
 
 def test_resume_after_kill_matches_uninterrupted_run(tmp_path) -> None:
     torch.set_num_threads(1)
-    x, y = _problem()
     sf = SurrogateFile("rng", "generic", params={"gain": SurrogateParam(np.full(4, 1.0), std=0.1, positive=True)})
     spath = sf.save(tmp_path / "s.h5")
     mm = MismatchModel.from_surrogate(spath)
     cfg = {"lr": 0.05, "epochs": 3, "batch_size": 16}
 
-    def run(path, kill_at=None, init_seed=0):
+    def run(path, kill_after=None, init_seed=0):
         model = _model(init_seed)
-        opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
         rd = RunDir.create(path, cfg, surrogate=spath, seed=1)
-        sampler = ChipSampler(mm, (3,), per="step", seed=1)
-        res = fit(model, opt, _step_fn(sampler, kill_at), (x, y), epochs=3, batch_size=16, seed=1, run=rd,
-                  checkpoint_every=3, progress=False)
-        return model, res, rd
+        resumed = _train(rd, ChipSampler(mm, (3,), per="step", seed=1), model, kill_after=kill_after)
+        return model, resumed, rd
 
-    full, res_full, rd_full = run(tmp_path / "full")
-    assert res_full["steps"] == 12 and res_full["resumed_from_step"] is None
-    with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "killed", kill_at=7)  # dies inside step 7: newest checkpoint is after step 6
+    full, resumed_full, rd_full = run(tmp_path / "full")
+    assert resumed_full == 0 and len(rd_full.read_metrics()) == 3
+    # killed after step 8 logged epoch 1 but before its checkpoint: the newest checkpoint is after step 6
+    with pytest.raises(_Killed):
+        run(tmp_path / "killed", kill_after=8)
     rd = RunDir.open(tmp_path / "killed")
-    assert rd.latest_checkpoint().name == "ckpt-000000006.pt"
+    assert [p.name for p in rd.list_checkpoints()] == ["ckpt-000000004.pt", "ckpt-000000006.pt"]  # keep=2
+    assert [r["epoch"] for r in rd.read_metrics()] == [0, 1]
     # resumed with a differently initialised model object: everything must come from the checkpoint
-    resumed, res, _ = run(tmp_path / "killed", init_seed=123)
-    assert res["resumed_from_step"] == 6 and res["steps"] == 12
+    resumed, at, _ = run(tmp_path / "killed", init_seed=123)
+    assert at == 6
     for p, q in zip(full.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(p, q)
-    # per-epoch metrics identical too (epoch 1 was half done at the kill)
+    # per-epoch metrics identical too (epoch 1, half done at the checkpoint, was dropped on resume and redone)
     assert rd.read_metrics() == rd_full.read_metrics()
     assert [r["epoch"] for r in rd.read_metrics()] == [0, 1, 2]
-    # the loss went down over training
     rows = rd.read_metrics()
-    assert rows[-1]["loss"] < rows[0]["loss"]
-    meta = rd.meta()
+    assert rows[-1]["loss"] < rows[0]["loss"]  # the loss went down over training
     import hashlib
-    assert meta["surrogate_sha256"] == hashlib.sha256(spath.read_bytes()).hexdigest()
+    assert rd.meta()["surrogate_sha256"] == hashlib.sha256(spath.read_bytes()).hexdigest()
 
 
 def test_run_dir_files_and_guards(tmp_path) -> None:

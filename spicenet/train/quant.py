@@ -1,51 +1,76 @@
-"""Uniform n-bit quantisation and the straight-through estimator (STE) shared by trainers.
+"""Quantisation shared by the cell families: a uniform grid and a list of measured levels.
 
-Levels: q_k = lo + k * delta, k = 0 .. 2^n - 1, delta = (hi - lo) / (2^n - 1). Forward: clamp x to [lo, hi] and
-round to the nearest level (|x - Q(x)| <= delta/2 inside the range). Backward (STE, Bengio et al. 2013): dQ/dx := 1
-inside [lo, hi] and 0 outside (the "clipped" STE; ``clip_grad=False`` passes the gradient everywhere).
+Two level sets cover every family's weights and codes:
+
+* a zero-centred uniform grid, levels ``k * step`` for the integers ``k_min <= k <= k_max``
+  (:func:`quantize_grid`, and :func:`quantize_grid_ste` with a clipped straight-through gradient): e.g. the integer
+  codes of a binary-weighted bank (``step = 1``, ``k`` in ``[-(2**n - 1), 2**n - 1]`` or ``[0, 2**n - 1]``) or a
+  symmetric ``bits``-bit DAC on ``[-max_abs, max_abs]`` (``step = max_abs / (2**(bits-1) - 1)``);
+* an arbitrary sorted list of levels, e.g. measured programmable conductances (:func:`quantize_nearest`; a caller
+  that trains through it adds its own straight-through gradient).
+
+Rounding: to the nearest level. On the grid ties (exactly half a step) go to the even ``k`` (``torch.round``,
+half to even); among listed levels ties go to the lower one.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
+from torch import Tensor
+
+__all__ = ["quantize_grid", "quantize_grid_ste", "quantize_nearest"]
 
 
-def _check(bits: int, lo: float, hi: float) -> None:
-    if not isinstance(bits, int) or not 1 <= bits <= 24:
-        raise ValueError(f"bits: expected an integer in 1..24, got {bits!r}")
-    if not hi > lo:
-        raise ValueError(f"range: expected hi > lo, got lo={lo}, hi={hi}")
+def _check_grid(step: float, k_min: int, k_max: int) -> None:
+    if not (isinstance(step, numbers.Real) and not isinstance(step, bool) and math.isfinite(step) and step > 0):
+        raise ValueError(f"step: expected a finite number > 0, got {step!r}")
+    for name, k in (("k_min", k_min), ("k_max", k_max)):
+        if not isinstance(k, numbers.Integral) or isinstance(k, bool):
+            raise ValueError(f"{name}: expected an int, got {k!r}")
+    if not k_min <= k_max:
+        raise ValueError(f"grid: expected k_min <= k_max, got k_min={k_min}, k_max={k_max}")
 
 
-def quantize_uniform(x: torch.Tensor, bits: int, lo: float = -1.0, hi: float = 1.0) -> torch.Tensor:
-    """Round ``x`` to the nearest of 2^bits evenly spaced levels spanning [lo, hi] (no gradient: round has 0 grad)."""
-    _check(bits, lo, hi)
-    delta = (hi - lo) / (2**bits - 1)
-    return lo + torch.round((x.clamp(lo, hi) - lo) / delta) * delta
+def quantize_grid(x: Tensor, step: float, k_min: int, k_max: int) -> Tensor:
+    """Round ``x`` to the grid ``{k * step : k integer, k_min <= k <= k_max}``; no useful gradient.
+
+    Forward: ``clamp(round(x / step), k_min, k_max) * step``, so values beyond the range
+    ``[k_min * step, k_max * step]`` go to its end level and ``|x - Q(x)| <= step / 2`` inside it. Ties (``x / step``
+    exactly half-way between two integers) round half to even (``torch.round``). Gradient: that of ``round``, zero
+    everywhere. Returns a tensor of ``x``'s dtype.
+    """
+    _check_grid(step, k_min, k_max)
+    return torch.clamp(torch.round(x / step), k_min, k_max) * step
 
 
-class _QuantSTE(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, bits, lo, hi, clip_grad):
-        ctx.save_for_backward(x)
-        ctx.lo, ctx.hi, ctx.clip = lo, hi, clip_grad
-        return quantize_uniform(x, bits, lo, hi)
+def quantize_grid_ste(x: Tensor, step: float, k_min: int, k_max: int) -> Tensor:
+    """:func:`quantize_grid` forward, clipped straight-through gradient backward.
 
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        if ctx.clip:
-            grad = grad * ((x >= ctx.lo) & (x <= ctx.hi)).to(grad.dtype)
-        return grad, None, None, None, None
-
-
-def quantize_ste(x: torch.Tensor, bits: int, lo: float = -1.0, hi: float = 1.0, clip_grad: bool = True) -> torch.Tensor:
-    """Uniform quantisation in the forward pass, straight-through gradient in the backward pass."""
-    _check(bits, lo, hi)
-    return _QuantSTE.apply(x, bits, float(lo), float(hi), bool(clip_grad))
+    Forward: the value of ``quantize_grid(x, step, k_min, k_max)``, computed as ``c + (Q(c) - c)`` with
+    ``c = clamp(x, k_min * step, k_max * step)`` (for ``step = 1``, or any grid where that sum is exact, the levels
+    themselves; a zero level comes out as ``+0.0``). Backward (the clipped STE, Bengio et al. 2013): the clamp's
+    gradient, 1 where ``k_min * step <= x <= k_max * step`` (ends included) and 0 outside; the rounding is
+    treated as the identity.
+    """
+    _check_grid(step, k_min, k_max)
+    clamped = x.clamp(k_min * step, k_max * step)
+    return clamped + (quantize_grid(clamped, step, k_min, k_max) - clamped).detach()
 
 
-def sign_ste(x: torch.Tensor) -> torch.Tensor:
-    """sign(x) in {-1, +1} (0 -> +1) forward, clipped identity gradient (|x| <= 1) backward: the binary case."""
-    s = torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
-    return (x.clamp(-1, 1) + (s - x.clamp(-1, 1)).detach())
+def quantize_nearest(x: Tensor, levels: Tensor) -> Tensor:
+    """Map each element of ``x`` to the nearest of ``levels`` (1-D, sorted ascending); no useful gradient.
+
+    Level set: ``levels`` cast to ``x``'s dtype and device. Rounding: the level minimising ``|x - level|``,
+    evaluated in ``x``'s dtype; values beyond the ends go to the end levels. Ties (equal distances) go to the
+    first of them in ``levels``, the lower one for sorted levels (``argmin`` returns the first minimum). Gradient:
+    none (an index lookup); callers that train through it add a straight-through estimator. Memory is
+    ``x.numel() * len(levels)`` elements.
+    """
+    if levels.ndim != 1 or levels.numel() < 1:
+        raise ValueError(f"levels: expected a non-empty 1-D tensor, got shape {tuple(levels.shape)}")
+    ref = levels.to(device=x.device, dtype=x.dtype)
+    idx = (x.unsqueeze(-1) - ref).abs().argmin(dim=-1)
+    return ref[idx]

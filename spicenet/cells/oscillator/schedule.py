@@ -8,8 +8,7 @@ Coupling codes: each coupling is a binary-weighted resistor bank of ``n_bits`` b
 polarity bit that selects the tap (true or complementary output of the driving ring). A *signed code*
 ``c`` in ``[-(2**n_bits - 1), 2**n_bits - 1]`` means magnitude ``|c|`` (bank conductance ``G = |c| * G_unit``)
 and polarity ``sign(c)``. ``quantize_codes_ste`` rounds continuous codes to these levels with a
-straight-through estimator; it is deliberately one small self-contained function so that a shared quantiser can
-replace it.
+straight-through estimator: the integer grid of the shared :func:`spicenet.train.quant.quantize_grid_ste`.
 """
 
 from __future__ import annotations
@@ -18,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from spicenet.train.quant import quantize_grid_ste
 
 __all__ = ["PiecewiseSchedule", "quantize_codes_ste", "max_code"]
 
@@ -33,17 +34,16 @@ def quantize_codes_ste(codes: Tensor, n_bits: int = 4, signed: bool = True) -> T
     """Round continuous coupling codes to the integer levels of an ``n_bits`` bank, straight-through gradient.
 
     Forward: ``round(clamp(codes, lo, hi))`` with ``hi = 2**n_bits - 1`` and ``lo = -hi`` (signed, polarity bit)
-    or ``lo = 0`` (unsigned). Backward: gradient 1 where ``lo <= codes <= hi`` and 0 outside (the clamp's
-    gradient; the rounding is treated as identity). Returns a tensor of the input's dtype holding integers.
+    or ``lo = 0`` (unsigned); ties round half to even. Backward: gradient 1 where ``lo <= codes <= hi`` and 0
+    outside (the clamp's gradient; the rounding is treated as identity). Returns a tensor of the input's dtype
+    holding integers. This is :func:`spicenet.train.quant.quantize_grid_ste` with ``step = 1``.
     """
     if not isinstance(codes, Tensor):
         raise ValueError(f"codes must be a torch.Tensor, got {type(codes).__name__}")
     if not codes.is_floating_point():
         raise ValueError(f"codes must be a floating tensor, got dtype {codes.dtype}")
-    hi = float(max_code(n_bits))
-    lo = -hi if signed else 0.0
-    clamped = codes.clamp(lo, hi)
-    return clamped + (torch.round(clamped) - clamped).detach()
+    hi = max_code(n_bits)
+    return quantize_grid_ste(codes, 1.0, -hi if signed else 0, hi)
 
 
 @dataclass

@@ -94,15 +94,19 @@ def sample_chip(
 
 
 def programmable_levels(levels: Sequence[float] | Tensor | np.ndarray) -> Callable[[Tensor], Tensor]:
-    """Quantisation hook: maps each conductance (S) to the nearest of the programmable ``levels`` (S)."""
+    """Quantisation hook: maps each conductance (S) to the nearest of the programmable ``levels`` (S).
+
+    :func:`spicenet.train.quant.quantize_nearest` over the sorted levels (ties to the lower level); forward only,
+    :class:`ResistiveNetwork` adds the straight-through gradient.
+    """
+    from spicenet.train.quant import quantize_nearest
+
     lv = torch.as_tensor(levels, dtype=torch.float64).flatten().sort().values
     if lv.numel() < 1 or bool((lv < 0).any()):
         raise ValueError(f"levels must be a non-empty list of conductances >= 0 S, got {lv.tolist()!r}")
 
     def quantise(g: Tensor) -> Tensor:
-        ref = lv.to(device=g.device, dtype=g.dtype)
-        idx = (g.unsqueeze(-1) - ref).abs().argmin(dim=-1)
-        return ref[idx]
+        return quantize_nearest(g, lv)
 
     return quantise
 

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from spicenet.progress import progress_iter
+from spicenet.train.quant import quantize_grid
 
 from .gibbs import BlockGibbsSampler, make_generator
 from .graph import SparseGraph, grid_graph
@@ -52,7 +53,11 @@ __all__ = ["DTMConfig", "DTM", "uniform_quantiser", "forward_noise", "total_vari
 
 
 def uniform_quantiser(bits: int, max_abs: float) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Symmetric uniform quantiser to ``2**(bits-1) - 1`` levels per sign on [-max_abs, max_abs] (clipping)."""
+    """Symmetric uniform quantiser to ``2**(bits-1) - 1`` levels per sign on [-max_abs, max_abs] (clipping).
+
+    Levels ``k * step``, ``step = max_abs / (2**(bits-1) - 1)``, ``|k| <= 2**(bits-1) - 1``; round to nearest, ties
+    half to even: :func:`spicenet.train.quant.quantize_grid` (forward only; the DTM's gradients are moment estimates).
+    """
     if bits < 2:
         raise ValueError(f"bits: expected >= 2, got {bits}")
     if not max_abs > 0:
@@ -61,7 +66,7 @@ def uniform_quantiser(bits: int, max_abs: float) -> Callable[[torch.Tensor], tor
     step = max_abs / levels
 
     def q(x: torch.Tensor) -> torch.Tensor:
-        return torch.clamp(torch.round(x / step), -levels, levels) * step
+        return quantize_grid(x, step, -levels, levels)
 
     return q
 

@@ -221,20 +221,9 @@ def _loss_plot(run: Any) -> Path:
                        run.plots / "loss_curves.png", xlabel="iteration")
 
 
-@restores_torch_threads
-def train(kind: str, *, dataset: str, size: int, run_dir: Path | str, quick: bool = False, seed: int = 0,
-          compare: str | None = None, width: int | None = None, iters: int | None = None,
-          progress: bool = True, plots: bool = True, compare_config: str | None = None) -> dict[str, Any]:
-    """Train baseline ``kind`` ("gan" / "vae") on ``dataset`` at ``size`` px into ``run_dir``; returns
-    ``{"run_dir", "metrics"}``. ``compare`` ("dtm" / "ais", default :func:`default_compare`) names the analog
-    trainer whose (quick) config gives the data split, encoding, FID sample count and the parameter count the
-    generator's ``width`` is matched to (unless ``width`` is given); ``compare_config``: that trainer's config file
-    instead of its shipped one (a full config). ``plots=False`` skips the PNGs."""
-    from spicenet.metrics import fid_key, load_feature_net
-    from spicenet.progress import progress_bar
-    from spicenet.train import RunDir
-
-    t0 = time.perf_counter()
+def _checked_compare(kind: str, dataset: str, size: int, compare: str | None, width: int | None) -> str:
+    """The compared analog trainer (``compare`` or :func:`default_compare`), after checking the arguments in the
+    order the command line names them; any bad one is a ConfigError."""
     if kind not in KINDS:
         raise ConfigError(f"baseline: kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if size not in SIZES:
@@ -244,6 +233,140 @@ def train(kind: str, *, dataset: str, size: int, run_dir: Path | str, quick: boo
         raise ConfigError(f"baseline: --compare must be one of {', '.join(comparable())}, got {compare!r}")
     if width is not None and width < 1:
         raise ConfigError(f"baseline: --width must be >= 1, got {width}")
+    return compare
+
+
+def _open_run(run_dir: Path | str, cfg: BaselineConfig, kind: str, compare: str, width: int, seed: int,
+              quick: bool, dataset_info: dict[str, Any]) -> Any:
+    """A fresh run directory (no resume) with its run.json marked family "baseline", trainer ``kind``."""
+    from spicenet.train import RunDir
+    from spicenet.train.run import _atomic_write_text
+
+    run = RunDir.create(run_dir, dataclasses.asdict(cfg) | {"kind": kind, "compare": compare, "width": width,
+                                                            "seed": seed, "quick": quick},
+                        seed=seed, dataset=dataset_info, resume=False, length_key="iters")
+    meta = run.meta()
+    meta.update({"family": "baseline", "trainer": kind, "quick": bool(quick)})
+    _atomic_write_text(run.path / "run.json", json.dumps(meta, indent=2, default=str))
+    return run
+
+
+def _fit(kind: str, x_train: Tensor, x_test: Tensor, cfg: BaselineConfig, width: int, seed: int, progress: bool,
+         log: Any) -> dict[str, nn.Module]:
+    """Train the GAN or VAE of ``kind`` under a progress bar; returns its modules by name."""
+    from spicenet.progress import progress_bar
+
+    bar = progress_bar(cfg.iters, f"baseline {kind}", enabled=progress)
+    if kind == "gan":
+        models = _train_gan(x_train, cfg, width, seed, bar, log)
+    else:
+        models = _train_vae(x_train, x_test, cfg, width, seed, bar, log)
+    bar.close()
+    return models
+
+
+@dataclass
+class _Scores:
+    """The trained generator scored as the analog trainer is: own-net metrics of its samples (``nominal``) and of
+    the untrained generator on the same latents, the real-data floor FID(train, test), the generated images, and
+    the FLOPs [per sample] and energy [J per sample] of one generation."""
+
+    nominal: dict[str, Any]
+    untrained: dict[str, Any]
+    floor: float
+    imgs: Tensor
+    flops: dict[str, Any]
+    energy: dict[str, Any]
+
+
+def _score(gen: Generator, untrained: Generator, x_train: Tensor, reference: np.ndarray, name: str,
+           ref: AnalogReference, value_range: str, net: Any, seed: int, size: int, z_dim: int) -> _Scores:
+    """:class:`_Scores` of ``gen`` (``ref.n_eval_samples`` images per FID, latents from ``seed + 1000``)."""
+    from spicenet.metrics import fid_key, image_metrics
+
+    key = fid_key(name)
+    binary = value_range == "spin"
+    nominal, imgs = evaluate(gen, reference, name, ref.n_eval_samples, seed + 1000, value_range, net)
+    untrained_m, _ = evaluate(untrained, reference, name, ref.n_eval_samples, seed + 1000, value_range, net)
+    floor_imgs = (2.0 * x_train - 1.0 if binary else x_train.reshape(-1, size, size))[: ref.n_eval_samples]
+    floor = image_metrics(floor_imgs.numpy(), reference, name, net=net, value_range=value_range, seed=int(seed),
+                          with_inception=False)[key]
+    flops = count_flops(nn.Sequential(gen.net, nn.Sigmoid()), (z_dim,))
+    return _Scores(nominal, untrained_m, floor, imgs, flops, energy_per_sample(flops["total"]))
+
+
+def _model_info(kind: str, models: dict[str, nn.Module], width: int, z_dim: int) -> dict[str, Any]:
+    """metrics' ``model``: width, latent size and parameter counts (the generator, the training-only
+    discriminator / encoder)."""
+    n_gen = n_params(models["generator"])
+    n_aux = n_params(models["discriminator"] if kind == "gan"
+                     else cast(VAE, models["vae"]).encoder)  # training-only part
+    return {"width": width, "z_dim": z_dim, "n_params_generator": n_gen,
+            "n_params_training_only": n_aux, "n_params_total": n_gen + n_aux,
+            "training_only": "discriminator" if kind == "gan" else "encoder"}
+
+
+def _metrics(kind: str, name: str, sc: _Scores, ref: AnalogReference, model: dict[str, Any], n_reference: int,
+             dataset_info: dict[str, Any], iters: int) -> dict[str, Any]:
+    """metrics.json's scores, comparison, model and energy keys (the wall times and plots are added after)."""
+    from spicenet.metrics import fid_key
+
+    key = fid_key(name)
+    return {
+        key: float(sc.nominal[key]),
+        f"kid_spicenet_{name}": float(sc.nominal[f"kid_spicenet_{name}"]),
+        "fid_note": "spicenet's own 64-d feature net (spicenet.metrics.features), NOT Inception",
+        "fid_untrained": float(sc.untrained[key]),
+        "fid_floor_train_vs_test": float(sc.floor),
+        "n_eval_samples": ref.n_eval_samples,
+        "n_reference": n_reference,
+        "kind": kind,
+        "compare": {"trainer": ref.compare, "config": ref.config_name, "n_params": ref.n_params,
+                    "params": ref.params_detail, "dataset": ref.dataset, "size": ref.size},
+        "encoding": ref.encoding,
+        "model": model,
+        "flops_per_sample": sc.flops["total"],
+        "flops_layers": sc.flops["layers"],
+        "energy_per_sample_j": sc.energy["energy_j"],
+        "energy": sc.energy,
+        "dataset": dataset_info,
+        "iters": iters,
+    }
+
+
+def _vae_metrics(vae: VAE, x_train: Tensor, x_test: Tensor, seed: int) -> dict[str, Any]:
+    """metrics' ``vae``: held-out ELBO [nats per image], reconstruction cross-entropy and that of the per-pixel
+    training mean [nats per pixel]."""
+    vae.eval()
+    with torch.no_grad():
+        rec = reconstruction_bce(vae.reconstruct(x_test), x_test)
+    mean_p = x_train.mean(0, keepdim=True).expand_as(x_test)
+    return {"elbo_test_nats": heldout_elbo(vae, x_test, seed),
+            "reconstruction_bce_test_per_pixel": rec,
+            "pixel_mean_bce_test_per_pixel": reconstruction_bce(mean_p, x_test)}
+
+
+def _save_model(run: Any, kind: str, models: dict[str, nn.Module], size: int, width: int, z_dim: int,
+                encoding: str, name: str) -> None:
+    """model.pt: the modules' states (the VAE's decoder inside ``vae``) and what rebuilds them."""
+    saved = {k: m for k, m in models.items() if not (kind == "vae" and k == "generator")}  # the decoder is in vae
+    torch.save({"kind": kind, "state": {k: m.state_dict() for k, m in saved.items()}, "size": size, "width": width,
+                "z_dim": z_dim, "encoding": encoding, "dataset": name}, run.path / "model.pt")
+
+
+@restores_torch_threads
+def train(kind: str, *, dataset: str, size: int, run_dir: Path | str, quick: bool = False, seed: int = 0,
+          compare: str | None = None, width: int | None = None, iters: int | None = None,
+          progress: bool = True, plots: bool = True, compare_config: str | None = None) -> dict[str, Any]:
+    """Train baseline ``kind`` ("gan" / "vae") on ``dataset`` at ``size`` px into ``run_dir``; returns
+    ``{"run_dir", "metrics"}``. ``compare`` ("dtm" / "ais", default :func:`default_compare`) names the analog
+    trainer whose (quick) config gives the data split, encoding, FID sample count and the parameter count the
+    generator's ``width`` is matched to (unless ``width`` is given); ``compare_config``: that trainer's config file
+    instead of its shipped one (a full config). ``plots=False`` skips the PNGs."""
+    from spicenet.metrics import load_feature_net
+
+    t0 = time.perf_counter()
+    compare = _checked_compare(kind, dataset, size, compare, width)
     cfg = BaselineConfig.preset(kind, quick, iters)
     torch.set_num_threads(cfg.threads)
     ref = analog_reference(compare, quick, seed, compare_config)
@@ -252,82 +375,27 @@ def train(kind: str, *, dataset: str, size: int, run_dir: Path | str, quick: boo
     w = width if width is not None else matched_width(size, ref.n_params, cfg.z_dim, batch_norm=kind == "gan")
     dataset_info = ds.summary() | {"encoding_for_networks": "binary {0,1} (threshold 127)" if binary
                                    else "grey [0,1]", "source": ref.source}
-    run = RunDir.create(run_dir, dataclasses.asdict(cfg) | {"kind": kind, "compare": compare, "width": w,
-                                                            "seed": seed, "quick": quick},
-                        seed=seed, dataset=dataset_info, resume=False, length_key="iters")
-    from spicenet.train.run import _atomic_write_text
-
-    meta = run.meta()
-    meta.update({"family": "baseline", "trainer": kind, "quick": bool(quick)})
-    _atomic_write_text(run.path / "run.json", json.dumps(meta, indent=2, default=str))
+    run = _open_run(run_dir, cfg, kind, compare, w, seed, quick, dataset_info)
 
     torch.manual_seed(int(seed))  # module initialisation
     x_test = torch.as_tensor((reference.reshape(reference.shape[0], -1) + 1.0) / 2.0 if binary
                              else reference.reshape(reference.shape[0], -1))
-    net, net_info = load_feature_net(ds.name, train_if_missing=True)
+    net, _ = load_feature_net(ds.name, train_if_missing=True)
     untrained = Generator(size, w, cfg.z_dim, batch_norm=kind == "gan")
-    bar = progress_bar(cfg.iters, f"baseline {kind}", enabled=progress)
-    if kind == "gan":
-        models = _train_gan(x_train, cfg, w, seed, bar, run.log_metrics)
-    else:
-        models = _train_vae(x_train, x_test, cfg, w, seed, bar, run.log_metrics)
-    bar.close()
+    models = _fit(kind, x_train, x_test, cfg, w, seed, progress, run.log_metrics)
     t_train = time.perf_counter() - t0
-    gen = cast(Generator, models["generator"])
 
     t1 = time.perf_counter()
-    key = fid_key(ds.name)
-    nominal, imgs = evaluate(gen, reference, ds.name, ref.n_eval_samples, seed + 1000, value_range, net)
-    untrained_m, _ = evaluate(untrained, reference, ds.name, ref.n_eval_samples, seed + 1000, value_range, net)
-    from spicenet.metrics import image_metrics
-
-    floor_imgs = (2.0 * x_train - 1.0 if binary else x_train.reshape(-1, size, size))[: ref.n_eval_samples]
-    floor = image_metrics(floor_imgs.numpy(), reference, ds.name, net=net, value_range=value_range, seed=int(seed),
-                          with_inception=False)[key]
-    flops = count_flops(nn.Sequential(gen.net, nn.Sigmoid()), (cfg.z_dim,))
-    energy = energy_per_sample(flops["total"])
-    shown = ((imgs + 1.0) / 2.0 if binary else imgs).reshape(-1, size, size)[:64]
+    sc = _score(cast(Generator, models["generator"]), untrained, x_train, reference, ds.name, ref, value_range, net,
+                seed, size, cfg.z_dim)
+    shown = ((sc.imgs + 1.0) / 2.0 if binary else sc.imgs).reshape(-1, size, size)[:64]
     plot_files = [str(run.save_sample_grid(shown, "samples.png", vmin=0, vmax=1)), str(_loss_plot(run))] if plots else []
-    n_gen = n_params(gen)
-    n_aux = n_params(models["discriminator"] if kind == "gan"
-                     else cast(VAE, models["vae"]).encoder)  # training-only part
-    metrics: dict[str, Any] = {
-        key: float(nominal[key]),
-        f"kid_spicenet_{ds.name}": float(nominal[f"kid_spicenet_{ds.name}"]),
-        "fid_note": "spicenet's own 64-d feature net (spicenet.metrics.features), NOT Inception",
-        "fid_untrained": float(untrained_m[key]),
-        "fid_floor_train_vs_test": float(floor),
-        "n_eval_samples": ref.n_eval_samples,
-        "n_reference": int(reference.shape[0]),
-        "kind": kind,
-        "compare": {"trainer": ref.compare, "config": ref.config_name, "n_params": ref.n_params,
-                    "params": ref.params_detail, "dataset": ref.dataset, "size": ref.size},
-        "encoding": ref.encoding,
-        "model": {"width": w, "z_dim": cfg.z_dim, "n_params_generator": n_gen,
-                  "n_params_training_only": n_aux, "n_params_total": n_gen + n_aux,
-                  "training_only": "discriminator" if kind == "gan" else "encoder"},
-        "flops_per_sample": flops["total"],
-        "flops_layers": flops["layers"],
-        "energy_per_sample_j": energy["energy_j"],
-        "energy": energy,
-        "dataset": dataset_info,
-        "iters": cfg.iters,
-        "train_wall_s": t_train,
-        "eval_wall_s": time.perf_counter() - t1,
-        "plots": plot_files,
-    }
+    metrics = _metrics(kind, ds.name, sc, ref, _model_info(kind, models, w, cfg.z_dim), int(reference.shape[0]),
+                       dataset_info, cfg.iters)
+    metrics |= {"train_wall_s": t_train, "eval_wall_s": time.perf_counter() - t1, "plots": plot_files}
     if kind == "vae":
-        vae = cast(VAE, models["vae"])
-        vae.eval()
-        with torch.no_grad():
-            rec = reconstruction_bce(vae.reconstruct(x_test), x_test)
-        mean_p = x_train.mean(0, keepdim=True).expand_as(x_test)
-        metrics["vae"] = {"elbo_test_nats": heldout_elbo(vae, x_test, seed),
-                          "reconstruction_bce_test_per_pixel": rec,
-                          "pixel_mean_bce_test_per_pixel": reconstruction_bce(mean_p, x_test)}
-    saved = {k: m for k, m in models.items() if not (kind == "vae" and k == "generator")}  # the decoder is in vae
-    torch.save({"kind": kind, "state": {k: m.state_dict() for k, m in saved.items()}, "size": size, "width": w,
-                "z_dim": cfg.z_dim, "encoding": ref.encoding, "dataset": ds.name}, run.path / "model.pt")
+        metrics["vae"] = _vae_metrics(cast(VAE, models["vae"]), x_train, x_test, seed)
+    _save_model(run, kind, models, size, w, cfg.z_dim, ref.encoding, ds.name)
     metrics["wall_s"] = time.perf_counter() - t0
     run.write_final_metrics(metrics)
     return {"run_dir": str(run.path), "metrics": metrics}

@@ -677,6 +677,115 @@ def _montecarlo(engine: Engine, cfg: OscCalibrationConfig, process: str, free: d
 
 
 # ----------------------------------------------------------------------------------------------- main
+@dataclass
+class _Measurements:
+    """Every measurement of a calibration (module docstring, steps 1-6) and the pair fit: the free-running ring
+    ``free``, the load pull ``lfreq`` and load gain ``lgain`` (None without ``[load]``), the pair rows and their
+    fit ``pfit``, the lock-range ``checks``, ``shil``, phase ``noise`` and Monte Carlo ``mc``."""
+
+    free: dict[str, Any]
+    lfreq: dict[str, Any] | None
+    rows: list[dict[str, Any]]
+    pfit: dict[str, Any]
+    checks: list[dict[str, Any]]
+    lgain: dict[str, Any] | None
+    shil: dict[str, Any]
+    noise: dict[str, Any]
+    mc: dict[str, Any]
+
+
+def _measure(engine: Engine, cfg: OscCalibrationConfig, process: str, seed: int) -> _Measurements:
+    """Run the measurements in order on ``engine`` (each stage needs the fits of the ones before it)."""
+    free = _free_running(engine, cfg, process)
+    lfreq = _load_freq(engine, cfg, process)
+    dwl_ref = _estimate_lock(engine, cfg, process, free)
+    rows = _pair_sweep(engine, cfg, process, free, dwl_ref)
+    pfit = _fit_pairs(rows, cfg, lfreq)
+    checks = _lock_checks(engine, cfg, process, free, pfit)
+    lgain = _load_gain(engine, cfg, process, free, pfit)
+    shil = _shil(engine, cfg, process, free)
+    noise = _noise(engine, cfg, process, seed)
+    mc = _montecarlo(engine, cfg, process, free, pfit, seed)
+    return _Measurements(free, lfreq, rows, pfit, checks, lgain, shil, noise, mc)
+
+
+def _fit_summary(cfg: OscCalibrationConfig, m: _Measurements, wall: float) -> dict[str, Any]:
+    """The fit's scalar results (``calibrate_oscillator``'s docstring): ring, coupling (H, K per R and per code,
+    lock ranges [Hz], errors), SHIL, phase diffusion, Monte-Carlo spreads, and the measurements' wall time
+    ``wall`` [s]."""
+    free, pfit, shil, noise, mc = m.free, m.pfit, m.shil, m.noise, m.mc
+    f0_vals = np.array(list(mc["f0"].values()))
+    gain_vals = np.array(list(mc["gain"].values()))
+    lock_ranges = {f"{r:.0f}": lock_range(k, pfit["a"]) / (2 * math.pi) for r, k in pfit["table"].items()}
+    return {
+        "f0_hz": free["f0"],
+        "amplitude_v": free["amplitude"],
+        "df_dvdd_hz_per_v": free["df_dv"],
+        "energy_per_cycle_j": free["energy"],
+        "power_w": free["power"],
+        "k_per_siemens": pfit["kappa"],
+        "r_to_k": {f"{r:.0f}": k for r, k in pfit["table"].items()},
+        "h_harmonics": {"sin": [float(v) for v in pfit["a"]], "cos": [float(v) for v in pfit["c"]]},
+        "lock_range_hz": lock_ranges,
+        "k_power_law": {"a": pfit["k_power"][0], "p": pfit["k_power"][1]},
+        "k_per_code_rad_s": [float(v) for v in pfit["k_code"](cfg.r_lsb, cfg.n_bits)],
+        "max_rel_err": float(pfit["rel_err_table"].max()),
+        "max_abs_err_rad": float(pfit["abs_err_table"].max()),
+        "max_rel_err_linear_k": float(pfit["rel_err"].max()),
+        "mc_pair_dw_std_hz": float(np.std(list(mc["dw_chip"].values()), ddof=1) / (2 * math.pi)) if len(mc["dw_chip"]) > 1 else 0.0,
+        "pair_points": len(pfit["points"]),
+        "lock_checks_passed": int(sum(c["locked"] == c["expected_locked"] for c in m.checks)),
+        "lock_checks": len(m.checks),
+        "shil_strength": shil["per_amp"],
+        "shil_l_rad_s": shil["L"],
+        "shil_amplitude_a": cfg.shil_amplitude_a,
+        "shil_phase_rad": shil["phi_s"],
+        "shil_freq_shift_rad_s": shil["delta"],
+        "shil_fit_rms": shil["rms_resid"],
+        "phase_diffusion": noise["D"],
+        "phase_diffusion_per_psd": noise["D_per_psd"],
+        "noise_psd_a2_hz": noise["psd"],
+        "f0_std_rel": float(f0_vals.std(ddof=1) / f0_vals.mean()) if f0_vals.size > 1 else 0.0,
+        "k_gain_std_rel": float(gain_vals.std(ddof=1)) if gain_vals.size > 1 else 0.0,
+        "chips": int(f0_vals.size),
+        "gain_chips": int(gain_vals.size),
+        "wall_s": wall,
+    }
+
+
+def _load_summary(lfreq: dict[str, Any] | None, lgain: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The fit's ``load``: the pull table's loads [S], pulls [Hz] (p rail, split) and swing [V]; the gain table's
+    loads [S] and gains (None without either)."""
+    load: dict[str, Any] | None = None
+    if lfreq is not None:
+        load = {"g_s": [float(v) for v in lfreq["g"]],
+                "df_hz_p_rail": [float(v) for v in lfreq["df"][:, 0]],
+                "df_hz_split": [float(v) for v in _df_load(lfreq, lfreq["g"] / 2, lfreq["g"] / 2)],
+                "swing_v_p_rail": [float(v) for v in lfreq["amp"][:, 0]]}
+    if lgain is not None:
+        load = (load or {}) | {"gain_g_s": [float(v) for v in lgain["g"]],
+                               "k_gain": [float(v) for v in lgain["gain"]],
+                               "gain_points_unlocked": sum(not r["locked"] for r in lgain["rows"])}
+    return load
+
+
+def _phase_model_params(cfg: OscCalibrationConfig, fit: dict[str, Any], lfreq: dict[str, Any] | None,
+                        lgain: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``PhaseModelParams`` mapping of the fit (f0 [Hz], H, unit conductance [S], kappa [rad/s/S], bits, phase
+    diffusion [rad^2/s], K per code [rad/s], and the load tables)."""
+    pm = {"f0_hz": fit["f0_hz"], "h_harmonics": fit["h_harmonics"],
+          "g_unit_s": 1.0 / cfg.r_lsb, "k_per_siemens": fit["k_per_siemens"], "n_bits": cfg.n_bits,
+          "phase_diffusion": fit["phase_diffusion"],
+          "k_code_table": [float(v) for v in fit["k_per_code_rad_s"]]}
+    if lfreq is not None:
+        pm.update({"load_g_s": [float(v) for v in lfreq["g"]],
+                   "load_df_hz": [[float(v) for v in row] for row in lfreq["df"]]})
+    if lgain is not None:
+        pm.update({"load_gain_g_s": [float(v) for v in lgain["g"]],
+                   "load_k_gain": [float(v) for v in lgain["gain"]]})
+    return pm
+
+
 def calibrate_oscillator(config: dict[str, Any], *, process: str = "generic", quick: bool = False,
                          output: Path | str = "oscillator.h5", workers: int = 2, seed: int = 0,
                          resume: bool | None = None) -> dict[str, Any]:
@@ -702,81 +811,19 @@ def calibrate_oscillator(config: dict[str, Any], *, process: str = "generic", qu
     runs = RunRecorder(runs_path(output), resume=resume, process=process, seed=seed,
                        config={"family": "oscillator", "quick": bool(quick), "config": config})
     with runs.engine(Engine(mode="shared", workers=max(1, int(workers)), timeout_s=600)) as engine:
-        free = _free_running(engine, cfg, process)
-        lfreq = _load_freq(engine, cfg, process)
-        dwl_ref = _estimate_lock(engine, cfg, process, free)
-        rows = _pair_sweep(engine, cfg, process, free, dwl_ref)
-        pfit = _fit_pairs(rows, cfg, lfreq)
-        checks = _lock_checks(engine, cfg, process, free, pfit)
-        lgain = _load_gain(engine, cfg, process, free, pfit)
-        shil = _shil(engine, cfg, process, free)
-        noise = _noise(engine, cfg, process, seed)
-        mc = _montecarlo(engine, cfg, process, free, pfit, seed)
-    wall = time.perf_counter() - t_start
-
-    f0_vals = np.array(list(mc["f0"].values()))
-    gain_vals = np.array(list(mc["gain"].values()))
-    k_per_siemens = pfit["kappa"]
-    lock_ranges = {f"{r:.0f}": lock_range(k, pfit["a"]) / (2 * math.pi) for r, k in pfit["table"].items()}
-    fit = {
-        "f0_hz": free["f0"],
-        "amplitude_v": free["amplitude"],
-        "df_dvdd_hz_per_v": free["df_dv"],
-        "energy_per_cycle_j": free["energy"],
-        "power_w": free["power"],
-        "k_per_siemens": k_per_siemens,
-        "r_to_k": {f"{r:.0f}": k for r, k in pfit["table"].items()},
-        "h_harmonics": {"sin": [float(v) for v in pfit["a"]], "cos": [float(v) for v in pfit["c"]]},
-        "lock_range_hz": lock_ranges,
-        "k_power_law": {"a": pfit["k_power"][0], "p": pfit["k_power"][1]},
-        "k_per_code_rad_s": [float(v) for v in pfit["k_code"](cfg.r_lsb, cfg.n_bits)],
-        "max_rel_err": float(pfit["rel_err_table"].max()),
-        "max_abs_err_rad": float(pfit["abs_err_table"].max()),
-        "max_rel_err_linear_k": float(pfit["rel_err"].max()),
-        "mc_pair_dw_std_hz": float(np.std(list(mc["dw_chip"].values()), ddof=1) / (2 * math.pi)) if len(mc["dw_chip"]) > 1 else 0.0,
-        "pair_points": len(pfit["points"]),
-        "lock_checks_passed": int(sum(c["locked"] == c["expected_locked"] for c in checks)),
-        "lock_checks": len(checks),
-        "shil_strength": shil["per_amp"],
-        "shil_l_rad_s": shil["L"],
-        "shil_amplitude_a": cfg.shil_amplitude_a,
-        "shil_phase_rad": shil["phi_s"],
-        "shil_freq_shift_rad_s": shil["delta"],
-        "shil_fit_rms": shil["rms_resid"],
-        "phase_diffusion": noise["D"],
-        "phase_diffusion_per_psd": noise["D_per_psd"],
-        "noise_psd_a2_hz": noise["psd"],
-        "f0_std_rel": float(f0_vals.std(ddof=1) / f0_vals.mean()) if f0_vals.size > 1 else 0.0,
-        "k_gain_std_rel": float(gain_vals.std(ddof=1)) if gain_vals.size > 1 else 0.0,
-        "chips": int(f0_vals.size),
-        "gain_chips": int(gain_vals.size),
-        "wall_s": wall,
-    }
-    if lfreq is not None:
-        fit["load"] = {"g_s": [float(v) for v in lfreq["g"]],
-                       "df_hz_p_rail": [float(v) for v in lfreq["df"][:, 0]],
-                       "df_hz_split": [float(v) for v in _df_load(lfreq, lfreq["g"] / 2, lfreq["g"] / 2)],
-                       "swing_v_p_rail": [float(v) for v in lfreq["amp"][:, 0]]}
-    if lgain is not None:
-        fit.setdefault("load", {}).update({"gain_g_s": [float(v) for v in lgain["g"]],
-                                           "k_gain": [float(v) for v in lgain["gain"]],
-                                           "gain_points_unlocked": sum(not r["locked"] for r in lgain["rows"])})
-    fit["phase_model_params"] = {"f0_hz": fit["f0_hz"], "h_harmonics": fit["h_harmonics"],
-                                 "g_unit_s": 1.0 / cfg.r_lsb, "k_per_siemens": k_per_siemens, "n_bits": cfg.n_bits,
-                                 "phase_diffusion": fit["phase_diffusion"],
-                                 "k_code_table": [float(v) for v in fit["k_per_code_rad_s"]]}
-    if lfreq is not None:
-        fit["phase_model_params"].update({"load_g_s": [float(v) for v in lfreq["g"]],
-                                          "load_df_hz": [[float(v) for v in row] for row in lfreq["df"]]})
-    if lgain is not None:
-        fit["phase_model_params"].update({"load_gain_g_s": [float(v) for v in lgain["g"]],
-                                          "load_k_gain": [float(v) for v in lgain["gain"]]})
+        m = _measure(engine, cfg, process, seed)
+    fit = _fit_summary(cfg, m, time.perf_counter() - t_start)
+    load = _load_summary(m.lfreq, m.lgain)
+    if load is not None:
+        fit["load"] = load
+    fit["phase_model_params"] = _phase_model_params(cfg, fit, m.lfreq, m.lgain)
     if cfg.network is not None and cfg.network.networks > 0:
-        refined, report = _network_refinement(cfg, process, fit, shil, workers, seed, runs)
+        refined, report = _network_refinement(cfg, process, fit, m.shil, workers, seed, runs)
         fit["network_refinement"] = report
         fit["phase_model_params"] = refined
-    _save(output, cfg, process, fit, free, pfit, shil, noise, mc, config, lfreq, lgain, runs.provenance(output))
-    plots = _plots(output, cfg, free, rows, pfit, checks, shil, noise, mc, lfreq, lgain)
+    _save(output, cfg, process, fit, m.free, m.pfit, m.shil, m.noise, m.mc, config, m.lfreq, m.lgain,
+          runs.provenance(output))
+    plots = _plots(output, cfg, m.free, m.rows, m.pfit, m.checks, m.shil, m.noise, m.mc, m.lfreq, m.lgain)
     return {"output": str(output), "fit": fit, "plots": [str(p) for p in plots]}
 
 

@@ -38,7 +38,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Callable, cast
 
 import numpy as np
 import torch
@@ -285,81 +285,87 @@ def _evaluate(run, gen: AISGenerator, reference: np.ndarray, dataset: str, n_eva
     return nominal, chip_vals, chip_seeds, net_info
 
 
-@restores_torch_threads
-def train(config: dict[str, Any], *, surrogate: Path | str | None, quick: bool = False, run_dir: Path | str,
-          device: str = "cpu", seed: int = 0, progress: bool = True) -> dict[str, Any]:
-    """Train an AIS generator (see the module docstring); returns ``{"run_dir", "metrics"}``.
+@dataclasses.dataclass
+class _Data:
+    """A run's images: the dataset, the training images [N, H, W] (float32 tensor, grey levels in [0, 1]) and the
+    FID reference [M, H, W] (float32 array, the held-out split)."""
 
-    Resumes from the newest checkpoint when ``run_dir`` holds the same run (same config but for
-    ``train.iterations``, same surrogate); ``train.iterations`` above a finished run's extends it, below the
-    checkpoint's is a ConfigError. Wall times [s] accumulate over the sessions of a run (``WallClock``).
+    ds: Any
+    x_train: torch.Tensor
+    reference: np.ndarray
 
-    metrics: ``fid_spicenet_<dataset>`` (nominal chip), ``kid_spicenet_<dataset>``, ``chips`` (mean / worst /
-    values of the FID over held-out mismatch chips), ``fid_chips_mean``, ``fid_chips_worst``, ``density`` (edges /
-    all pairs), ``bits``, ``n_oscillators``, ``energy_per_image_j`` (+ breakdown), ``wall_s``, ``train_wall_s``,
-    ``surrogate_fallbacks``, ``feature_net`` (what the FID uses), ``sessions``, ``resumed_from_iteration`` (None
-    for a run done in one session).
-    """
-    from spicenet.data import load_dataset
-    from spicenet.cells.oscillator.family import oscillator_energy
-    from spicenet.metrics import fid_key
-    from spicenet.train import RunDir, WallClock, resolve_device
-    from spicenet.train.run import _atomic_write_text
 
-    t0 = time.perf_counter()
-    dev = resolve_device(device)
-    full = parse_config(config, seed)
-    if full.threads >= 1 and dev.type == "cpu":
-        torch.set_num_threads(full.threads)
-    cfg = full.ais
-    dataset, source = full.dataset, full.source
-    n_train, n_test = full.n_train or None, full.n_test or None
-    train_scale, eval_scale, eval_chips = full.train_scale, full.eval_scale, full.eval_chips
-    n_eval, log_every = full.n_eval_samples, full.log_every
-
-    info = load_surrogate_info(surrogate, cfg.n_bits)
+def _checked_load_max(cfg: AISConfig, info: SurrogateInfo) -> float | None:
+    """The surrogate's calibrated node-load limit [S] (:func:`calibrated_load_max`); a ``model.node_g_max_s``
+    beyond it is a ConfigError."""
     load_max = calibrated_load_max(info.params)
     if cfg.node_g_max_s > 0 and load_max is not None and cfg.node_g_max_s > load_max * (1 + 1e-9):
         raise ConfigError(f"model.node_g_max_s = {cfg.node_g_max_s:g} S lies beyond the surrogate's calibrated node "
                           f"load range (<= {load_max:g} S); lower it or calibrate a wider [load] grid")
-    ds = load_dataset(dataset, source, size=cfg.height, n_train=n_train, n_test=n_test)
-    x_train = torch.as_tensor(ds.x_train, dtype=torch.float32)
-    reference = np.asarray(ds.x_test, dtype=np.float32)
+    return load_max
+
+
+def _load_data(full: AISTrainConfig) -> _Data:
+    """The ``[data]`` section's dataset at ``size`` px (``n_train`` / ``n_test`` = 0: the whole split)."""
+    from spicenet.data import load_dataset
+
+    ds = load_dataset(full.dataset, full.source, size=full.height, n_train=full.n_train or None,
+                      n_test=full.n_test or None)
+    return _Data(ds, torch.as_tensor(ds.x_train, dtype=torch.float32), np.asarray(ds.x_test, dtype=np.float32))
+
+
+def _open_run(run_dir: Path | str, config: dict[str, Any], surrogate: Path | str | None, seed: int,
+              dev: torch.device, full: AISTrainConfig, data: _Data, quick: bool):
+    """The run directory (created, or the same run reopened) with its run.json marked family "oscillator"."""
+    from spicenet.train import RunDir
+    from spicenet.train.run import _atomic_write_text
 
     run = RunDir.create(run_dir, config, surrogate=surrogate, seed=seed, device=str(dev),
-                        dataset={"name": ds.name, "source": source, "size": cfg.height, "origin": ds.origin,
-                                 "n_train": int(x_train.shape[0]), "n_test": int(reference.shape[0])},
+                        dataset={"name": data.ds.name, "source": full.source, "size": full.height,
+                                 "origin": data.ds.origin, "n_train": int(data.x_train.shape[0]),
+                                 "n_test": int(data.reference.shape[0])},
                         length_key="train.iterations")
     meta = run.meta()
     meta.update({"family": "oscillator", "trainer": "ais", "quick": bool(quick)})
     _atomic_write_text(run.path / "run.json", json.dumps(meta, indent=2))
+    return run
 
-    n = cfg.n_oscillators
-    sampler = make_chip_sampler(info, n, seed, train_scale, eval_chips)
-    f0 = info.params.f0_hz
-    step = {"i": 0}
 
-    def chip_sampler(_g: torch.Generator) -> ChipMismatch:  # one fresh chip per iteration (indexed stream)
+def _chip_hook(sampler, f0: float, n: int, dev: torch.device,
+               step: dict[str, int]) -> Callable[[torch.Generator], ChipMismatch]:
+    """The trainer's chip sampler: chip ``step["i"]`` of the indexed training stream per call (one fresh chip per
+    iteration), detuning relative to ``f0`` [Hz]; advances ``step["i"]``."""
+
+    def chip_sampler(_g: torch.Generator) -> ChipMismatch:
         c = sampler.chip(step=step["i"])
         step["i"] += 1
         return chip_to_mismatch(c, f0, n, dev)
 
-    def logged(i: int) -> bool:  # the rows metrics.csv keeps: every log_every-th iteration and the last
-        return i % log_every == 0 or i == cfg.iterations - 1
+    return chip_sampler
+
+
+def _metrics_logger(run, log_every: int, iterations: int) -> Callable[[dict], None]:
+    """The per-iteration hook writing the rows metrics.csv keeps: every ``log_every``-th iteration and the last."""
 
     def log_row(rec: dict) -> None:
-        if logged(rec["iteration"]):
+        i = rec["iteration"]
+        if i % log_every == 0 or i == iterations - 1:
             run.log_metrics(rec["iteration"], **{k: v for k, v in rec.items() if k != "iteration"})
 
-    use_mismatch = train_scale > 0 and (info.f0_std_hz > 0 or info.k_gain_std > 0)
-    trainer = AISTrainer(x_train, cfg, info.params, chip_sampler if use_mismatch else None, device=dev)
-    ck = run.load_checkpoint(map_location="cpu", restore_rng=False)
-    clock = WallClock.from_checkpoint(ck, t0)
-    start = _restore(run, ck, trainer, cfg.iterations, step, log_every, log_row) if ck is not None else 0
+    return log_row
 
-    static = {"ais_config": dataclasses.asdict(cfg), "phase_params": dataclasses.asdict(info.params),
-              "surrogate": info.path, "f0_mean_hz": info.f0_mean_hz,
-              "attrs": {k: v for k, v in info.attrs.items() if isinstance(v, (int, float, str))}}
+
+def _static_extra(cfg: AISConfig, info: SurrogateInfo) -> dict[str, Any]:
+    """What every checkpoint carries beside the training state: the AIS config, the phase params, the surrogate
+    (path, mean f0 [Hz], its scalar attrs)."""
+    return {"ais_config": dataclasses.asdict(cfg), "phase_params": dataclasses.asdict(info.params),
+            "surrogate": info.path, "f0_mean_hz": info.f0_mean_hz,
+            "attrs": {k: v for k, v in info.attrs.items() if isinstance(v, (int, float, str))}}
+
+
+def _checkpointer(run, clock, static: dict[str, Any], step: dict[str, int]) -> Callable[[AISTrainer], None]:
+    """The trainer's checkpoint hook: adds the training wall time [s] since the previous call to ``clock`` and saves
+    the whole state (weights, Adam states, random streams, AIS loop state, chip-stream position, wall clock)."""
     mark = {"t": time.perf_counter()}
 
     def checkpoint(t: AISTrainer) -> None:
@@ -370,28 +376,39 @@ def train(config: dict[str, Any], *, surrogate: Path | str | None, quick: bool =
                             extra=static | {"export_state": t.gen.export_state(), "ais_state": t.loop_state(),
                                             "chip_step": step["i"], "wall": clock.state()})
 
-    trainer.run(cfg.iterations, progress=progress, on_iteration=log_row, on_checkpoint=checkpoint)
-    gen = trainer.gen.eval()
+    return checkpoint
 
-    key = fid_key(ds.name)
-    nominal, chip_vals, chip_seeds, net_info = _evaluate(run, gen, reference, ds.name, n_eval, seed,
-                                                         make_chip_sampler(info, n, seed, eval_scale, eval_chips),
-                                                         f0, dev)
-    energy = oscillator_energy(info.energy_per_cycle_j, n, float(cfg.periods + cfg.latch_periods))
+
+def _quality_metrics(key: str, name: str, nominal: dict[str, Any], net_info: Any, n_eval: int, n_reference: int,
+                     chip_vals: list[float], chip_seeds: list[int], eval_scale: float) -> dict[str, Any]:
+    """The image-quality keys: own-net FID / KID on the nominal chip and the FID over the held-out chips (mean,
+    worst = max, std, values; lower is better)."""
     arr = np.asarray(chip_vals)
-    metrics = {
+    return {
         key: float(nominal[key]),
-        f"kid_spicenet_{ds.name}": float(nominal[f"kid_spicenet_{ds.name}"]),
+        f"kid_spicenet_{name}": float(nominal[f"kid_spicenet_{name}"]),
         "fid_note": ("FID from spicenet's own feature net (CNN classifier trained on the dataset, 64-d "
                      "penultimate features, images upsampled to 28 px); NOT Inception FID"),
         "feature_net": {"family": net_info.family, "version": net_info.version},
         "n_eval_samples": n_eval,
-        "n_reference": int(reference.shape[0]),
+        "n_reference": n_reference,
         "chips": {"mean": float(arr.mean()), "worst": float(arr.max()),
                   "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0,
                   "values": chip_vals, "seeds": chip_seeds, "scale": eval_scale, "higher_is_better": False},
         "fid_chips_mean": float(arr.mean()),
         "fid_chips_worst": float(arr.max()),
+    }
+
+
+def _hardware_metrics(gen: AISGenerator, cfg: AISConfig, info: SurrogateInfo,
+                      load_max: float | None) -> dict[str, Any]:
+    """The trained network as hardware: density, codes, the largest node load [S] against its limits, sizes, the
+    run time ``t_end_s`` [s] and the energy per image [J] (``oscillator_energy``)."""
+    from spicenet.cells.oscillator.family import oscillator_energy
+
+    n = cfg.n_oscillators
+    energy = oscillator_energy(info.energy_per_cycle_j, n, float(cfg.periods + cfg.latch_periods))
+    return {
         "density": float(gen.density),
         "n_edges": int(gen.n_edges),
         "bits": int(cfg.n_bits),
@@ -407,19 +424,80 @@ def train(config: dict[str, Any], *, surrogate: Path | str | None, quick: bool =
         "t_end_s": float(gen.t_end),
         "energy_per_image_j": energy["energy_j"],
         "energy": energy,
+    }
+
+
+def _run_metrics(full: AISTrainConfig, info: SurrogateInfo, name: str, use_mismatch: bool, history: list[dict],
+                 clock, start: int | None) -> dict[str, Any]:
+    """The run's keys: mismatch training (train scale, relative sigmas of f0 and k_gain), fallbacks, data, length,
+    the last Wasserstein estimate, wall times [s] and sessions, and the iteration a resumed run continued from."""
+    return {
         "mismatch_training": bool(use_mismatch),
-        "train_scale": train_scale,
+        "train_scale": full.train_scale,
         "f0_std_rel": info.f0_std_hz / info.f0_mean_hz,
         "k_gain_std_rel": info.k_gain_std / info.k_gain_mean,
         "surrogate_fallbacks": info.fallbacks,
-        "dataset": ds.name,
-        "size": cfg.height,
-        "iterations": cfg.iterations,
-        "final_wasserstein": float(trainer.history[-1]["wasserstein"]) if trainer.history else math.nan,
+        "dataset": name,
+        "size": full.height,
+        "iterations": full.iterations,
+        "final_wasserstein": float(history[-1]["wasserstein"]) if history else math.nan,
         "train_wall_s": clock.total("train_wall_s"),
         "wall_s": clock.elapsed(),
         "sessions": clock.sessions,
-        "resumed_from_iteration": start if ck is not None else None,
+        "resumed_from_iteration": start,
     }
+
+
+@restores_torch_threads
+def train(config: dict[str, Any], *, surrogate: Path | str | None, quick: bool = False, run_dir: Path | str,
+          device: str = "cpu", seed: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Train an AIS generator (see the module docstring); returns ``{"run_dir", "metrics"}``.
+
+    Resumes from the newest checkpoint when ``run_dir`` holds the same run (same config but for
+    ``train.iterations``, same surrogate); ``train.iterations`` above a finished run's extends it, below the
+    checkpoint's is a ConfigError. Wall times [s] accumulate over the sessions of a run (``WallClock``).
+
+    metrics: ``fid_spicenet_<dataset>`` (nominal chip), ``kid_spicenet_<dataset>``, ``chips`` (mean / worst /
+    values of the FID over held-out mismatch chips), ``fid_chips_mean``, ``fid_chips_worst``, ``density`` (edges /
+    all pairs), ``bits``, ``n_oscillators``, ``energy_per_image_j`` (+ breakdown), ``wall_s``, ``train_wall_s``,
+    ``surrogate_fallbacks``, ``feature_net`` (what the FID uses), ``sessions``, ``resumed_from_iteration`` (None
+    for a run done in one session).
+    """
+    from spicenet.metrics import fid_key
+    from spicenet.train import WallClock, resolve_device
+
+    t0 = time.perf_counter()
+    dev = resolve_device(device)
+    full = parse_config(config, seed)
+    if full.threads >= 1 and dev.type == "cpu":
+        torch.set_num_threads(full.threads)
+    cfg = full.ais
+    info = load_surrogate_info(surrogate, cfg.n_bits)
+    load_max = _checked_load_max(cfg, info)
+    data = _load_data(full)
+    run = _open_run(run_dir, config, surrogate, seed, dev, full, data, quick)
+
+    n, f0 = cfg.n_oscillators, info.params.f0_hz
+    step = {"i": 0}
+    log_row = _metrics_logger(run, full.log_every, cfg.iterations)
+    use_mismatch = full.train_scale > 0 and (info.f0_std_hz > 0 or info.k_gain_std > 0)
+    hook = _chip_hook(make_chip_sampler(info, n, seed, full.train_scale, full.eval_chips), f0, n, dev, step)
+    trainer = AISTrainer(data.x_train, cfg, info.params, hook if use_mismatch else None, device=dev)
+    ck = run.load_checkpoint(map_location="cpu", restore_rng=False)
+    clock = WallClock.from_checkpoint(ck, t0)
+    start = _restore(run, ck, trainer, cfg.iterations, step, full.log_every, log_row) if ck is not None else 0
+    trainer.run(cfg.iterations, progress=progress, on_iteration=log_row,
+                on_checkpoint=_checkpointer(run, clock, _static_extra(cfg, info), step))
+    gen = trainer.gen.eval()
+
+    name = data.ds.name
+    nominal, chip_vals, chip_seeds, net_info = _evaluate(
+        run, gen, data.reference, name, full.n_eval_samples, seed,
+        make_chip_sampler(info, n, seed, full.eval_scale, full.eval_chips), f0, dev)
+    metrics = {**_quality_metrics(fid_key(name), name, nominal, net_info, full.n_eval_samples,
+                                  int(data.reference.shape[0]), chip_vals, chip_seeds, full.eval_scale),
+               **_hardware_metrics(gen, cfg, info, load_max),
+               **_run_metrics(full, info, name, use_mismatch, trainer.history, clock,
+                              start if ck is not None else None)}
     run.write_final_metrics(metrics)
     return {"run_dir": str(run.path), "metrics": metrics}

@@ -331,6 +331,100 @@ def _evaluate_run(dtm: DTM, cfg: "DTMTrainConfig", surrogate: Path, eval_chips: 
     return {"nominal": nominal, "nom": nom, "floor": floor, "over": over, "untrimmed": untrimmed, "worst": worst}
 
 
+def _open_run(run_dir: Path, cfg: DTMTrainConfig, seed: int, surrogate: Path, dev: torch.device,
+              dataset_info: dict[str, Any], quick: bool):
+    """The run directory (created, or the same run reopened) with its run.json marked family "rng", trainer
+    "dtm"."""
+    from spicenet.train import RunDir
+
+    run = RunDir.create(run_dir, dataclasses.asdict(cfg) | {"seed": seed}, surrogate=surrogate, seed=seed,
+                        device=str(dev), dataset=dataset_info, length_key="iters")
+    _write_run_json(run, {"family": "rng", "trainer": "dtm", "quick": bool(quick)})
+    return run
+
+
+def _build_dtm(cfg: DTMTrainConfig, seed: int, n_data: int, image_size: int, chips: ChipModel,
+               dev: torch.device) -> tuple[DTM, Any, _StepChips]:
+    """The untrained DTM with its ``weight_bits`` DAC quantiser, the data nodes placed (``spatial_embedding``) and
+    the per-step chip hook (installed when ``[mismatch] enabled``); returns (dtm, quantiser, hook)."""
+    quant = uniform_quantiser(cfg.weight_bits, cfg.weight_max)
+    dtm = DTM(n_data, cfg.dtm_config(seed), quantiser=quant, device=dev)
+    if cfg.spatial_embedding:
+        set_data_nodes(dtm, spatial_data_nodes(image_size, cfg.grid))
+    hook = _StepChips(chips, dtm.graph.n_nodes, seed, dev)
+    if cfg.enabled:
+        dtm.chip_sampler = hook
+    return dtm, quant, hook
+
+
+def _resume(run, dtm: DTM, gens: dict[str, torch.Generator], cfg: DTMTrainConfig, t_start: float):
+    """The newest checkpoint put back into ``dtm`` and ``gens`` (metrics.csv cut to its iteration); returns
+    (checkpoint or None, ``WallClock``, iterations done). A checkpoint past ``cfg.iters`` is a ConfigError."""
+    from spicenet.progress import logger
+    from spicenet.train import WallClock
+
+    start = 0
+    ck = run.load_checkpoint(generators=gens, map_location="cpu")
+    clock = WallClock.from_checkpoint(ck, t_start)
+    if ck is not None:
+        dtm.load_state_dict(ck["model"])
+        start = int(ck["step"])
+        if start > cfg.iters:
+            raise ConfigError(f"{run.path}: the checkpoint has {start} iterations done; train.iters = {cfg.iters} "
+                              f"would shorten the run (give --epochs >= {start})")
+        run.truncate_metrics(start)
+        logger().debug(f"dtm: resumed {run.path} after iteration {start} (session {clock.sessions})")
+    return ck, clock, start
+
+
+def _save_plots(run, cfg: DTMTrainConfig, ev: dict[str, Any], x_train: torch.Tensor, size: int) -> list[str]:
+    """plots/: 64 nominal-chip samples, the worst chip's samples, 64 training images, and (with a metrics.csv) the
+    FID (or gradient-norm) and loss curves; returns their paths."""
+    plots = [
+        str(run.save_sample_grid(_images(ev["nominal"][:64], size), "samples_nominal.png", vmin=0, vmax=1)),
+        str(run.save_sample_grid(_images(ev["worst"], size), "samples_worst_chip.png", vmin=0, vmax=1)),
+        str(run.save_sample_grid(_images(x_train[:64].float(), size), "data.png", vmin=0, vmax=1)),
+    ]
+    if run.read_metrics():
+        keys = ["fid_nominal"] if cfg.fid_log_samples else ["grad_norm"]
+        plots.append(str(run.plot_metrics(keys=keys, name="fid_curve.png")))
+        plots.append(str(run.plot_metrics(keys=["grad_norm", "autocorr", "w_rms"], name="loss_curves.png")))
+    return plots
+
+
+def _save_model(run, dtm: DTM, cfg: DTMTrainConfig, ds, surrogate: Path, chips: ChipModel) -> None:
+    """model.pt: the trained state, the data layout, the DAC, beta and the surrogate's nominal cell (v0, vs) [V]
+    (what ``load_model`` and ``spicenet validate`` read)."""
+    torch.save({"state": dtm.state_dict(), "n_data": dtm.n_data, "image_size": ds.size, "dataset": ds.name,
+                "quant": {"bits": cfg.weight_bits, "max_abs": cfg.weight_max}, "beta": cfg.beta,
+                "data_nodes": dtm.data_nodes.tolist(), "surrogate": str(surrogate.resolve()),
+                "vs_nominal": chips.vs_nominal, "v0_nominal": chips.v0_nominal}, run.path / "model.pt")
+
+
+def _final_metrics(fkey: str, name: str, ev: dict[str, Any], cfg: DTMTrainConfig, dtm: DTM,
+                   energy: dict[str, Any] | None, dataset_info: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json's quality and model keys: own-net FID / KID on the nominal chip, the real-data floor, the FIDs
+    over the evaluation chips, the energy per sample [J] and the machine's size."""
+    nom, over = ev["nom"], ev["over"]
+    return {
+        fkey: nom[fkey],
+        f"kid_spicenet_{name}": nom[f"kid_spicenet_{name}"],
+        "fid_feature_net": "spicenet own 64-d CNN features (spicenet.metrics.features), not Inception",
+        "fid_floor_train_vs_test": ev["floor"],
+        "chips": {"n": cfg.eval_chips, "fid_mean": over["mean"], "fid_worst": over["worst"], "fid_std": over["std"],
+                  "fid_values": over["values"], "seeds": over["seeds"], "scale": cfg.eval_scale,
+                  "v0_trim": cfg.v0_trim, "v0_residual_std_v": cfg.v0_residual_std_v},
+        "energy_per_sample_j": energy["energy_j"] if energy else None,
+        "energy": energy,
+        "model": {"n_cells": dtm.graph.n_nodes, "n_data": dtm.n_data, "edges": int(dtm.graph.n_edges),
+                  "steps": cfg.steps, "sweeps": cfg.sweeps, "weight_bits": cfg.weight_bits, "degree": cfg.degree,
+                  "grid": cfg.grid},
+        "dataset": dataset_info,
+        "iters": cfg.iters,
+        "mismatch_aware": cfg.enabled,
+    }
+
+
 @restores_torch_threads
 def train(config: dict[str, Any], *, surrogate: Path, quick: bool = False, run_dir: Path, device: str = "cpu",
           seed: int = 0, progress: bool = True) -> dict[str, Any]:
@@ -343,8 +437,7 @@ def train(config: dict[str, Any], *, surrogate: Path, quick: bool = False, run_d
     from spicenet.cells.rng.family import dtm_energy
     from spicenet.metrics import fid_key, load_feature_net
     from spicenet.surrogate_schema import load_surrogate
-    from spicenet.progress import logger
-    from spicenet.train import RunDir, WallClock, resolve_device
+    from spicenet.train import resolve_device
 
     t_start = time.perf_counter()
     cfg = parse_config(config)
@@ -358,75 +451,25 @@ def train(config: dict[str, Any], *, surrogate: Path, quick: bool = False, run_d
     ds = _load_data(cfg, seed)
     x_train = torch.as_tensor(ds.flat("train"), dtype=torch.float64)
     x_test = ds.flat("test").astype(np.float32)
-    d = x_train.shape[1]
     dataset_info = {"name": ds.name, "origin": ds.origin, "size": ds.size, "encoding": "spin",
                     "n_train": int(x_train.shape[0]), "n_test": int(x_test.shape[0])}
-    run = RunDir.create(run_dir, dataclasses.asdict(cfg) | {"seed": seed}, surrogate=surrogate, seed=seed,
-                        device=str(dev), dataset=dataset_info, length_key="iters")
-    _write_run_json(run, {"family": "rng", "trainer": "dtm", "quick": bool(quick)})
+    run = _open_run(run_dir, cfg, seed, surrogate, dev, dataset_info, quick)
 
-    quant = uniform_quantiser(cfg.weight_bits, cfg.weight_max)
-    dtm = DTM(d, cfg.dtm_config(seed), quantiser=quant, device=dev)
-    if cfg.spatial_embedding:
-        set_data_nodes(dtm, spatial_data_nodes(ds.size, cfg.grid))
-    n_cells = dtm.graph.n_nodes
-    hook = _StepChips(chips, n_cells, seed, dev)
-    if cfg.enabled:
-        dtm.chip_sampler = hook
+    dtm, quant, hook = _build_dtm(cfg, seed, x_train.shape[1], ds.size, chips, dev)
     gens = {"gen": dtm._gen, "cpu": dtm._cpu_gen}
-    start = 0
-    ck = run.load_checkpoint(generators=gens, map_location="cpu")
-    clock = WallClock.from_checkpoint(ck, t_start)
-    if ck is not None:
-        dtm.load_state_dict(ck["model"])
-        start = int(ck["step"])
-        if start > cfg.iters:
-            raise ConfigError(f"{run.path}: the checkpoint has {start} iterations done; train.iters = {cfg.iters} "
-                              f"would shorten the run (give --epochs >= {start})")
-        run.truncate_metrics(start)
-        logger().debug(f"dtm: resumed {run.path} after iteration {start} (session {clock.sessions})")
+    ck, clock, start = _resume(run, dtm, gens, cfg, t_start)
     net, _ = load_feature_net(ds.name, train_if_missing=True)
-    fkey = fid_key(ds.name)
-
     _train_iterations(dtm, run, cfg, x_train, x_test, ds.name, net, hook, quant, gens, start, clock, seed,
                       progress)
     t_train = clock.elapsed()
 
-    # ------------------------------------------------------------------------------------- evaluation --
     t0 = time.time()
-    ev = _evaluate_run(dtm, cfg, surrogate, eval_chips, x_train, x_test, ds.name, net, n_cells, seed, dev)
-    nominal, nom, floor, over, untrimmed, worst = (ev[k] for k in ("nominal", "nom", "floor", "over",
-                                                                   "untrimmed", "worst"))
+    ev = _evaluate_run(dtm, cfg, surrogate, eval_chips, x_train, x_test, ds.name, net, dtm.graph.n_nodes, seed, dev)
     e_bit = float(sf.energy.get("energy_per_bit_j", math.nan))
-    energy = dtm_energy(e_bit, n_cells, cfg.sweeps, cfg.steps) if math.isfinite(e_bit) else None
-    plots = [
-        str(run.save_sample_grid(_images(nominal[:64], ds.size), "samples_nominal.png", vmin=0, vmax=1)),
-        str(run.save_sample_grid(_images(worst, ds.size), "samples_worst_chip.png", vmin=0, vmax=1)),
-        str(run.save_sample_grid(_images(x_train[:64].float(), ds.size), "data.png", vmin=0, vmax=1)),
-    ]
-    if run.read_metrics():
-        keys = ["fid_nominal"] if cfg.fid_log_samples else ["grad_norm"]
-        plots.append(str(run.plot_metrics(keys=keys, name="fid_curve.png")))
-        plots.append(str(run.plot_metrics(keys=["grad_norm", "autocorr", "w_rms"], name="loss_curves.png")))
-    torch.save({"state": dtm.state_dict(), "n_data": d, "image_size": ds.size, "dataset": ds.name,
-                "quant": {"bits": cfg.weight_bits, "max_abs": cfg.weight_max}, "beta": cfg.beta,
-                "data_nodes": dtm.data_nodes.tolist(), "surrogate": str(surrogate.resolve()),
-                "vs_nominal": chips.vs_nominal, "v0_nominal": chips.v0_nominal}, run.path / "model.pt")
-    metrics: dict[str, Any] = {
-        fkey: nom[fkey],
-        f"kid_spicenet_{ds.name}": nom[f"kid_spicenet_{ds.name}"],
-        "fid_feature_net": "spicenet own 64-d CNN features (spicenet.metrics.features), not Inception",
-        "fid_floor_train_vs_test": floor,
-        "chips": {"n": cfg.eval_chips, "fid_mean": over["mean"], "fid_worst": over["worst"], "fid_std": over["std"],
-                  "fid_values": over["values"], "seeds": over["seeds"], "scale": cfg.eval_scale,
-                  "v0_trim": cfg.v0_trim, "v0_residual_std_v": cfg.v0_residual_std_v},
-        "energy_per_sample_j": energy["energy_j"] if energy else None,
-        "energy": energy,
-        "model": {"n_cells": n_cells, "n_data": d, "edges": int(dtm.graph.n_edges), "steps": cfg.steps,
-                  "sweeps": cfg.sweeps, "weight_bits": cfg.weight_bits, "degree": cfg.degree, "grid": cfg.grid},
-        "dataset": dataset_info,
-        "iters": cfg.iters,
-        "mismatch_aware": cfg.enabled,
+    energy = dtm_energy(e_bit, dtm.graph.n_nodes, cfg.sweeps, cfg.steps) if math.isfinite(e_bit) else None
+    plots = _save_plots(run, cfg, ev, x_train, ds.size)
+    _save_model(run, dtm, cfg, ds, surrogate, chips)
+    metrics: dict[str, Any] = _final_metrics(fid_key(ds.name), ds.name, ev, cfg, dtm, energy, dataset_info) | {
         "train_wall_s": t_train,
         "eval_wall_s": time.time() - t0,
         "wall_s": clock.elapsed(),
@@ -434,8 +477,8 @@ def train(config: dict[str, Any], *, surrogate: Path, quick: bool = False, run_d
         "resumed_from_iter": start if ck is not None else None,
         "plots": plots,
     }
-    if untrimmed is not None:
-        metrics["chips_untrimmed"] = {"fid_mean": untrimmed["mean"], "fid_values": untrimmed["values"]}
+    if ev["untrimmed"] is not None:
+        metrics["chips_untrimmed"] = {"fid_mean": ev["untrimmed"]["mean"], "fid_values": ev["untrimmed"]["values"]}
     run.write_final_metrics(metrics)
     return {"run_dir": str(run.path), "metrics": metrics}
 

@@ -855,44 +855,65 @@ MACHINE_GAP_KEYS = ("fid_rel", "fid_rel_floor", "marginal_mae", "marginal_mae_fl
                     "images_per_cpu_hour")
 
 
-def validate(run_dir: Path, *, chips: int | None = None, quick: bool = False, workers: int = 2, seed: int = 0,
-             config: ValidationConfig | None = None, progress: bool = True) -> dict[str, Any]:
-    """Export the run's patch machine to ngspice, sample it on ``chips`` Monte-Carlo chips and compare with the
-    surrogate and exact enumeration; then (``machine``) the whole trained machine. Returns {"surrogate", "spice",
-    "gap", "chips", ...}; writes ``<run>/validation/{validation.json, validation.png}``."""
-    from spicenet.cells.rng.gibbs import exact_enumeration
-    from spicenet.cells.rng.training import ChipModel, load_model
-    from spicenet.spice.engine import Engine
+@dataclass
+class _RunInputs:
+    """What the validation reads from a trained run: run.json / config.json, the DTM and its model.pt blob, the
+    surrogate it trained on (path and file), the calibration's process and cell sizing, the design slope
+    ``vs_nom`` [V]."""
+
+    meta: dict[str, Any]
+    tcfg: dict[str, Any]
+    dtm: Any
+    blob: dict[str, Any]
+    sur_path: Path
+    sf: Any
+    process: Any
+    sizing: cells.CellSizing
+    vs_nom: float
+
+
+def _load_run(run_dir: Path) -> _RunInputs:
+    """:class:`_RunInputs` of ``run_dir`` (the surrogate at model.pt's path, else run.json's)."""
+    from spicenet.cells.rng.training import load_model
     from spicenet.spice.process import get_process
     from spicenet.surrogate_schema import load_surrogate
 
-    t_start = time.time()
-    run_dir = Path(run_dir)
-    cfg = config or (ValidationConfig.quick() if quick else ValidationConfig())
-    n_chips = int(chips) if chips is not None else (2 if quick else 5)
-    if n_chips < 1:
-        raise ConfigError(f"chips: expected >= 1, got {n_chips}")
     meta = json.loads((run_dir / "run.json").read_text())
     tcfg = json.loads((run_dir / "config.json").read_text())
     dtm, blob = load_model(run_dir)
     sur_path = Path(blob["surrogate"]) if Path(blob["surrogate"]).is_file() else Path(meta["surrogate"])
     sf = load_surrogate(sur_path, "rng")
     process = get_process(sf.process)  # SPICE runs on the calibration's process
-    sizing = _sizing(sf)
-    vs_nom = float(blob["vs_nominal"])
+    return _RunInputs(meta, tcfg, dtm, blob, sur_path, sf, process, _sizing(sf), float(blob["vs_nominal"]))
 
-    bm = _patch_machine(dtm, tcfg, cfg, seed)
-    j, b, beta, n = bm["j"], bm["b"], bm["beta"], cfg.n_cells
-    edges, w = _edges(j)
-    ex = exact_enumeration(n, edges, w, b, beta)
+
+@dataclass
+class _ExactLaw:
+    """The patch machine's exact law by enumeration: ``probs`` [2^n] over the states, the exact moments
+    (marginals, correlations), the finite-sample floor ``floor`` (TV of ``samples`` i.i.d. exact draws) and the TV
+    of the exact law to the uniform one."""
+
+    probs: np.ndarray
+    moments: tuple[np.ndarray, np.ndarray]
+    floor: float
+    uniform_tv: float
+
+
+def _exact_law(bm: dict[str, Any], cfg: ValidationConfig, seed: int) -> _ExactLaw:
+    """:class:`_ExactLaw` of ``bm`` (``gibbs.exact_enumeration``)."""
+    from spicenet.cells.rng.gibbs import exact_enumeration
+
+    edges, w = _edges(bm["j"])
+    ex = exact_enumeration(cfg.n_cells, edges, w, bm["b"], bm["beta"])
     probs = ex.probs
-    moments_exact = exact_moments(ex.states, probs)
-    floor = tv_floor(probs, cfg.samples, seed=seed)
-    uniform_tv = tv_distance(probs, np.ones_like(probs))
+    return _ExactLaw(probs, exact_moments(ex.states, probs), tv_floor(probs, cfg.samples, seed=seed),
+                     tv_distance(probs, np.ones_like(probs)))
 
-    base = 1000 + 97 * int(seed)  # cell ids; every draw is keyed by (seed, id), so ids may repeat across seeds
-    cids = {c: [base + 32 * c + k for k in range(n)] for c in range(n_chips)}
-    patch = _spice_patch(sizing, process, cids, bm, probs, vs_nom, cfg, seed, workers, progress)
+
+def _spice_rows(cids: dict[int, list[int]], patch: dict[str, Any], bm: dict[str, Any], law: _ExactLaw, sizing,
+                cfg: ValidationConfig, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Per SPICE chip its result row (:func:`_chip_row`; a failed run: ``{"chip", "error"}``) and, for the chips
+    that ran, the surrogate's same-chip entry. Every chip failing is a SpicenetError."""
     spice_chips: list[dict[str, Any]] = []
     surrogate_same: list[dict[str, Any]] = []
     for c, ids in cids.items():
@@ -900,21 +921,28 @@ def validate(run_dir: Path, *, chips: int | None = None, quick: bool = False, wo
         if isinstance(res, SpicenetError):
             spice_chips.append({"chip": c, "error": str(res)})
             continue
-        row, same = _chip_row(c, ids, res, patch, bm, probs, moments_exact, sizing, cfg, seed)
+        row, same = _chip_row(c, ids, res, patch, bm, law.probs, law.moments, sizing, cfg, seed)
         spice_chips.append(row)
         surrogate_same.append(same)
-    ok = [s for s in spice_chips if "error" not in s]
-    if not ok:
+    if not any("error" not in s for s in spice_chips):
         raise SpicenetError(f"rng validation: every chip failed: {[s['error'] for s in spice_chips]}")
+    return spice_chips, surrogate_same
 
-    chipm = ChipModel(sur_path, scale=float(tcfg.get("eval_scale", 1.0)), v0_trim=bool(tcfg.get("v0_trim", True)),
+
+def _surrogate_summary(run: _RunInputs, bm: dict[str, Any], probs: np.ndarray, n_chips: int,
+                       surrogate_same: list[dict[str, Any]], cfg: ValidationConfig, seed: int,
+                       e_surrogate: float | None) -> dict[str, Any]:
+    """The result's "surrogate" part: TV to the exact law of the ideal sampler, on the SPICE chips' measured cells
+    and on fresh chips of the training's chip model (as many samples as SPICE, and many), and its energy per
+    sample [J]."""
+    from spicenet.cells.rng.training import ChipModel
+
+    tcfg = run.tcfg
+    chipm = ChipModel(run.sur_path, scale=float(tcfg.get("eval_scale", 1.0)),
+                      v0_trim=bool(tcfg.get("v0_trim", True)),
                       v0_residual_std_v=float(tcfg.get("v0_residual_std_v", 5e-5)))
     fresh, tv_ideal = _surrogate_fresh(chipm, bm, probs, n_chips, cfg, seed)
-    tvs = np.array([s["tv_vs_exact"] for s in ok])
-    energies = np.array([s["energy_per_sample_j"] for s in ok])
-    e_bit = float(sf.energy.get("energy_per_bit_j", math.nan))
-    e_surrogate = e_bit * n if math.isfinite(e_bit) else None
-    surrogate = {
+    return {
         "tv_ideal_sampler": tv_ideal,
         "tv_same_chips_mean": float(np.mean([s["tv_vs_exact"] for s in surrogate_same])),
         "tv_fresh_chips_mean": float(np.mean([f["tv_vs_exact"] for f in fresh])),
@@ -923,39 +951,93 @@ def validate(run_dir: Path, *, chips: int | None = None, quick: bool = False, wo
         "energy_per_sample_j": e_surrogate,
         "same_chips": surrogate_same, "fresh_chips": fresh,
     }
-    spice = {
+
+
+def _spice_summary(spice_chips: list[dict[str, Any]], ok: list[dict[str, Any]], patch: dict[str, Any],
+                   cfg: ValidationConfig) -> dict[str, Any]:
+    """The result's "spice" part: TV to the exact law (mean, worst), energy per effective sample [J], n_eff, the
+    per-chip rows, the transient's settings and wall times [s]."""
+    tvs = np.array([s["tv_vs_exact"] for s in ok])
+    return {
         "tv_vs_exact_mean": float(tvs.mean()), "tv_vs_exact_worst": float(tvs.max()),
-        "energy_per_sample_j": float(energies.mean()), "chips": spice_chips, "samples": cfg.samples,
+        "energy_per_sample_j": float(np.mean([s["energy_per_sample_j"] for s in ok])), "chips": spice_chips,
+        "samples": cfg.samples,
         "n_eff_mean": float(np.mean([s["n_eff"] for s in ok])),
         "spacing_s": cfg.spacing_s, "dt_s": cfg.dt, "vs_mapping": cfg.vs_mapping, "closed_loop": cfg.closed_loop,
         "wall_s": patch["wall_spice"],
         "wall_parts_s": patch["wall"], "failed": len(spice_chips) - len(ok),
     }
-    gap = _patch_gap(ok, floor, uniform_tv, float(energies.mean()), e_surrogate)
+
+
+def _whole_machine(run_dir: Path, run: _RunInputs, n_chips: int, cfg: ValidationConfig, seed: int, workers: int,
+                   progress: bool, e_bit: float, spice: dict[str, Any], surrogate: dict[str, Any],
+                   gap: dict[str, Any]) -> dict[str, Any]:
+    """The whole trained machine in ngspice (``whole.validate_machine``, the patch's pooled coupling gain passed
+    on); its FIDs, energies per image [J] and gap keys are added to ``spice``, ``surrogate`` and ``gap``. Returns
+    its result."""
+    from spicenet.cells.rng.whole import validate_machine
+    from spicenet.spice.engine import Engine
+
+    with Engine(workers=max(1, workers), timeout_s=cfg.timeout_s) as eng:
+        whole = validate_machine(run_dir, eng, dtm=run.dtm, tcfg=run.tcfg, sizing=run.sizing, process=run.process,
+                                 surrogate_path=run.sur_path, n_chips=cfg.machine_chips or n_chips,
+                                 images=cfg.machine_images, seed=seed,
+                                 cfg=cfg, alpha_patch=gap["coupling_gain_pooled"], vs_nominal=run.vs_nom,
+                                 e_bit=e_bit, progress=progress)
+    spice.update({"fid": whole["fid_spice"], "energy_per_image_j": whole["energy_per_image_spice_j"],
+                  "images_per_cpu_hour": whole["images_per_cpu_hour"], "machine_chips": whole["chips_detail"]})
+    surrogate.update({"fid": whole["fid_surrogate"], "energy_per_image_j": whole["energy_per_image_surrogate_j"]})
+    gap.update({k: whole[k] for k in MACHINE_GAP_KEYS})
+    gap["machine_chip_count"] = whole["chips"]
+    gap["energy_per_image_ratio_spice_over_surrogate"] = whole["energy_ratio_spice_over_surrogate"]
+    return whole
+
+
+def _machine_summary(bm: dict[str, Any], probs: np.ndarray, run: _RunInputs, cfg: ValidationConfig) -> dict[str, Any]:
+    """The result's "machine" part: the exported patch (couplings, biases, nodes, exact law), the design slope
+    ``vs_design_v`` [V], the output level ``vo_v`` [V] and the network's total resistance [Ohm]."""
+    j, b = bm["j"], bm["b"]
+    return {"source": cfg.bm, "n_cells": cfg.n_cells, "beta": bm["beta"], "j": j.tolist(), "b": b.tolist(),
+            "nodes": bm["nodes"], "max_abs_j": float(np.abs(j).max()), "max_abs_b": float(np.abs(b).max()),
+            "exact_probs": probs.tolist(), "vs_design_v": run.vs_nom, "vo_v": run.sizing.vdd,
+            "r_total_ohm": cfg.r_total}
+
+
+def validate(run_dir: Path, *, chips: int | None = None, quick: bool = False, workers: int = 2, seed: int = 0,
+             config: ValidationConfig | None = None, progress: bool = True) -> dict[str, Any]:
+    """Export the run's patch machine to ngspice, sample it on ``chips`` Monte-Carlo chips and compare with the
+    surrogate and exact enumeration; then (``machine``) the whole trained machine. Returns {"surrogate", "spice",
+    "gap", "chips", ...}; writes ``<run>/validation/{validation.json, validation.png}``."""
+    t_start = time.time()
+    run_dir = Path(run_dir)
+    cfg = config or (ValidationConfig.quick() if quick else ValidationConfig())
+    n_chips = int(chips) if chips is not None else (2 if quick else 5)
+    if n_chips < 1:
+        raise ConfigError(f"chips: expected >= 1, got {n_chips}")
+    run = _load_run(run_dir)
+    bm = _patch_machine(run.dtm, run.tcfg, cfg, seed)
+    law = _exact_law(bm, cfg, seed)
+
+    base = 1000 + 97 * int(seed)  # cell ids; every draw is keyed by (seed, id), so ids may repeat across seeds
+    cids = {c: [base + 32 * c + k for k in range(cfg.n_cells)] for c in range(n_chips)}
+    patch = _spice_patch(run.sizing, run.process, cids, bm, law.probs, run.vs_nom, cfg, seed, workers, progress)
+    spice_chips, surrogate_same = _spice_rows(cids, patch, bm, law, run.sizing, cfg, seed)
+    ok = [s for s in spice_chips if "error" not in s]
+
+    e_bit = float(run.sf.energy.get("energy_per_bit_j", math.nan))
+    e_surrogate = e_bit * cfg.n_cells if math.isfinite(e_bit) else None
+    surrogate = _surrogate_summary(run, bm, law.probs, n_chips, surrogate_same, cfg, seed, e_surrogate)
+    spice = _spice_summary(spice_chips, ok, patch, cfg)
+    gap = _patch_gap(ok, law.floor, law.uniform_tv, spice["energy_per_sample_j"], e_surrogate)
     whole = None
     if cfg.machine and cfg.bm == "run":
-        from spicenet.cells.rng.whole import validate_machine
-
-        with Engine(workers=max(1, workers), timeout_s=cfg.timeout_s) as eng:
-            whole = validate_machine(run_dir, eng, dtm=dtm, tcfg=tcfg, sizing=sizing, process=process,
-                                     surrogate_path=sur_path, n_chips=cfg.machine_chips or n_chips,
-                                     images=cfg.machine_images, seed=seed,
-                                     cfg=cfg, alpha_patch=gap["coupling_gain_pooled"], vs_nominal=vs_nom, e_bit=e_bit,
-                                     progress=progress)
-        spice.update({"fid": whole["fid_spice"], "energy_per_image_j": whole["energy_per_image_spice_j"],
-                      "images_per_cpu_hour": whole["images_per_cpu_hour"], "machine_chips": whole["chips_detail"]})
-        surrogate.update({"fid": whole["fid_surrogate"], "energy_per_image_j": whole["energy_per_image_surrogate_j"]})
-        gap.update({k: whole[k] for k in MACHINE_GAP_KEYS})
-        gap["machine_chip_count"] = whole["chips"]
-        gap["energy_per_image_ratio_spice_over_surrogate"] = whole["energy_ratio_spice_over_surrogate"]
-    machine = {"source": cfg.bm, "n_cells": n, "beta": beta, "j": j.tolist(), "b": b.tolist(),
-               "nodes": bm["nodes"], "max_abs_j": float(np.abs(j).max()), "max_abs_b": float(np.abs(b).max()),
-               "exact_probs": probs.tolist(), "vs_design_v": vs_nom, "vo_v": sizing.vdd, "r_total_ohm": cfg.r_total}
+        whole = _whole_machine(run_dir, run, n_chips, cfg, seed, workers, progress, e_bit, spice, surrogate, gap)
     out_dir = run_dir / "validation"
     out_dir.mkdir(exist_ok=True)
-    result = {"surrogate": surrogate, "spice": spice, "gap": gap, "chips": len(ok), "machine": machine,
+    result = {"surrogate": surrogate, "spice": spice, "gap": gap, "chips": len(ok),
+              "machine": _machine_summary(bm, law.probs, run, cfg),
               "config": asdict(cfg), "wall_s": time.time() - t_start, "quick": bool(quick)}
-    result["plots"] = [str(_plot(out_dir / "validation.png", probs, ok, surrogate_same, cids))]
+    result["plots"] = [str(_plot(out_dir / "validation.png", law.probs, ok, surrogate_same, cids))]
     if whole is not None:
         result["whole_machine"] = {k: v for k, v in whole.items() if k != "chips_detail"}
         result["plots"] += whole["plots"]

@@ -81,8 +81,10 @@ def dtm_section(args: argparse.Namespace) -> dict:
     from spicenet.cells.rng.dtm import DTM, uniform_quantiser
     from spicenet.cells.rng.gibbs import BlockGibbsSampler, make_generator
     from spicenet.cells.rng.graph import random_couplings
-    from spicenet.cells.rng.training import (ChipModel, _load_data, _seed_int, _StepChips, parse_config,
-                                             set_data_nodes, spatial_data_nodes)
+    from spicenet.cells.rng.training import (ChipModel, _load_data, _StepChips, parse_config, set_data_nodes,
+                                             spatial_data_nodes)
+    from spicenet.cells.rng import streams
+    from spicenet.seeds import torch_generator
     from spicenet.families import load_config
 
     cfg = parse_config(load_config(None, "training", "dtm_fashion_full", False))
@@ -100,7 +102,7 @@ def dtm_section(args: argparse.Namespace) -> dict:
     it = {"i": 0}
 
     def iteration() -> None:  # the loop body of spicenet.cells.rng.training.train
-        g = torch.Generator().manual_seed(_seed_int(args.seed, 3, it["i"]))
+        g = torch_generator(args.seed, streams.BATCH, it["i"])
         idx = torch.randint(0, x_train.shape[0], (cfg.batch,), generator=g)
         hook.step = it["i"]
         dtm.train_step(x_train[idx])

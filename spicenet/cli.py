@@ -133,7 +133,8 @@ def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
     process's header, see ``engine.plain_deck``). Every run is stored, failed ones with their error; when any run
     failed the verb reports ``ok: false`` and exits 1."""
     from spicenet.spice.analysis import read_netlist, validate_analysis
-    from spicenet.spice.engine import Engine, derived_seed, montecarlo_runs, plain_deck, render
+    from spicenet.seeds import MONTECARLO_CHIP, ngspice_seed
+    from spicenet.spice.engine import Engine, montecarlo_runs, plain_deck, render
     from spicenet.errors import NetlistError
     from spicenet.spice.job import RunSpec
     from spicenet.spice.results import SimResult
@@ -172,13 +173,13 @@ def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
             from spicenet.spice import mismatch as mm
             restore = mm.nominal_commands(mm.find_devices(deck.text, deck.process), deck.process)
             runs.append(RunSpec(id=f"{prefix}nom", analysis=analysis, commands=restore, meta={"chip": -1},
-                                seed=derived_seed(args.seed, 0) if noisy else None))
+                                seed=ngspice_seed(args.seed, MONTECARLO_CHIP, 0) if noisy else None))
         if args.chips:
             runs += montecarlo_runs(deck, analysis, range(args.chips), args.seed, prefix,
                                     noise_seed=args.seed if noisy else None)
         else:
             runs.append(RunSpec(id=f"{prefix}nom", analysis=analysis, meta={"chip": -1},
-                                seed=derived_seed(args.seed, 0) if noisy else None))
+                                seed=ngspice_seed(args.seed, MONTECARLO_CHIP, 0) if noisy else None))
     out = Path(args.output)
     vectors: list[str] = []
     points = 0

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from spicenet import seeds
 from spicenet.baselines.flops import count_flops, energy_per_sample
 from spicenet.baselines.models import SIZES, VAE, Discriminator, Generator, matched_width, n_params
 from spicenet.baselines.reference import AnalogReference, analog_reference, comparable
@@ -135,7 +136,7 @@ def evaluate(gen: Generator, reference: np.ndarray, dataset: str, n_samples: int
 
 
 def _batches(n: int, cfg: BaselineConfig, seed: int, it: int) -> Tensor:
-    g = torch.Generator().manual_seed(int(np.random.SeedSequence([int(seed), 0xBA5E, it]).generate_state(1)[0]))
+    g = seeds.torch_generator(seed, seeds.BASELINE_BATCH, it)
     return torch.randint(0, n, (cfg.batch,), generator=g)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spicenet import seeds
 from spicenet.data import loaders
 from spicenet.data.loaders import HOW_TO_PROVIDE, RawData, canonical_name
 from spicenet.data.transforms import ENCODINGS, encode, resize_area
@@ -70,7 +71,7 @@ def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tup
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction: expected a value in (0, 1), got {test_fraction}")
     y = np.asarray(labels)
-    gen = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5B1D]))
+    gen = seeds.numpy_generator(seed, seeds.SPLIT)
     train, test = [], []
     for c in np.unique(y):
         idx = np.flatnonzero(y == c)
@@ -87,7 +88,7 @@ def balanced_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     y = np.asarray(labels)
     if n < 1 or n > y.size:
         raise ValueError(f"n: expected 1..{y.size}, got {n}")
-    gen = np.random.default_rng(np.random.SeedSequence([int(seed), 0xBA1]))
+    gen = seeds.numpy_generator(seed, seeds.SUBSET)
     classes = np.unique(y)
     per = np.full(classes.size, n // classes.size)
     per[gen.permutation(classes.size)[: n % classes.size]] += 1

@@ -19,7 +19,6 @@ so a resumed run draws the same chips -- and a fixed list of held-out evaluation
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -27,6 +26,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
+from spicenet.seeds import (CHIP_CELL_Z, CHIP_GLOBAL_Z, MISMATCH_EVAL_CHIP, MISMATCH_TRAIN_CHIP, Stream, int_seed,
+                            name_index)
 from spicenet.surrogate import SurrogateFile
 
 PER_CHOICES = ("step", "batch", "epoch", "fixed")
@@ -61,16 +62,6 @@ class Chip:
 
     def to(self, device: str | torch.device) -> "Chip":
         return Chip(self.seed, {k: v.to(device) for k, v in self.params.items()})
-
-
-def _seed_int(*key: int) -> int:
-    """A 63-bit integer derived from a tuple of non-negative ints (numpy SeedSequence hashing)."""
-    a, b = np.random.SeedSequence([int(k) for k in key]).generate_state(2, dtype=np.uint32)
-    return int((int(a) << 31) ^ int(b)) & ((1 << 63) - 1)
-
-
-def _name_key(name: str) -> int:
-    return zlib.crc32(name.encode())
 
 
 class MismatchModel:
@@ -112,15 +103,16 @@ class MismatchModel:
         }
         return cls(dists, sf.correlation, sf.correlation_names)
 
-    def _latent(self, gen_key: tuple[int, ...], names: list[str], shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
-        """Correlated standard normals z (shape ``shape``) for ``names``: z = L eps with L L^T = C[names, names]."""
+    def _latent(self, seed: int, stream: Stream, names: list[str], shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
+        """Correlated standard normals z (shape ``shape``) for ``names``: z = L eps with L L^T = C[names, names],
+        eps of parameter n from ``int_seed(seed, stream, name_index(n))``."""
         idx = [self.names.index(n) for n in names]
         sub = self.correlation[np.ix_(idx, idx)]
         w, v = np.linalg.eigh(sub)
         mix = torch.as_tensor((v * np.sqrt(np.clip(w, 0, None))) @ v.T, dtype=torch.float64)
         eps = []
         for n in names:
-            g = torch.Generator().manual_seed(_seed_int(*gen_key, _name_key(n)))
+            g = torch.Generator().manual_seed(int_seed(seed, stream, name_index(n)))
             eps.append(torch.randn(shape, generator=g, dtype=torch.float64))
         e = torch.stack(eps)  # (P, *shape)
         z = torch.einsum("pq,q...->p...", mix, e)
@@ -159,10 +151,10 @@ class MismatchModel:
                 ia, ib = self.names.index(a), self.names.index(b)
                 if shp[a] != shp[b] and abs(self.correlation[ia, ib]) > 1e-12:
                     raise ValueError(f"shapes: correlated parameters {a!r} {shp[a]} and {b!r} {shp[b]} differ in shape")
-        chip_z = self._latent((int(seed), 1), names, ())
+        chip_z = self._latent(int(seed), CHIP_GLOBAL_Z, names, ())
         out: dict[str, torch.Tensor] = {}
         for s, group in groups.items():
-            cell_z = self._latent((int(seed), 0), group, s)
+            cell_z = self._latent(int(seed), CHIP_CELL_Z, group, s)
             for n in group:
                 d = self.dists[n]
                 zc, zl = chip_z[n], cell_z[n]
@@ -197,7 +189,8 @@ class ChipSampler:
 
     per: ``step`` (one chip per optimizer step), ``batch`` (one per mini-batch: differs from ``step`` when a step
     accumulates several batches), ``epoch``, or ``fixed`` (one chip for the whole run). Training seeds are
-    SeedSequence(seed, 0, index...) and evaluation seeds SeedSequence(seed, 1, i): two disjoint streams.
+    ``spicenet.seeds.int_seed(seed, MISMATCH_TRAIN_CHIP, index...)`` and evaluation seeds
+    ``int_seed(seed, MISMATCH_EVAL_CHIP, i)``: two disjoint streams.
     """
 
     def __init__(self, model: MismatchModel, shape: int | tuple[int, ...] = (), *,
@@ -211,13 +204,13 @@ class ChipSampler:
         self.model, self.shape, self.shapes, self.params = model, shape, shapes, params
         self.per, self.seed, self.device, self.dtype, self.scale = per, int(seed), device, dtype, scale
         self.eval_seeds = [int(s) for s in eval_seeds] if eval_seeds is not None else [
-            _seed_int(self.seed, 1, i) for i in range(n_eval)]
+            int_seed(self.seed, MISMATCH_EVAL_CHIP, i) for i in range(n_eval)]
         self._last: tuple[int, Chip] | None = None
 
     def train_seed(self, step: int = 0, batch: int = 0, epoch: int = 0) -> int:
         """Seed of the training chip for (step, batch, epoch) under this sampler's ``per`` rule."""
         key = {"step": (step,), "batch": (step, batch), "epoch": (epoch,), "fixed": ()}[self.per]
-        return _seed_int(self.seed, 0, *key)
+        return int_seed(self.seed, MISMATCH_TRAIN_CHIP, *key)
 
     def _draw(self, seed: int) -> Chip:
         if self._last is not None and self._last[0] == seed:

@@ -52,7 +52,9 @@ from spicenet.cells.oscillator.netlist import (RingSpec, deck, limit_cycle_table
                                                ring_node_names)
 from spicenet.plotting import subplots
 from spicenet.spice import measure as sm
-from spicenet.spice.engine import Engine, montecarlo_runs, derived_seed
+from spicenet.cells.oscillator import streams
+from spicenet.seeds import block_seed, ngspice_seed
+from spicenet.spice.engine import Engine, montecarlo_runs
 from spicenet.spice.recorded import RunRecorder, runs_path
 from spicenet.spice.job import RunSpec
 from spicenet.config import load_config, setting, subsection
@@ -515,7 +517,8 @@ def _shil(engine: Engine, cfg: OscCalibrationConfig, process: str, free: dict[st
 
 def _noise(engine: Engine, cfg: OscCalibrationConfig, process: str, seed: int) -> dict[str, Any]:
     d = deck(ring_netlist(cfg.ring, process=process, noise_a=cfg.noise_sigma_a, noise_dt=cfg.noise_dt_s), process)
-    runs = [RunSpec(f"n{k}", cfg.tran(cfg.noise_t_end), seed=derived_seed(seed, 1000 + k)) for k in range(cfg.noise_seeds)]
+    runs = [RunSpec(f"n{k}", cfg.tran(cfg.noise_t_end), seed=ngspice_seed(seed, streams.PHASE_NOISE, k))
+            for k in range(cfg.noise_seeds)]
     items = [(r.id, d, r) for r in runs]
     out = _run_jobs(engine, items, "phase noise")
     lags = np.asarray(cfg.noise_lags_s)
@@ -861,9 +864,9 @@ def _network_refinement(cfg: OscCalibrationConfig, process: str, fit: dict[str, 
             acfg = AISConfig(height=nc.height, width=nc.width, n_hidden=nc.n_hidden, n_segments=nc.n_segments,
                              periods=nc.periods, code_init_std=nc.code_std, shil_max=nc.shil_max,
                              bias_max=nc.bias_max, node_g_max_s=nc.node_g_max_s, n_bits=cfg.n_bits,
-                             seed=int(seed) * 1000 + k, noise=False)
+                             seed=block_seed(seed, k), noise=False)
             gen = AISGenerator(acfg, params, dtype=torch.float64)
-            g = torch.Generator().manual_seed(int(seed) * 1000 + k)
+            g = torch.Generator().manual_seed(block_seed(seed, k))
             with torch.no_grad():
                 gen.codes_raw.copy_(nc.code_std * torch.randn(gen.codes_raw.shape, generator=g, dtype=torch.float64))
                 gen.shil_raw.copy_(4 * torch.rand(gen.shil_raw.shape, generator=g, dtype=torch.float64) - 2)

@@ -41,6 +41,8 @@ import scipy.optimize
 import scipy.special
 import torch
 
+from spicenet import seeds
+from spicenet.cells.resistive import streams
 from spicenet.config import as_sections, check_ranges, load_config, setting
 from spicenet.cells.resistive.netlist import alter_commands, free_node_names, network_deck
 from spicenet.cells.resistive.network import Chip, ResistiveNetwork, programmable_levels
@@ -241,7 +243,7 @@ def simulate_resistor_bank(*, bits: int, g_lsb: float, sigma_unit: float, chips:
             nominal.append(r)
             lines.append(f"ru{b}_{m} in nb{b} {r:.17g}")
     lines.append(".end")
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x6B4E]))
+    rng = seeds.numpy_generator(seed, streams.LEVELS)
     factors = np.maximum(1.0 + sigma_unit * rng.standard_normal((chips, len(names))), 1e-3)
     runs = [RunSpec(id=f"b{c:04d}", analysis="op",
                     commands=tuple(f"alter {nm} = {r / f:.17g}" for nm, r, f in zip(names, nominal, factors[c])))
@@ -377,12 +379,12 @@ def spice_node_voltages(net: ResistiveNetwork, chip: Chip | None, x: torch.Tenso
 def solver_vs_spice(*, diode: dict[str, float], levels: np.ndarray, g_sigma: float, net_cfg: dict[str, Any],
                     check: dict[str, Any], seed: int, engine: Engine) -> dict[str, Any]:
     """Max |V_solver - V_ngspice| (V) over ``check.networks`` random networks x ``check.inputs`` random inputs."""
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x50C4]))
+    rng = seeds.numpy_generator(seed, streams.SOLVER_CHECK)
     options = {k: float(check[k]) for k in ("reltol", "vntol", "abstol")}
     errs, n_nodes, failed = [], 0, []
     for k in range(int(check["networks"])):
         net, chip = _random_network(rng, diode=diode, levels=levels, g_sigma=g_sigma, net_cfg=net_cfg,
-                                    seed=int(seed) * 1000 + k)
+                                    seed=seeds.block_seed(seed, k))
         x = torch.as_tensor(rng.random((int(check["inputs"]), net.n_in)))
         with torch.no_grad():
             v_sol = net.equilibrium(x, chip=chip).v.numpy()
@@ -462,7 +464,7 @@ def calibrate_resistive(config: dict[str, Any], *, process: str, quick: bool, ou
     if chips < 2:
         raise ConfigError(f"diode.chips must be >= 2, got {chips}")
     temperature = ROOM_TEMPERATURE
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xD10D]))
+    rng = seeds.numpy_generator(seed, streams.DIODE)
     sigma_vd = float(d["a_vd_mv_um"]) * 1e-3 / math.sqrt(float(d["area_um2"]))
     vd_shift = sigma_vd * rng.standard_normal(chips)
     runs = RunRecorder(runs_path(output), resume=resume, process=process, seed=seed,

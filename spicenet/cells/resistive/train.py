@@ -47,6 +47,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from spicenet.cells.resistive import streams
 from spicenet.cells.resistive.calibrate import level_chip
 from spicenet.cells.resistive.eqprop import (accuracy, ce_cost, confusion_matrix, eqprop_gradients, mse_cost,
                                              one_hot_targets, param_grads)
@@ -57,6 +58,7 @@ from spicenet.data import load_dataset
 from spicenet.errors import ConfigError
 from spicenet.plotting import per_chip_points, subplots
 from spicenet.progress import logger, progress_iter
+from spicenet.seeds import Stream, int_seed
 from spicenet.surrogate import SurrogateFile
 from spicenet.surrogate_schema import load_surrogate
 from spicenet.train import RunDir, WallClock, resolve_device
@@ -172,10 +174,19 @@ def build_network(spec: NetSpec, *, init_max: float = 4.0, seed: int = 0,
         amp_gain=spec.get("amp_gain"), amp_back=spec.get("amp_back"), seed=seed, device=device)
 
 
-def chip_seed(seed: int, stream: int, index: int) -> int:
-    """A 63-bit chip seed from (seed, stream, index): stream 1 = training chips, 2 = held-out evaluation chips,
-    3 = validation chips."""
-    return int(np.random.SeedSequence([int(seed), int(stream), int(index)]).generate_state(2, np.uint64)[0] >> 1)
+_CHIP_STREAMS = {1: streams.TRAIN_CHIP, 2: streams.EVAL_CHIP, 3: streams.VALIDATE_CHIP}
+
+
+def chip_seed(seed: int, stream: int | Stream, index: int) -> int:
+    """The 63-bit seed of chip ``index`` of one of the family's chip streams, ``spicenet.seeds.int_seed(seed,
+    stream, index)``: ``streams.TRAIN_CHIP`` (training chips), ``EVAL_CHIP`` (held-out evaluation chips),
+    ``RES_VALIDATE_CHIP`` (validation chips), or their former numbers 1, 2, 3 (the same seeds)."""
+    s = stream if isinstance(stream, Stream) else _CHIP_STREAMS.get(int(stream))
+    if s not in _CHIP_STREAMS.values():
+        raise ValueError(f"stream: expected one of {[v.name for v in _CHIP_STREAMS.values()]} (or 1, 2, 3), "
+                         f"got {stream!r}")
+    assert s is not None
+    return int_seed(seed, s, index)
 
 
 def make_chip(net: ResistiveNetwork, spec: NetSpec, seed: int, scale: float = 1.0) -> Chip:
@@ -224,15 +235,16 @@ def _train_epoch(nets: dict[str, ResistiveNetwork], opts: Mapping[str, torch.opt
                  step: int, beta: float, use_ce: bool, t_out: float, train_scale: float, clock: WallClock,
                  dev: torch.device) -> tuple[dict[str, float], int]:
     """One epoch over the minibatches of ``perm``: for every model the EqProp gradients (a fresh chip per
-    minibatch for the injected model, ``chip_seed(seed, 1, step)``), an Adam step and the clip to the levels.
-    Returns the summed training losses per model and the step count after the epoch."""
+    minibatch for the injected model, ``chip_seed(seed, streams.TRAIN_CHIP, step)``), an Adam step and the clip
+    to the levels. Returns the summed training losses per model and the step count after the epoch."""
     losses = {k: 0.0 for k in nets}
     for s in range(0, x.shape[0], bs):
         idx = perm[s: s + bs]
         xb, tb = x[idx].to(dev), t_target[idx]
         for k, net in nets.items():
             t1 = time.perf_counter()
-            chip = make_chip(net, spec, chip_seed(seed, 1, step), train_scale) if k == "injected" else None
+            chip = (make_chip(net, spec, chip_seed(seed, streams.TRAIN_CHIP, step), train_scale)
+                    if k == "injected" else None)
             if use_ce:
                 res = eqprop_gradients(net, xb, beta=beta, labels=y[idx].to(dev), t_out=t_out, chip=chip)
             else:
@@ -337,7 +349,7 @@ def train_resistive(config: dict[str, Any], *, surrogate: Path, quick: bool, run
     torch.save({"spec": spec, **{k: n.state_dict() for k, n in nets.items()}}, run.path / "model.pt")
     # ------------------------------------------------------------------------------------------ evaluation
     t_eval = time.perf_counter()
-    seeds = [chip_seed(seed, 2, c) for c in range(int(mm["eval_chips"]))]
+    seeds = [chip_seed(seed, streams.EVAL_CHIP, c) for c in range(int(mm["eval_chips"]))]
     ev = {k: _evaluate(n, spec, xt.to(dev), yt, seeds, float(mm["eval_scale"])) for k, n in nets.items()
           if k != "ideal"}
     metrics: dict[str, Any] = {}

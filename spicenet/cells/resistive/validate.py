@@ -1,12 +1,13 @@
 """``spicenet validate RUN`` for the resistive family: the trained conductances back in ngspice.
 
-For each fresh Monte-Carlo chip (seed stream 3, disjoint from the training and held-out evaluation chips) the
-mismatch-aware model's realised conductances become real resistors (``R = 1/G``, quantised level times the chip's
-factor) in one deck (:func:`network_deck`) whose diodes are the process's own diode (wrapper ``X.. a k diode
-area=..``, the chip's Is mismatch as an area factor; :func:`process_diode_deck`), not the fitted law; ngspice computes
-``.op`` per test input through the engine's alter path (inputs pushed with ``alter`` on the input sources). The
-surrogate solver computes the same chip. Reported: accuracies (argmax of the output node voltages), the gap
-surrogate - SPICE in percentage points, the max node-voltage difference, and the energy per inference.
+For each fresh Monte-Carlo chip (seed stream ``RES_VALIDATE_CHIP``, disjoint from the training and held-out
+evaluation chips) the mismatch-aware model's realised conductances become real resistors (``R = 1/G``, quantised
+level times the chip's factor) in one deck (:func:`network_deck`) whose diodes are the process's own diode (wrapper
+``X.. a k diode area=..``, the chip's Is mismatch as an area factor; :func:`process_diode_deck`), not the fitted
+law; ngspice computes ``.op`` per test input through the engine's alter path (inputs pushed with ``alter`` on the
+input sources). The surrogate solver computes the same chip. Reported: accuracies (argmax of the output node
+voltages), the gap surrogate - SPICE in percentage points, the max node-voltage difference, and the energy per
+inference.
 
 Energy per inference: ``E = P t_settle`` with ``P = -sum_k V_k I_k`` over every source at the ``.op`` (ngspice
 branch currents are negative for a delivering source; the sum is the power dissipated in the resistors and diodes),
@@ -32,6 +33,7 @@ from spicenet.cells.resistive.calibrate import spice_node_voltages
 from spicenet.cells.resistive.eqprop import accuracy
 from spicenet.cells.resistive.network import ResistiveNetwork
 from spicenet.cells.resistive.train import chip_seed, load_trained, make_chip, merged_train_config, test_data
+from spicenet.cells.resistive import streams
 from spicenet.cells.resistive.family import resistive_energy
 from spicenet.errors import ConfigError, DataError
 from spicenet.plotting import per_chip_points, subplots
@@ -116,7 +118,7 @@ def _validate(run: RunDir, cfg: dict[str, Any], x: torch.Tensor, y: torch.Tensor
     with Engine(workers=max(1, int(workers))) as engine:
         for c in progress_iter(range(n_chips), desc="validate chips"):
             t1 = time.perf_counter()
-            chip = make_chip(net, spec, chip_seed(seed, 3, c))
+            chip = make_chip(net, spec, chip_seed(seed, streams.VALIDATE_CHIP, c))
             with torch.no_grad():
                 v_sur = net.equilibrium(x, chip=chip).v.numpy()
             t_sur = time.perf_counter() - t1
@@ -182,7 +184,7 @@ def _validate_ffebm(run: RunDir, x: torch.Tensor, y: torch.Tensor, origin: str, 
     with Engine(workers=max(1, int(workers))) as engine:
         for c in progress_iter(range(n_chips), desc="validate chips"):
             t1 = time.perf_counter()
-            chips = block_chips(model, specs, seed, 3, c)
+            chips = block_chips(model, specs, seed, 3, c)  # 3: streams.VALIDATE_CHIP (chip_seed's number)
             h_sur, h_sp = x, x
             ok = np.ones(x.shape[0], dtype=bool)
             blocks, errors_all, energy, power = [], 0, 0.0, 0.0

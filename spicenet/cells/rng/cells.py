@@ -268,9 +268,9 @@ def chip_setup(process, sizing: CellSizing, chip: int, seed: int, mode: str = "p
     if mode == "pdk":
         if "pdk" not in process.mismatch_modes:
             raise ValueError(f"mode: process {process.name} has no 'pdk' mismatch (has {process.mismatch_modes})")
-        from spicenet.spice.engine import derived_seed
+        from spicenet.seeds import MONTECARLO_CHIP, ngspice_seed
 
-        return device_commands(process, sizing, [None], seed), derived_seed(seed, chip)
+        return device_commands(process, sizing, [None], seed), ngspice_seed(seed, MONTECARLO_CHIP, chip)
     raise ValueError(f"mode: expected 'pelgrom' or 'pdk', got {mode!r}")
 
 
@@ -303,16 +303,18 @@ def noise_rms(psd: float, dt: float) -> float:
 
 def noise_samples(seed: int, chip: int, cell: int, rms: Sequence[float] | np.ndarray, n: int,
                   stream: int = 0) -> np.ndarray:
-    """(n, 2) Gaussian noise currents (A) for nodes a, b of one cell, from default_rng((seed, chip, cell)); a
-    ``stream`` > 0 gives further independent records of the same cell ((seed, chip, cell, stream))."""
+    """(n, 2) Gaussian noise currents (A) for nodes a, b of one cell, from ``spicenet.seeds.numpy_generator(seed,
+    streams.CELL_NOISE, chip, cell, stream)`` (``SeedSequence([seed, chip, cell, stream])``; stream 0 is the
+    former key ``(seed, chip, cell)``); a ``stream`` > 0 gives further independent records of the same cell."""
     if min(seed, chip, cell, stream) < 0 or n < 2:
         raise ValueError(f"seed, chip, cell, stream must be >= 0 and n >= 2, got {seed}, {chip}, {cell}, {stream}, {n}")
     rms = np.asarray(rms, dtype=float)
     if rms.shape != (2,) or np.any(rms < 0) or not np.all(np.isfinite(rms)):
         raise ValueError(f"rms: expected two finite values >= 0 A, got {rms}")
-    key = [int(seed), int(chip), int(cell)] + ([int(stream)] if stream else [])
-    rng = np.random.default_rng(np.random.SeedSequence(key))
-    return rng.standard_normal((n, 2)) * rms
+    from spicenet.cells.rng import streams
+    from spicenet.seeds import numpy_generator
+
+    return numpy_generator(seed, streams.CELL_NOISE, chip, cell, stream).standard_normal((n, 2)) * rms
 
 
 def write_noise_file(path: str | Path, *, seed: int, chip: int, cell: int, rms: Sequence[float], dt: float,

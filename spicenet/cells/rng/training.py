@@ -48,7 +48,9 @@ from spicenet.cells.rng.pbit import PBit
 from spicenet.data.settings import dataset_setting, n_test_setting, n_train_setting, source_setting
 from spicenet.config import check_ranges, load_config, setting
 from spicenet.errors import ConfigError
-from spicenet.train.mismatch import MismatchModel, _seed_int
+from spicenet.cells.rng import streams
+from spicenet.seeds import MISMATCH_EVAL_CHIP, MISMATCH_TRAIN_CHIP, int_seed, torch_generator
+from spicenet.train.mismatch import MismatchModel
 from spicenet.train.threads import restores_torch_threads
 
 __all__ = ["DTMTrainConfig", "parse_config", "ChipModel", "train", "evaluate_fid_over_chips", "load_model",
@@ -153,7 +155,7 @@ class ChipModel:
         chip = self.model.sample_chip(int(seed), n_cells, params=["v0", "vs"], dtype=torch.float64, scale=self.scale)
         v0, vs = chip["v0"], chip["vs"]
         if self.v0_trim:
-            g = torch.Generator().manual_seed(_seed_int(int(seed), 7))
+            g = torch_generator(seed, streams.V0_TRIM)
             v0_ref = v0 + self.v0_residual_std_v * torch.randn(n_cells, generator=g, dtype=torch.float64)
         else:
             v0_ref = torch.full_like(v0, self.v0_nominal)
@@ -172,13 +174,13 @@ class _StepChips:
         self.chips, self.n_cells, self.seed, self.device, self.step = chips, n_cells, seed, device, 0
 
     def __call__(self, _generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        off, gain = self.chips.nonideality(_seed_int(self.seed, 0, self.step), self.n_cells)
+        off, gain = self.chips.nonideality(int_seed(self.seed, MISMATCH_TRAIN_CHIP, self.step), self.n_cells)
         return off.to(self.device), gain.to(self.device)
 
 
 def eval_seeds(seed: int, n: int) -> list[int]:
     """Held-out evaluation chip seeds: a stream disjoint from the training chips."""
-    return [_seed_int(int(seed), 1, i) for i in range(n)]
+    return [int_seed(seed, MISMATCH_EVAL_CHIP, i) for i in range(n)]
 
 
 # ---------------------------------------------------------------------------------------------- embedding --
@@ -215,9 +217,9 @@ def sample_with_seed(dtm: DTM, n: int, seed: int, chip: tuple[torch.Tensor, torc
     ideal p-bits); the model's own generators and chip are left as they were."""
     saved_cpu, saved_chip = dtm._cpu_gen, (dtm.offset, dtm.gain)
     try:
-        dtm._cpu_gen = torch.Generator().manual_seed(_seed_int(int(seed), 5))
+        dtm._cpu_gen = torch_generator(seed, streams.SAMPLE_CPU)
         dtm.offset, dtm.gain = chip if chip is not None else (None, None)
-        return dtm.sample(n, generator=make_generator(_seed_int(int(seed), 6), dtm.device))
+        return dtm.sample(n, generator=make_generator(int_seed(seed, streams.SAMPLE_CHAINS), dtm.device))
     finally:
         dtm._cpu_gen = saved_cpu
         dtm.offset, dtm.gain = saved_chip
@@ -239,7 +241,8 @@ def evaluate_fid_over_chips(dtm: DTM, chips: ChipModel, seeds: list[int], n_samp
 
     def fid_of(chip: Chip) -> float:
         off, gain = chips.nonideality(chip.seed, n)
-        s = sample_with_seed(dtm, n_samples, _seed_int(seed, 4, chip.seed), (off.to(dtm.device), gain.to(dtm.device)))
+        s = sample_with_seed(dtm, n_samples, int_seed(seed, streams.CHIP_SAMPLES, chip.seed),
+                             (off.to(dtm.device), gain.to(dtm.device)))
         return _fid(s, reference, dataset, net)
 
     return evaluate_over_chips(fid_of, [Chip(s) for s in seeds], higher_is_better=False)
@@ -281,7 +284,7 @@ def _train_iterations(dtm: DTM, run, cfg: "DTMTrainConfig", x_train: torch.Tenso
     window: list[list[dict]] = []
     bar = progress_bar(cfg.iters, "dtm", enabled=progress, initial=start)
     for it in range(start, cfg.iters):
-        g = torch.Generator().manual_seed(_seed_int(seed, 3, it))
+        g = torch_generator(seed, streams.BATCH, it)
         idx = torch.randint(0, x_train.shape[0], (cfg.batch,), generator=g)
         hook.step = it
         window.append(dtm.train_step(x_train[idx]))
@@ -296,7 +299,7 @@ def _train_iterations(dtm: DTM, run, cfg: "DTMTrainConfig", x_train: torch.Tenso
                 "elapsed_s": clock.elapsed(),
             }
             if cfg.fid_log_samples:
-                s = sample_with_seed(dtm, cfg.fid_log_samples, _seed_int(seed, 8, done))
+                s = sample_with_seed(dtm, cfg.fid_log_samples, int_seed(seed, streams.FID_LOG, done))
                 row["fid_nominal"] = _fid(s, x_test, dataset, net)
             run.log_metrics(done, **row)
             bar.set_postfix(fid=f"{row.get('fid_nominal', float('nan')):.3g}")
@@ -314,7 +317,7 @@ def _evaluate_run(dtm: DTM, cfg: "DTMTrainConfig", surrogate: Path, eval_chips: 
     the v0 trim), and 64 samples of the worst chip."""
     from spicenet.metrics import image_metrics
 
-    nominal = sample_with_seed(dtm, cfg.eval_samples, _seed_int(seed, 9))
+    nominal = sample_with_seed(dtm, cfg.eval_samples, int_seed(seed, streams.NOMINAL))
     nom = image_metrics(nominal.numpy(), x_test, dataset, net=net, value_range="spin", seed=seed,
                         with_inception=False)
     floor = _fid(torch.as_tensor(x_train[: cfg.eval_samples]).float(), x_test, dataset, net)
@@ -325,7 +328,7 @@ def _evaluate_run(dtm: DTM, cfg: "DTMTrainConfig", surrogate: Path, eval_chips: 
         raw = ChipModel(surrogate, scale=cfg.eval_scale, v0_trim=False)
         untrimmed = evaluate_fid_over_chips(dtm, raw, seeds[:2], cfg.eval_samples, x_test, dataset, net, seed)
     worst_seed = over["seeds"][int(np.argmax(over["values"]))]
-    worst = sample_with_seed(dtm, 64, _seed_int(seed, 4, worst_seed),
+    worst = sample_with_seed(dtm, 64, int_seed(seed, streams.CHIP_SAMPLES, worst_seed),
                              cast("tuple[torch.Tensor, torch.Tensor]",
                                   tuple(t.to(dev) for t in eval_chips.nonideality(worst_seed, n_cells))))
     return {"nominal": nominal, "nom": nom, "floor": floor, "over": over, "untrimmed": untrimmed, "worst": worst}

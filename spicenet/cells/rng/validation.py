@@ -66,8 +66,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from spicenet.cells.rng import cells, export
+from spicenet.cells.rng import cells, export, streams
 from spicenet.errors import ConfigError, SpicenetError
+from spicenet.seeds import int_seed
 from spicenet.plotting import subplots
 
 __all__ = ["ValidationConfig", "validate", "extract_bm", "tv_distance", "state_counts", "tv_floor",
@@ -740,7 +741,6 @@ def _chip_row(c: int, ids: list[int], res: dict[str, Any], patch: dict[str, Any]
     finite-sample floors, moments, powers and energy per effective sample, the trims, the bias-node errors, the
     residual correction fit) and the surrogate's same-chip entry."""
     from spicenet.spice import measure
-    from spicenet.train.mismatch import _seed_int
 
     j, b, beta, n = bm["j"], bm["b"], bm["beta"], cfg.n_cells
     m_ex, c_ex = moments_exact
@@ -767,7 +767,7 @@ def _chip_row(c: int, ids: list[int], res: dict[str, Any], patch: dict[str, Any]
     e_coup = float(np.trapezoid(pc, t[sel]))
     p_cells, p_coup = e_cells / duration, e_coup / duration
     gain = meas["vs"] / vs_map
-    sc = _gibbs_counts(j, b, beta, gain, None, cfg.surrogate_samples, _seed_int(seed, 11, c))
+    sc = _gibbs_counts(j, b, beta, gain, None, cfg.surrogate_samples, int_seed(seed, streams.PATCH_SURROGATE, c))
     same = {"chip": c, "tv_vs_exact": tv_distance(sc, probs), "gain": gain.tolist()}
     realised = stationary_law(j, b, beta, None, gain)
     t_read = cfg.spacing_s * cfg.samples
@@ -805,16 +805,17 @@ def _surrogate_fresh(chipm, bm: dict[str, Any], probs: np.ndarray, n_chips: int,
                      seed: int) -> tuple[list[dict[str, float]], float]:
     """The surrogate on fresh chips of the training's chip model (as many reads as SPICE, and many) and the ideal
     sampler: ([{"tv_vs_exact", "tv_vs_exact_many"}] per chip, TV of the ideal sampler)."""
-    from spicenet.train.mismatch import _seed_int
 
     j, b, beta, n = bm["j"], bm["b"], bm["beta"], cfg.n_cells
     fresh = []
     for c in range(n_chips):
-        off, gain = chipm.nonideality(_seed_int(seed, 12, c), n)
-        sc_m = _gibbs_counts(j, b, beta, gain.numpy(), off.numpy(), cfg.samples, _seed_int(seed, 13, c))
-        sc_big = _gibbs_counts(j, b, beta, gain.numpy(), off.numpy(), cfg.surrogate_samples, _seed_int(seed, 14, c))
+        off, gain = chipm.nonideality(int_seed(seed, streams.PATCH_FRESH_CHIP, c), n)
+        sc_m = _gibbs_counts(j, b, beta, gain.numpy(), off.numpy(), cfg.samples,
+                             int_seed(seed, streams.PATCH_FRESH_SAMPLES, c))
+        sc_big = _gibbs_counts(j, b, beta, gain.numpy(), off.numpy(), cfg.surrogate_samples,
+                               int_seed(seed, streams.PATCH_FRESH_MANY, c))
         fresh.append({"tv_vs_exact": tv_distance(sc_m, probs), "tv_vs_exact_many": tv_distance(sc_big, probs)})
-    ideal = _gibbs_counts(j, b, beta, None, None, cfg.surrogate_samples, _seed_int(seed, 15))
+    ideal = _gibbs_counts(j, b, beta, None, None, cfg.surrogate_samples, int_seed(seed, streams.PATCH_IDEAL))
     return fresh, tv_distance(ideal, probs)
 
 
@@ -1018,8 +1019,8 @@ def validate(run_dir: Path, *, chips: int | None = None, quick: bool = False, wo
     bm = _patch_machine(run.dtm, run.tcfg, cfg, seed)
     law = _exact_law(bm, cfg, seed)
 
-    base = 1000 + 97 * int(seed)  # cell ids; every draw is keyed by (seed, id), so ids may repeat across seeds
-    cids = {c: [base + 32 * c + k for k in range(cfg.n_cells)] for c in range(n_chips)}
+    # the cells' Monte-Carlo chip numbers; every draw is keyed by (seed, number), so numbers may repeat across seeds
+    cids = {c: streams.PATCH_CELLS.ids(seed, c, cfg.n_cells) for c in range(n_chips)}
     patch = _spice_patch(run.sizing, run.process, cids, bm, law.probs, run.vs_nom, cfg, seed, workers, progress)
     spice_chips, surrogate_same = _spice_rows(cids, patch, bm, law, run.sizing, cfg, seed)
     ok = [s for s in spice_chips if "error" not in s]

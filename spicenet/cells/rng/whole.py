@@ -62,8 +62,9 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from spicenet.cells.rng import cells, export, machine
+from spicenet.cells.rng import cells, export, machine, streams
 from spicenet.errors import SpicenetError
+from spicenet.seeds import MONTECARLO_CHIP, Stream, int_seed, ngspice_seed, numpy_generator
 
 __all__ = ["chip_runs", "locate_grid", "run_chain", "validate_machine", "surrogate_chain", "paired_marginals",
            "marginal_mae_floor", "expected_mae_unknown_chip", "effective_reads"]
@@ -78,16 +79,16 @@ def chip_runs(process, sizing, ids: list[int], seed: int, mismatch: str) -> tupl
     """(alter commands, setseed value) that make a whole-grid deck chip ``ids`` (one chip id per cell).
     "pelgrom": every cell's Pelgrom draws from (seed, ids[k]) as ``alter`` values, no reseed. "pdk" (decks rendered
     with ``mismatch="pdk"``): only the low-Vt shifts as ``alter`` values; the PDK's own per-instance ``agauss``
-    mismatch of every cell is drawn by ``setseed derived_seed(seed, ids[0])`` + ``reset``; every deck of the chip
-    (trim sweeps, operating point, the T steps) lists the same devices in the same order, so it draws the same chip."""
+    mismatch of every cell is drawn by ``setseed derived_seed(seed, ids[0])`` (``spicenet.seeds.ngspice_seed``) +
+    ``reset``; every deck of the chip (trim sweeps, operating point, the T steps) lists the same devices in the same
+    order, so it draws the same chip."""
     if mismatch == "pelgrom":
         return cells.device_commands(process, sizing, ids, seed), None
     if mismatch == "pdk":
         if "pdk" not in process.mismatch_modes:
             raise ValueError(f"mismatch: process {process.name} has no 'pdk' mismatch (has {process.mismatch_modes})")
-        from spicenet.spice.engine import derived_seed
-
-        return cells.device_commands(process, sizing, [None] * len(ids), seed), derived_seed(seed, int(ids[0]))
+        return (cells.device_commands(process, sizing, [None] * len(ids), seed),
+                ngspice_seed(seed, MONTECARLO_CHIP, int(ids[0])))
     raise ValueError(f"mismatch: expected 'pelgrom' or 'pdk', got {mismatch!r}")
 
 
@@ -177,9 +178,8 @@ def locate_grid(engine, sizing, process, chips: dict[int, list[int]], seed: int,
     return out
 
 
-def _spins(seed: int, *key: int, n: int) -> np.ndarray:
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), *map(int, key)]))
-    return np.where(rng.random(n) < 0.5, -1.0, 1.0)
+def _spins(seed: int, stream: Stream, *key: int, n: int) -> np.ndarray:
+    return np.where(numpy_generator(seed, stream, *key).random(n) < 0.5, -1.0, 1.0)
 
 
 def run_chain(engine, dtm, sizing, process, chips: dict[int, list[int]], trims: dict[int, dict[str, np.ndarray]],
@@ -239,9 +239,9 @@ def run_chain(engine, dtm, sizing, process, chips: dict[int, list[int]], trims: 
                     files = [cells.write_noise_file(work / f"c{c}_i{b_i}_k{k}.txt", seed=seed, chip=cid, cell=0,
                                                     rms=trims[c]["rms"][k], dt=dt, t_stop=t_stop + 10 * dt,
                                                     stream=stream) for k, cid in enumerate(ids)]
+                    spins = _spins(seed, streams.MACHINE_STEP_SPINS, c, b_i, t, n=n)
                     deck = Deck(export.with_sim_options(machine.grid_deck(
-                        m, sizing, process, files, _spins(seed, 7, c, b_i, t, n=n), vw=vw, mismatch=mismatch)),
-                        process, mismatch)
+                        m, sizing, process, files, spins, vw=vw, mismatch=mismatch)), process, mismatch)
                     jobs.append(engine.job(deck, [RunSpec(f"s{t}c{c}i{b_i}", f"tran {dt:.6g} {t_stop:.9g} 0 {dt:.6g}",
                                                           *chip_runs(process, sizing, ids, seed, mismatch))],
                                            label=f"step {t} chip {c} image {b_i}", timeout_s=timeout_s))
@@ -474,8 +474,9 @@ class _MachinePlan:
 def _machine_plan(dtm, chipm, cfg, alpha_patch: float | None, n_chips: int, images: int, seed: int) -> _MachinePlan:
     """The plan of a validation: step time K tau (or ``cfg.machine_step_time_s``) [s], transient step
     (``cfg.machine_dt`` or ``cfg.dt``) [s], read spacing 2 tau (or ``cfg.machine_read_spacing_s``) [s], the gain trim
-    (the patch's alpha with ``machine_gain_trim = "patch"``, else 1), cell chip ids ``50000 + 997 seed + 1000 c + k``
-    and x_T per chip from ``seed``; tau is the surrogate's mean ``tau_s`` (40 ns without one)."""
+    (the patch's alpha with ``machine_gain_trim = "patch"``, else 1), cell chip ids ``streams.MACHINE_CELLS`` (``50000 +
+    997 seed + 1000 c + k``) and x_T per chip from ``seed``; tau is the surrogate's mean ``tau_s`` (40 ns without
+    one)."""
     n = dtm.graph.n_nodes
     T, K = dtm.cfg.n_steps, dtm.cfg.sweeps
     d = dtm.n_data
@@ -486,9 +487,8 @@ def _machine_plan(dtm, chipm, cfg, alpha_patch: float | None, n_chips: int, imag
     spacing = cfg.machine_read_spacing_s if cfg.machine_read_spacing_s > 0 else 2 * tau
     spacing = dt * math.ceil(spacing / dt)
     alpha = float(alpha_patch) if (cfg.machine_gain_trim == "patch" and alpha_patch) else 1.0
-    base = 50000 + 997 * int(seed)
-    chips = {c: [base + 1000 * c + k for k in range(n)] for c in range(n_chips)}
-    x_init = {c: _spins(seed, 3, c, n=images * d).reshape(images, d) for c in chips}
+    chips = {c: streams.MACHINE_CELLS.ids(seed, c, n) for c in range(n_chips)}
+    x_init = {c: _spins(seed, streams.MACHINE_X_T, c, n=images * d).reshape(images, d) for c in chips}
     return _MachinePlan(n, T, K, d, images, tau, step_time, dt, spacing, alpha, chips, x_init)
 
 
@@ -532,24 +532,25 @@ def _surrogate_predictions(dtm, chipm, chain: dict[str, Any], plan: _MachinePlan
                            draws: int) -> _SurrogatePredictions:
     """The surrogate's images and teacher-forced marginals on the SPICE chain's conditioning (module docstring):
     ``chains`` chains per image in all, split over ``draws`` chip-model draws."""
-    from spicenet.train.mismatch import _seed_int
-
     n = plan.n
     sur = _SurrogatePredictions({}, {}, {}, {})
     for c in plan.chips:
-        chip = chipm.nonideality(_seed_int(seed, 21, c), n)
-        sur.images[c] = surrogate_chain(dtm, plan.x_init[c], chip, _seed_int(seed, 22, c))
+        chip = chipm.nonideality(int_seed(seed, streams.MACHINE_CHIP, c), n)
+        sur.images[c] = surrogate_chain(dtm, plan.x_init[c], chip, int_seed(seed, streams.MACHINE_CHAIN, c))
         # the surrogate's prediction for a trimmed chip whose cells it does not know: its marginals averaged over
         # ``draws`` chip-model draws (chain c's own draw first), machine_chains chains per image in all
         per_draw = max(1, chains // draws)
         runs = [paired_marginals(dtm, 1, chain["x"][2][c], chip if m == 0 else
-                                 chipm.nonideality(_seed_int(seed, 25, c, m), n), per_draw, _seed_int(seed, 23, c, m))
+                                 chipm.nonideality(int_seed(seed, streams.MACHINE_DRAW, c, m), n), per_draw,
+                                 int_seed(seed, streams.MACHINE_PAIRED, c, m))
                 for m in range(draws)]
         sur.paired[c] = np.mean(runs, 0)
         sur.paired_draw[c] = runs[0]
         # held-out chip-model draws (not in the average) that play a circuit equal to the surrogate on this chip
-        sur.held[c] = [paired_marginals(dtm, 1, chain["x"][2][c], chipm.nonideality(_seed_int(seed, 26, c, h), n),
-                                        chains // 4, _seed_int(seed, 27, c, h)) for h in range(HELD_OUT_DRAWS)]
+        sur.held[c] = [paired_marginals(dtm, 1, chain["x"][2][c],
+                                        chipm.nonideality(int_seed(seed, streams.MACHINE_HELD_DRAW, c, h), n),
+                                        chains // 4, int_seed(seed, streams.MACHINE_HELD_CHAIN, c, h))
+                       for h in range(HELD_OUT_DRAWS)]
     return sur
 
 
@@ -560,7 +561,6 @@ def _gap_metrics(dtm, chipm, chain: dict[str, Any], plan: _MachinePlan, sur: _Su
     unpaired) with their floors and the unknown-chip expectation; the reads' count, n_eff and lag-1 correlation;
     the image count and the fraction of SPICE pixels on."""
     from spicenet.cells.rng.training import _fid
-    from spicenet.train.mismatch import _seed_int
 
     chips, n, d, images = plan.chips, plan.n, plan.d, plan.images
     all_sp = np.concatenate([chain["x"][1][c] for c in chips])
@@ -583,8 +583,10 @@ def _gap_metrics(dtm, chipm, chain: dict[str, Any], plan: _MachinePlan, sur: _Su
         p_spice.mean(0) - np.concatenate([sur.paired_draw[c] for c in chips]).mean(0)).mean())
     out["marginal_mae_unpaired"] = float(np.abs(on_sp.mean(0) - (all_su > 0).mean(0)).mean())
     # floor of the unpaired statistic: two independent image sets of this size from the surrogate
-    alt = np.concatenate([surrogate_chain(dtm, _spins(seed, 4, c, n=images * d).reshape(images, d),
-                                          chipm.nonideality(_seed_int(seed, 21, c), n), _seed_int(seed, 24, c))
+    alt = np.concatenate([surrogate_chain(dtm,
+                                          _spins(seed, streams.MACHINE_X_ALT, c, n=images * d).reshape(images, d),
+                                          chipm.nonideality(int_seed(seed, streams.MACHINE_CHIP, c), n),
+                                          int_seed(seed, streams.MACHINE_ALT_CHAIN, c))
                           for c in chips])
     out["marginal_mae_unpaired_floor"] = float(np.abs((alt > 0).mean(0) - (all_su > 0).mean(0)).mean())
     out["fid_surrogate_other_seed"] = _fid(torch.as_tensor(alt), ref, ds_name, net)

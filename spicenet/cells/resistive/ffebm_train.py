@@ -10,11 +10,15 @@ clipped to the levels' range) and ``[ffebm] lr_ff`` on the feedforward weights.
 
 Mismatch: every block gets its own chip (:func:`spicenet.cells.resistive.train.make_chip`) drawn fresh per minibatch
 (``[mismatch] train_scale``); evaluated on the nominal chip and on ``eval_chips`` held-out chips (seed stream 2,
-chip c of block k is index ``c * K + k``).
+chip c of block k is index ``c * K + k``). With ``[train] ideal = true`` a second model, the *ideal* ff-EBM (same
+blocks and feedforward layers, same initialisation, float conductances in the same range, no mismatch), is trained
+on the same minibatches as the software reference (``accuracy_ideal``, per-epoch ``test_accuracy_ideal``;
+:func:`load_ffebm` ``which="ideal"``).
 
 Config: the eqprop sections (``[data]``, ``[train]``, ``[mismatch]``, ``[model]`` for bias/init/amplifiers; its
 ``hidden`` is unused) plus ``[ffebm]``: ``blocks`` (per block its hidden sizes then its output size; the last
-block ends in 10 outputs) and ``lr_ff``. The ``[ffebm]`` section is what makes ``spicenet train`` run this
+block ends in 10 outputs; ``[n_out]`` alone is a block without hidden layer, its outputs tied to its input sources
+directly) and ``lr_ff``. The ``[ffebm]`` section is what makes ``spicenet train`` run this
 trainer (the family protocol passes the config, not the trainer name).
 """
 
@@ -63,17 +67,22 @@ class FFEBMTrainConfig(EqPropTrainConfig):
                                       "[hidden..., n_out]; block k+1 takes block k's n_out inputs; the last ends in 10",
                                       section="ffebm")
     lr_ff: float = setting(0.01, "Adam learning rate of the feedforward layers", section="ffebm")
+    ideal: bool = setting(False, "also train the ideal ff-EBM (float conductances, no mismatch) on the same "
+                          "minibatches", section="train")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if len(self.blocks) < 1 or any(len(b) < 2 or any(s < 1 for s in b) for b in self.blocks):
-            raise ValueError(f"[ffebm] blocks must be a list of [hidden..., n_out] lists (>= 1 hidden), "
-                             f"got {self.blocks!r}")
+        if len(self.blocks) < 1 or any(len(b) < 1 or any(s < 1 for s in b) for b in self.blocks):
+            raise ValueError(f"[ffebm] blocks must be a list of non-empty [hidden..., n_out] lists of positive "
+                             f"sizes ([n_out] alone: no hidden layer), got {self.blocks!r}")
         if self.blocks[-1][-1] != 10:
             raise ValueError(f"[ffebm] blocks: the last block must end in 10 outputs, got {self.blocks[-1][-1]}")
 
 
 FFEBM_DEFAULTS: dict[str, Any] = FFEBMTrainConfig().sections()["ffebm"]
+
+_SUFFIX = {"injected": "", "ideal": "_ideal"}
+"""Checkpoint / model.pt / metrics key suffix of each trained model (the injected model keeps the original keys)."""
 
 
 def merged_ffebm_config(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -84,20 +93,24 @@ def merged_ffebm_config(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def block_specs(sur: SurrogateFile, n_in: int, cfg: dict[str, Any]) -> list[dict[str, Any]]:
     """One :func:`net_spec` per block: block 0 takes the ``n_in`` pixels, block k > 0 takes ``n_out_{k-1}`` inputs
-    (the feedforward layers are square)."""
+    (the feedforward layers are square). ``[model]`` bias, amplifiers, input gain, bias-rail voltage ``v_bias``
+    and diode rails ``vb`` apply to every block (a block without hidden layer has no amplifiers to place)."""
     m = cfg["model"]
     specs, prev = [], int(n_in)
     for b in cfg["ffebm"]["blocks"]:
         sizes = [prev, *[int(s) for s in b]]
         specs.append(net_spec(sur, sizes, bool(m["bias"]), float(m["amp_gain"]), float(m["amp_back"]),
-                              float(m["input_gain"])))
+                              float(m["input_gain"]), float(m["v_bias"]), float(m["vb"])))
         prev = sizes[-1]
     return specs
 
 
-def build_ffebm(specs: list[dict[str, Any]], *, init_max: float, seed: int, device: torch.device) -> FFEBM:
-    """Blocks (seeded ``seed + k``) and square float64 ``nn.Linear`` feedforward layers (seeded by ``seed``)."""
-    blocks = [build_network(s, init_max=init_max, seed=seed + k, device=device) for k, s in enumerate(specs)]
+def build_ffebm(specs: list[dict[str, Any]], *, init_max: float, seed: int, device: torch.device | str = "cpu",
+                ideal: bool = False) -> FFEBM:
+    """Blocks (seeded ``seed + k``; ``ideal``: float conductances, no quantisation) and square float64
+    ``nn.Linear`` feedforward layers (seeded by ``seed``)."""
+    blocks = [build_network(s, init_max=init_max, seed=seed + k, device=device, ideal=ideal)
+              for k, s in enumerate(specs)]
     gen = torch.Generator().manual_seed(int(seed) + 7919)
     ff = []
     for s in specs[:-1]:
@@ -143,19 +156,24 @@ def train_ffebm(config: dict[str, Any], *, surrogate: Path, quick: bool, run_dir
                                  "n_train": int(x.shape[0]), "n_test": int(xt.shape[0])},
                         length_key="train.epochs")
     _write_meta(run, {"family": "resistive", "trainer": "ffebm", "block_specs": specs})
-    model = build_ffebm(specs, init_max=float(m["init_max"]), seed=seed, device=dev)
-    block_params = [p for b in model.blocks for p in b.parameters()]
-    opt = torch.optim.Adam([{"params": block_params, "lr": float(tr["lr"])},
-                            {"params": list(model.ff.parameters()), "lr": float(fcfg["lr_ff"])}])
-    sched = torch.optim.lr_scheduler.ExponentialLR(opt, float(tr["lr_decay"]))
+    kinds = ("injected",) + (("ideal",) if bool(tr["ideal"]) else ())
+    models = {k: build_ffebm(specs, init_max=float(m["init_max"]), seed=seed, device=dev, ideal=k == "ideal")
+              for k in kinds}
+    model = models["injected"]
+    opts = {k: torch.optim.Adam([{"params": [p for b in mdl.blocks for p in b.parameters()], "lr": float(tr["lr"])},
+                                 {"params": list(mdl.ff.parameters()), "lr": float(fcfg["lr_ff"])}])
+            for k, mdl in models.items()}
+    scheds = {k: torch.optim.lr_scheduler.ExponentialLR(o, float(tr["lr_decay"])) for k, o in opts.items()}
     gen = torch.Generator().manual_seed(int(seed))
     start_epoch, step = 0, 0
     blob = run.load_checkpoint(generators={"shuffle": gen}, restore_rng=True)
     clock = WallClock.from_checkpoint(blob, t0)
     if blob is not None:
-        model.load_state_dict(blob["model"]["ffebm"])
-        opt.load_state_dict(blob["model"]["opt"])
-        sched.load_state_dict(blob["model"]["sched"])
+        for k, mdl in models.items():
+            suffix = _SUFFIX[k]
+            mdl.load_state_dict(blob["model"]["ffebm" + suffix])
+            opts[k].load_state_dict(blob["model"]["opt" + suffix])
+            scheds[k].load_state_dict(blob["model"]["sched" + suffix])
         start_epoch, step = int(blob["epoch"]) + 1, int(blob["step"])
         _check_length(run, start_epoch, int(tr["epochs"]))
         run.truncate_metrics(start_epoch - 1)
@@ -166,28 +184,39 @@ def train_ffebm(config: dict[str, Any], *, surrogate: Path, quick: bool, run_dir
     bs, epochs, scale = int(tr["batch_size"]), int(tr["epochs"]), float(mm["train_scale"])
     for epoch in progress_iter(range(start_epoch, epochs), epochs, "ffebm", initial=start_epoch):
         perm = torch.randperm(x.shape[0], generator=gen)
-        loss_sum = 0.0
-        t1 = time.perf_counter()
+        loss_sum = {k: 0.0 for k in models}
         for s in range(0, x.shape[0], bs):
             idx = perm[s: s + bs]
-            chips = block_chips(model, specs, seed, 1, step, scale) if scale > 0 else None
-            opt.zero_grad(set_to_none=True)
-            loss = model.eqprop_backward(x[idx].to(dev), t_target[idx], beta=beta, chips=chips)
-            opt.step()
-            model.clip_()
-            loss_sum += float(loss) * idx.numel()
+            for k, mdl in models.items():
+                t1 = time.perf_counter()
+                chips = block_chips(mdl, specs, seed, 1, step, scale) if scale > 0 and k == "injected" else None
+                opts[k].zero_grad(set_to_none=True)
+                loss = mdl.eqprop_backward(x[idx].to(dev), t_target[idx], beta=beta, chips=chips)
+                opts[k].step()
+                mdl.clip_()
+                loss_sum[k] += float(loss) * idx.numel()
+                clock.add("train" + _SUFFIX[k], time.perf_counter() - t1)
             step += 1
-        sched.step()
-        clock.add("train", time.perf_counter() - t1)
-        with torch.no_grad():
-            v = model(xt)
-        run.log_metrics(epoch, train_loss=loss_sum / x.shape[0], test_loss=float(mse_cost(v, tt_target).mean()),
-                        test_accuracy=accuracy(v, yt))
+        row: dict[str, float] = {}
+        for k, mdl in models.items():
+            scheds[k].step()
+            suffix = _SUFFIX[k]
+            with torch.no_grad():
+                v = mdl(xt)
+            row.update({"train_loss" + suffix: loss_sum[k] / x.shape[0],
+                        "test_loss" + suffix: float(mse_cost(v, tt_target).mean()),
+                        "test_accuracy" + suffix: accuracy(v, yt)})
+        run.log_metrics(epoch, **row)
         if (epoch + 1) % max(1, int(tr["checkpoint_every"])) == 0 or epoch == epochs - 1:
+            state: dict[str, Any] = {}
+            for k, mdl in models.items():
+                suffix = _SUFFIX[k]
+                state.update({"ffebm" + suffix: mdl.state_dict(), "opt" + suffix: opts[k].state_dict(),
+                              "sched" + suffix: scheds[k].state_dict()})
             run.save_checkpoint(step=step, epoch=epoch, generators={"shuffle": gen}, extra={"wall": clock.state()},
-                                model={"ffebm": model.state_dict(), "opt": opt.state_dict(),
-                                       "sched": sched.state_dict()})
-    torch.save({"specs": specs, "ffebm": model.state_dict()}, run.path / "model.pt")
+                                model=state)
+    torch.save({"specs": specs, **{"ffebm" + _SUFFIX[k]: mdl.state_dict() for k, mdl in models.items()}},
+               run.path / "model.pt")
     t_eval = time.perf_counter()
     with torch.no_grad():
         v_nom = model(xt)
@@ -206,18 +235,27 @@ def train_ffebm(config: dict[str, Any], *, surrogate: Path, quick: bool, run_dir
         "wall_eval_s": round(time.perf_counter() - t_eval, 2), "wall_s": round(clock.elapsed(), 2),
         "sessions": clock.sessions, "resumed_from_epoch": start_epoch if blob is not None else None,
     }
+    if "ideal" in models:
+        with torch.no_grad():
+            metrics["accuracy_ideal"] = accuracy(models["ideal"](xt), yt)
+        metrics["epoch_wall_s_ideal"] = round(clock.total("train_ideal") / max(1, epochs), 2)
     run.write_final_metrics(metrics)
-    plots = [str(run.plot_metrics()), str(run.plot_metrics(keys=["test_accuracy"], name="accuracy.png"))]
+    plots = [str(run.plot_metrics()), str(run.plot_metrics(
+        keys=["test_accuracy"] + (["test_accuracy_ideal"] if "ideal" in models else []), name="accuracy.png"))]
     return {"run_dir": str(run.path), "metrics": metrics, "plots": plots}
 
 
-def load_ffebm(run_dir: Path, device: str | torch.device = "cpu") -> tuple[FFEBM, list[dict[str, Any]]]:
-    """The trained ff-EBM of a run directory and its block specs."""
+def load_ffebm(run_dir: Path, device: str | torch.device = "cpu",
+               which: str = "injected") -> tuple[FFEBM, list[dict[str, Any]]]:
+    """The trained ff-EBM of a run directory (``which`` = "injected", the 4-bit mismatch-aware model, or "ideal"
+    when ``[train] ideal`` trained it) and its block specs."""
     path = Path(run_dir) / "model.pt"
     if not path.is_file():
         raise ConfigError(f"{run_dir}: no model.pt (training did not finish)")
     blob = torch.load(path, map_location=device, weights_only=False)
+    if which not in _SUFFIX or "ffebm" + _SUFFIX[which] not in blob:
+        raise ValueError(f"which must be 'injected' or 'ideal' (when trained), got {which!r}")
     specs = blob["specs"]
-    model = build_ffebm(specs, init_max=1.0, seed=0, device=torch.device(device))
-    model.load_state_dict(blob["ffebm"])
+    model = build_ffebm(specs, init_max=1.0, seed=0, device=torch.device(device), ideal=which == "ideal")
+    model.load_state_dict(blob["ffebm" + _SUFFIX[which]])
     return model, specs

@@ -129,6 +129,8 @@ __all__ = [
 ]
 
 STORE_LAYOUT = 2
+#: pending runs from which their batches are written into the next commit's copy as they come (``RunStore._stream``)
+STREAM_ROWS = 512
 _MAGIC = b"SNJ1"
 _FRAME = struct.Struct("<4sQI")  # magic, payload length, crc32(payload)
 _JSON_LEN = struct.Struct("<I")
@@ -326,6 +328,48 @@ def _validate(record: RunRecord) -> RunRecord:
         alters=tuple(record.alters) if all(type(c) is str for c in record.alters) else tuple(map(str, record.alters)),
         scale=record.scale if record.scale in vectors else next((n for n in _SCALES if n in vectors), None),
     )
+
+
+def _validate_batch(batch: RecordBatch) -> None:
+    """The checks of :func:`_validate` on columns: ids, statuses and errors, seeds and chips, names; ValueError
+    naming the first bad run."""
+    n = len(batch.ids)
+    for name in ("status", "error", "process", "analysis", "extra", "alters", "scale", "scale_units"):
+        if len(getattr(batch, name)) != n:
+            raise ValueError(f"record batch: {name} has {len(getattr(batch, name))} entries for {n} runs")
+    for name in ("seed", "chip", "point", "deck", "wall_s", "retries", "altered"):
+        if getattr(batch, name).shape != (n,):
+            raise ValueError(f"record batch: {name} has shape {getattr(batch, name).shape} for {n} runs")
+    joined = "".join(batch.ids)
+    if "/" in joined or not joined.isprintable() or not all(batch.ids) or {".", ".."} & set(batch.ids) \
+            or not all(type(i) is str for i in batch.ids):
+        bad = next(i for i in batch.ids if not isinstance(i, str) or i in ("", ".", "..") or "/" in i
+                   or not i.isprintable())
+        raise ValueError(f"record id must be a printable string without '/', got {bad!r}")
+    if not set(batch.status) <= set(_STATUSES):
+        where = next(k for k, st in enumerate(batch.status) if st not in _STATUSES)
+        raise ValueError(f"record {batch.ids[where]}: status must be 'ok' or 'failed', got {batch.status[where]!r}")
+    for rid, st, err in zip(batch.ids, batch.status, batch.error):
+        if (st == "ok") == bool(err) or not isinstance(err, str):
+            raise ValueError(f"record {rid}: a {st} record needs error text" if st != "ok"
+                             else f"record {rid}: an ok record must have no error, got {err!r}")
+    if not all(isinstance(p, str) and p for p in set(batch.process)):
+        raise ValueError(f"record batch: process must be non-empty strings, got {sorted(set(batch.process))!r}")
+    if n and (batch.seed.min() < 0 or batch.chip.min() < -1 or (batch.point < -1).any()):
+        raise ValueError("record batch: seeds must be >= 0, chips >= -1, points >= 0")
+    if n and (batch.deck.min() < 0 or batch.deck.max() >= len(batch.netlists)):
+        raise ValueError("record batch: deck indices out of range")
+    for vec in list(batch.vectors.values()) + ([batch.scales] if batch.scales is not None else []):
+        if vec.lengths.shape != (n,) or int(np.maximum(vec.lengths, 0).sum()) != vec.data.size:
+            raise ValueError("record batch: a vector's lengths do not match its data")
+        if vec.data.dtype.kind not in "fciub":
+            raise ValueError(f"record batch: vectors must be numeric, got dtype {vec.data.dtype}")
+    for name in batch.vectors:
+        dataset_name(name)
+    for group in (batch.params, batch.measure):
+        for col in group.values():
+            if col.values.shape != (n,) or col.present.shape != (n,):
+                raise ValueError("record batch: a parameter or measurement column has the wrong length")
 
 
 # ---------------------------------------------------------------------------------------------------- journal
@@ -606,7 +650,7 @@ _COLUMNS = {  # base columns of /table: dtype kind and fill value
 _CHUNK = 8192
 
 
-def _new_column(group: h5py.Group, name: str, kind: str, rows: int, compression: str | None) -> h5py.Dataset:
+def _new_column_hl(group: h5py.Group, name: str, kind: str, rows: int, compression: str | None) -> h5py.Dataset:
     if kind == "str":
         return group.create_dataset(name, shape=(rows,), maxshape=(None,), dtype=_STR_DTYPE, chunks=(_CHUNK,))
     dtype = np.dtype(kind)
@@ -615,9 +659,58 @@ def _new_column(group: h5py.Group, name: str, kind: str, rows: int, compression:
                                 fillvalue=fill, compression=compression)
 
 
+@functools.lru_cache(maxsize=None)
+def _column_plist(kind: str, compression: str | None) -> tuple[Any, Any]:
+    """(type id, creation property list) of a column as :func:`_new_column_hl` makes it (taken from one made in
+    memory), so that further columns are made with two low-level calls (a quarter of the high-level cost)."""
+    with h5py.File(f"spicenet-plist-{kind}-{compression}", "w", driver="core", backing_store=False) as f:
+        ds = _new_column_hl(f, "x", kind, 0, compression)
+        return ds.id.get_type(), ds.id.get_create_plist()
+
+
+def _new_column(group: h5py.Group, name: str, kind: str, rows: int, compression: str | None) -> h5py.Dataset:
+    """A 1-D chunked column of ``rows`` fill values, unlimited in length (see ``_new_column_hl``)."""
+    tid, dcpl = _column_plist(kind, compression)
+    space = h5py.h5s.create_simple((rows,), (h5py.h5s.UNLIMITED,))
+    return h5py.Dataset(h5py.h5d.create(group.id, name.encode(), tid, space, dcpl=dcpl))
+
+
+@functools.lru_cache(maxsize=None)
+def _str_mtype() -> Any:
+    """The memory type of an object array of ``str`` written into a variable-length UTF-8 dataset."""
+    return h5py.h5t.py_create(_STR_DTYPE)
+
+
+def _open(group: h5py.Group, name: str) -> h5py.Dataset:
+    """``group[name]`` for a dataset, with h5py's low-level open (a third of the high-level lookup's cost)."""
+    return h5py.Dataset(h5py.h5d.open(group.id, name.encode()))
+
+
+def _extent(ds: h5py.Dataset, shape: tuple[int, ...]) -> None:
+    """``ds.resize(shape)`` without the high-level checks (the dataset is chunked with unlimited max shape)."""
+    ds.id.set_extent(shape)
+
+
+def _write_block(ds: h5py.Dataset, start: int, values: np.ndarray) -> None:
+    """``ds[start:start + len(values)] = values`` with h5py's low-level calls (one hyperslab write; the high-level
+    ``__setitem__`` costs ~0.2 ms of selection and type handling per call, a commit makes dozens)."""
+    values = np.ascontiguousarray(values)
+    if values.dtype.kind == "O":
+        mtype = _str_mtype()
+    else:
+        if values.dtype != ds.dtype:
+            values = values.astype(ds.dtype)
+        mtype = h5py.h5t.py_create(values.dtype)
+    if not values.size:
+        return
+    fspace = ds.id.get_space()
+    fspace.select_hyperslab((start,) + (0,) * (values.ndim - 1), values.shape)
+    ds.id.write(h5py.h5s.create_simple(values.shape), fspace, values, mtype=mtype)
+
+
 def _write_at(ds: h5py.Dataset, rows: np.ndarray, values: np.ndarray, contiguous: bool) -> None:
     if contiguous:
-        ds[int(rows[0]):int(rows[0]) + len(rows)] = values
+        _write_block(ds, int(rows[0]), values)
     else:
         order = np.argsort(rows, kind="stable")
         r, v = rows[order], values[order]
@@ -625,16 +718,10 @@ def _write_at(ds: h5py.Dataset, rows: np.ndarray, values: np.ndarray, contiguous
         ds[r[keep].tolist()] = v[keep]
 
 
-def _as_column(values: list[Any], kind: str) -> np.ndarray:
-    if kind == "str":
-        return np.array(["" if v is None else str(v) for v in values], dtype=object)
-    return np.array([np.nan if v is None else v for v in values], dtype=np.dtype(kind))
-
-
-def _value_kind(value: Any) -> str:
-    if isinstance(value, str):
-        return "str"
-    return "f8"
+def _text_column(values: list[str]) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
 
 
 def _promote_to_text(group: h5py.Group, name: str, rows: int) -> h5py.Dataset:
@@ -679,6 +766,411 @@ def _split_alters(commands: tuple[str, ...]) -> tuple[list[tuple[str, float]], l
     return numeric, text
 
 
+# ------------------------------------------------------------------------------------------- records as columns
+
+
+@dataclass
+class NamedColumn:
+    """One parameter or measurement of many runs: ``values`` (float64, or object: str | float | None), ``present``
+    (the runs that have it), ``unit`` (the first non-empty unit the runs give it)."""
+
+    values: np.ndarray
+    present: np.ndarray
+    unit: str = ""
+
+
+@dataclass
+class VectorColumn:
+    """One vector of many runs: ``data`` (their values concatenated, 1-D), ``lengths`` (per run, -1: the run has
+    none), ``unit`` (of its first run that has it), ``zero_d`` (per run: a 0-d array; None: none is)."""
+
+    data: np.ndarray
+    lengths: np.ndarray
+    unit: str = ""
+    zero_d: np.ndarray | None = None
+
+    @property
+    def scalar(self) -> bool:
+        """Every run that has the vector has a 0-d array (the group's ``scalar`` attr)."""
+        present = self.lengths >= 0
+        return bool(self.zero_d is not None and np.all(self.zero_d[present])) if present.any() else True
+
+
+def _pack_strs(values: list[str]) -> Any:
+    """A text column for JSON: ``{"c": value, "n": count}`` when every entry is the same, else the list."""
+    if values and values.count(values[0]) == len(values):
+        return {"c": values[0], "n": len(values)}
+    return values
+
+
+def _unpack_strs(packed: Any) -> list[str]:
+    return [packed["c"]] * packed["n"] if isinstance(packed, dict) else list(packed)
+
+
+@dataclass
+class RecordBatch:
+    """Many records as columns: what the store journals and commits (:meth:`RunStore.append_batch`; ``append``
+    and ``append_many`` make one from validated :class:`RunRecord` objects). Per run: ``ids``, ``status``, ``error``
+    (``""`` when none), ``seed``, ``chip``, ``point`` (-1: one point per distinct netlist), ``process``, ``deck``
+    (an index into ``netlists``), ``analysis``, ``wall_s`` (NaN: none), ``retries`` (convergence retry steps),
+    ``extra`` (JSON text of the other attrs, ``""`` if none), ``alters`` (non-numeric alter commands, one per
+    line), ``alter_values`` (runs x ``alter_targets``, NaN: not altered; ``altered``: the runs with any), the
+    ``params``/``measure`` columns and the ``vectors``; ``scale`` per run (None: no axis) with its values in
+    ``scales`` (float64) and its unit in ``scale_units``."""
+
+    ids: list[str]
+    status: list[str]
+    error: list[str]
+    seed: np.ndarray
+    chip: np.ndarray
+    point: np.ndarray
+    process: list[str]
+    netlists: list[str]
+    deck: np.ndarray
+    analysis: list[str]
+    wall_s: np.ndarray
+    retries: np.ndarray
+    extra: list[str]
+    alters: list[str]
+    alter_targets: list[str]
+    alter_values: np.ndarray
+    altered: np.ndarray
+    params: dict[str, NamedColumn] = field(default_factory=dict)
+    measure: dict[str, NamedColumn] = field(default_factory=dict)
+    vectors: dict[str, VectorColumn] = field(default_factory=dict)
+    scale: list[str | None] = field(default_factory=list)
+    scale_units: list[str] = field(default_factory=list)
+    scales: VectorColumn | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def nbytes(self) -> int:
+        """Roughly what it holds in memory (the pending-bytes cap)."""
+        vec = sum(c.data.nbytes for c in self.vectors.values()) + (self.scales.data.nbytes if self.scales else 0)
+        return vec + 256 * len(self.ids)
+
+    # -- from records -------------------------------------------------------------------------------------
+    @classmethod
+    def from_records(cls, records: list[RunRecord]) -> "RecordBatch":
+        """Columns of validated records (``_validate``); ValueError naming a record whose attrs are not JSON-able."""
+        n = len(records)
+        netlists: dict[str, int] = {}
+        deck = np.empty(n, dtype=np.int64)
+        base: dict[str, list[Any]] = {k: [] for k in ("status", "error", "process", "analysis", "extra", "alters")}
+        wall = np.empty(n)
+        retries = np.zeros(n, dtype=np.int64)
+        targets: dict[str, int] = {}
+        numeric: list[list[tuple[str, float]]] = []
+        for k, rec in enumerate(records):
+            deck[k] = netlists.setdefault(rec.netlist, len(netlists))
+            attrs = dict(rec.attrs)
+            tries = attrs.pop("retries", [])
+            base["status"].append(rec.status)
+            base["error"].append(rec.error or "")
+            base["process"].append(rec.process)
+            base["analysis"].append(str(attrs.pop("analysis", "") or ""))
+            w = attrs.pop("wall_s", None)
+            wall[k] = np.nan if w is None else float(w)
+            retries[k] = len(tries) if isinstance(tries, list) else int(tries or 0)
+            if tries:
+                attrs["retries"] = tries
+            try:
+                base["extra"].append(_extra_text(attrs) if attrs else "")
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"record {rec.id}: attrs must be JSON-able ({exc})") from None
+            pairs, text = _split_alters(rec.alters)
+            base["alters"].append("\n".join(text))
+            numeric.append(pairs)
+            for target, _ in pairs:
+                targets.setdefault(target, len(targets))
+        values = np.full((n, len(targets)), np.nan)
+        for k, pairs in enumerate(numeric):
+            for target, value in pairs:
+                values[k, targets[target]] = value
+        scale = [rec.scale for rec in records]
+        scales = _vector_column([None if s is None else np.asarray(r.vectors[s], dtype=np.float64).reshape(-1)
+                                 for r, s in zip(records, scale)], "")
+        return cls(
+            ids=[rec.id for rec in records], status=base["status"], error=base["error"],
+            seed=np.array([rec.seed for rec in records], dtype=np.int64),
+            chip=np.array([rec.chip for rec in records], dtype=np.int64),
+            point=np.array([-1 if rec.point is None else rec.point for rec in records], dtype=np.int64),
+            process=base["process"], netlists=list(netlists), deck=deck, analysis=base["analysis"], wall_s=wall,
+            retries=retries, extra=base["extra"], alters=base["alters"], alter_targets=list(targets),
+            alter_values=values, altered=np.array([bool(p) for p in numeric], dtype=bool),
+            params=_named_columns(records, "params", "param_units"),
+            measure=_named_columns(records, "measurements", "measurement_units"),
+            vectors=_record_vectors(records), scale=scale,
+            scale_units=[rec.units.get(s, "") if s is not None else "" for rec, s in zip(records, scale)],
+            scales=scales)
+
+    # -- combining ----------------------------------------------------------------------------------------
+    @classmethod
+    def concat(cls, batches: list["RecordBatch"]) -> "RecordBatch":
+        """One batch of the runs of ``batches`` in order (columns a batch lacks: absent for its runs)."""
+        if len(batches) == 1:
+            return batches[0]
+        sizes = [len(b) for b in batches]
+        netlists: dict[str, int] = {}
+        decks = []
+        for b in batches:
+            remap = np.array([netlists.setdefault(text, len(netlists)) for text in b.netlists], dtype=np.int64)
+            decks.append(remap[b.deck] if len(b.deck) else b.deck)
+        targets: dict[str, int] = {}
+        for b in batches:
+            for t in b.alter_targets:
+                targets.setdefault(t, len(targets))
+        values = np.full((sum(sizes), len(targets)), np.nan)
+        row = 0
+        for b, size in zip(batches, sizes):
+            if b.alter_targets:
+                values[row:row + size][:, [targets[t] for t in b.alter_targets]] = b.alter_values
+            row += size
+        scales = [b.scales for b in batches]
+        return cls(
+            ids=[i for b in batches for i in b.ids], status=[s for b in batches for s in b.status],
+            error=[e for b in batches for e in b.error], seed=np.concatenate([b.seed for b in batches]),
+            chip=np.concatenate([b.chip for b in batches]), point=np.concatenate([b.point for b in batches]),
+            process=[p for b in batches for p in b.process], netlists=list(netlists), deck=np.concatenate(decks),
+            analysis=[a for b in batches for a in b.analysis], wall_s=np.concatenate([b.wall_s for b in batches]),
+            retries=np.concatenate([b.retries for b in batches]), extra=[e for b in batches for e in b.extra],
+            alters=[a for b in batches for a in b.alters], alter_targets=list(targets), alter_values=values,
+            altered=np.concatenate([b.altered for b in batches]),
+            params=_concat_named([b.params for b in batches], sizes),
+            measure=_concat_named([b.measure for b in batches], sizes),
+            vectors=_concat_vectors([b.vectors for b in batches], sizes),
+            scale=[s for b in batches for s in b.scale], scale_units=[u for b in batches for u in b.scale_units],
+            scales=_concat_vectors([{"": s} if s is not None else {} for s in scales], sizes).get(""))
+
+    def select(self, rows: np.ndarray) -> "RecordBatch":
+        """The runs at ``rows`` (in that order)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        idx = rows.tolist()
+
+        def pick(values: list) -> list:
+            return [values[k] for k in idx]
+
+        return RecordBatch(
+            ids=pick(self.ids), status=pick(self.status), error=pick(self.error), seed=self.seed[rows],
+            chip=self.chip[rows], point=self.point[rows], process=pick(self.process), netlists=self.netlists,
+            deck=self.deck[rows], analysis=pick(self.analysis), wall_s=self.wall_s[rows],
+            retries=self.retries[rows], extra=pick(self.extra), alters=pick(self.alters),
+            alter_targets=self.alter_targets, alter_values=self.alter_values[rows], altered=self.altered[rows],
+            params={k: NamedColumn(c.values[rows], c.present[rows], c.unit) for k, c in self.params.items()},
+            measure={k: NamedColumn(c.values[rows], c.present[rows], c.unit) for k, c in self.measure.items()},
+            vectors={k: _select_vector(c, rows) for k, c in self.vectors.items()}, scale=pick(self.scale),
+            scale_units=pick(self.scale_units),
+            scales=None if self.scales is None else _select_vector(self.scales, rows))
+
+    def latest(self) -> "RecordBatch":
+        """The last run of every id, in the order of those last runs (a later record of an id replaces it)."""
+        if len(set(self.ids)) == len(self.ids):
+            return self
+        last = {rid: k for k, rid in enumerate(self.ids)}
+        return self.select(np.array(sorted(last.values()), dtype=np.int64))
+
+    # -- back to records (layout 1, tests) ----------------------------------------------------------------
+    def to_records(self) -> list[RunRecord]:
+        out = []
+        vec_offsets = {k: _offsets(c.lengths) for k, c in self.vectors.items()}
+        scale_offsets = _offsets(self.scales.lengths) if self.scales is not None else None
+        for k, rid in enumerate(self.ids):
+            vectors: dict[str, np.ndarray] = {}
+            units: dict[str, str] = {}
+            scale = self.scale[k]
+            if scale is not None and self.scales is not None and scale_offsets is not None:
+                o, n = int(scale_offsets[k]), int(self.scales.lengths[k])
+                vectors[scale] = self.scales.data[o:o + n].copy()
+                units[scale] = self.scale_units[k]
+            for name, col in self.vectors.items():
+                n = int(col.lengths[k])
+                if n < 0:
+                    continue
+                o = int(vec_offsets[name][k])
+                arr = col.data[o:o + n].copy()
+                vectors[name] = arr.reshape(()) if col.zero_d is not None and col.zero_d[k] else arr
+                units[name] = col.unit
+            extra = json.loads(self.extra[k]) if self.extra[k] else {}
+            attrs = {"analysis": self.analysis[k], "wall_s": None if np.isnan(self.wall_s[k]) else float(self.wall_s[k]),
+                     "retries": extra.pop("retries", []), **extra}
+            alters = [f"{t} = {float(v)!r}" for t, v in zip(self.alter_targets, self.alter_values[k].tolist())
+                      if not math.isnan(v)]
+            out.append(RunRecord(
+                id=rid, params={n: _named_value(c, k) for n, c in self.params.items() if c.present[k]},
+                seed=int(self.seed[k]), chip=int(self.chip[k]), process=self.process[k], status=self.status[k],
+                error=self.error[k] or None, netlist=self.netlists[int(self.deck[k])], vectors=vectors, units=units,
+                measurements={n: float(c.values[k]) for n, c in self.measure.items() if c.present[k]}, attrs=attrs,
+                point=None if self.point[k] < 0 else int(self.point[k]),
+                param_units={n: c.unit for n, c in self.params.items()},
+                measurement_units={n: c.unit for n, c in self.measure.items()},
+                alters=tuple(alters + (self.alters[k].split("\n") if self.alters[k] else [])), scale=scale))
+        return out
+
+    # -- journal ------------------------------------------------------------------------------------------
+    def encode(self) -> bytes:
+        """One framed journal record (kind ``batch``) of the whole batch."""
+        arrays: dict[str, np.ndarray] = {"seed": self.seed, "chip": self.chip, "point": self.point, "deck": self.deck,
+                                         "wall_s": self.wall_s, "retries": self.retries,
+                                         "alter_values": self.alter_values, "altered": self.altered}
+        named: dict[str, list] = {"params": [], "measure": []}
+        for group in ("params", "measure"):
+            for k, (name, col) in enumerate(getattr(self, group).items()):
+                text = col.values.dtype.kind == "O"
+                named[group].append([name, col.unit, text, col.values.tolist() if text else None])
+                if not text:
+                    arrays[f"{group}{k}"] = col.values
+                arrays[f"{group}{k}p"] = col.present
+        vectors = []
+        for k, (name, col) in enumerate(self.vectors.items()):
+            vectors.append([name, col.unit, col.zero_d is not None])
+            arrays[f"v{k}"], arrays[f"v{k}n"] = col.data, col.lengths
+            if col.zero_d is not None:
+                arrays[f"v{k}z"] = col.zero_d
+        if self.scales is not None:
+            arrays["s"], arrays["sn"] = self.scales.data, self.scales.lengths
+        meta = {"ids": self.ids, "status": _pack_strs(self.status), "error": _pack_strs(self.error),
+                "process": _pack_strs(self.process), "netlists": self.netlists,
+                "analysis": _pack_strs(self.analysis), "extra": _pack_strs(self.extra),
+                "alters": _pack_strs(self.alters), "alter_targets": self.alter_targets, "named": named,
+                "vectors": vectors, "scale": self.scale if None in self.scale else _pack_strs(self.scale),  # type: ignore[arg-type]
+                "scale_units": _pack_strs(self.scale_units), "has_scales": self.scales is not None}
+        return _encode("batch", meta, arrays)
+
+    @classmethod
+    def decode(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> "RecordBatch":
+        groups: dict[str, dict[str, NamedColumn]] = {"params": {}, "measure": {}}
+        for group in groups:
+            for k, (name, unit, text, values) in enumerate(meta["named"][group]):
+                vals = np.array(values, dtype=object) if text else arrays[f"{group}{k}"]
+                groups[group][name] = NamedColumn(vals, arrays[f"{group}{k}p"].astype(bool), unit)
+        vectors = {name: VectorColumn(arrays[f"v{k}"], arrays[f"v{k}n"], unit,
+                                      arrays[f"v{k}z"].astype(bool) if zero_d else None)
+                   for k, (name, unit, zero_d) in enumerate(meta["vectors"])}
+        return cls(
+            ids=list(meta["ids"]), status=_unpack_strs(meta["status"]), error=_unpack_strs(meta["error"]),
+            seed=arrays["seed"], chip=arrays["chip"], point=arrays["point"], process=_unpack_strs(meta["process"]),
+            netlists=list(meta["netlists"]), deck=arrays["deck"], analysis=_unpack_strs(meta["analysis"]),
+            wall_s=arrays["wall_s"], retries=arrays["retries"], extra=_unpack_strs(meta["extra"]),
+            alters=_unpack_strs(meta["alters"]), alter_targets=list(meta["alter_targets"]),
+            alter_values=arrays["alter_values"].reshape(len(meta["ids"]), len(meta["alter_targets"])),
+            altered=arrays["altered"].astype(bool), params=groups["params"], measure=groups["measure"],
+            vectors=vectors, scale=list(_unpack_strs(meta["scale"])), scale_units=_unpack_strs(meta["scale_units"]),
+            scales=VectorColumn(arrays["s"], arrays["sn"]) if meta["has_scales"] else None)
+
+
+def _offsets(lengths: np.ndarray) -> np.ndarray:
+    sizes = np.maximum(lengths, 0)
+    return np.cumsum(sizes) - sizes
+
+
+def _named_value(col: NamedColumn, k: int) -> Any:
+    value = col.values[k]
+    return float(value) if isinstance(value, (float, np.floating)) else value
+
+
+def _vector_column(arrays: list[np.ndarray | None], unit: str) -> VectorColumn | None:
+    """Runs' arrays (None: absent) as one column; None when no run has one."""
+    present = [a for a in arrays if a is not None]
+    if not present:
+        return None
+    lengths = np.array([-1 if a is None else a.size for a in arrays], dtype=np.int64)
+    zero_d = np.array([a is not None and a.ndim == 0 for a in arrays], dtype=bool)
+    data = np.concatenate([a.reshape(-1) for a in present])
+    return VectorColumn(data, lengths, unit, zero_d if zero_d.any() else None)
+
+
+def _record_vectors(records: list[RunRecord]) -> dict[str, VectorColumn]:
+    """The non-scale vectors of records as columns, in order of first appearance."""
+    names: dict[str, None] = {}
+    for rec in records:
+        for key in rec.vectors:
+            if key != rec.scale:
+                names.setdefault(key, None)
+    out = {}
+    for key in names:
+        arrays = [rec.vectors.get(key) if key != rec.scale else None for rec in records]
+        unit = next((r.units.get(key, "") for r in records if key in r.vectors), "")
+        col = _vector_column(arrays, unit)
+        if col is not None:
+            out[key] = col
+    return out
+
+
+def _named_columns(records: list[RunRecord], attr: str, units_attr: str) -> dict[str, NamedColumn]:
+    """One column per parameter / measurement name (in order of first appearance); unit: the first non-empty one
+    any record gives the name."""
+    names: dict[str, None] = {}
+    for rec in records:
+        for key in getattr(rec, attr):
+            names.setdefault(key, None)
+    out = {}
+    for key in names:
+        values = [getattr(rec, attr).get(key) for rec in records]
+        present = np.array([key in getattr(rec, attr) for rec in records], dtype=bool)
+        if any(isinstance(v, str) for v in values):
+            column = np.array(values + [None], dtype=object)[:-1]  # (a trailing None keeps it 1-D of objects)
+        else:
+            column = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+        unit = next((getattr(r, units_attr).get(key) for r in records if getattr(r, units_attr).get(key)), "")
+        out[key] = NamedColumn(column, present, unit)
+    return out
+
+
+def _concat_named(groups: list[dict[str, NamedColumn]], sizes: list[int]) -> dict[str, NamedColumn]:
+    names: dict[str, None] = {}
+    for g in groups:
+        for key in g:
+            names.setdefault(key, None)
+    out = {}
+    for key in names:
+        cols = [g.get(key) for g in groups]
+        text = any(c is not None and c.values.dtype.kind == "O" for c in cols)
+        parts, present = [], []
+        for c, size in zip(cols, sizes):
+            if c is None:
+                parts.append(np.full(size, None, dtype=object) if text else np.full(size, np.nan))
+                present.append(np.zeros(size, dtype=bool))
+            else:
+                parts.append(c.values.astype(object) if text else c.values)
+                present.append(c.present)
+        unit = next((c.unit for c in cols if c is not None and c.unit), "")
+        out[key] = NamedColumn(np.concatenate(parts), np.concatenate(present), unit)
+    return out
+
+
+def _concat_vectors(groups: list[dict[str, VectorColumn]], sizes: list[int]) -> dict[str, VectorColumn]:
+    names: dict[str, None] = {}
+    for g in groups:
+        for key in g:
+            names.setdefault(key, None)
+    out = {}
+    for key in names:
+        cols = [g.get(key) for g in groups]
+        present = [c for c in cols if c is not None]
+        complex_ = any(c.data.dtype.kind == "c" for c in present)
+        data = np.concatenate([c.data.astype(np.complex128 if complex_ else c.data.dtype, copy=False)
+                               for c in present])
+        lengths = np.concatenate([c.lengths if c is not None else np.full(size, -1, dtype=np.int64)
+                                  for c, size in zip(cols, sizes)])
+        zero_d = None
+        if any(c.zero_d is not None for c in present):
+            zero_d = np.concatenate([c.zero_d if c is not None and c.zero_d is not None else np.zeros(size, bool)
+                                     for c, size in zip(cols, sizes)])
+        unit = next((c.unit for c in cols if c is not None and (c.lengths >= 0).any()), present[0].unit)
+        out[key] = VectorColumn(data, lengths, unit, zero_d)
+    return out
+
+
+def _select_vector(col: VectorColumn, rows: np.ndarray) -> VectorColumn:
+    offsets = _offsets(col.lengths)
+    lengths = col.lengths[rows]
+    parts = [col.data[o:o + n] for o, n in zip(offsets[rows].tolist(), lengths.tolist()) if n >= 0]
+    data = np.concatenate(parts) if parts else col.data[:0]
+    return VectorColumn(data, lengths, col.unit, None if col.zero_d is None else col.zero_d[rows])
+
+
 class _Layout2:
     """In-memory index of a layout-2 file (id -> row, netlist -> deck, axis hash -> axis) and the batch writer."""
 
@@ -688,6 +1180,8 @@ class _Layout2:
         self.decks: dict[str, int] = {}
         self.axes: dict[tuple[str, bytes], int] = {}
         self.targets: dict[str, int] = {}
+        self._handles: dict[str, h5py.Dataset] = {}  # datasets of the file being written, by path
+        self._handles_of: Any = None
 
     @staticmethod
     def create(f: h5py.File) -> None:
@@ -724,17 +1218,123 @@ class _Layout2:
         self.targets = {t: k for k, t in enumerate(f["alters/target"].asstr()[:])} if "alters" in f else {}
         return dict(zip(ids, statuses))
 
-    def _write_alters(self, f: h5py.File, table: h5py.Group, rows: np.ndarray,
-                      alter_values: list[list[tuple[str, float]]], n: int, contiguous: bool,
-                      compression: str | None) -> None:
+    def write(self, f: h5py.File, batches: list[RecordBatch], compression: str | None) -> None:
+        """Append (or, for ids already stored, overwrite) the runs of ``batches`` (a later run of an id replaces an
+        earlier one): their table rows, each new deck and axis once, the parameter and measurement columns and the
+        ragged vectors, one write per column; ``table.attrs["rows"]`` last."""
+        batch = RecordBatch.concat(batches).latest() if batches else None
+        if batch is None or not len(batch):
+            return
+        if self._handles_of is not f.id:  # a streamed copy is written many times: its datasets stay open
+            self._handles, self._handles_of = {}, f.id
+        rows, contiguous = self._assign_rows(batch.ids)
+        deck_of = self._write_decks(f["decks"], batch)
+        axis_of = self._write_axes(f["axes"], batch)
+        table = f["table"]
+        self._write_base(table, batch, rows, contiguous, deck_of, axis_of)
+        self._write_alters(f, table, rows, batch, self.n, contiguous, compression)
+        self._write_named_columns(table["params"], batch.params, rows, contiguous, compression)
+        self._write_named_columns(table["measure"], batch.measure, rows, contiguous, compression)
+        self._write_vectors(f["vectors"], batch.vectors, rows, contiguous, compression)
+        table.attrs["rows"] = np.int64(self.n)
+
+    def _ds(self, group: h5py.Group, name: str) -> h5py.Dataset:
+        key = f"{group.name}/{name}"
+        ds = self._handles.get(key)
+        if ds is None:
+            ds = self._handles[key] = _open(group, name)
+        return ds
+
+    def _assign_rows(self, ids: list[str]) -> tuple[np.ndarray, bool]:
+        """The table row of each id (a new id gets the next row) and whether they are one contiguous block."""
+        n0 = self.n
+        known = self.rows
+        rows = np.empty(len(ids), dtype=np.int64)
+        for k, rid in enumerate(ids):
+            row = known.get(rid)
+            if row is None:
+                row = known[rid] = self.n
+                self.n += 1
+            rows[k] = row
+        return rows, bool(rows[0] == n0 and self.n == n0 + len(ids))
+
+    def _write_decks(self, decks: h5py.Group, batch: RecordBatch) -> np.ndarray:
+        """Each distinct netlist once (with the process of its first run); returns every run's deck index."""
+        used, first = np.unique(batch.deck, return_index=True)
+        order = np.argsort(first, kind="stable")  # the batch's decks in order of first use
+        remap = np.empty(len(batch.netlists), dtype=np.int64)
+        new: list[tuple[str, str]] = []
+        for local, k in zip(used[order].tolist(), first[order].tolist()):
+            text = batch.netlists[local]
+            d = self.decks.get(text)
+            if d is None:
+                d = self.decks[text] = len(self.decks)
+                new.append((text, batch.process[k]))
+            remap[local] = d
+        if new:
+            d0 = decks["netlist"].shape[0]
+            for j, name in enumerate(("netlist", "process")):
+                ds = self._ds(decks, name)
+                _extent(ds, (d0 + len(new),))
+                _write_block(ds, d0, _text_column([entry[j] for entry in new]))
+        return remap[batch.deck]
+
+    def _write_axes(self, axes: h5py.Group, batch: RecordBatch) -> np.ndarray:
+        """Each distinct scale vector (time, frequency, sweep axis) once; returns every run's axis (-1: none)."""
+        axis_of = np.full(len(batch), -1, dtype=np.int64)
+        if batch.scales is None:
+            return axis_of
+        new_axes: list[tuple[str, str, np.ndarray, bytes]] = []
+        offsets = _offsets(batch.scales.lengths)
+        data = batch.scales.data
+        for k, name in enumerate(batch.scale):
+            n = int(batch.scales.lengths[k])
+            if name is None or n < 0:
+                continue
+            arr = data[int(offsets[k]):int(offsets[k]) + n]
+            akey = _axis_key(name, arr)
+            a = self.axes.get(akey)
+            if a is None:
+                a = self.axes[akey] = len(self.axes)
+                new_axes.append((name, batch.scale_units[k], arr, akey[1]))
+            axis_of[k] = a
+        if new_axes:
+            a0 = axes["name"].shape[0]
+            e0 = axes["data"].shape[0]
+            lengths = np.array([len(a[2]) for a in new_axes], dtype=np.int64)
+            starts = e0 + np.concatenate([[0], np.cumsum(lengths)[:-1]])
+            for name in ("name", "unit", "offset", "length", "hash"):
+                axes[name].resize(a0 + len(new_axes), axis=0)
+            axes["name"][a0:] = np.array([a[0] for a in new_axes], dtype=object)
+            axes["unit"][a0:] = np.array([a[1] for a in new_axes], dtype=object)
+            axes["offset"][a0:] = starts
+            axes["length"][a0:] = lengths
+            axes["hash"][a0:] = np.frombuffer(b"".join(a[3] for a in new_axes), dtype=np.uint64).reshape(-1, 2)
+            axes["data"].resize((e0 + int(lengths.sum()),))
+            axes["data"][e0:] = np.concatenate([a[2] for a in new_axes])
+        return axis_of
+
+    def _write_base(self, table: h5py.Group, batch: RecordBatch, rows: np.ndarray, contiguous: bool,
+                    deck_of: np.ndarray, axis_of: np.ndarray) -> None:
+        """The fixed columns (``_COLUMNS``: id, point, chip, seed, status, error, ...)."""
+        columns: dict[str, Any] = {
+            "id": batch.ids, "point": np.where(batch.point >= 0, batch.point, deck_of), "chip": batch.chip,
+            "seed": batch.seed, "status": batch.status, "error": batch.error, "analysis": batch.analysis,
+            "process": batch.process, "wall_s": batch.wall_s, "retries": batch.retries, "deck": deck_of,
+            "axis": axis_of, "alters": batch.alters, "extra": batch.extra}
+        for name, (kind, _) in _COLUMNS.items():
+            ds = self._ds(table, name)
+            _extent(ds, (self.n,))
+            values = columns[name]
+            _write_at(ds, rows, _text_column(values) if kind == "str" else np.asarray(values, dtype=kind), contiguous)
+
+    def _write_alters(self, f: h5py.File, table: h5py.Group, rows: np.ndarray, batch: RecordBatch, n: int,
+                      contiguous: bool, compression: str | None) -> None:
         """The chips' numeric alter deltas: ``/alters/target`` (``"alter xm1 delvto"``) and one row of
         ``/table/alter_values`` (N x targets, NaN: not altered) per run."""
-        new = []
-        for numeric in alter_values:
-            for target, _ in numeric:
-                if target not in self.targets:
-                    self.targets[target] = len(self.targets)
-                    new.append(target)
+        new = [t for t in batch.alter_targets if t not in self.targets]
+        for target in new:
+            self.targets[target] = len(self.targets)
         k = len(self.targets)
         if new:
             if "alters" not in f:
@@ -748,209 +1348,99 @@ class _Layout2:
                 return
             table.create_dataset("alter_values", shape=(n, k), maxshape=(None, None), dtype=np.float64,
                                  chunks=(_CHUNK, k), fillvalue=np.nan, compression=compression)
-        ds = table["alter_values"]
-        ds.resize((n, max(k, ds.shape[1])))
-        if not any(alter_values):
+        ds = self._ds(table, "alter_values")
+        _extent(ds, (n, max(k, ds.shape[1])))
+        if not batch.altered.any():
             return
         block = np.full((len(rows), ds.shape[1]), np.nan)
-        for i, numeric in enumerate(alter_values):
-            for target, value in numeric:
-                block[i, self.targets[target]] = value
+        if batch.alter_targets:
+            block[:, [self.targets[t] for t in batch.alter_targets]] = batch.alter_values
         _write_at(ds, rows, block, contiguous)
 
-    def write(self, f: h5py.File, records: list[RunRecord], compression: str | None) -> None:
-        """Append (or, for ids already stored, overwrite) ``records``: their table rows, each new deck and axis
-        once, the parameter and measurement columns and the ragged vectors; ``table.attrs["rows"]`` last."""
-        if not records:
-            return
-        rows, contiguous = self._assign_rows(records)
-        deck_of = self._write_decks(f["decks"], records)
-        axis_of = self._write_axes(f["axes"], records)
-        table = f["table"]
-        alter_values = self._write_base(table, records, rows, contiguous, deck_of, axis_of)
-        self._write_alters(f, table, rows, alter_values, self.n, contiguous, compression)
-        for group_name, attr, units_attr in (("params", "params", "param_units"),
-                                             ("measure", "measurements", "measurement_units")):
-            self._write_named_columns(table[group_name], records, attr, units_attr, rows, contiguous, compression)
-        self._write_vectors(f["vectors"], records, rows, contiguous, compression)
-        table.attrs["rows"] = np.int64(self.n)
-
-    def _assign_rows(self, records: list[RunRecord]) -> tuple[np.ndarray, bool]:
-        """The table row of each record (a new id gets the next row) and whether they are one contiguous block."""
-        n0 = self.n
-        rows = np.empty(len(records), dtype=np.int64)
-        for k, rec in enumerate(records):
-            row = self.rows.get(rec.id)
-            if row is None:
-                row = self.rows[rec.id] = self.n
-                self.n += 1
-            rows[k] = row
-        return rows, bool(np.array_equal(rows, np.arange(n0, n0 + len(records))))
-
-    def _write_decks(self, decks: h5py.Group, records: list[RunRecord]) -> list[int]:
-        """Each distinct netlist once (with its process); returns every record's deck index."""
-        new_decks = []
-        deck_of = []
-        for rec in records:
-            d = self.decks.get(rec.netlist)
-            if d is None:
-                d = self.decks[rec.netlist] = len(self.decks)
-                new_decks.append(rec)
-            deck_of.append(d)
-        if new_decks:
-            d0 = decks["netlist"].shape[0]
-            for name in ("netlist", "process"):
-                decks[name].resize((d0 + len(new_decks),))
-                decks[name][d0:] = np.array([getattr(r, name) for r in new_decks], dtype=object)
-        return deck_of
-
-    def _write_axes(self, axes: h5py.Group, records: list[RunRecord]) -> list[int]:
-        """Each distinct scale vector (time, frequency, sweep axis) once; returns every record's axis (-1: none)."""
-        axis_of = []
-        new_axes: list[tuple[str, str, np.ndarray, bytes]] = []
-        for rec in records:
-            if rec.scale is None:
-                axis_of.append(-1)
-                continue
-            arr = np.asarray(rec.vectors[rec.scale], dtype=np.float64).reshape(-1)
-            akey = _axis_key(rec.scale, arr)
-            a = self.axes.get(akey)
-            if a is None:
-                a = self.axes[akey] = len(self.axes)
-                new_axes.append((rec.scale, rec.units.get(rec.scale, ""), arr, akey[1]))
-            axis_of.append(a)
-        if new_axes:
-            a0 = axes["name"].shape[0]
-            e0 = axes["data"].shape[0]
-            lengths = np.array([len(a[2]) for a in new_axes], dtype=np.int64)
-            offsets = e0 + np.concatenate([[0], np.cumsum(lengths)[:-1]])
-            for name in ("name", "unit", "offset", "length", "hash"):
-                axes[name].resize(a0 + len(new_axes), axis=0)
-            axes["name"][a0:] = np.array([a[0] for a in new_axes], dtype=object)
-            axes["unit"][a0:] = np.array([a[1] for a in new_axes], dtype=object)
-            axes["offset"][a0:] = offsets
-            axes["length"][a0:] = lengths
-            axes["hash"][a0:] = np.frombuffer(b"".join(a[3] for a in new_axes), dtype=np.uint64).reshape(-1, 2)
-            axes["data"].resize((e0 + int(lengths.sum()),))
-            axes["data"][e0:] = np.concatenate([a[2] for a in new_axes])
-        return axis_of
-
-    def _write_base(self, table: h5py.Group, records: list[RunRecord], rows: np.ndarray, contiguous: bool,
-                    deck_of: list[int], axis_of: list[int]) -> list[list[tuple[str, float]]]:
-        """The fixed columns (``_COLUMNS``: id, point, chip, seed, status, error, ...); returns each record's
-        numeric alter deltas (target, value) for :meth:`_write_alters`."""
-        base: dict[str, list[Any]] = {name: [] for name in _COLUMNS}
-        extras = []
-        alter_values: list[list[tuple[str, float]]] = []
-        for k, rec in enumerate(records):
-            attrs = dict(rec.attrs)
-            retries = attrs.pop("retries", [])
-            base["id"].append(rec.id)
-            base["point"].append(rec.point if rec.point is not None else deck_of[k])
-            base["chip"].append(rec.chip)
-            base["seed"].append(rec.seed)
-            base["status"].append(rec.status)
-            base["error"].append(rec.error or "")
-            base["analysis"].append(attrs.pop("analysis", "") or "")
-            base["process"].append(rec.process)
-            wall = attrs.pop("wall_s", None)
-            base["wall_s"].append(np.nan if wall is None else float(wall))
-            base["retries"].append(len(retries) if isinstance(retries, list) else int(retries or 0))
-            if retries:
-                attrs["retries"] = retries
-            base["deck"].append(deck_of[k])
-            base["axis"].append(axis_of[k])
-            numeric, text = _split_alters(rec.alters)
-            base["alters"].append("\n".join(text))
-            alter_values.append(numeric)
-            extras.append(_extra_text(attrs) if attrs else "")
-        base["extra"] = extras
-        for name, (kind, _) in _COLUMNS.items():
-            ds = table[name]
-            ds.resize((self.n,))
-            _write_at(ds, rows, _as_column(base[name], kind), contiguous)
-        return alter_values
-
-    def _write_named_columns(self, group: h5py.Group, records: list[RunRecord], attr: str, units_attr: str,
-                             rows: np.ndarray, contiguous: bool, compression: str | None) -> None:
-        """One column per parameter or measurement name (``attr`` of the records; float, or text once any value
-        is text), unit in its attrs; columns this batch did not mention are only resized (fill values)."""
+    def _write_named_columns(self, group: h5py.Group, columns: dict[str, NamedColumn], rows: np.ndarray,
+                             contiguous: bool, compression: str | None) -> None:
+        """One column per parameter or measurement name (float, or text once any value is text), unit in its
+        attrs; columns this batch did not mention are only resized (fill values)."""
         n = self.n
-        names: dict[str, None] = {}
-        for rec in records:
-            for key in getattr(rec, attr):
-                names.setdefault(key, None)
-        for key in names:
-            values: list[Any] = [getattr(rec, attr).get(key) for rec in records]
-            kind = "str" if any(isinstance(v, str) for v in values) else "f8"
+        columns_done = set()
+        for key, col in columns.items():
+            columns_done.add(dataset_name(key))
+            text = col.values.dtype.kind == "O" and any(isinstance(v, str) for v in col.values.tolist())
+            kind = "str" if text else "f8"
             dname = dataset_name(key)
             if dname not in group:
                 ds = _new_column(group, dname, kind, n, compression if kind != "str" else None)
-                ds.attrs["name"] = key
-                ds.attrs["unit"] = next((getattr(r, units_attr).get(key) for r in records
-                                         if getattr(r, units_attr).get(key)), "")
+                _put_attr(ds.id, "name", key)
+                _put_attr(ds.id, "unit", col.unit)
             else:
-                ds = group[dname]
+                ds = self._ds(group, dname)
                 if kind == "str" and ds.dtype.kind != "O":
                     ds = _promote_to_text(group, dname, n)
+                    self._handles[f"{group.name}/{dname}"] = ds
                 kind = "str" if ds.dtype.kind == "O" else "f8"
-                ds.resize((n,))
+                _extent(ds, (n,))
             if kind == "f8":
-                values = [float(v) if v is not None else np.nan for v in values]
-            _write_at(ds, rows, _as_column(values, kind), contiguous)
+                values = col.values if col.values.dtype.kind == "f" else np.array(
+                    [np.nan if v is None else float(v) for v in col.values.tolist()], dtype=np.float64)
+                values = np.where(col.present, values, np.nan) if not col.present.all() else values
+            else:
+                values = np.array(["" if not p or v is None else str(v)
+                                   for v, p in zip(col.values.tolist(), col.present.tolist())], dtype=object)
+            _write_at(ds, rows, values, contiguous)
         for dname in group:
-            if group[dname].shape[0] != n:
-                group[dname].resize((n,))
+            if dname not in columns_done:
+                ds = self._ds(group, dname)
+                if ds.shape[0] != n:
+                    _extent(ds, (n,))
 
-    def _write_vectors(self, vgroup: h5py.Group, records: list[RunRecord], rows: np.ndarray, contiguous: bool,
-                       compression: str | None) -> None:
+    def _write_vectors(self, vgroup: h5py.Group, columns: dict[str, VectorColumn], rows: np.ndarray,
+                       contiguous: bool, compression: str | None) -> None:
         """Ragged vectors: per vector name one group of concatenated values plus offset / length columns
         (-1: the run has no such vector); complex once any run's values are."""
         n = self.n
-        vnames: dict[str, None] = {}
-        for rec in records:
-            for key in rec.vectors:
-                if key != rec.scale:
-                    vnames.setdefault(key, None)
-        for key in vnames:
+        done = set()
+        for key, col in columns.items():
             dname = dataset_name(key)
-            arrs = [rec.vectors.get(key) if key != rec.scale else None for rec in records]
-            complex_ = any(a is not None and a.dtype.kind == "c" for a in arrs)
+            done.add(dname)
+            complex_ = col.data.dtype.kind == "c"
             if dname not in vgroup:
                 g = vgroup.create_group(dname)
-                g.attrs["name"] = key
-                g.attrs["unit"] = next((r.units.get(key, "") for r in records if key in r.vectors), "")
-                g.attrs["scalar"] = all(a is None or a.ndim == 0 for a in arrs)
+                _put_attr(g.id, "name", key)
+                _put_attr(g.id, "unit", col.unit)
+                g.attrs["scalar"] = col.scalar
                 g.create_dataset("data", shape=(0,), maxshape=(None,), chunks=(1 << 14,),
                                  dtype=np.complex128 if complex_ else np.float64, compression=compression)
-                for col in ("offset", "length"):
-                    _new_column(g, col, "i8", n, compression)
+                for name in ("offset", "length"):
+                    _new_column(g, name, "i8", n, compression)
             else:
                 g = vgroup[dname]
-                if any(a is not None and a.ndim != 0 for a in arrs):
+                if not col.scalar:
                     g.attrs["scalar"] = False
                 if complex_ and g["data"].dtype.kind != "c":
                     old = g["data"][:]
                     del g["data"]
+                    self._handles.pop(f"{g.name}/data", None)
                     g.create_dataset("data", data=old.astype(np.complex128), maxshape=(None,), chunks=(1 << 14,),
                                      compression=compression)
-            data = g["data"]
+            data = self._ds(g, "data")
             e0 = data.shape[0]
-            lengths = np.array([-1 if a is None else a.size for a in arrs], dtype=np.int64)
-            sizes = np.maximum(lengths, 0)
-            offsets = e0 + np.concatenate([[0], np.cumsum(sizes)[:-1]])
+            lengths = col.lengths
+            offsets = e0 + _offsets(lengths)
             offsets[lengths < 0] = -1
-            present = [a.reshape(-1) for a in arrs if a is not None]
-            if present:
-                data.resize((e0 + int(sizes.sum()),))
-                data[e0:] = np.concatenate(present).astype(data.dtype, copy=False)
-            for col, column in (("offset", offsets), ("length", lengths)):
-                g[col].resize((n,))
-                _write_at(g[col], rows, column, contiguous)
+            if col.data.size:
+                _extent(data, (e0 + col.data.size,))
+                _write_block(data, e0, col.data.astype(data.dtype, copy=False))
+            for name, column in (("offset", offsets), ("length", lengths)):
+                ds = self._ds(g, name)
+                _extent(ds, (n,))
+                _write_at(ds, rows, column, contiguous)
         for dname in vgroup:
-            for col in ("offset", "length"):
-                if vgroup[dname][col].shape[0] != n:
-                    vgroup[dname][col].resize((n,))
+            if dname in done:
+                continue
+            for name in ("offset", "length"):
+                ds = self._ds(vgroup, f"{dname}/{name}")
+                if ds.shape[0] != n:
+                    _extent(ds, (n,))
 
 
 def _text(ds: h5py.Dataset, n: int | None = None) -> np.ndarray:
@@ -1155,7 +1645,11 @@ class RunStore:
     def _init_state(self) -> None:
         """Empty writer state: no pending records (bytes, root attributes, statuses), no journal descriptor, commit
         and fsync clocks (``time.monotonic()`` s) started now, zeroed ``stats``."""
-        self._pending: dict[str, RunRecord] = {}
+        self._pending: dict[str, RunRecord] = {}  # layout 1: records by id
+        self._batches: list[RecordBatch] = []  # layout 2: columns, in order (a later run of an id replaces it)
+        self._copy: h5py.File | None = None  # the next commit's copy, open while batches are streamed into it
+        self._written = 0  # how many of _batches are in it
+        self._copy_overhead = 0.0  # seconds its copying and opening took (part of the commit's overhead)
         self._pending_bytes = 0
         self._pending_root: dict[str, Any] = {}
         self._status: dict[str, str] = {}
@@ -1165,6 +1659,16 @@ class RunStore:
         self._last_fsync = time.monotonic()
         #: counters for benchmarks/tests: commits done, seconds spent in commits, records committed
         self.stats = {"commits": 0, "commit_s": 0.0, "overhead_s": 0.0, "committed": 0, "replayed": 0}
+
+    @staticmethod
+    def check_new(path: str | os.PathLike[str]) -> None:
+        """Raise what ``RunStore(path)`` (no resume) would raise because of files already there or a missing
+        folder (``StoreExistsError``, ``StoreError``), without making anything: a caller can then open the store
+        in the background."""
+        store = RunStore.__new__(RunStore)
+        store.path = Path(path)
+        store.journal = journal_path(store.path)
+        store._check_openable(False)
 
     def _check_openable(self, resume: bool) -> bool:
         """Whether the store file exists; StoreExistsError if it (or a journal with data) exists without
@@ -1209,16 +1713,24 @@ class RunStore:
         assert self._fd is not None  # called with the journal locked
         replay = _read_journal(self._fd, self.journal)
         last_netlist = ""
+        records: list[RunRecord] = []  # consecutive "run" records (written by spicenet before batches)
+        replayed = 0
         for kind, meta, arrays in replay:
             if kind == "run":
                 rec = _record_from_journal(meta, arrays, last_netlist)
                 last_netlist = rec.netlist
-                self._pending.pop(rec.id, None)
-                self._pending[rec.id] = rec
-                self._status[rec.id] = rec.status
+                records.append(rec)
+                continue
+            self._pend_records(records)
+            records = []
+            if kind == "batch":
+                batch = RecordBatch.decode(meta, arrays)
+                replayed += len(batch)
+                self._pend_batch(batch)
             elif kind == "root":
                 self._pending_root.update(meta)
-        self.stats["replayed"] = sum(1 for kind, _, _ in replay if kind == "run")
+        self._pend_records(records)
+        self.stats["replayed"] = replayed + sum(1 for kind, _, _ in replay if kind == "run")
         if replay or os.fstat(self._fd).st_size:
             self.commit()
 
@@ -1355,6 +1867,9 @@ class RunStore:
         recs = [_validate(record) for record in records]
         if not recs:
             return
+        if self._layout == 2:
+            self._append(RecordBatch.from_records(recs))
+            return
         blobs = []
         last = self._journal_netlist
         for rec in recs:
@@ -1369,11 +1884,49 @@ class RunStore:
         except StoreError:
             self._journal_netlist = None
             raise
-        for rec in recs:
+        self._pend_records(recs)
+        self._maybe_commit()
+
+    def append_batch(self, batch: RecordBatch) -> None:
+        """``append_many`` for records already in columns (what a sweep makes without per-run objects): checked as
+        a whole (:func:`_validate_batch`), journaled as one record (SIGKILL-safe on return)."""
+        self._check_open()
+        _validate_batch(batch)
+        if not len(batch):
+            return
+        if self._layout == 1:
+            self.append_many(batch.to_records())
+            return
+        self._append(batch)
+
+    def _append(self, batch: RecordBatch) -> None:
+        self._journal_write(batch.encode())
+        self._pend_batch(batch)
+        if not self._commit_due():
+            self._stream()
+        self._maybe_commit()
+
+    def _pend_records(self, records: list[RunRecord]) -> None:
+        if not records:
+            return
+        if self._layout == 2:
+            self._pend_batch(RecordBatch.from_records(records))
+            return
+        for rec in records:
             self._pending.pop(rec.id, None)
             self._pending[rec.id] = rec
             self._pending_bytes += sum(a.nbytes for a in rec.vectors.values()) + 256
             self._status[rec.id] = rec.status
+
+    def _pend_batch(self, batch: RecordBatch) -> None:
+        if self._layout == 1:
+            self._pend_records(batch.to_records())
+            return
+        self._batches.append(batch)
+        self._pending_bytes += batch.nbytes
+        self._status.update(zip(batch.ids, batch.status))
+
+    def _maybe_commit(self) -> None:
         if self._commit_due():
             try:
                 self.commit()
@@ -1392,22 +1945,9 @@ class RunStore:
             return True
         return time.monotonic() - self._last_commit_end >= self.next_commit_interval()
 
-    def commit(self) -> None:
-        """Writes the pending records into a copy of the file and atomically replaces the file with it.
-
-        On a failure (a full disk) the copy is removed, the live file and the journal are untouched (every record
-        stays recoverable) and a ``StoreError`` is raised once."""
-        fd = self._check_open()
-        if not self._pending and not self._pending_root:
-            if os.fstat(fd).st_size:
-                os.ftruncate(fd, 0)
-                self._journal_netlist = None
-            return
-        t0 = time.monotonic()
-        tmp = _tmp_path(self.path)
-        write_s = 0.0
-        # Refuse a commit that cannot fit (the copy of the file plus the batch, with margin) before h5py sees a full
-        # disk: h5py reports a failed flush as RuntimeError and prints "Exception ignored" tracebacks on teardown.
+    def _space_check(self) -> None:
+        """Refuse a commit that cannot fit (the copy of the file plus the batch, with margin) before h5py sees a full
+        disk: h5py reports a failed flush as RuntimeError and prints "Exception ignored" tracebacks on teardown."""
         try:
             stat = os.statvfs(self.path.parent)
             free = stat.f_bavail * stat.f_frsize
@@ -1418,32 +1958,107 @@ class RunStore:
             raise StoreError(f"run store {self.path}: commit refused, the disk is nearly full ({free >> 20} MiB free, "
                              f"~{need >> 20} MiB needed); the pending records stay in the journal (free space, then "
                              f"--resume)")
-        try:
-            _copy_file(self.path, tmp)
-            with h5py.File(tmp, "r+") as f:
-                for key, value in self._pending_root.items():
-                    f.attrs[key] = value
-                t_write = time.monotonic()
-                if self._layout == 1:
-                    runs = f["runs"]
-                    for rec in self._pending.values():
-                        _write_group(runs, rec, self.compression, self.compress_min_len)
-                else:
-                    self._v2.write(f, list(self._pending.values()), self.compression)
-                write_s = time.monotonic() - t_write
-            self._publish(tmp)
-        except BaseException as exc:
+
+    def _stream(self) -> None:
+        """Write pending batches into the next commit's copy of the file now, while the caller's simulations run, so
+        that the commit itself has little left to do: once ``STREAM_ROWS`` runs wait, the copy is made and opened,
+        and from then on every batch goes into it as it is appended. The live file stays untouched until the commit
+        renames the copy over it; a failure here just drops the copy (the records are in the journal and the commit
+        writes them)."""
+        if self._layout != 2:
+            return
+        if self._copy is None:
+            if sum(len(b) for b in self._batches) < STREAM_ROWS:
+                return
+            t0 = time.monotonic()
+            tmp = _tmp_path(self.path)
             try:
-                tmp.unlink(missing_ok=True)
+                self._space_check()
+                _copy_file(self.path, tmp)
+                self._copy = h5py.File(tmp, "r+")
+            except (OSError, RuntimeError, StoreError):
+                self._drop_copy()
+                return
+            self._copy_overhead = time.monotonic() - t0
+            self._written = 0
+        try:
+            self._v2.write(self._copy, self._batches[self._written:], self.compression)
+        except (OSError, RuntimeError):
+            self._drop_copy()
+            return
+        self._written = len(self._batches)
+
+    def _drop_copy(self) -> None:
+        """Close and remove the streamed copy (its rows are in the index: rebuild it from the live file)."""
+        if self._copy is not None:
+            try:
+                self._copy.close()
+            except (OSError, RuntimeError):
+                pass
+            self._copy = None
+            self._reload_index()
+        self._written = 0
+        try:
+            _tmp_path(self.path).unlink(missing_ok=True)
+        except OSError:
+            pass
+
+    def _reload_index(self) -> None:
+        if self._layout == 2:  # the in-memory index may hold rows of a failed batch: rebuild it
+            self._v2 = _Layout2()
+            try:
+                with h5py.File(self.path, "r") as f:
+                    self._v2.load(f)
             except OSError:
                 pass
-            if self._layout == 2:  # the in-memory index may hold rows of the failed batch: rebuild it
-                self._v2 = _Layout2()
-                try:
-                    with h5py.File(self.path, "r") as f:
-                        self._v2.load(f)
-                except OSError:
-                    pass
+
+    def commit(self) -> None:
+        """Writes the pending records into a copy of the file and atomically replaces the file with it.
+
+        On a failure (a full disk) the copy is removed, the live file and the journal are untouched (every record
+        stays recoverable) and a ``StoreError`` is raised once."""
+        self._commit(final=False)
+
+    def _commit(self, final: bool) -> None:
+        """``commit``; ``final``: the journal is removed next (``close``), so it is not truncated and fsync-ed first
+        (a journal left by a kill before its removal holds records already in the file: replay rewrites them)."""
+        fd = self._check_open()
+        if not self._pending and not self._batches and not self._pending_root:
+            if os.fstat(fd).st_size:
+                os.ftruncate(fd, 0)
+                self._journal_netlist = None
+            return
+        t0 = time.monotonic()
+        tmp = _tmp_path(self.path)
+        write_s = 0.0
+        overhead0 = 0.0
+        try:
+            if self._copy is not None:  # streamed: what is left of the batch, then close and rename
+                f = self._copy
+                overhead0 = self._copy_overhead
+            else:
+                self._space_check()
+                _copy_file(self.path, tmp)
+                f = self._copy = h5py.File(tmp, "r+")
+                self._written = 0
+            for key, value in self._pending_root.items():
+                f.attrs[key] = value
+            t_write = time.monotonic()
+            if self._layout == 1:
+                runs = f["runs"]
+                for rec in self._pending.values():
+                    _write_group(runs, rec, self.compression, self.compress_min_len)
+            else:
+                self._v2.write(f, self._batches[self._written:], self.compression)
+            write_s = time.monotonic() - t_write
+            self._copy = None
+            f.close()
+            self._publish(tmp)
+        except BaseException as exc:
+            self._drop_copy()
+            self._reload_index()
+            if isinstance(exc, StoreError):
+                raise
             # a full disk shows as OSError from the copy and as RuntimeError from h5py's flush/close of the copy
             if isinstance(exc, (OSError, RuntimeError)):
                 why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:200]
@@ -1453,18 +2068,21 @@ class RunStore:
                                  f"is left, the pending records stay in the journal (resume with --resume)") from None
             raise
         # A kill here leaves the records both in the file and in the journal: replay rewrites them identically.
-        os.ftruncate(fd, 0)
-        os.fsync(fd)
+        if not final:
+            os.ftruncate(fd, 0)
+            os.fsync(fd)
         self._journal_netlist = None
+        self._written = 0
         self.stats["commits"] += 1
-        self.stats["committed"] += len(self._pending)
+        self.stats["committed"] += len(self._pending) + len({rid for b in self._batches for rid in b.ids})
         self._pending.clear()
+        self._batches.clear()
         self._pending_bytes = 0
         self._pending_root.clear()
         end = time.monotonic()
-        self._last_overhead = end - t0 - write_s
+        self._last_overhead = end - t0 - write_s + overhead0
         self.stats["commit_s"] += end - t0
-        self.stats["overhead_s"] += end - t0 - write_s
+        self.stats["overhead_s"] += end - t0 - write_s + overhead0
         self._last_commit_end = end
 
     def close(self) -> None:
@@ -1473,7 +2091,7 @@ class RunStore:
         if self._fd is None:
             return
         try:
-            self.commit()
+            self._commit(final=True)
         except BaseException:
             self._abandon()
             raise
@@ -1482,6 +2100,12 @@ class RunStore:
 
     def _abandon(self) -> None:
         """Releases the journal without committing (what a kill does; used on errors and by tests)."""
+        if self._copy is not None:  # a streamed copy that was never renamed: as after a kill, the next open removes it
+            try:
+                self._copy.close()
+            except (OSError, RuntimeError):
+                pass
+            self._copy = None
         if self._fd is not None:
             os.close(self._fd)  # also drops the flock
             self._fd = None

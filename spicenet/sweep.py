@@ -42,11 +42,12 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import threading
 import time
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -54,10 +55,11 @@ from spicenet import __version__
 from spicenet.errors import ConfigError, SpicenetError
 from spicenet.spice import measure as meas
 from spicenet.spice.analysis import read_netlist, unknown_vector, validate_analysis
-from spicenet.spice.engine import Deck, derived_seed, montecarlo_runs, plain_deck, render
-from spicenet.spice.job import MAX_TIMEOUT_S, Job, RunSpec
+from spicenet.spice.engine import Deck, derived_seed, montecarlo_block, plain_deck, render
+from spicenet.spice.job import MAX_TIMEOUT_S, Job, RunBlock, RunSpec
 from spicenet.spice.results import SimResult
-from spicenet.spice.worker import WorkerPool
+from spicenet.spice.worker import ResultColumns, WorkerPool
+from spicenet.store import NamedColumn, RecordBatch, RunStore, VectorColumn, _extra_text, _split_alters, _validate
 
 MEASURE_KINDS = ("value", "final", "mean", "min", "max", "frequency", "period", "duty", "settling", "energy")
 
@@ -284,13 +286,14 @@ def _check_measure(check: _Checker, name: str, spec: Any, save: tuple[str, ...] 
 
 @dataclass
 class PlannedPoint:
-    """One grid point: its rendered deck and the runs (chips) to simulate on it."""
+    """One grid point: its rendered deck and the runs (chips x input rows) to simulate on it, as a ``RunBlock``
+    (a sequence of ``RunSpec``)."""
 
     index: int
     params: dict[str, Any]
     deck: Deck
     analysis: str
-    runs: list[RunSpec]
+    runs: RunBlock
 
 
 def _inputs(spec: Any, source: str, base: Path | None = None) -> tuple[tuple[str, ...], np.ndarray | None]:
@@ -368,22 +371,37 @@ def plan(config: SweepConfig) -> list[PlannedPoint]:
         noise_seed = config.noise_seed
         if noise_seed is None and "trrandom" in deck.text.lower():
             noise_seed = config.seed
-        prefix = f"p{index:05d}-"
-        if config.chips:
-            base = montecarlo_runs(deck, analysis, range(config.chips), config.seed, prefix, noise_seed,
-                                   config.save)
-        else:
-            seed = derived_seed(noise_seed, 0) if noise_seed is not None else None
-            base = [RunSpec(id=f"{prefix}nom", analysis=validate_analysis(analysis), seed=seed, save=config.save,
-                            meta={"chip": -1, "seed": config.seed})]
-        runs = base
-        if config.input_rows is not None:
-            runs = [RunSpec(id=f"{prefix}i{k:06d}-{run.id[len(prefix):]}", analysis=run.analysis,
-                            commands=run.commands + input_commands(config.input_sources, row), seed=run.seed,
-                            save=run.save, meta={**run.meta, "input": k})
-                    for run in base for k, row in enumerate(config.input_rows)]
-        planned.append(PlannedPoint(index, params, deck, analysis, runs))
+        planned.append(PlannedPoint(index, params, deck, analysis, _point_block(config, index, deck, analysis,
+                                                                                noise_seed)))
     return planned
+
+
+def _point_block(config: SweepConfig, index: int, deck: Deck, analysis: str, noise_seed: int | None) -> RunBlock:
+    """The runs of one grid point as a ``RunBlock``: its chips (or the nominal run), each with every input row
+    (ids ``p<point>[-i<row>]-c<chip>|-nom``); the same runs, ``RunSpec`` for ``RunSpec``, as
+    ``montecarlo_runs`` plus ``input_commands`` make."""
+    prefix = f"p{index:05d}-"
+    if config.chips:
+        base = montecarlo_block(deck, analysis, range(config.chips), config.seed, prefix, noise_seed, config.save,
+                                point=index)
+    else:
+        seed = derived_seed(noise_seed, 0) if noise_seed is not None else None
+        base = RunBlock(ids=(f"{prefix}nom",), analysis=validate_analysis(analysis), save=config.save,
+                        chips=np.array([-1], dtype=np.int64),
+                        seeds=None if seed is None else np.array([seed], dtype=np.int64), meta_seed=config.seed,
+                        point=index)
+    if config.input_rows is None:
+        return base
+    n_rows = len(config.input_rows)
+    block = base.take(np.repeat(np.arange(len(base)), n_rows))
+    rows = np.tile(np.arange(n_rows, dtype=np.int64), len(base))
+    cut = len(prefix)
+    ids = tuple(f"{prefix}i{k:06d}-{rid[cut:]}" for rid, k in zip(block.ids, rows.tolist()))
+    block = replace(block, ids=ids, input_sources=config.input_sources, input_rows=rows,
+                    input_values=np.ascontiguousarray(config.input_rows[rows], dtype=np.float64))
+    if len(block):
+        block[0]  # noqa: B018 - RunSpec checks the commands of the first run
+    return block
 
 
 def _check_vectors(config: SweepConfig, deck: str, analysis: str) -> None:
@@ -459,14 +477,21 @@ def measurement_units(specs: dict[str, dict[str, Any]], units: dict[str, str]) -
 def chunked_jobs(points: list[PlannedPoint], done: set[str], workers: int, timeout_s: float,
                  max_runs_per_job: int = 500) -> list[Job]:
     """Jobs of at most ``max_runs_per_job`` runs, skipping ``done`` ids; enough jobs to keep every worker busy."""
-    todo = [(p, [r for r in p.runs if r.id not in done]) for p in points]
+    todo: list[tuple[PlannedPoint, Any]] = []
+    for p in points:
+        runs: Any = p.runs
+        if done:
+            runs = runs.take([k for k, rid in enumerate(runs.ids) if rid not in done]) if isinstance(runs, RunBlock) \
+                else [r for r in runs if r.id not in done]
+        todo.append((p, runs))
     total = sum(len(runs) for _, runs in todo)
     size = max(1, min(max_runs_per_job, int(np.ceil(total / max(1, 2 * workers)))))
     jobs = []
     for point, runs in todo:
         for i in range(0, len(runs), size):
-            jobs.append(Job(deck=point.deck.text, runs=tuple(runs[i:i + size]), init_commands=point.deck.init_commands,
-                            timeout_s=timeout_s, label=f"p{point.index:05d}"))
+            part = runs[i:i + size]
+            jobs.append(Job(deck=point.deck.text, runs=part if isinstance(part, RunBlock) else tuple(part),
+                            init_commands=point.deck.init_commands, timeout_s=timeout_s, label=f"p{point.index:05d}"))
     return jobs
 
 
@@ -499,6 +524,29 @@ def execute(jobs: list[Job], workers: int, mode: str, scheduler: str | None,
             yield from future.result()
 
 
+def execute_batches(jobs: list[Job], workers: int, mode: str, scheduler: str | None,
+                    pool: WorkerPool | None = None,
+                    dispatched: Callable[[], None] | None = None) -> Iterator[tuple[Job, int, Any]]:
+    """:func:`execute` by message: ``(job, start, batch)`` with the outcomes of ``job.runs[start:]`` as
+    ``(run_id, outcome)`` pairs or one ``ResultColumns`` (``WorkerPool.run_batches``); ``dispatched``: called
+    once the first jobs are out."""
+    if scheduler is None and pool is not None:
+        yield from pool.run_batches(jobs, dispatched)
+        return
+    if scheduler is None:
+        with WorkerPool(workers=workers, mode=mode) as own:
+            yield from own.run_batches(jobs, dispatched)
+        return
+    if dispatched is not None:
+        dispatched()
+    from distributed import Client, as_completed
+
+    with Client(scheduler, timeout="30s") as client:
+        futures = {client.submit(_run_job_remote, job, mode, pure=False): job for job in jobs}
+        for future in as_completed(futures):
+            yield futures[future], 0, future.result()
+
+
 @dataclass
 class SweepSummary:
     output: str
@@ -520,8 +568,6 @@ def run_sweep(config: SweepConfig, output: Path, *, workers: int = 1, resume: bo
     ``pool``: a started ``WorkerPool`` to run on (left open for the next sweep; its own worker count and mode
     apply). Without one the sweep starts its workers before planning, so they load ngspice meanwhile, and stops
     them at the end (both counted in ``wall_s``)."""
-    from spicenet.store import RunStore
-
     if pool is None and scheduler is None:
         t_start = time.perf_counter()
         with WorkerPool(workers=workers, mode=mode) as own:
@@ -531,33 +577,101 @@ def run_sweep(config: SweepConfig, output: Path, *, workers: int = 1, resume: bo
         return summary
     t0 = time.perf_counter()
     points = plan(config)
-    by_id = {run.id: (point, run) for point in points for run in point.runs}
+    by_index = {point.index: point for point in points}
     point_params = {point.index: _numeric_params(config, point.params) for point in points}
-    with RunStore(Path(output), config=config.as_dict(), resume=resume) as store:
-        store.set_root_attrs(spicenet_version=__version__, ngspice_version=ngspice_version())
-        done = store.done_ids() & set(by_id)
+    store: RunStore | None = None
+    opener: _StoreOpener | None = None
+    if resume:
+        store = _open_store(Path(output), config, resume)
+        done = store.done_ids()
+        if done:
+            done &= {rid for point in points for rid in point.runs.ids}
+    else:  # a new store is made (and its creation fsync-ed) while the first runs are simulated
+        RunStore.check_new(output)
+        opener = _StoreOpener(Path(output), config)  # started once the first jobs are out (it holds the GIL)
+        done = set()
+    try:
         jobs = chunked_jobs(points, done, pool.n_workers if pool is not None else workers, config.timeout_s)
         total = sum(len(j.runs) for j in jobs)
         bar = _progress(total, progress, "sweep")
         n_ok = n_failed = 0
-        batch: list = []
+        batches: list[RecordBatch] = []
+        waiting = 0
         flushed = time.monotonic()
-        for run_id, outcome in execute(jobs, workers, mode, scheduler, pool):
-            point, run = by_id[run_id]
-            record = sweep_record(config, point, run, outcome, mode, point_params[point.index])
-            batch.append(record)
-            n_ok += record.status != "failed"
-            n_failed += record.status == "failed"
+        for job, start, outcomes in execute_batches(jobs, workers, mode, scheduler, pool,
+                                                    opener.start if opener is not None else None):
+            block: RunBlock = job.runs  # type: ignore[assignment]
+            point = by_index[block.point]
+            batch = sweep_batch(config, point, block, start, outcomes, mode, point_params[point.index])
+            batches.append(batch)
+            waiting += len(batch)
+            failed = batch.status.count("failed")
+            n_ok += len(batch) - failed
+            n_failed += failed
+            if store is None and opener is not None and opener.ident is not None and not opener.is_alive():
+                store = opener.get()
             # appends are batched (one journal write per batch); a kill loses at most the unjournaled batch, which a
             # resume simulates again
-            if len(batch) >= 256 or time.monotonic() - flushed > 0.25:
-                store.append_many(batch)
-                bar.update(len(batch))
-                batch, flushed = [], time.monotonic()
-        store.append_many(batch)
-        bar.update(len(batch))
+            if store is not None and (waiting >= 256 or time.monotonic() - flushed > 0.25):
+                store.append_batch(RecordBatch.concat(batches))
+                bar.update(waiting)
+                batches, waiting, flushed = [], 0, time.monotonic()
+        if store is None and opener is not None:
+            if opener.ident is None:  # nothing was run
+                opener.start()
+            store = opener.get()
+        assert store is not None
+        if batches:
+            store.append_batch(RecordBatch.concat(batches))
+        bar.update(waiting)
         bar.close()
+        store.close()
+    except BaseException as exc:
+        if store is None and opener is not None and opener.ident is not None:
+            try:
+                store = opener.get()
+            except BaseException:  # noqa: BLE001 - the first error is the one raised
+                store = None
+        if store is not None:
+            store.__exit__(type(exc), exc, exc.__traceback__)  # commits what it can, never raises on top
+        raise
     return SweepSummary(str(output), n_ok, n_failed, len(done), time.perf_counter() - t0)
+
+
+def _open_store(output: Path, config: SweepConfig, resume: bool) -> "RunStore":
+    from spicenet.store import RunStore
+
+    store = RunStore(output, config=config.as_dict(), resume=resume)
+    try:
+        store.set_root_attrs(spicenet_version=__version__, ngspice_version=ngspice_version())
+    except BaseException:
+        store._abandon()
+        raise
+    return store
+
+
+class _StoreOpener(threading.Thread):
+    """Opens a sweep's store in the background (making a new file costs two fsyncs), so that its first runs are
+    simulated meanwhile; ``get`` waits for it and raises what opening raised."""
+
+    def __init__(self, output: Path, config: SweepConfig) -> None:
+        super().__init__(name="spicenet-store-open", daemon=True)
+        self.output, self.config = output, config
+        self.store: RunStore | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.store = _open_store(self.output, self.config, False)
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread by get()
+            self.error = exc
+
+    def get(self) -> "RunStore":
+        self.join()
+        if self.error is not None:
+            raise self.error
+        assert self.store is not None
+        return self.store
 
 
 def _numeric_params(config: SweepConfig, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -638,3 +752,154 @@ def _progress(total: int, enabled: bool, desc: str):
     from spicenet.progress import progress_bar
 
     return progress_bar(total, desc, enabled=enabled)
+
+
+def sweep_batch(config: SweepConfig, point: PlannedPoint, block: RunBlock, start: int,
+                outcomes: list[tuple[str, Any]] | ResultColumns, mode: str,
+                params_units: tuple[dict[str, Any], dict[str, str]]) -> RecordBatch:
+    """The store records of runs ``block[start:]`` (``outcomes``: what the pool sent for them) as one
+    ``RecordBatch``: column for column what :func:`sweep_record` makes of each run, without per-run objects when
+    the outcomes come as ``ResultColumns``."""
+    if not isinstance(outcomes, ResultColumns):
+        records = [_validate(sweep_record(config, point, block[start + k], outcome, mode, params_units))
+                   for k, (_, outcome) in enumerate(outcomes)]
+        return RecordBatch.from_records(records)
+    cols = outcomes
+    n = cols.count
+    stop = start + n
+    ok = np.ones(n, dtype=bool)
+    if cols.errors:
+        ok[list(cols.errors)] = False
+    status = ["ok" if good else "failed" for good in ok.tolist()] if cols.errors else ["ok"] * n
+    error = [""] * n
+    for k, err in cols.errors.items():
+        error[k] = f"{type(err).__name__}: {err}"
+    retries = np.zeros(n, dtype=np.int64)
+    tries: dict[int, Any] = {k: list(a) for k, a in cols.attempts.items() if ok[k]}
+    for k, err in cols.errors.items():
+        attempts = getattr(err, "attempts", [])
+        if attempts:
+            tries[k] = attempts
+    for k, attempts in tries.items():
+        retries[k] = len(attempts) if isinstance(attempts, list) else int(attempts or 0)
+    seeds = [block.seed(k) for k in range(start, stop)] if block.seeds is not None else [None] * n
+    if block.seeds is None and not tries:
+        extra = [_extra_text({"mode": mode, "noise_seed": None})] * n
+    else:
+        extra = []
+        for k, seed in enumerate(seeds):
+            attrs: dict[str, Any] = {"mode": mode, "noise_seed": seed}
+            if k in tries and tries[k]:
+                attrs["retries"] = tries[k]
+            extra.append(_extra_text(attrs))
+    # alters: the mismatch deltas (the inputs are parameters)
+    alters = [""] * n
+    if block.explicit is not None:
+        split = [_split_alters(block.explicit[k]) for k in range(start, stop)]
+        pairs = [numeric for numeric, _ in split]
+        alters = ["\n".join(text) for _, text in split]
+        targets: dict[str, int] = {}
+        for row in pairs:
+            for t, _ in row:
+                targets.setdefault(t, len(targets))
+        alter_values = np.full((n, len(targets)), np.nan)
+        for k, row in enumerate(pairs):
+            for t, v in row:
+                alter_values[k, targets[t]] = v
+        alter_targets, altered = list(targets), np.array([bool(row) for row in pairs], dtype=bool)
+    else:
+        alter_targets = list(block.alter_targets)
+        alter_values = cols.alter_values if cols.alter_values is not None else np.zeros((n, 0))
+        altered = np.full(n, bool(alter_targets))
+    # parameters: the point's, then the input row and its source values
+    params: dict[str, NamedColumn] = {}
+    units = dict(params_units[1])
+    present = np.ones(n, dtype=bool)
+    for key, value in params_units[0].items():
+        if isinstance(value, str):
+            params[key] = NamedColumn(np.full(n, value, dtype=object), present, "")
+        else:
+            params[key] = NamedColumn(np.full(n, np.nan if value is None else float(value)), present, "")
+    if block.input_rows is not None and config.input_rows is not None:
+        rows = block.input_rows[start:stop]
+        params["input_row"] = NamedColumn(rows.astype(np.float64), present, "")
+        values = config.input_rows[rows]
+        for j, name in enumerate(config.input_sources):
+            params[name] = NamedColumn(values[:, j].astype(np.float64), present, "")
+            units[name] = "V" if name.startswith("v") else "A"
+    for key, col in params.items():
+        col.unit = units.get(key) or ""
+    # vectors: the scale (time, frequency, sweep) to the axes, the others as columns
+    placeholders: dict[str, Any] = dict.fromkeys(cols.names)  # SimResult.scale only asks which names there are
+    scale = SimResult(analysis=cols.analysis, vectors=placeholders, units={}).scale if cols.names else None
+    vectors: dict[str, VectorColumn] = {}
+    scales = None
+    for j, name in enumerate(cols.names):
+        lengths = cols.lengths[:, j]
+        zero_d = (lengths >= 0) if cols.ndims[j] == 0 else None
+        data = cols.data[j]
+        if data.dtype.kind == "f" and data.dtype != np.float64:
+            data = data.astype(np.float64)
+        if name == scale:
+            scales = VectorColumn(np.asarray(data, dtype=np.float64), lengths)
+            continue
+        vectors[name] = VectorColumn(data, lengths, cols.units[j], zero_d)
+    measure, status, error = _batch_measurements(config, cols, ok, status, error)
+    return RecordBatch(
+        ids=list(block.ids[start:stop]), status=status, error=error, seed=np.full(n, config.seed, dtype=np.int64),
+        chip=block.chips[start:stop] if block.chips is not None else np.full(n, -1, dtype=np.int64),
+        point=np.full(n, point.index, dtype=np.int64), process=[config.process] * n, netlists=[point.deck.text],
+        deck=np.zeros(n, dtype=np.int64), analysis=[point.analysis] * n, wall_s=np.where(ok, cols.wall_s, np.nan),
+        retries=retries, extra=extra, alters=alters, alter_targets=alter_targets, alter_values=alter_values,
+        altered=altered, params=params, measure=measure, vectors=vectors,
+        scale=[scale if good else None for good in ok.tolist()] if scale is not None else [None] * n,
+        scale_units=[cols.units[cols.names.index(scale)] if good else "" for good in ok.tolist()]
+        if scale is not None else [""] * n, scales=scales)
+
+
+def _batch_measurements(config: SweepConfig, cols: ResultColumns, ok: np.ndarray, status: list[str],
+                        error: list[str]) -> tuple[dict[str, NamedColumn], list[str], list[str]]:
+    """The ``[measure]`` columns of a batch (NaN and status ``measure_failed`` with the reasons where one could not
+    be made, as :func:`measure_run`); ``value``/``final`` of real vectors are read straight from the columns."""
+    specs = config.measure
+    if not specs or not ok.any():
+        return {}, status, error
+    n = cols.count
+    values = {name: np.full(n, np.nan) for name in specs}
+    problems: dict[int, dict[str, str]] = {}
+    simple = all(spec["kind"] in ("value", "final") and spec["vector"] in cols.names
+                 and cols.data[cols.names.index(spec["vector"])].dtype.kind == "f"
+                 and cols.ndims[cols.names.index(spec["vector"])] == 1 for spec in specs.values())
+    if simple:
+        for name, spec in specs.items():
+            j = cols.names.index(spec["vector"])
+            lengths = cols.lengths[:, j]
+            ends = np.cumsum(np.maximum(lengths, 0)) - 1
+            good = ok & (lengths > 0)
+            values[name][good] = cols.data[j][ends[good]]
+            for k in np.nonzero(ok & (lengths == 0))[0].tolist():  # an empty vector: as measure_run says it
+                problems.setdefault(k, {})[name] = f"{spec['kind']} of {spec['vector']}: index -1 is out of bounds " \
+                                                   f"for axis 0 with size 0"
+            for k in np.nonzero(good & ~np.isfinite(values[name]))[0].tolist():
+                problems.setdefault(k, {})[name] = f"{spec['kind']} of {spec['vector']} is {values[name][k]}"
+    else:
+        offsets = cols.offsets
+        for k in np.nonzero(ok)[0].tolist():
+            got, why = measure_run(cols.outcome(k, offsets), specs)  # type: ignore[arg-type]
+            for name, value in got.items():
+                values[name][k] = value
+            if why:
+                problems[k] = why
+    if problems:
+        status, error = list(status), list(error)
+        for k, why in problems.items():
+            status[k] = "measure_failed"
+            error[k] = "; ".join(f"measure {name!r}: {reason}" for name, reason in why.items())
+    units_ok = measurement_units(specs, dict(zip(cols.names, cols.units)))
+    units_failed = measurement_units(specs, {})
+    first_ok = int(np.argmax(ok))
+    first_failed = int(np.argmax(~ok)) if not ok.all() else n
+    order = (units_ok, units_failed) if first_ok < first_failed else (units_failed, units_ok)
+    # failed runs have no measurements: present only where simulated; the unit the first run gives one
+    measure = {name: NamedColumn(values[name], ok.copy(), order[0][name] or order[1][name]) for name in specs}
+    return measure, status, error

@@ -7,7 +7,7 @@ decks, analyses and Monte-Carlo chips into jobs. ``Engine.simulate`` is the one-
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
@@ -16,7 +16,7 @@ import numpy as np
 from spicenet.errors import ParameterError, SpicenetError
 from spicenet.spice import mismatch
 from spicenet.spice.analysis import validate_analysis
-from spicenet.spice.job import Job, RunSpec
+from spicenet.spice.job import Z_MAX, Job, PelgromDraws, RunBlock, RunSpec
 from spicenet.spice.results import SimResult
 from spicenet.spice.runner import Outcome
 from spicenet.spice.worker import WorkerPool
@@ -103,6 +103,66 @@ def montecarlo_runs(deck: Deck, analysis: str, chips: Sequence[int], seed: int, 
         runs.append(RunSpec(id=f"{id_prefix}c{chip:05d}", analysis=analysis, commands=commands, seed=run_seed,
                             save=save, meta={"chip": chip, "seed": seed}))
     return runs
+
+
+def montecarlo_block(deck: Deck, analysis: str, chips: Sequence[int], seed: int, id_prefix: str = "",
+                     noise_seed: int | None = None, save: tuple[str, ...] | None = None, point: int = 0,
+                     ids: Sequence[str] | None = None) -> RunBlock:
+    """The runs of :func:`montecarlo_runs` as a :class:`RunBlock` (the same ids, seeds, commands and meta; its
+    ``RunSpec``s compare equal). Pelgrom draws are made where the runs are simulated unless they could fail
+    ``Process.alter_commands``'s range checks (a spread of more than 1/``Z_MAX`` V or 1/``Z_MAX`` of beta) or the
+    process formats its commands otherwise: then each chip's commands are made here, as ``montecarlo_runs`` does."""
+    analysis = validate_analysis(analysis)
+    chip_list = [int(c) for c in chips]
+    chip_arr = np.array(chip_list, dtype=np.int64)
+    if ids is None:
+        ids = [f"{id_prefix}c{chip:05d}" for chip in chip_list]
+    seeds = None
+    if deck.mismatch == "pdk" or (noise_seed is not None and deck.mismatch != "pdk"):
+        base = seed if deck.mismatch == "pdk" else noise_seed
+        seeds = np.array([derived_seed(base, chip) for chip in chip_list], dtype=np.int64)  # type: ignore[arg-type]
+    block = RunBlock(ids=tuple(ids), analysis=analysis, save=save, chips=chip_arr, seeds=seeds, meta_seed=seed,
+                     point=point)
+    if deck.mismatch != "pelgrom":
+        return block
+    devices = mismatch.find_devices(deck.text, deck.process)
+    if not devices:
+        raise ParameterError("Pelgrom mismatch asked for a deck with no process transistors (X... nfet/pfet)")
+    draws = _pelgrom_draws(devices, deck.process, seed)
+    if draws is not None and chip_list:
+        block = replace(block, pelgrom=draws)
+        if block.commands(0) != mismatch.chip_commands(devices, deck.process, seed, chip_list[0]):
+            draws = None  # the process formats its alter commands otherwise: make them here, one chip at a time
+    if draws is None:
+        block = replace(block, pelgrom=None, explicit=tuple(
+            mismatch.chip_commands(devices, deck.process, seed, chip) for chip in chip_list))
+    if chip_list:
+        block[0]  # noqa: B018 - RunSpec checks the commands of the first run
+    return block
+
+
+def _pelgrom_draws(devices: list[mismatch.Device], process: Any, seed: int) -> PelgromDraws | None:
+    """The lazily drawn mismatch of ``devices``, or None when a draw could fail ``alter_commands``' checks or its
+    commands do not have the form ``<prefix><value:.12g>``."""
+    mismatch.chip_seed(seed, 0)  # the seed's own check
+    a_vt = np.array([process.pelgrom[d.kind][0] for d in devices], dtype=np.float64)
+    a_beta = np.array([process.pelgrom[d.kind][1] for d in devices], dtype=np.float64)
+    area = np.array([np.sqrt(d.w * d.l) for d in devices], dtype=np.float64)
+    if not (np.all(np.isfinite(a_vt / area)) and np.all(np.isfinite(a_beta / area))
+            and np.all(Z_MAX * np.abs(a_vt) / area < 0.999) and np.all(Z_MAX * np.abs(a_beta) / area < 0.999)):
+        return None
+    prefixes = []
+    probe_vt, probe_beta = 0.5, 2.5
+    for device in devices:
+        commands = process.alter_commands(device.name, probe_vt, probe_beta)  # also checks the instance name
+        if len(commands) != 2:
+            return None
+        for command, value in zip(commands, (probe_vt, probe_beta)):
+            text = f"{value:.12g}"
+            if not command.endswith("=" + text):
+                return None
+            prefixes.append(command[:-len(text)])
+    return PelgromDraws(seed=int(seed), prefixes=tuple(prefixes), a_vt=a_vt, a_beta=a_beta, area=area)
 
 
 def derived_seed(seed: int, index: int) -> int:

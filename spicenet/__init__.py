@@ -106,7 +106,7 @@ def shipped_surrogate(family: str) -> Path:
     return folder / f"{family}{_SHIPPED}"
 
 
-def run_sweep(config: "SweepConfig | dict[str, Any] | str | os.PathLike", output: str | os.PathLike, *,
+def run_sweep(config: "SweepConfig | dict[str, Any] | str | os.PathLike[str]", output: str | os.PathLike[str], *,
           workers: int = 1, resume: bool = False, scheduler: str | None = None, mode: str = "shared",
           progress: bool = False) -> "SweepSummary":
     """Run a grid x Monte-Carlo sweep into the HDF5 store ``output`` (what ``spicenet sweep`` does).

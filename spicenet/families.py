@@ -387,7 +387,7 @@ def _registered_or_exit() -> dict[str, Family]:
         raise SystemExit(2) from None
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Add ``calibrate``, ``train`` and ``validate`` for the registered families that implement them."""
     workers = max(1, os.cpu_count() or 1)
     families = _registered_or_exit().values()

@@ -742,7 +742,7 @@ def _axis_key(name: str, arr: np.ndarray) -> tuple[str, bytes]:
 
 
 @functools.lru_cache(maxsize=4096)
-def _extra_cached(items: tuple) -> str:
+def _extra_cached(items: tuple[tuple[str, Any], ...]) -> str:
     return json.dumps(dict(items), sort_keys=True)
 
 
@@ -949,7 +949,7 @@ class RecordBatch:
         rows = np.asarray(rows, dtype=np.int64)
         idx = rows.tolist()
 
-        def pick(values: list) -> list:
+        def pick(values: list[Any]) -> list[Any]:
             return [values[k] for k in idx]
 
         return RecordBatch(
@@ -1014,7 +1014,7 @@ class RecordBatch:
         arrays: dict[str, np.ndarray] = {"seed": self.seed, "chip": self.chip, "point": self.point, "deck": self.deck,
                                          "wall_s": self.wall_s, "retries": self.retries,
                                          "alter_values": self.alter_values, "altered": self.altered}
-        named: dict[str, list] = {"params": [], "measure": []}
+        named: dict[str, list[Any]] = {"params": [], "measure": []}
         for group in ("params", "measure"):
             for k, (name, col) in enumerate(getattr(self, group).items()):
                 text = col.values.dtype.kind == "O"
@@ -1062,7 +1062,7 @@ class RecordBatch:
 
 def _offsets(lengths: np.ndarray) -> np.ndarray:
     sizes = np.maximum(lengths, 0)
-    return np.cumsum(sizes) - sizes
+    return np.asarray(np.cumsum(sizes) - sizes)
 
 
 def _named_value(col: NamedColumn, k: int) -> Any:
@@ -1277,7 +1277,7 @@ class _Layout2:
                 ds = self._ds(decks, name)
                 _extent(ds, (d0 + len(new),))
                 _write_block(ds, d0, _text_column([entry[j] for entry in new]))
-        return remap[batch.deck]
+        return np.asarray(remap[batch.deck])
 
     def _write_axes(self, axes: h5py.Group, batch: RecordBatch) -> np.ndarray:
         """Each distinct scale vector (time, frequency, sweep axis) once; returns every run's axis (-1: none)."""
@@ -1444,7 +1444,7 @@ class _Layout2:
 
 
 def _text(ds: h5py.Dataset, n: int | None = None) -> np.ndarray:
-    return ds.asstr()[: ds.shape[0] if n is None else n]
+    return np.asarray(ds.asstr()[: ds.shape[0] if n is None else n])
 
 
 class _V2Reader:
@@ -1465,7 +1465,7 @@ class _V2Reader:
         self.measure_values = {k: ds[:n] for k, ds in self.measure.items()}
         self.vectors = {f["vectors"][d].attrs.get("name", vector_name(d)): f["vectors"][d] for d in f["vectors"]}
         self._cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        self._axes: tuple | None = None
+        self._axes: tuple[Any, ...] | None = None
         self._decks: np.ndarray | None = None
         self._alters: tuple[np.ndarray, np.ndarray] | None = None
 

@@ -98,7 +98,7 @@ class SurrogateFile:
                 raise ValueError(f"correlation_names: not parameters of this surrogate: {missing}")
             self.correlation = c
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike[str]) -> Path:
         """Write atomically (temporary file + rename) and return the path. ``schema_version`` is stamped with the
         version of the surrogate schema the family registers (``self.schema_version`` when it registers none)."""
         p = Path(path)
@@ -152,7 +152,7 @@ class SurrogateFile:
         return p
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "SurrogateFile":
+    def load(cls, path: str | os.PathLike[str]) -> "SurrogateFile":
         """Read a surrogate file written by :meth:`save` (or by hand following the module's layout)."""
         p = Path(path)
         if not p.is_file():
@@ -229,7 +229,7 @@ def _py(v: Any) -> Any:
     return v
 
 
-def file_sha256(path: str | os.PathLike) -> str:
+def file_sha256(path: str | os.PathLike[str]) -> str:
     """Hex sha256 of a file's bytes (run directories record the surrogate they trained on)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:

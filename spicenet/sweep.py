@@ -46,6 +46,7 @@ import threading
 import time
 import tomllib
 from dataclasses import dataclass, field, replace
+from importlib import import_module
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -59,7 +60,7 @@ from spicenet.spice.engine import Deck, derived_seed, montecarlo_block, plain_de
 from spicenet.spice.job import MAX_TIMEOUT_S, Job, RunBlock, RunSpec
 from spicenet.spice.results import SimResult
 from spicenet.spice.worker import ResultColumns, WorkerPool
-from spicenet.store import NamedColumn, RecordBatch, RunStore, VectorColumn, _extra_text, _split_alters, _validate
+from spicenet.store import NamedColumn, RecordBatch, RunRecord, RunStore, VectorColumn, _extra_text, _split_alters, _validate
 
 MEASURE_KINDS = ("value", "final", "mean", "min", "max", "frequency", "period", "duty", "settling", "energy")
 
@@ -213,24 +214,24 @@ class _Checker:
     def fail(self, where: str, expected: str, value: Any) -> ConfigError:
         return ConfigError(f"{self.source}: {where} must be {expected}, got {value!r} ({type(value).__name__})")
 
-    def keys(self, table: dict, prefix: str, known: set[str]) -> None:
+    def keys(self, table: dict[str, Any], prefix: str, known: set[str]) -> None:
         unknown = sorted(set(table) - known)
         if unknown:
             raise ConfigError(f"{self.source}: unknown key {prefix}{unknown[0]} (known: {', '.join(sorted(known))})")
 
-    def table(self, data: dict, key: str) -> dict:
+    def table(self, data: dict[str, Any], key: str) -> dict[str, Any]:
         value = data.get(key, {})
         if not isinstance(value, dict):
             raise self.fail(key, "a table ([" + key + "])", value)
         return value
 
-    def text(self, data: dict, key: str, where: str | None = None) -> str:
+    def text(self, data: dict[str, Any], key: str, where: str | None = None) -> str:
         value = data[key]
         if not isinstance(value, str) or not value.strip():
             raise self.fail(where or key, "a non-empty string", value)
         return value
 
-    def integer(self, data: dict, key: str, low: int, high: int | None = None, default: Any = 0,
+    def integer(self, data: dict[str, Any], key: str, low: int, high: int | None = None, default: Any = 0,
                 where: str | None = None) -> Any:
         if key not in data:
             return default
@@ -242,7 +243,7 @@ class _Checker:
             raise self.fail(where or key, f">= {low}{upper}", value)
         return value
 
-    def number(self, data: dict, key: str, default: float) -> float:
+    def number(self, data: dict[str, Any], key: str, default: float) -> float:
         if key not in data:
             return default
         value = data[key]
@@ -516,11 +517,11 @@ def execute(jobs: list[Job], workers: int, mode: str, scheduler: str | None,
         with WorkerPool(workers=workers, mode=mode) as pool:
             yield from pool.run(jobs)
         return
-    from distributed import Client, as_completed
+    dist: Any = import_module("distributed")  # untyped: its objects are Any here
 
-    with Client(scheduler, timeout="30s") as client:
+    with dist.Client(scheduler, timeout="30s") as client:
         futures = [client.submit(_run_job_remote, job, mode, pure=False) for job in jobs]
-        for future in as_completed(futures):
+        for future in dist.as_completed(futures):
             yield from future.result()
 
 
@@ -539,11 +540,11 @@ def execute_batches(jobs: list[Job], workers: int, mode: str, scheduler: str | N
         return
     if dispatched is not None:
         dispatched()
-    from distributed import Client, as_completed
+    dist: Any = import_module("distributed")
 
-    with Client(scheduler, timeout="30s") as client:
+    with dist.Client(scheduler, timeout="30s") as client:
         futures = {client.submit(_run_job_remote, job, mode, pure=False): job for job in jobs}
-        for future in as_completed(futures):
+        for future in dist.as_completed(futures):
             yield futures[future], 0, future.result()
 
 
@@ -701,11 +702,9 @@ def _numeric_params(config: SweepConfig, params: dict[str, Any]) -> tuple[dict[s
 
 
 def sweep_record(config: SweepConfig, point: PlannedPoint, run: RunSpec, outcome: Any, mode: str,
-                 params_units: tuple[dict[str, Any], dict[str, str]]):
+                 params_units: tuple[dict[str, Any], dict[str, str]]) -> RunRecord:
     """The store record of one sweep run (also what ``simulate`` stores): parameters as floats with units, the
     chip's alter commands as its delta from the point's netlist, measurements with their failures."""
-    from spicenet.store import RunRecord
-
     ok = isinstance(outcome, SimResult)
     params, units = dict(params_units[0]), dict(params_units[1])
     alters = run.commands
@@ -748,7 +747,7 @@ def ngspice_version() -> str:
     return f"ngspice-{match.group(1)}" if match else "unknown"
 
 
-def _progress(total: int, enabled: bool, desc: str):
+def _progress(total: int, enabled: bool, desc: str) -> Any:
     from spicenet.progress import progress_bar
 
     return progress_bar(total, desc, enabled=enabled)

@@ -45,7 +45,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -82,7 +82,7 @@ def from_units_of_pi(x: Tensor) -> Tensor:
 
 
 def from_ais_units(k_ais: Tensor | float, l_ais: Tensor | float, b_ais: Tensor | float,
-                   time_unit_s: float = 1.0) -> tuple:
+                   time_unit_s: float = 1.0) -> tuple[Tensor | float, Tensor | float, Tensor | float]:
     """Map AIS coefficients (x in units of pi, time in ``time_unit_s``) to this model's K, L, b in rad/s.
 
     AIS: ``dx_i/dt' = sum_j K' sin(pi(x_i - x_j)) - L' sin(2 pi x_i) + b'`` with ``t = t' * time_unit_s``.
@@ -193,7 +193,7 @@ class PhaseModelParams:
         return 1.0 / self.f0_hz
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> "PhaseModelParams":
+    def from_dict(cls, d: Mapping[str, Any]) -> "PhaseModelParams":
         """Build from a mapping (e.g. a calibration ``fit``).
 
         ``h_harmonics`` may be given as ``{"sin": [...], "cos": [...]}``."""
@@ -211,9 +211,9 @@ class PhaseModelParams:
         return cls(**kw)
 
 
-def _flatten(x) -> list:
+def _flatten(x: Any) -> list[Any]:
     """Nested sequences (e.g. a 2-D table as lists of lists) -> flat list."""
-    out: list = []
+    out: list[Any] = []
     for v in x:
         if isinstance(v, (list, tuple)) or (hasattr(v, "__len__") and not isinstance(v, str)):
             out += _flatten(v)
@@ -222,7 +222,7 @@ def _flatten(x) -> list:
     return out
 
 
-def _grid(values, name: str) -> tuple[float, ...]:
+def _grid(values: Any, name: str) -> tuple[float, ...]:
     grid = tuple(float(v) for v in values)
     if len(grid) < 2 or grid[0] != 0.0 or any(not (math.isfinite(b) and b > a) for a, b in zip(grid, grid[1:])):
         raise ValueError(f"{name} must be >= 2 increasing conductances [S] starting at 0, got {values!r}")
@@ -353,7 +353,7 @@ class PhaseOscillatorNetwork(nn.Module):
             vis = torch.arange(n)
         else:
             vis = torch.as_tensor(visible, dtype=torch.long).flatten()
-            if vis.numel() == 0 or int(vis.min()) < 0 or int(vis.max()) >= n or vis.unique().numel() != vis.numel():
+            if vis.numel() == 0 or int(vis.min()) < 0 or int(vis.max()) >= n or torch.unique(vis).numel() != vis.numel():
                 raise ValueError(f"visible must be distinct indices in 0..{n - 1}, got {vis.tolist()}")
         hid = torch.tensor([i for i in range(n) if i not in set(vis.tolist())], dtype=torch.long)
         self.register_buffer("visible_idx", vis.to(device))
@@ -380,7 +380,7 @@ class PhaseOscillatorNetwork(nn.Module):
         self.register_buffer("_lower", torch.tril(torch.ones(n, n, dtype=dtype), -1).to(device), persistent=False)
 
     @classmethod
-    def from_surrogate(cls, path: str | os.PathLike, n_oscillators: int, *, mask: Tensor | None = None,
+    def from_surrogate(cls, path: str | os.PathLike[str], n_oscillators: int, *, mask: Tensor | None = None,
                        visible: Sequence[int] | Tensor | None = None, n_bits: int | None = None,
                        device: torch.device | str = "cpu",
                        dtype: torch.dtype = torch.float32) -> "PhaseOscillatorNetwork":

@@ -188,7 +188,7 @@ class ResistiveNetwork(nn.Module):
         self.temperature = float(temperature)
         self.diodes = bool(diodes)
         self._device0 = torch.device(device)
-        self.spec: dict | None = None  # the calibration's network spec when built by from_surrogate
+        self.spec: dict[str, Any] | None = None  # the calibration's network spec when built by from_surrogate
         self.amp_gain = None if amp_gain is None else float(amp_gain)
         self.amp_back = None if amp_gain is None else float(1.0 / amp_gain if amp_back is None else amp_back)
         gen = torch.Generator().manual_seed(seed)
@@ -210,7 +210,7 @@ class ResistiveNetwork(nn.Module):
     @classmethod
     def from_surrogate(
         cls,
-        path: str | os.PathLike,
+        path: str | os.PathLike[str],
         layers: Sequence[int],
         *,
         bias: bool = True,
@@ -243,7 +243,7 @@ class ResistiveNetwork(nn.Module):
         net.spec = spec
         return net
 
-    def _need_spec(self, what: str) -> dict:
+    def _need_spec(self, what: str) -> dict[str, Any]:
         if self.spec is None:
             raise ValueError(f"{what}: this network was not built from a calibration (use "
                              "ResistiveNetwork.from_surrogate)")
@@ -276,7 +276,8 @@ class ResistiveNetwork(nn.Module):
     @property
     def device(self) -> torch.device:
         """Device of the parameters (follows ``.to()``)."""
-        return self.weights[0].device
+        device: torch.device = self.weights[0].device
+        return device
 
     @property
     def n_in(self) -> int:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import torch
 
@@ -102,7 +102,7 @@ class PBit(torch.nn.Module):
         self.tau_s = tau_s
         self.dt_s = dt_s
         self.energy_per_bit_j = energy_per_bit_j
-        self.calibration: dict | None = None  # set by from_surrogate
+        self.calibration: dict[str, Any] | None = None  # set by from_surrogate
 
     @classmethod
     def draw_chips(
@@ -114,7 +114,7 @@ class PBit(torch.nn.Module):
         vs_mean: float,
         vs_std: float,
         generator: torch.Generator,
-        **kwargs,
+        **kwargs: Any,
     ) -> "PBit":
         """Fresh chips [n_chips, n_cells] from a mismatch distribution (fixed chips: same generator seed).
 
@@ -136,7 +136,7 @@ class PBit(torch.nn.Module):
     @classmethod
     def from_surrogate(
         cls,
-        path: str | os.PathLike,
+        path: str | os.PathLike[str],
         n_cells: int,
         *,
         seed: int = 0,

@@ -861,7 +861,6 @@ class RecordBatch:
         base: dict[str, list[Any]] = {k: [] for k in ("status", "error", "process", "analysis", "extra", "alters")}
         wall = np.empty(n)
         retries = np.zeros(n, dtype=np.int64)
-        targets: dict[str, int] = {}
         numeric: list[list[tuple[str, float]]] = []
         for k, rec in enumerate(records):
             deck[k] = netlists.setdefault(rec.netlist, len(netlists))
@@ -883,12 +882,7 @@ class RecordBatch:
             pairs, text = _split_alters(rec.alters)
             base["alters"].append("\n".join(text))
             numeric.append(pairs)
-            for target, _ in pairs:
-                targets.setdefault(target, len(targets))
-        values = np.full((n, len(targets)), np.nan)
-        for k, pairs in enumerate(numeric):
-            for target, value in pairs:
-                values[k, targets[target]] = value
+        targets, values = _alter_matrix(numeric)
         scale = [rec.scale for rec in records]
         scales = _vector_column([None if s is None else np.asarray(r.vectors[s], dtype=np.float64).reshape(-1)
                                  for r, s in zip(records, scale)], "")
@@ -1118,13 +1112,28 @@ def _named_columns(records: list[RunRecord], attr: str, units_attr: str) -> dict
     return out
 
 
+def _alter_matrix(pairs: list[list[tuple[str, float]]]) -> tuple[list[str], np.ndarray]:
+    """Per run ``(target, value)`` alter pairs -> the targets in first-seen order and a (runs, targets) float64
+    matrix of the values (NaN where a run does not alter that target)."""
+    targets: dict[str, int] = {}
+    for row in pairs:
+        for target, _ in row:
+            targets.setdefault(target, len(targets))
+    values = np.full((len(pairs), len(targets)), np.nan)
+    for k, row in enumerate(pairs):
+        for target, value in row:
+            values[k, targets[target]] = value
+    return list(targets), values
+
+
+def _union_keys(groups: list[dict[str, Any]]) -> list[str]:
+    """The keys of ``groups`` in first-seen order."""
+    return list(dict.fromkeys(key for g in groups for key in g))
+
+
 def _concat_named(groups: list[dict[str, NamedColumn]], sizes: list[int]) -> dict[str, NamedColumn]:
-    names: dict[str, None] = {}
-    for g in groups:
-        for key in g:
-            names.setdefault(key, None)
     out = {}
-    for key in names:
+    for key in _union_keys(groups):
         cols = [g.get(key) for g in groups]
         text = any(c is not None and c.values.dtype.kind == "O" for c in cols)
         parts, present = [], []
@@ -1141,12 +1150,8 @@ def _concat_named(groups: list[dict[str, NamedColumn]], sizes: list[int]) -> dic
 
 
 def _concat_vectors(groups: list[dict[str, VectorColumn]], sizes: list[int]) -> dict[str, VectorColumn]:
-    names: dict[str, None] = {}
-    for g in groups:
-        for key in g:
-            names.setdefault(key, None)
     out = {}
-    for key in names:
+    for key in _union_keys(groups):
         cols = [g.get(key) for g in groups]
         present = [c for c in cols if c is not None]
         complex_ = any(c.data.dtype.kind == "c" for c in present)

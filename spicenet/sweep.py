@@ -60,7 +60,8 @@ from spicenet.spice.engine import Deck, derived_seed, montecarlo_block, plain_de
 from spicenet.spice.job import MAX_TIMEOUT_S, Job, RunBlock, RunSpec
 from spicenet.spice.results import SimResult
 from spicenet.spice.worker import ResultColumns, WorkerPool
-from spicenet.store import NamedColumn, RecordBatch, RunRecord, RunStore, VectorColumn, _extra_text, _split_alters, _validate
+from spicenet.store import (NamedColumn, RecordBatch, RunRecord, RunStore, VectorColumn, _alter_matrix, _extra_text,
+                            _split_alters, _validate)
 
 MEASURE_KINDS = ("value", "final", "mean", "min", "max", "frequency", "period", "duty", "settling", "energy")
 
@@ -797,15 +798,8 @@ def sweep_batch(config: SweepConfig, point: PlannedPoint, block: RunBlock, start
         split = [_split_alters(block.explicit[k]) for k in range(start, stop)]
         pairs = [numeric for numeric, _ in split]
         alters = ["\n".join(text) for _, text in split]
-        targets: dict[str, int] = {}
-        for row in pairs:
-            for t, _ in row:
-                targets.setdefault(t, len(targets))
-        alter_values = np.full((n, len(targets)), np.nan)
-        for k, row in enumerate(pairs):
-            for t, v in row:
-                alter_values[k, targets[t]] = v
-        alter_targets, altered = list(targets), np.array([bool(row) for row in pairs], dtype=bool)
+        alter_targets, alter_values = _alter_matrix(pairs)
+        altered = np.array([bool(row) for row in pairs], dtype=bool)
     else:
         alter_targets = list(block.alter_targets)
         alter_values = cols.alter_values if cols.alter_values is not None else np.zeros((n, 0))

@@ -647,30 +647,44 @@ _COLUMNS = {  # base columns of /table: dtype kind and fill value
     "error": ("str", ""), "analysis": ("str", ""), "process": ("str", ""), "wall_s": ("f8", np.nan),
     "retries": ("i8", 0), "deck": ("i8", -1), "axis": ("i8", -1), "alters": ("str", ""), "extra": ("str", ""),
 }
-_CHUNK = 8192
+_CHUNK = 8192  # rows per HDF5 chunk of a per-run column in a large store
+_MIN_CHUNK = 256  # ... and in a small one (see chunk_rows)
+_INDEX_CHUNK = 64  # rows per chunk of the small index tables (decks, axes, alter targets)
 
 
-def _new_column_hl(group: h5py.Group, name: str, kind: str, rows: int, compression: str | None) -> h5py.Dataset:
+def chunk_rows(expected_rows: int | None) -> int:
+    """Rows per chunk of the per-run columns for a store expected to hold ``expected_rows`` runs: the next power
+    of two, between ``_MIN_CHUNK`` and ``_CHUNK`` (None: ``_CHUNK``). Performance only -- a chunk is allocated
+    whole, so a 4-run sweep in 8192-row chunks writes (and fsyncs) ~3 MB of fill values; a store that outgrows its
+    chunks just has more of them."""
+    if expected_rows is None:
+        return _CHUNK
+    return int(min(_CHUNK, max(_MIN_CHUNK, 1 << max(0, int(expected_rows) - 1).bit_length())))
+
+
+def _new_column_hl(group: h5py.Group, name: str, kind: str, rows: int, compression: str | None,
+                   chunk: int = _CHUNK) -> h5py.Dataset:
     if kind == "str":
-        return group.create_dataset(name, shape=(rows,), maxshape=(None,), dtype=_STR_DTYPE, chunks=(_CHUNK,))
+        return group.create_dataset(name, shape=(rows,), maxshape=(None,), dtype=_STR_DTYPE, chunks=(chunk,))
     dtype = np.dtype(kind)
     fill = np.nan if dtype.kind in "fc" else (-1 if dtype.kind == "i" else 0)
-    return group.create_dataset(name, shape=(rows,), maxshape=(None,), dtype=dtype, chunks=(_CHUNK,),
+    return group.create_dataset(name, shape=(rows,), maxshape=(None,), dtype=dtype, chunks=(chunk,),
                                 fillvalue=fill, compression=compression)
 
 
 @functools.lru_cache(maxsize=None)
-def _column_plist(kind: str, compression: str | None) -> tuple[Any, Any]:
+def _column_plist(kind: str, compression: str | None, chunk: int) -> tuple[Any, Any]:
     """(type id, creation property list) of a column as :func:`_new_column_hl` makes it (taken from one made in
     memory), so that further columns are made with two low-level calls (a quarter of the high-level cost)."""
-    with h5py.File(f"spicenet-plist-{kind}-{compression}", "w", driver="core", backing_store=False) as f:
-        ds = _new_column_hl(f, "x", kind, 0, compression)
+    with h5py.File(f"spicenet-plist-{kind}-{compression}-{chunk}", "w", driver="core", backing_store=False) as f:
+        ds = _new_column_hl(f, "x", kind, 0, compression, chunk)
         return ds.id.get_type(), ds.id.get_create_plist()
 
 
-def _new_column(group: h5py.Group, name: str, kind: str, rows: int, compression: str | None) -> h5py.Dataset:
+def _new_column(group: h5py.Group, name: str, kind: str, rows: int, compression: str | None,
+                chunk: int = _CHUNK) -> h5py.Dataset:
     """A 1-D chunked column of ``rows`` fill values, unlimited in length (see ``_new_column_hl``)."""
-    tid, dcpl = _column_plist(kind, compression)
+    tid, dcpl = _column_plist(kind, compression, chunk)
     space = h5py.h5s.create_simple((rows,), (h5py.h5s.UNLIMITED,))
     return h5py.Dataset(h5py.h5d.create(group.id, name.encode(), tid, space, dcpl=dcpl))
 
@@ -728,8 +742,9 @@ def _promote_to_text(group: h5py.Group, name: str, rows: int) -> h5py.Dataset:
     old = group[name]
     values = old[:]
     attrs = dict(old.attrs)
+    chunk = old.chunks[0] if old.chunks else _CHUNK
     del group[name]
-    ds = _new_column(group, name, "str", rows, None)
+    ds = _new_column(group, name, "str", rows, None, chunk)
     ds[: len(values)] = np.array(["" if np.isnan(v) else repr(float(v)) for v in values], dtype=object)
     ds.attrs.update(attrs)
     return ds
@@ -1185,33 +1200,41 @@ class _Layout2:
         self.decks: dict[str, int] = {}
         self.axes: dict[tuple[str, bytes], int] = {}
         self.targets: dict[str, int] = {}
+        self.chunk = _CHUNK  # rows per chunk of the per-run columns (the file's, once created or loaded)
         self._handles: dict[str, h5py.Dataset] = {}  # datasets of the file being written, by path
         self._handles_of: Any = None
 
-    @staticmethod
-    def create(f: h5py.File) -> None:
+    def create(self, f: h5py.File, chunk: int = _CHUNK) -> None:
+        """The empty layout in ``f``; ``chunk``: rows per chunk of the per-run columns (see :func:`chunk_rows`)."""
+        self.chunk = chunk
         f.attrs["layout"] = json.dumps(_LAYOUT_DOC, sort_keys=True)
         table = f.create_group("table")
         table.attrs["rows"] = np.int64(0)
         for name, (kind, _) in _COLUMNS.items():
-            _new_column(table, name, kind, 0, None)
+            _new_column(table, name, kind, 0, None, chunk)
         table.create_group("params")
         table.create_group("measure")
         decks = f.create_group("decks")
-        _new_column(decks, "netlist", "str", 0, None)
-        _new_column(decks, "process", "str", 0, None)
+        _new_column(decks, "netlist", "str", 0, None, _INDEX_CHUNK)
+        _new_column(decks, "process", "str", 0, None, _INDEX_CHUNK)
         axes = f.create_group("axes")
         for name, kind in (("name", "str"), ("unit", "str"), ("offset", "i8"), ("length", "i8")):
-            _new_column(axes, name, kind, 0, None)
-        axes.create_dataset("hash", shape=(0, 2), maxshape=(None, 2), dtype=np.uint64, chunks=(_CHUNK, 2))
-        axes.create_dataset("data", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(1 << 14,))
+            _new_column(axes, name, kind, 0, None, _INDEX_CHUNK)
+        axes.create_dataset("hash", shape=(0, 2), maxshape=(None, 2), dtype=np.uint64, chunks=(_INDEX_CHUNK, 2))
+        axes.create_dataset("data", shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(self.data_chunk,))
         f.create_group("vectors")
-        _new_column(f.create_group("alters"), "target", "str", 0, None)
+        _new_column(f.create_group("alters"), "target", "str", 0, None, _INDEX_CHUNK)
+
+    @property
+    def data_chunk(self) -> int:
+        """Values per chunk of the concatenated vector data (two column chunks' worth, at least 1024)."""
+        return max(1024, 2 * self.chunk)
 
     def load(self, f: h5py.File) -> dict[str, str]:
         """Index an existing file; returns id -> status."""
         table = f["table"]
         self.n = int(table.attrs["rows"])
+        self.chunk = int(table["id"].chunks[0])
         ids = table["id"].asstr()[: self.n]
         statuses = table["status"].asstr()[: self.n]
         self.rows = {rid: k for k, rid in enumerate(ids)}
@@ -1343,7 +1366,7 @@ class _Layout2:
         k = len(self.targets)
         if new:
             if "alters" not in f:
-                _new_column(f.create_group("alters"), "target", "str", 0, None)
+                _new_column(f.create_group("alters"), "target", "str", 0, None, _INDEX_CHUNK)
             tcol = f["alters/target"]
             t0 = tcol.shape[0]
             tcol.resize((t0 + len(new),))
@@ -1352,7 +1375,7 @@ class _Layout2:
             if not k:
                 return
             table.create_dataset("alter_values", shape=(n, k), maxshape=(None, None), dtype=np.float64,
-                                 chunks=(_CHUNK, k), fillvalue=np.nan, compression=compression)
+                                 chunks=(self.chunk, k), fillvalue=np.nan, compression=compression)
         ds = self._ds(table, "alter_values")
         _extent(ds, (n, max(k, ds.shape[1])))
         if not batch.altered.any():
@@ -1374,7 +1397,7 @@ class _Layout2:
             kind = "str" if text else "f8"
             dname = dataset_name(key)
             if dname not in group:
-                ds = _new_column(group, dname, kind, n, compression if kind != "str" else None)
+                ds = _new_column(group, dname, kind, n, compression if kind != "str" else None, self.chunk)
                 _put_attr(ds.id, "name", key)
                 _put_attr(ds.id, "unit", col.unit)
             else:
@@ -1413,10 +1436,10 @@ class _Layout2:
                 _put_attr(g.id, "name", key)
                 _put_attr(g.id, "unit", col.unit)
                 g.attrs["scalar"] = col.scalar
-                g.create_dataset("data", shape=(0,), maxshape=(None,), chunks=(1 << 14,),
+                g.create_dataset("data", shape=(0,), maxshape=(None,), chunks=(self.data_chunk,),
                                  dtype=np.complex128 if complex_ else np.float64, compression=compression)
                 for name in ("offset", "length"):
-                    _new_column(g, name, "i8", n, compression)
+                    _new_column(g, name, "i8", n, compression, self.chunk)
             else:
                 g = vgroup[dname]
                 if not col.scalar:
@@ -1425,7 +1448,7 @@ class _Layout2:
                     old = g["data"][:]
                     del g["data"]
                     self._handles.pop(f"{g.name}/data", None)
-                    g.create_dataset("data", data=old.astype(np.complex128), maxshape=(None,), chunks=(1 << 14,),
+                    g.create_dataset("data", data=old.astype(np.complex128), maxshape=(None,), chunks=(self.data_chunk,),
                                      compression=compression)
             data = self._ds(g, "data")
             e0 = data.shape[0]
@@ -1594,6 +1617,9 @@ class RunStore:
     ``append`` is durable against SIGKILL when it returns; records reach the HDF5 file in batches (``commit``,
     automatic every ``max(commit_interval_s, o_prev*(1-f)/f)`` seconds, and on ``close``). Not thread-safe: one
     writer process, one thread.
+
+    ``expected_rows``: how many runs a new store will hold (a sweep knows); it sizes the HDF5 chunks of the per-run
+    columns (:func:`chunk_rows`) and changes nothing else.
     """
 
     def __init__(
@@ -1608,10 +1634,15 @@ class RunStore:
         journal_fsync_s: float = 0.5,
         compression: str | None = None,
         compress_min_len: int = 4096,
+        expected_rows: int | None = None,
     ) -> None:
         _check_store_options(commit_interval_s, max_commit_fraction, max_pending_bytes, journal_fsync_s,
                              compression, compress_min_len)
+        if expected_rows is not None and (isinstance(expected_rows, bool) or not isinstance(expected_rows, int)
+                                          or expected_rows < 0):
+            raise ValueError(f"expected_rows must be a non-negative int or None, got {expected_rows!r}")
         config_text = _config_text(config)
+        self.expected_rows = expected_rows
 
         self.path = Path(path)
         self.journal = journal_path(self.path)
@@ -1750,7 +1781,7 @@ class RunStore:
                 f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
                 f.attrs["config"] = config_text if config_text is not None else "{}"
                 f.attrs["store_layout"] = STORE_LAYOUT
-                _Layout2.create(f)
+                self._v2.create(f, chunk_rows(self.expected_rows))
             self._publish(tmp)
         except BaseException:
             tmp.unlink(missing_ok=True)

@@ -40,6 +40,7 @@ what is done. Chips and input rows are variants of one loaded deck (``alter``), 
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import math
 import threading
@@ -59,11 +60,15 @@ from spicenet.spice.analysis import read_netlist, unknown_vector, validate_analy
 from spicenet.spice.engine import Deck, derived_seed, montecarlo_block, plain_deck, render
 from spicenet.spice.job import MAX_TIMEOUT_S, Job, RunBlock, RunSpec
 from spicenet.spice.results import SimResult
-from spicenet.spice.worker import ResultColumns, WorkerPool
+from spicenet.spice.worker import ResultColumns, WorkerPool, batch_outcomes
 from spicenet.store import (NamedColumn, RecordBatch, RunRecord, RunStore, VectorColumn, _alter_matrix, _extra_text,
                             _split_alters, _validate)
 
 MEASURE_KINDS = ("value", "final", "mean", "min", "max", "frequency", "period", "duty", "settling", "energy")
+
+
+#: input tables up to this many rows are stored inline in a run store's config (see ``SweepConfig.as_dict``)
+INLINE_INPUT_ROWS = 64
 
 
 @dataclass
@@ -177,6 +182,10 @@ class SweepConfig:
                    process_given=process != "none" and netlist is not None)
 
     def as_dict(self) -> dict[str, Any]:
+        """The config as stored in a run store (its ``config`` attr; a resume must match it). Input rows are kept
+        inline up to ``INLINE_INPUT_ROWS`` rows; a longer table is recorded by its shape and the SHA-256 of its
+        float64 bytes (every run's row is in the store's ``params`` columns anyway, and the JSON of 10^6 rows would
+        be ~200 MB of text)."""
         out: dict[str, Any] = {"process": self.process, "seed": self.seed, "timeout_s": self.timeout_s,
                                "params": self.params, "grid": self.grid,
                                "montecarlo": {"chips": self.chips, "mode": self.mismatch}, "measure": self.measure}
@@ -191,7 +200,11 @@ class SweepConfig:
         if self.noise_seed is not None:
             out["montecarlo"]["noise_seed"] = self.noise_seed
         if self.input_rows is not None:
-            out["inputs"] = {"sources": list(self.input_sources), "rows": self.input_rows.tolist()}
+            rows = np.ascontiguousarray(self.input_rows, dtype=np.float64)
+            out["inputs"] = {"sources": list(self.input_sources), "rows_shape": list(rows.shape),
+                             "rows_sha256": hashlib.sha256(rows.tobytes()).hexdigest()}
+            if len(rows) <= INLINE_INPUT_ROWS:
+                out["inputs"]["rows"] = rows.tolist()
         return out
 
     def points(self) -> list[dict[str, Any]]:
@@ -507,23 +520,10 @@ def _run_job_remote(job: Job, mode: str) -> list[tuple[str, Any]]:
 
 def execute(jobs: list[Job], workers: int, mode: str, scheduler: str | None,
             pool: WorkerPool | None = None) -> Iterator[tuple[str, Any]]:
-    """Outcomes of every run of ``jobs``, on ``pool`` (left open), a local pool or, with ``scheduler``, on a Dask
-    cluster."""
-    if scheduler is None and pool is not None:
-        yield from pool.run(jobs)
-        return
-    if scheduler is None:
-        from spicenet.spice.worker import WorkerPool
-
-        with WorkerPool(workers=workers, mode=mode) as pool:
-            yield from pool.run(jobs)
-        return
-    dist: Any = import_module("distributed")  # untyped: its objects are Any here
-
-    with dist.Client(scheduler, timeout="30s") as client:
-        futures = [client.submit(_run_job_remote, job, mode, pure=False) for job in jobs]
-        for future in dist.as_completed(futures):
-            yield from future.result()
+    """Outcomes ``(run_id, SimResult | SpicenetError)`` of every run of ``jobs``, in completion order, on ``pool``
+    (left open), a local pool or, with ``scheduler``, on a Dask cluster (:func:`execute_batches` run by run)."""
+    for job, start, batch in execute_batches(jobs, workers, mode, scheduler, pool):
+        yield from batch_outcomes(job, start, batch)
 
 
 def execute_batches(jobs: list[Job], workers: int, mode: str, scheduler: str | None,
@@ -590,7 +590,8 @@ def run_sweep(config: SweepConfig, output: Path, *, workers: int = 1, resume: bo
             done &= {rid for point in points for rid in point.runs.ids}
     else:  # a new store is made (and its creation fsync-ed) while the first runs are simulated
         RunStore.check_new(output)
-        opener = _StoreOpener(Path(output), config)  # started once the first jobs are out (it holds the GIL)
+        opener = _StoreOpener(Path(output), config,  # started once the first jobs are out (it holds the GIL)
+                              sum(len(point.runs) for point in points))
         done = set()
     try:
         jobs = chunked_jobs(points, done, pool.n_workers if pool is not None else workers, config.timeout_s)
@@ -640,10 +641,10 @@ def run_sweep(config: SweepConfig, output: Path, *, workers: int = 1, resume: bo
     return SweepSummary(str(output), n_ok, n_failed, len(done), time.perf_counter() - t0)
 
 
-def _open_store(output: Path, config: SweepConfig, resume: bool) -> "RunStore":
+def _open_store(output: Path, config: SweepConfig, resume: bool, expected_rows: int | None = None) -> "RunStore":
     from spicenet.store import RunStore
 
-    store = RunStore(output, config=config.as_dict(), resume=resume)
+    store = RunStore(output, config=config.as_dict(), resume=resume, expected_rows=expected_rows)
     try:
         store.set_root_attrs(spicenet_version=__version__, ngspice_version=ngspice_version())
     except BaseException:
@@ -656,15 +657,15 @@ class _StoreOpener(threading.Thread):
     """Opens a sweep's store in the background (making a new file costs two fsyncs), so that its first runs are
     simulated meanwhile; ``get`` waits for it and raises what opening raised."""
 
-    def __init__(self, output: Path, config: SweepConfig) -> None:
+    def __init__(self, output: Path, config: SweepConfig, expected_rows: int) -> None:
         super().__init__(name="spicenet-store-open", daemon=True)
-        self.output, self.config = output, config
+        self.output, self.config, self.expected_rows = output, config, expected_rows
         self.store: RunStore | None = None
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
-            self.store = _open_store(self.output, self.config, False)
+            self.store = _open_store(self.output, self.config, False, self.expected_rows)
         except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread by get()
             self.error = exc
 

@@ -240,3 +240,66 @@ def test_sweeps_on_one_started_pool_equal_a_sweep_that_starts_its_own(tmp_path):
         assert pool.pids() == pids  # the same two workers ran both sweeps and are still up
     own, a, b = (_iout(tmp_path / name) for name in ("own.h5", "a.h5", "b.h5"))
     assert len(own) == 12 and own == a == b
+
+
+def _divider_inputs(tmp_path: Path, rows: np.ndarray) -> SweepConfig:
+    deck = tmp_path / "div.cir"
+    deck.write_text("divider\nv1 a 0 dc 0\nr1 a b 3k\nr2 b 0 1k\n.end\n")
+    np.save(tmp_path / "rows.npy", rows)
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(f'netlist = "{deck.name}"\nanalysis = "op"\nsave = ["v(b)"]\n'
+                   f'[inputs]\nsources = ["v1"]\nfile = "rows.npy"\n')
+    return SweepConfig.from_toml(cfg)
+
+
+def test_a_long_input_table_is_stored_by_digest_and_a_changed_table_refuses_resume(tmp_path):
+    """A table longer than INLINE_INPUT_ROWS goes into the store's config as its shape and SHA-256 (the values are
+    the runs' ``v1`` column, each v(b) = v1 / 4); resuming with one value changed is refused as a different sweep,
+    while the identical table resumes with nothing to do. Short tables stay inline."""
+    import hashlib
+
+    from spicenet.store import StoreError
+    from spicenet.sweep import INLINE_INPUT_ROWS
+
+    rows = np.random.default_rng(5).uniform(-1, 1, (INLINE_INPUT_ROWS + 36, 1))
+    out = tmp_path / "long.h5"
+    assert run_sweep(_divider_inputs(tmp_path, rows), out, progress=False).done == len(rows)
+    with h5py.File(out, "r") as f:
+        stored = json.loads(f.attrs["config"])["inputs"]
+        n = int(f["table"].attrs["rows"])
+        v1, row = f["table/params/v1"][:n], f["table/params/input_row"][:n].astype(int)
+        g = f["vectors/v(b)"]
+        vb = g["data"][:][g["offset"][:n]]
+    assert "rows" not in stored and stored["rows_shape"] == [len(rows), 1]
+    assert stored["rows_sha256"] == hashlib.sha256(rows.astype(np.float64).tobytes()).hexdigest()
+    np.testing.assert_array_equal(v1, rows[row, 0])
+    np.testing.assert_allclose(vb, rows[row, 0] / 4, rtol=1e-9, atol=1e-12)
+    again = run_sweep(_divider_inputs(tmp_path, rows), out, resume=True, progress=False)
+    assert (again.done, again.skipped) == (0, len(rows))
+    changed = rows.copy()
+    changed[17, 0] += 1e-9
+    with pytest.raises(StoreError, match="config differs"):
+        run_sweep(_divider_inputs(tmp_path, changed), out, resume=True, progress=False)
+    short = _divider_inputs(tmp_path, rows[:3])
+    assert short.as_dict()["inputs"]["rows"] == rows[:3].tolist()
+
+
+def test_store_chunks_follow_the_sweep_size_and_a_store_outgrows_them(tmp_path):
+    """A 6-run sweep's per-run columns get the smallest chunk (not 8192 rows of fill values); a store made for 4 runs
+    takes 600 (more than two chunks) and reads every one back; the chunk sizes themselves follow chunk_rows."""
+    from spicenet.store import RunRecord, RunStore, chunk_rows, read_runs
+
+    assert [chunk_rows(n) for n in (None, 0, 1, 256, 257, 5000, 10**6)] == [8192, 256, 256, 256, 512, 8192, 8192]
+    run_sweep(SweepConfig.from_toml(_config(tmp_path, 2)), tmp_path / "small.h5", progress=False)
+    with h5py.File(tmp_path / "small.h5", "r") as f:
+        assert f["table/id"].chunks == (256,) and f["table/params/iref"].chunks == (256,)
+        assert f["decks/netlist"].chunks[0] < 256
+    path = tmp_path / "grow.h5"
+    with RunStore(path, expected_rows=4) as store:
+        store.append_many([RunRecord(id=f"r{k}", params={"x": float(k)}, seed=0, chip=-1, process="generic",
+                                     status="ok", error=None, netlist="* n\n", vectors={"v": np.arange(k % 3 + 1, dtype=float) * k}) for k in range(600)])
+    got = {rec.id: rec for rec in read_runs(path)}
+    assert len(got) == 600
+    for k in (0, 255, 256, 511, 599):
+        assert got[f"r{k}"].params["x"] == k
+        np.testing.assert_array_equal(got[f"r{k}"].vectors["v"], np.arange(k % 3 + 1, dtype=float) * k)

@@ -733,13 +733,21 @@ def worker_main(read_fd: int, write_fd: int, mode: str, parent_pid: int | None =
 Batch = Union[list[tuple[str, Outcome]], ResultColumns]
 
 
-def _run_ids(runs: Any, start: int, stop: int) -> list[str]:
+def run_ids(runs: Any, start: int, stop: int) -> list[str]:
+    """The ids of runs ``start:stop`` of a job's runs (a ``RunBlock`` or a sequence of ``RunSpec``)."""
     if isinstance(runs, RunBlock):
         return list(runs.ids[start:stop])
     return [run.id for run in runs[start:stop]]
 
 
 _F_SETPIPE_SZ, _F_GETPIPE_SZ = 1031, 1032  # Linux fcntl commands
+
+
+def batch_outcomes(job: Job, start: int, batch: "Batch") -> list[tuple[str, Outcome]]:
+    """One ``run_batches`` batch as ``(run_id, outcome)`` pairs (``ResultColumns`` unpacked run by run)."""
+    if isinstance(batch, ResultColumns):
+        return list(zip(run_ids(job.runs, start, start + batch.count), batch.outcomes()))
+    return list(batch)
 
 
 def _grow_pipe(fd: int, size: int = 1 << 20) -> int:
@@ -902,10 +910,7 @@ class WorkerPool:
     def run(self, jobs: Iterable[Job]) -> Iterator[tuple[str, Outcome]]:
         """Run every job; yield ``(run_id, SimResult | SpicenetError)`` in completion order."""
         for job, start, batch in self.run_batches(jobs):
-            if isinstance(batch, ResultColumns):
-                yield from zip(_run_ids(job.runs, start, start + batch.count), batch.outcomes())
-            else:
-                yield from batch
+            yield from batch_outcomes(job, start, batch)
 
     def run_batches(self, jobs: Iterable[Job], dispatched: Callable[[], None] | None = None
                     ) -> Iterator[tuple[Job, int, Batch]]:
@@ -1032,7 +1037,7 @@ class WorkerPool:
         elif kind == "error":
             worker.progress = len(job.runs)
             if start < len(job.runs):
-                yield job, start, [(rid, message[2]) for rid in _run_ids(job.runs, start, len(job.runs))]
+                yield job, start, [(rid, message[2]) for rid in run_ids(job.runs, start, len(job.runs))]
         elif kind == "done":
             worker.job_index = None
             self.stats.rss_history.append(worker.rss_mb)
@@ -1068,7 +1073,7 @@ class WorkerPool:
             self.stats.resent += len(lost.runs)
         if position >= len(job.runs):  # it died after its last run: nothing to blame
             return
-        (run_id,) = _run_ids(job.runs, position, position + 1)
+        (run_id,) = run_ids(job.runs, position, position + 1)
         if crashed:
             self.stats.crashes += 1
             code = worker.proc.poll()

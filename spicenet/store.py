@@ -1354,6 +1354,8 @@ class _Layout2:
             ds = self._ds(table, name)
             _extent(ds, (self.n,))
             values = columns[name]
+            if kind == "str" and contiguous and not any(values):
+                continue  # new rows of a text column read as "" unwritten (each written string is a heap object)
             _write_at(ds, rows, _text_column(values) if kind == "str" else np.asarray(values, dtype=kind), contiguous)
 
     def _write_alters(self, f: h5py.File, table: h5py.Group, rows: np.ndarray, batch: RecordBatch, n: int,

@@ -61,8 +61,8 @@ from spicenet.spice.engine import Deck, derived_seed, montecarlo_block, plain_de
 from spicenet.spice.job import MAX_TIMEOUT_S, Job, RunBlock, RunSpec
 from spicenet.spice.results import SimResult
 from spicenet.spice.worker import ResultColumns, WorkerPool, batch_outcomes
-from spicenet.store import (NamedColumn, RecordBatch, RunRecord, RunStore, VectorColumn, _alter_matrix, _extra_text,
-                            _split_alters, _validate)
+from spicenet.store import (NamedColumn, RecordBatch, RunRecord, RunStore, StoreInputError, VectorColumn, _alter_matrix,
+                            _extra_text, _split_alters, _validate)
 
 MEASURE_KINDS = ("value", "final", "mean", "min", "max", "frequency", "period", "duty", "settling", "energy")
 
@@ -188,11 +188,12 @@ class SweepConfig:
                    noise_seed=noise_seed, measure=measure, input_sources=sources, input_rows=rows, source=source,
                    process_given=process != "none" and netlist is not None)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, inline_rows: bool = False) -> dict[str, Any]:
         """The config as stored in a run store (its ``config`` attr; a resume must match it). Input rows are kept
         inline up to ``INLINE_INPUT_ROWS`` rows; a longer table is recorded by its shape and the SHA-256 of its
         float64 bytes (every run's row is in the store's ``params`` columns anyway, and the JSON of 10^6 rows would
-        be ~200 MB of text)."""
+        be ~200 MB of text). ``inline_rows``: the form of stores written before that (every row inline, no
+        digest), to resume them."""
         out: dict[str, Any] = {"process": self.process, "seed": self.seed, "timeout_s": self.timeout_s,
                                "params": self.params, "grid": self.grid,
                                "montecarlo": {"chips": self.chips, "mode": self.mismatch}, "measure": self.measure}
@@ -206,7 +207,9 @@ class SweepConfig:
             out["save"] = list(self.save)
         if self.noise_seed is not None:
             out["montecarlo"]["noise_seed"] = self.noise_seed
-        if self.input_rows is not None:
+        if self.input_rows is not None and inline_rows:
+            out["inputs"] = {"sources": list(self.input_sources), "rows": self.input_rows.tolist()}
+        elif self.input_rows is not None:
             rows = np.ascontiguousarray(self.input_rows, dtype=np.float64)
             out["inputs"] = {"sources": list(self.input_sources), "rows_shape": list(rows.shape),
                              "rows_sha256": hashlib.sha256(rows.tobytes()).hexdigest()}
@@ -651,7 +654,13 @@ def run_sweep(config: SweepConfig, output: Path, *, workers: int = 1, resume: bo
 def _open_store(output: Path, config: SweepConfig, resume: bool, expected_rows: int | None = None) -> "RunStore":
     from spicenet.store import RunStore
 
-    store = RunStore(output, config=config.as_dict(), resume=resume, expected_rows=expected_rows)
+    try:
+        store = RunStore(output, config=config.as_dict(), resume=resume, expected_rows=expected_rows)
+    except StoreInputError as exc:
+        # a store written before input tables were recorded by digest holds them inline: resume it as that
+        if not (resume and config.input_rows is not None and "config differs" in str(exc)):
+            raise
+        store = RunStore(output, config=config.as_dict(inline_rows=True), resume=resume)
     try:
         store.set_root_attrs(spicenet_version=__version__, ngspice_version=ngspice_version())
     except BaseException:

@@ -282,6 +282,15 @@ def test_a_long_input_table_is_stored_by_digest_and_a_changed_table_refuses_resu
         run_sweep(_divider_inputs(tmp_path, changed), out, resume=True, progress=False)
     short = _divider_inputs(tmp_path, rows[:3])
     assert short.as_dict()["inputs"]["rows"] == rows[:3].tolist()
+    # a store written before digests (every row inline in its config) still resumes, and still refuses other rows
+    with h5py.File(out, "r+") as f:
+        legacy = json.loads(f.attrs["config"])
+        legacy["inputs"] = {"sources": ["v1"], "rows": rows.tolist()}
+        f.attrs["config"] = json.dumps(legacy, sort_keys=True)
+    again = run_sweep(_divider_inputs(tmp_path, rows), out, resume=True, progress=False)
+    assert (again.done, again.skipped) == (0, len(rows))
+    with pytest.raises(StoreError, match="config differs"):
+        run_sweep(_divider_inputs(tmp_path, changed), out, resume=True, progress=False)
 
 
 def test_store_chunks_follow_the_sweep_size_and_a_store_outgrows_them(tmp_path):

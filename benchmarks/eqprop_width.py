@@ -12,7 +12,7 @@ MLP of Kendall's width (100) on the 8,571 training images of the 10k set (95.6 %
 
 Usage: python benchmarks/eqprop_width.py [--config training/eqprop_mnist_full.toml] [--widths 100 500 1000]
        [--epochs N (default: the config's)] [--surrogate spicenet/data/surrogates/resistive_quick_generic.h5]
-       [--loss mse|ce] [--seed 0]
+       [--loss mse|ce] [--lr-decay (default: the config's)] [--seed 0]
 """
 
 from __future__ import annotations
@@ -73,11 +73,14 @@ def main() -> None:
     parser.add_argument("--widths", type=int, nargs="+", default=[100, 500, 1000])
     parser.add_argument("--epochs", type=int, default=0, help="0 = the config's train.epochs")
     parser.add_argument("--loss", choices=["mse", "ce"], default=None, help="default: the config's")
+    parser.add_argument("--lr-decay", type=float, default=None, help="default: the config's train.lr_decay")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     cfg = tr.merged_train_config(tomllib.loads(Path(args.config).read_text()))
     if args.loss is not None:
         cfg["train"]["loss"] = args.loss
+    if args.lr_decay is not None:
+        cfg["train"]["lr_decay"] = args.lr_decay
     torch.set_num_threads(max(1, int(cfg["train"]["threads"])))
     d = cfg["data"]
     ds = load_dataset(d["dataset"], source=d["source"], size=int(d["size"]), split_seed=0,

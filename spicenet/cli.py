@@ -187,7 +187,7 @@ def cmd_simulate(args: argparse.Namespace) -> dict[str, Any]:
     process_name = deck.process.name if deck.process is not None else "none"
     with Engine(mode=args.mode, workers=args.workers, timeout_s=args.timeout) as engine, \
             RunStore(out, config={"source": args.source, "params": params, "analyses": analyses,
-                                  "process": process_name}) as store:
+                                  "process": process_name}, expected_rows=len(runs)) as store:
         store.set_root_attrs(spicenet_version=__version__, ngspice_version=ngspice_version())
         by_id = {run.id: run for run in runs}
         outcomes = engine.simulate_many(deck, runs, progress="simulate" if len(runs) > 1 else None)

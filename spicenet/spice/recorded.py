@@ -253,7 +253,10 @@ class RunRecorder:
             from spicenet import __version__
 
             # a reopening (a second engine of the same calibration) continues the file this calibration began
-            self._store = RunStore(self.path, resume=self.resume or self._opened, compression=self.compression)
+            # a calibration's run count is not known up front; it is typically 10^2-10^4 runs of many vectors each:
+            # 1,024-row chunks (a larger calibration just has more of them)
+            self._store = RunStore(self.path, resume=self.resume or self._opened, compression=self.compression,
+                                   expected_rows=1024)
             try:
                 self._store.set_root_attrs(spicenet_version=__version__, ngspice_version=ngspice_version(),
                                            config=json.dumps(self.config, sort_keys=True, default=str))

@@ -145,6 +145,10 @@ class StoreInputError(StoreError, UsageError):
     """The file given as a run store is not one, or (on resume) holds another sweep: bad input (CLI exit 2)."""
 
 
+class StoreConfigError(StoreInputError):
+    """A resume whose config differs from the one stored in the file (another sweep)."""
+
+
 class StoreExistsError(StoreError, FileExistsError):
     """A new store would overwrite an existing file (pass ``resume=True`` to continue it)."""
 
@@ -1810,7 +1814,7 @@ class RunStore:
         if config_text is not None and stored is not None:
             stored_text = _canonical_json(json.loads(stored))
             if stored_text != config_text and stored_text != "{}":
-                raise StoreInputError(
+                raise StoreConfigError(
                     f"resume of {self.path}: the config differs from the one stored in the file "
                     f"(a different sweep); use a new output file"
                 )

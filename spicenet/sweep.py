@@ -61,7 +61,7 @@ from spicenet.spice.engine import Deck, derived_seed, montecarlo_block, plain_de
 from spicenet.spice.job import MAX_TIMEOUT_S, Job, RunBlock, RunSpec
 from spicenet.spice.results import SimResult
 from spicenet.spice.worker import ResultColumns, WorkerPool, batch_outcomes
-from spicenet.store import (NamedColumn, RecordBatch, RunRecord, RunStore, StoreInputError, VectorColumn, _alter_matrix,
+from spicenet.store import (NamedColumn, RecordBatch, RunRecord, RunStore, StoreConfigError, VectorColumn, _alter_matrix,
                             _extra_text, _split_alters, _validate)
 
 MEASURE_KINDS = ("value", "final", "mean", "min", "max", "frequency", "period", "duty", "settling", "energy")
@@ -656,9 +656,9 @@ def _open_store(output: Path, config: SweepConfig, resume: bool, expected_rows: 
 
     try:
         store = RunStore(output, config=config.as_dict(), resume=resume, expected_rows=expected_rows)
-    except StoreInputError as exc:
+    except StoreConfigError:
         # a store written before input tables were recorded by digest holds them inline: resume it as that
-        if not (resume and config.input_rows is not None and "config differs" in str(exc)):
+        if not (resume and config.input_rows is not None):
             raise
         store = RunStore(output, config=config.as_dict(inline_rows=True), resume=resume)
     try:

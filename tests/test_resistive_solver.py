@@ -197,6 +197,36 @@ def test_layered_and_dense_linear_solves_agree_and_iterations_reported():
     assert torch.allclose(a.v, b.v, atol=1e-12, rtol=0)
     assert a.iterations.shape == (6,) and bool((a.iterations >= 1).all())
     assert float(a.residual.max()) < 1e-12
+    # each sample stops iterating at its own convergence: solved alone, it takes the same steps to the same state
+    assert len(set(a.iterations.tolist())) > 1  # the batch mixes fast and slow samples
+    for k in range(6):
+        alone = solve(circ, net.source_voltages(x[k:k + 1]))
+        assert int(alone.iterations[0]) == int(a.iterations[k])
+        assert torch.allclose(alone.v[0], a.v[k], atol=1e-13, rtol=0)
+
+
+@pytest.mark.parametrize("layers", [(5,), (7, 3), (4, 6, 2), (3, 8, 8, 2), (6, 2, 9, 4, 3), (9, 9, 9, 9)])
+def test_block_elimination_equals_dense_solve(layers):
+    """``_solve_layered`` (elimination from both ends towards a pivot layer) against LAPACK on the assembled
+    matrix, for chains whose pivot sits at an end, in the middle, and behind dense intermediate blocks."""
+    from spicenet.cells.resistive.solver import _pivot_layer, _solve_layered
+
+    g = torch.Generator().manual_seed(len(layers))
+    n = sum(layers)
+    starts = np.cumsum((0,) + layers)
+    lap = torch.zeros(n, n, dtype=torch.float64)
+    for k in range(len(layers) - 1):
+        a = torch.rand(layers[k], layers[k + 1], generator=g, dtype=torch.float64) * 1e-4
+        lap[starts[k]:starts[k + 1], starts[k + 1]:starts[k + 2]] = -a
+        lap[starts[k + 1]:starts[k + 2], starts[k]:starts[k + 1]] = -a.T
+    lap += torch.diag(-lap.sum(1) + 1e-6)
+    diag = torch.rand(5, n, generator=g, dtype=torch.float64) ** 4 * 1e-2  # some nodes diode-clamped, most not
+    rhs = torch.randn(5, n, generator=g, dtype=torch.float64) * 1e-5
+    expect = torch.linalg.solve(lap + torch.diag_embed(diag), rhs.unsqueeze(-1)).squeeze(-1)
+    got = _solve_layered(lap, diag, rhs, layers)
+    assert torch.allclose(got, expect, rtol=1e-10, atol=1e-12 * float(expect.abs().max()))
+    # the pivot is the cheap layer: the 10 outputs behind 1,000 hidden nodes, the middle of 100-100-10
+    assert _pivot_layer((100, 100, 10)) == 1 and _pivot_layer((1000, 10)) == 1 and _pivot_layer((5,)) == 0
 
 
 def test_same_seed_same_chip_and_levels_hook():

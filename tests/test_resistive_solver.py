@@ -209,7 +209,7 @@ def test_layered_and_dense_linear_solves_agree_and_iterations_reported():
 def test_block_elimination_equals_dense_solve(layers):
     """``_solve_layered`` (elimination from both ends towards a pivot layer) against LAPACK on the assembled
     matrix, for chains whose pivot sits at an end, in the middle, and behind dense intermediate blocks."""
-    from spicenet.cells.resistive.solver import _pivot_layer, _solve_layered
+    from spicenet.cells.resistive.solver import _matvec, _pivot_layer, _solve_layered
 
     g = torch.Generator().manual_seed(len(layers))
     n = sum(layers)
@@ -225,6 +225,8 @@ def test_block_elimination_equals_dense_solve(layers):
     expect = torch.linalg.solve(lap + torch.diag_embed(diag), rhs.unsqueeze(-1)).squeeze(-1)
     got = _solve_layered(lap, diag, rhs, layers)
     assert torch.allclose(got, expect, rtol=1e-10, atol=1e-12 * float(expect.abs().max()))
+    # the residual's product from the coupling blocks equals the dense one
+    assert torch.allclose(_matvec(rhs, lap, layers), rhs @ lap, rtol=0, atol=1e-12 * float((rhs @ lap).abs().max()))
     # the pivot is the cheap layer: the 10 outputs behind 1,000 hidden nodes, the middle of 100-100-10
     assert _pivot_layer((100, 100, 10)) == 1 and _pivot_layer((1000, 10)) == 1 and _pivot_layer((5,)) == 0
 

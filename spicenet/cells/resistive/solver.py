@@ -95,8 +95,9 @@ class Circuit:
         gmin: conductance (S) in parallel with every junction (ngspice's gmin).
         temperature: device temperature (K).
         layers: sizes of consecutive free layers (node order) when ``a`` only couples adjacent layers and no
-            layer has internal edges; the solver then eliminates layer by layer (block Thomas algorithm,
-            diagonal first block) instead of a dense batched factorisation. None = dense.
+            layer has internal edges; the solver then eliminates layer by layer (block elimination from both
+            ends, :func:`_solve_layered`) and forms ``v @ lap`` from the coupling blocks, instead of dense batched
+            products and factorisations. None = dense.
         diodes: False removes the diodes (and their gmin): a purely linear network.
         diag: [N] explicit diagonal of the linear nodal matrix (S, scaled like the rows), None = ``sum a + sum s``
             (a plain resistor network). Needed when ``a`` holds amplifier couplings (negative entries allowed).
@@ -351,6 +352,21 @@ def _solve_layered(lap: Tensor, diag: Tensor, rhs: Tensor, layers: tuple[int, ..
     return torch.cat([xs[k] for k in range(len(layers))], dim=1)
 
 
+def _matvec(v: Tensor, lap: Tensor, layers: tuple[int, ...] | None) -> Tensor:
+    """``v @ lap`` for a batch ``v`` [B, N]; for a layered ``lap`` from its diagonal and the blocks between adjacent
+    layers only (a 1568-1000-10 network: ~2 % of the dense product's multiply-adds)."""
+    if layers is None:
+        return v @ lap
+    out = v * torch.diagonal(lap)
+    start = 0
+    for n, m in zip(layers[:-1], layers[1:]):
+        a, b, c = start, start + n, start + n + m
+        out[:, b:c] += v[:, a:b] @ lap[a:b, b:c]
+        out[:, a:b] += v[:, b:c] @ lap[b:c, a:b]
+        start = b
+    return out
+
+
 def _initial_guess(circuit: Circuit, lap: Tensor, beta_vec: Tensor, b: Tensor, vte: Tensor, lin) -> Tensor:
     """Start near the answer: the solution without diodes, with every node that would overdrive a diode pulled
     back to ``vb + nVt ln(1 + G_node |V_lin - vb| / Is)`` (the drop at which that diode sinks the excess current)."""
@@ -442,7 +458,7 @@ def solve(
         res = torch.full((batch,), math.inf, dtype=dtype, device=device)
         for it in range(max_iter + 1):
             _, i_d, g_d, u, gj = _node_diodes(circuit, v, vte)
-            f = v @ lap + beta_vec * v + i_d - b
+            f = _matvec(v, lap, layers) + beta_vec * v + i_d - b
             res = (f / w).abs().amax(dim=1)
             done = (res < tol_i) & (last_step < tol_v)
             its = torch.where(done & (its < 0), torch.full_like(its, it), its)

@@ -231,6 +231,17 @@ def test_block_elimination_equals_dense_solve(layers):
     assert _pivot_layer((100, 100, 10)) == 1 and _pivot_layer((1000, 10)) == 1 and _pivot_layer((5,)) == 0
 
 
+def test_forward_in_chunks_equals_one_solve():
+    net = ResistiveNetwork([6, 5, 4, 3], input_gain=10.0, seed=2, amp_gain=3.0)
+    x = torch.rand(11, 6, generator=torch.Generator().manual_seed(2))
+    chip = sample_chip(net, sigma_g=0.1, sigma_is=0.3, seed=4)
+    whole = net.equilibrium(x, chip=chip).v[:, net.out_slice]
+    assert torch.allclose(net(x, chip=chip, chunk=3), whole, atol=1e-13, rtol=0)  # 4 chunks, the last of 2
+    assert not torch.allclose(net(x, chunk=3), whole, atol=1e-6, rtol=0)  # the chip is applied to every chunk
+    with pytest.raises(ValueError, match="chunk"):
+        net(x, chunk=0)
+
+
 def test_same_seed_same_chip_and_levels_hook():
     net = ResistiveNetwork([3, 4, 2], seed=0)
     c1, c2 = sample_chip(net, seed=5), sample_chip(net, seed=5)

@@ -61,19 +61,18 @@ def quantize_grid_ste(x: Tensor, step: float, k_min: int, k_max: int) -> Tensor:
 
 
 def quantize_nearest(x: Tensor, levels: Tensor) -> Tensor:
-    """Map each element of ``x`` to the nearest of ``levels`` (1-D, sorted ascending); no useful gradient.
+    """Map each element of ``x`` to the nearest of ``levels`` (1-D, any order); no useful gradient.
 
     Level set: ``levels`` cast to ``x``'s dtype and device. Rounding: the level minimising ``|x - level|``,
     evaluated in ``x``'s dtype; values beyond the ends go to the end levels. Ties (equal distances) go to the
-    first of them in ``levels``, the lower one for sorted levels; NaN goes to the first level. Gradient: none (an
-    index lookup); callers that train through it add a straight-through estimator. Cost: a binary search per element
-    (``searchsorted``) and one distance comparison to the two neighbouring levels -- the same choice as the argmin
-    of ``|x - level|`` over all levels, without its ``x.numel() * len(levels)`` temporary (~5x faster for the 16
-    levels of a 4-bit device).
+    lower level; NaN goes to the lowest level. Gradient: none (an index lookup); callers that train through it add
+    a straight-through estimator. Cost: a binary search per element (``searchsorted`` over the sorted levels) and
+    one distance comparison to the two neighbouring levels -- the same choice as the argmin of ``|x - level|`` over
+    all levels, without its ``x.numel() * len(levels)`` temporary (~5x faster for the 16 levels of a 4-bit device).
     """
     if levels.ndim != 1 or levels.numel() < 1:
         raise ValueError(f"levels: expected a non-empty 1-D tensor, got shape {tuple(levels.shape)}")
-    ref = levels.to(device=x.device, dtype=x.dtype)
+    ref = torch.sort(levels.to(device=x.device, dtype=x.dtype)).values  # the search needs ascending levels
     if ref.numel() == 1:
         return ref.expand_as(x).clone()
     hi = torch.searchsorted(ref, x.contiguous()).clamp_(1, ref.numel() - 1)  # first level >= x

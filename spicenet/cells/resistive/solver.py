@@ -45,6 +45,7 @@ target, i_inj; the diode parameters are treated as constants).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -261,6 +262,16 @@ def _solve_dense(lap: Tensor, diag: Tensor, rhs: Tensor) -> Tensor:
     return torch.linalg.solve(jac, rhs.unsqueeze(-1)).squeeze(-1)
 
 
+def _layer_slices(layers: tuple[int, ...]) -> list[slice]:
+    """Node-index slice of each layer of a layered network (layers in node order)."""
+    out, start = [], 0
+    for n in layers:
+        out.append(slice(start, start + n))
+        start += n
+    return out
+
+
+@functools.lru_cache(maxsize=64)
 def _pivot_layer(layers: tuple[int, ...]) -> int:
     """The layer that :func:`_solve_layered` solves last (both ends are eliminated towards it): the one with the
     fewest multiply-adds, counting for every dense Schur block of n nodes an LU (n^3 / 3), its right-hand sides (n^2
@@ -317,10 +328,7 @@ def _solve_layered(lap: Tensor, diag: Tensor, rhs: Tensor, layers: tuple[int, ..
     ``C_k = D_k - A^T C_{k-1}^-1 A`` along each side (the end layers are diagonal, so a 1568-100-100-10 network
     has a single dense 100 x 100 solve per sample), then back-substitution ``x_k = C_k^-1 (r_k + A x_next)``."""
     d = torch.diagonal(lap) + diag
-    starts = [0]
-    for n in layers:
-        starts.append(starts[-1] + n)
-    sl = [slice(starts[k], starts[k + 1]) for k in range(len(layers))]
+    sl = _layer_slices(layers)
     p = _pivot_layer(layers)
     back: dict[int, tuple[Tensor, Tensor, Tensor | None]] = {}  # layer -> (its rhs, coupling a, [w | Z] or None)
     pivot_terms: list[tuple[Tensor, Tensor]] = []
@@ -358,12 +366,10 @@ def _matvec(v: Tensor, lap: Tensor, layers: tuple[int, ...] | None) -> Tensor:
     if layers is None:
         return v @ lap
     out = v * torch.diagonal(lap)
-    start = 0
-    for n, m in zip(layers[:-1], layers[1:]):
-        a, b, c = start, start + n, start + n + m
-        out[:, b:c] += v[:, a:b] @ lap[a:b, b:c]
-        out[:, a:b] += v[:, b:c] @ lap[b:c, a:b]
-        start = b
+    sl = _layer_slices(layers)
+    for upper, lower in zip(sl[:-1], sl[1:]):
+        out[:, lower] += v[:, upper] @ lap[upper, lower]
+        out[:, upper] += v[:, lower] @ lap[lower, upper]
     return out
 
 

@@ -86,7 +86,7 @@ def test_nearest_ties_go_to_the_lower_level_and_checks() -> None:
     assert quantize_nearest(x, levels).tolist() == [0.0, 1.0, 2.0, 4.0, 0.0, 4.0]
     assert quantize_nearest(x, levels[2:3]).tolist() == [2.0] * 6  # one level: everything maps to it
     assert quantize_nearest(x, levels.flip(0)).tolist() == [0.0, 1.0, 2.0, 4.0, 0.0, 4.0]  # order does not matter
-    assert quantize_nearest(torch.tensor([float("nan"), 2.2]), levels).tolist() == [0.0, 2.0]  # NaN: first level
+    assert quantize_nearest(torch.tensor([float("nan"), 2.2]), levels).tolist() == [0.0, 2.0]  # NaN: the lowest level
     for bad in (torch.zeros(0), torch.zeros(2, 2)):
         with pytest.raises(ValueError, match="levels"):
             quantize_nearest(x, bad)

@@ -329,3 +329,34 @@ def test_cross_entropy_training_logs_the_cross_entropy_of_the_trained_outputs(ca
     for bad in ({"loss": "hinge"}, {"t_out": 0.0}):
         with pytest.raises(ConfigError, match=r"\[train\] (loss|t_out)"):
             merged_train_config({"train": bad})
+
+
+@needs_ngspice
+def test_ideal_only_run_trains_the_full_runs_ideal_network(trained, calibrated, tmp_path):
+    """``[train] hardware = false``: the ideal network alone, on the same seeded minibatches, is bit for bit the
+    ideal network of the three-model run (its conductances and ``accuracy_ideal``); there are no 4-bit metrics,
+    loading or validating the 4-bit network is a one-line ConfigError (exit 2), and ``hardware = false`` without
+    ``ideal`` is refused."""
+    from spicenet.cells.resistive.train import merged_train_config
+    from spicenet.errors import ConfigError
+
+    full_res, full_dir = trained
+    cfg = {**TINY_TRAIN, "train": {**TINY_TRAIN["train"], "hardware": False}}
+    res = family.train(cfg, surrogate=calibrated[1], quick=True, run_dir=tmp_path / "ideal", device="cpu", seed=0)
+    m = res["metrics"]
+    assert m["accuracy_ideal"] == full_res["metrics"]["accuracy_ideal"]
+    assert m["hardware"] is False and "accuracy_nominal" not in m and "chip_worst" not in m
+    alone, _ = load_trained(tmp_path / "ideal", "ideal")
+    ref, _ = load_trained(full_dir, "ideal")
+    for a, b in zip(alone.parameters(), ref.parameters()):
+        assert torch.equal(a, b)
+    header = (tmp_path / "ideal" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "test_accuracy_ideal" in header and "test_accuracy" not in header
+    with pytest.raises(ConfigError, match="hardware = false"):
+        load_trained(tmp_path / "ideal", "injected")
+    proc = subprocess.run([sys.executable, "-m", "spicenet", "validate", str(tmp_path / "ideal"), "--quick"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert "no 'injected' network" in proc.stderr and "Traceback" not in proc.stderr
+    with pytest.raises(ConfigError, match=r"\[train\] hardware = false needs ideal = true"):
+        merged_train_config({"train": {"hardware": False, "ideal": False}})

@@ -13,7 +13,9 @@ the nudge currents ``-/+ beta g_lsb (1 V) (softmax - onehot)``, i.e. ``beta g_ls
 V at the label, ``v_low`` V elsewhere) or ``"ce"`` (cross-entropy of the softmax of the logits
 ``(V - mean V) / t_out``, EqProp through the linear nudge of its gradient at the free state); ``t_out``: the
 output temperature (V) of ``"ce"``; ``v_low`` / ``v_high`` (V, ``"mse"`` targets); ``ideal`` (also train the
-ideal network); ``checkpoint_every`` (epochs); ``threads`` (torch threads, 0 = torch's default).
+ideal network); ``hardware`` (train the two 4-bit networks; ``false`` with ``ideal = true``: the ideal network
+alone, the software reference of a long anchor run, with ``accuracy_ideal`` as its only accuracy metric);
+``checkpoint_every`` (epochs); ``threads`` (torch threads, 0 = torch's default).
 
 Mismatch: every chip is :func:`spicenet.cells.resistive.calibrate.level_chip` with the calibrated spreads —
 a programmed conductance realised as ``G (1 + g_sigma z)`` (``g_mode="device"``: one programmed cell per
@@ -101,6 +103,8 @@ class EqPropTrainConfig:
     v_low: float = setting(-0.5, "mse target of the wrong classes", unit="V", section="train")
     v_high: float = setting(0.5, "mse target of the label", unit="V", section="train")
     ideal: bool = setting(True, "also train the ideal network (float conductances, no mismatch)", section="train")
+    hardware: bool = setting(True, "train the 4-bit networks with and without mismatch injection (false: the ideal "
+                             "network alone, which needs ideal = true)", section="train")
     checkpoint_every: int = setting(1, "epochs between resumable checkpoints", section="train")
     threads: int = setting(1, "torch CPU threads (0 = torch's default)", section="train")
     train_scale: float = setting(1.0, "injected chips: calibrated sigmas x scale", section="mismatch")
@@ -110,6 +114,8 @@ class EqPropTrainConfig:
     def __post_init__(self) -> None:
         if self.loss not in ("mse", "ce"):
             raise ValueError(f"[train] loss must be 'mse' or 'ce', got {self.loss!r}")
+        if not self.hardware and not self.ideal:
+            raise ValueError("[train] hardware = false needs ideal = true (no network would be trained)")
         check_ranges(self, {"t_out": self.t_out > 0, "v_bias": self.v_bias >= 0, "vb": self.vb >= 0})
 
     def sections(self) -> dict[str, dict[str, Any]]:
@@ -308,7 +314,7 @@ def train_resistive(config: dict[str, Any], *, surrogate: Path, quick: bool, run
                                  "n_train": int(x.shape[0]), "n_test": int(xt.shape[0])},
                         length_key="train.epochs")
     _write_meta(run, {"family": "resistive", "trainer": "eqprop", "net_spec": spec})
-    kinds = ("injected", "plain") + (("ideal",) if bool(tr["ideal"]) else ())
+    kinds = (("injected", "plain") if bool(tr["hardware"]) else ()) + (("ideal",) if bool(tr["ideal"]) else ())
     nets = {k: build_network(spec, init_max=float(m["init_max"]), seed=seed, device=dev, ideal=k == "ideal")
             for k in kinds}
     opts = {k: torch.optim.Adam(list(n.parameters()), lr=float(tr["lr"])) for k, n in nets.items()}
@@ -364,11 +370,12 @@ def train_resistive(config: dict[str, Any], *, surrogate: Path, quick: bool, run
     wall_train = {k: clock.total("train_" + k) for k in nets}
     metrics["epoch_wall_s"] = {k: round(v / max(1, epochs), 2) for k, v in wall_train.items()}
     metrics["amp_gain"], metrics["amp_back"] = spec["amp_gain"], spec["amp_back"]
+    if ev:
+        metrics["injection_gain_worst_pp"] = 100.0 * (ev["injected"]["chip_worst"] - ev["plain"]["chip_worst"])
+        metrics["injection_gain_mean_pp"] = 100.0 * (ev["injected"]["chip_mean"] - ev["plain"]["chip_mean"])
     metrics.update({
-        "injection_gain_worst_pp": 100.0 * (ev["injected"]["chip_worst"] - ev["plain"]["chip_worst"]),
-        "injection_gain_mean_pp": 100.0 * (ev["injected"]["chip_mean"] - ev["plain"]["chip_mean"]),
-        "loss": tr["loss"], "t_out": t_out if use_ce else None,
-        "eval_chips": len(seeds), "eval_scale": float(mm["eval_scale"]), "train_scale": train_scale,
+        "loss": tr["loss"], "hardware": bool(tr["hardware"]), "t_out": t_out if use_ce else None,
+        "eval_chips": len(seeds) if ev else 0, "eval_scale": float(mm["eval_scale"]), "train_scale": train_scale,
         "g_sigma": spec["g_sigma"], "sigma_ln_is": spec["sigma_ln_is"], "layer_sizes": sizes,
         "n_train": int(x.shape[0]), "n_test": int(xt.shape[0]), "dataset": ds.name, "data_origin": ds.origin,
         "epochs": epochs, "quick": bool(quick), "wall_train_s": {k: round(v, 2) for k, v in wall_train.items()},
@@ -377,9 +384,10 @@ def train_resistive(config: dict[str, Any], *, surrogate: Path, quick: bool, run
     })
     run.write_final_metrics(metrics)
     plots = [str(run.plot_metrics()), str(run.plot_metrics(
-        keys=["test_accuracy", "test_accuracy_no_injection"] + (["test_accuracy_ideal"] if "ideal" in nets else []),
-        name="accuracy.png"))]
-    plots.append(str(_plot_chips(run, ev)))
+        keys=[key for k, key in (("injected", "test_accuracy"), ("plain", "test_accuracy_no_injection"),
+                                 ("ideal", "test_accuracy_ideal")) if k in nets], name="accuracy.png"))]
+    if ev:
+        plots.append(str(_plot_chips(run, ev)))
     return {"run_dir": str(run.path), "metrics": metrics, "plots": plots}
 
 
@@ -404,13 +412,17 @@ def _plot_chips(run: RunDir, ev: dict[str, dict[str, Any]]) -> Path:
 
 def load_trained(run_dir: Path, which: str = "injected", device: str | torch.device = "cpu") -> tuple[
         ResistiveNetwork, NetSpec]:
-    """The trained network (``which`` = "injected" or "plain") of a run directory and its spec."""
+    """The trained network (``which`` = "injected", "plain" or "ideal") of a run directory and its spec; a
+    ConfigError when the run did not train it (``[train] hardware = false`` or ``ideal = false``)."""
     path = Path(run_dir) / "model.pt"
     if not path.is_file():
         raise ConfigError(f"{run_dir}: no model.pt (training did not finish)")
     blob = torch.load(path, map_location=device, weights_only=False)
-    if which not in ("injected", "plain", "ideal") or which not in blob:
-        raise ValueError(f"which must be 'injected', 'plain' or 'ideal' (when trained), got {which!r}")
+    if which not in ("injected", "plain", "ideal"):
+        raise ValueError(f"which must be 'injected', 'plain' or 'ideal', got {which!r}")
+    if which not in blob:
+        why = "[train] hardware = false: only the ideal network" if which != "ideal" else "[train] ideal = false"
+        raise ConfigError(f"{run_dir}: the run has no {which!r} network to load ({why} was trained)")
     net = build_network(blob["spec"], device=device, ideal=which == "ideal")
     net.load_state_dict(blob[which])
     return net, blob["spec"]

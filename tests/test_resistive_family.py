@@ -360,3 +360,6 @@ def test_ideal_only_run_trains_the_full_runs_ideal_network(trained, calibrated, 
     assert "no 'injected' network" in proc.stderr and "Traceback" not in proc.stderr
     with pytest.raises(ConfigError, match=r"\[train\] hardware = false needs ideal = true"):
         merged_train_config({"train": {"hardware": False, "ideal": False}})
+    from spicenet.cells.resistive.ffebm_train import merged_ffebm_config
+    with pytest.raises(ConfigError, match=r"\[train\] hardware = false is not supported by ffebm"):
+        merged_ffebm_config({"train": {"hardware": False}})

@@ -142,6 +142,22 @@ def test_run_dir_files_and_guards(tmp_path) -> None:
         RunDir.create(tmp_path / "other", {})
 
 
+def test_reopening_fills_settings_added_since_the_run_started_with_their_defaults(tmp_path) -> None:
+    """A key the stored config lacks counts as its schema default on reopening (a setting added later does not
+    block a resume); the same key at another value is still a changed config."""
+    old = {"train": {"epochs": 2, "lr": 0.1}}
+    RunDir.create(tmp_path / "r", old, length_key="train.epochs")
+    defaults = {"train": {"epochs": 10, "lr": 0.3, "hardware": True}, "mismatch": {"eval_chips": 10}}
+    new = {"train": {"epochs": 4, "lr": 0.1, "hardware": True}, "mismatch": {"eval_chips": 10}}
+    with pytest.raises(ConfigError, match="config differs"):
+        RunDir.create(tmp_path / "r", new, length_key="train.epochs")  # without the schema: a difference
+    RunDir.create(tmp_path / "r", new, length_key="train.epochs", defaults=defaults)
+    for changed in ({"train": {**new["train"], "hardware": False}, "mismatch": {"eval_chips": 10}},
+                    {"train": {**new["train"], "lr": 0.3}, "mismatch": {"eval_chips": 10}}):
+        with pytest.raises(ConfigError, match="config differs"):
+            RunDir.create(tmp_path / "r", changed, length_key="train.epochs", defaults=defaults)
+
+
 def test_checkpoint_restores_generators(tmp_path) -> None:
     rd = RunDir.create(tmp_path / "g", {})
     g = torch.Generator().manual_seed(5)

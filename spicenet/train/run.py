@@ -146,6 +146,17 @@ def _get_key(config: dict[str, Any], dotted: str) -> Any:
     return node
 
 
+def _with_defaults(config: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with every key of ``defaults`` it lacks (at any depth) set to the default."""
+    out = dict(config)
+    for key, value in defaults.items():
+        if key not in out:
+            out[key] = value
+        elif isinstance(value, dict) and isinstance(out[key], dict):
+            out[key] = _with_defaults(out[key], value)
+    return out
+
+
 def _without_key(config: dict[str, Any], dotted: str) -> dict[str, Any]:
     out = json.loads(json.dumps(config))
     node: Any = out
@@ -170,13 +181,16 @@ class RunDir:
     def create(cls, path: str | os.PathLike, config: dict[str, Any], *, config_file: str | os.PathLike | None = None,
                surrogate: str | os.PathLike | None = None, seed: int | None = None, device: str = "cpu",
                dataset: dict[str, Any] | None = None, resume: bool = True,
-               length_key: str | None = None) -> "RunDir":
+               length_key: str | None = None, defaults: dict[str, Any] | None = None) -> "RunDir":
         """Create (or, with ``resume``, reopen) a run directory. Reopening checks the config and the surrogate hash
         match the stored ones (ConfigError otherwise); a non-empty folder that is not a run is refused.
 
         ``length_key``: dotted key of the run's length in ``config`` (e.g. ``"train.epochs"``). Its value is kept
         in run.json as ``run_length``; a reopened run may differ from the stored config in that key (the run is
-        extended or, before it got there, shortened: the trainer checks its checkpoint is not beyond it)."""
+        extended or, before it got there, shortened: the trainer checks its checkpoint is not beyond it).
+
+        ``defaults``: the config schema's defaults; a key the stored config lacks counts as its default when
+        reopening (a setting added to the schema since the run started does not block its resume)."""
         run = cls(path)
         meta_path = run.path / "run.json"
         sha = file_sha256(surrogate) if surrogate is not None else None
@@ -190,6 +204,8 @@ class RunDir:
             if meta.get("surrogate_sha256") != sha:
                 raise ConfigError(f"{run.path}: surrogate changed since the run started (sha256 {meta.get('surrogate_sha256')} != {sha})")
             old_config = run.config()
+            if defaults is not None:
+                old_config = _with_defaults(old_config, _jsonable(defaults))
             same = old_config == new_config if not length_key else \
                 _without_key(old_config, length_key) == _without_key(new_config, length_key)
             if not same:

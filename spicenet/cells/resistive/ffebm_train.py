@@ -71,6 +71,8 @@ class FFEBMTrainConfig(EqPropTrainConfig):
                           "minibatches", section="train")
 
     def __post_init__(self) -> None:
+        if not self.hardware:
+            raise ValueError("[train] hardware = false is not supported by ffebm (it always trains the 4-bit network)")
         super().__post_init__()
         if len(self.blocks) < 1 or any(len(b) < 1 or any(s < 1 for s in b) for b in self.blocks):
             raise ValueError(f"[ffebm] blocks must be a list of non-empty [hidden..., n_out] lists of positive "
@@ -154,7 +156,7 @@ def train_ffebm(config: dict[str, Any], *, surrogate: Path, quick: bool, run_dir
     run = RunDir.create(run_dir, cfg, surrogate=surrogate, seed=seed, device=str(dev),
                         dataset={"name": ds.name, "source": d["source"], "origin": ds.origin, "size": ds.size,
                                  "n_train": int(x.shape[0]), "n_test": int(xt.shape[0])},
-                        length_key="train.epochs")
+                        length_key="train.epochs", defaults=FFEBMTrainConfig().sections())
     _write_meta(run, {"family": "resistive", "trainer": "ffebm", "block_specs": specs})
     kinds = ("injected",) + (("ideal",) if bool(tr["ideal"]) else ())
     models = {k: build_ffebm(specs, init_max=float(m["init_max"]), seed=seed, device=dev, ideal=k == "ideal")

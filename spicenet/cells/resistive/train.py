@@ -312,7 +312,7 @@ def train_resistive(config: dict[str, Any], *, surrogate: Path, quick: bool, run
     run = RunDir.create(run_dir, cfg, surrogate=surrogate, seed=seed, device=str(dev),
                         dataset={"name": ds.name, "source": d["source"], "origin": ds.origin, "size": ds.size,
                                  "n_train": int(x.shape[0]), "n_test": int(xt.shape[0])},
-                        length_key="train.epochs")
+                        length_key="train.epochs", defaults=TRAIN_DEFAULTS)
     _write_meta(run, {"family": "resistive", "trainer": "eqprop", "net_spec": spec})
     kinds = (("injected", "plain") if bool(tr["hardware"]) else ()) + (("ideal",) if bool(tr["ideal"]) else ())
     nets = {k: build_network(spec, init_max=float(m["init_max"]), seed=seed, device=dev, ideal=k == "ideal")

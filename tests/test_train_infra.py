@@ -158,6 +158,60 @@ def test_reopening_fills_settings_added_since_the_run_started_with_their_default
             RunDir.create(tmp_path / "r", changed, length_key="train.epochs", defaults=defaults)
 
 
+def test_reopening_a_run_whose_trainer_stores_the_toml_as_given(tmp_path) -> None:
+    """Writing a default out (or leaving it out) in the new TOML is no change; leaving out a key the run had at
+    another value is one (it now means the default)."""
+    defaults = {"train": {"iterations": 10, "lr": 0.3}}
+    RunDir.create(tmp_path / "a", {"train": {"iterations": 2}}, length_key="train.iterations", defaults=defaults)
+    RunDir.create(tmp_path / "a", {"train": {"iterations": 4, "lr": 0.3}}, length_key="train.iterations",
+                  defaults=defaults)
+    RunDir.create(tmp_path / "b", {"train": {"iterations": 2, "lr": 0.1}}, length_key="train.iterations",
+                  defaults=defaults)
+    with pytest.raises(ConfigError, match="config differs"):
+        RunDir.create(tmp_path / "b", {"train": {"iterations": 4}}, length_key="train.iterations", defaults=defaults)
+
+
+def _drop_stored_key(run_dir, section: str | None, key: str) -> None:
+    """Make a run look older: remove ``key`` (of ``section``, or top level) from its stored config.json."""
+    path = run_dir / "config.json"
+    config = json.loads(path.read_text())
+    (config[section] if section else config).pop(key)
+    path.write_text(json.dumps(config))
+
+
+def test_dtm_and_ais_runs_resume_after_a_setting_is_added_to_their_schema(tmp_path) -> None:
+    """The rng (DTM) and oscillator (AIS) trainers hand their schema defaults to RunDir.create: a run whose stored
+    config predates a setting reopens; the same setting at a non-default value is still a changed config."""
+    import dataclasses
+    from types import SimpleNamespace
+
+
+
+    from spicenet.cells.oscillator import training as ais
+    from spicenet.cells.rng import training as dtm
+
+    surrogate = tmp_path / "sur.h5"
+    surrogate.write_bytes(b"calibration stand-in")
+    cfg = dtm.DTMTrainConfig()
+    dtm._open_run(tmp_path / "dtm", cfg, 0, surrogate, torch.device("cpu"), {}, True)
+    _drop_stored_key(tmp_path / "dtm", None, "acp_rate")
+    dtm._open_run(tmp_path / "dtm", cfg, 0, surrogate, torch.device("cpu"), {}, True)
+    with pytest.raises(ConfigError, match="config differs"):
+        dtm._open_run(tmp_path / "dtm", dataclasses.replace(cfg, acp_rate=2 * cfg.acp_rate), 0, surrogate,
+                      torch.device("cpu"), {}, True)
+
+    config = {"train": {"iterations": 4, "lr_codes": 0.2}, "data": {"size": 8}}
+    full = ais.parse_config(config, 0)
+    data = SimpleNamespace(ds=SimpleNamespace(name="mnist", origin="sample"), x_train=np.zeros((3, 8, 8)),
+                           reference=np.zeros((2, 8, 8)))
+    ais._open_run(tmp_path / "ais", config, surrogate, 0, torch.device("cpu"), full, data, True)
+    _drop_stored_key(tmp_path / "ais", "train", "lr_codes")
+    ais._open_run(tmp_path / "ais", config, surrogate, 0, torch.device("cpu"), full, data, True)
+    with pytest.raises(ConfigError, match="config differs"):
+        ais._open_run(tmp_path / "ais", {**config, "train": {"iterations": 4, "lr_codes": 0.5}}, surrogate, 0,
+                      torch.device("cpu"), full, data, True)
+
+
 def test_checkpoint_restores_generators(tmp_path) -> None:
     rd = RunDir.create(tmp_path / "g", {})
     g = torch.Generator().manual_seed(5)

@@ -189,8 +189,9 @@ class RunDir:
         in run.json as ``run_length``; a reopened run may differ from the stored config in that key (the run is
         extended or, before it got there, shortened: the trainer checks its checkpoint is not beyond it).
 
-        ``defaults``: the config schema's defaults; a key the stored config lacks counts as its default when
-        reopening (a setting added to the schema since the run started does not block its resume)."""
+        ``defaults``: the config schema's defaults (nested like ``config``); when reopening, a key that the stored or
+        the new config lacks counts as its default, so a setting added to the schema since the run started does not
+        block its resume, and neither does writing a default out (trainers that store the TOML as given)."""
         run = cls(path)
         meta_path = run.path / "run.json"
         sha = file_sha256(surrogate) if surrogate is not None else None
@@ -206,6 +207,7 @@ class RunDir:
             old_config = run.config()
             if defaults is not None:
                 old_config = _with_defaults(old_config, _jsonable(defaults))
+                new_config = _with_defaults(new_config, _jsonable(defaults))
             same = old_config == new_config if not length_key else \
                 _without_key(old_config, length_key) == _without_key(new_config, length_key)
             if not same:

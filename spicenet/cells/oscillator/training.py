@@ -46,7 +46,7 @@ import torch
 from spicenet.cells.oscillator.ais import AISConfig, AISGenerator, AISTrainer
 from spicenet.cells.oscillator.phase import ChipMismatch, PhaseModelParams
 from spicenet.data.settings import dataset_setting, n_test_setting, n_train_setting, source_setting
-from spicenet.config import check_ranges, load_config, setting
+from spicenet.config import as_sections, check_ranges, load_config, setting
 from spicenet.errors import ConfigError
 from spicenet.train.threads import restores_torch_threads
 
@@ -324,7 +324,7 @@ def _open_run(run_dir: Path | str, config: dict[str, Any], surrogate: Path | str
                         dataset={"name": data.ds.name, "source": full.source, "size": full.height,
                                  "origin": data.ds.origin, "n_train": int(data.x_train.shape[0]),
                                  "n_test": int(data.reference.shape[0])},
-                        length_key="train.iterations")
+                        length_key="train.iterations", defaults=as_sections(AISTrainConfig()))
     meta = run.meta()
     meta.update({"family": "oscillator", "trainer": "ais", "quick": bool(quick)})
     _atomic_write_text(run.path / "run.json", json.dumps(meta, indent=2))

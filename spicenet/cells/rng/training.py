@@ -341,7 +341,8 @@ def _open_run(run_dir: Path, cfg: DTMTrainConfig, seed: int, surrogate: Path, de
     from spicenet.train import RunDir
 
     run = RunDir.create(run_dir, dataclasses.asdict(cfg) | {"seed": seed}, surrogate=surrogate, seed=seed,
-                        device=str(dev), dataset=dataset_info, length_key="iters")
+                        device=str(dev), dataset=dataset_info, length_key="iters",
+                        defaults=dataclasses.asdict(DTMTrainConfig()))
     _write_run_json(run, {"family": "rng", "trainer": "dtm", "quick": bool(quick)})
     return run
 

@@ -6,7 +6,9 @@ The replica keeps the circuit's constraints and drops its feedback (exact when t
 - hidden node j: ``h_j = clip( sum_k G_kj u_k / sum_k G_kj , -vb, vb )`` with sources ``u = [g x, -g x, +1, -1]``
   (input drivers of gain ``g`` = ``--input-gain`` and the +-1 V bias rails) and conductances ``G >= 0`` in LSB
   units clipped to [0, 15] after every step: every node voltage is a conductance-weighted mean of its sources
-  (an L1-normalised weight vector), clamped at the diode rails ``+-vb`` (ideal diodes);
+  (an L1-normalised weight vector), clamped at the diode rails ``+-vb`` (ideal diodes; ``--units clamp``) or, with
+  ``--units rectifier`` (Scellier 2024's excitatory / inhibitory nodes, one diode to 0 V), ``max(., 0)`` on the
+  first half of the hidden nodes and ``min(., 0)`` on the second half;
 - output node i: the weighted mean of ``[A h, -A h, +1, -1]`` (the bidirectional amplifier of gain ``A`` =
   ``--amp-gain`` with its inverting copy), no clamp;
 - MSE to targets -0.5 / +0.5 V, Adam lr ``--lr`` (0.05) with per-epoch decay ``--lr-decay``.
@@ -16,7 +18,7 @@ seeded minibatches of 32. ``--dataset mnist`` uses the 10k MNIST set split 8,571
 does; ``fashion`` the 60k / 10k split. Test accuracy after each epoch per learner.
 
 Usage: python benchmarks/resistive_replica.py [--dataset fashion] [--n-train 0] [--epochs 10] [--hidden 100]
-       [--input-gain 10] [--vb 0.3] [--amp-gain 4] [--seed 0]
+       [--input-gain 10] [--vb 0.3] [--amp-gain 4] [--units clamp] [--lr-decay 1] [--seed 0]
 """
 
 from __future__ import annotations
@@ -39,8 +41,10 @@ from spicenet.data import load_dataset  # noqa: E402
 class Replica(nn.Module):
     """The feed-forward replica of the 1568-H-10 resistive network (module docstring)."""
 
-    def __init__(self, n_in: int, hidden: int, input_gain: float, vb: float, amp_gain: float, seed: int) -> None:
+    def __init__(self, n_in: int, hidden: int, input_gain: float, vb: float, amp_gain: float, seed: int,
+                 units: str = "clamp") -> None:
         super().__init__()
+        self.units = units
         gen = torch.Generator().manual_seed(seed)
         self.w1 = nn.Parameter(torch.rand(2 * n_in + 2, hidden, generator=gen) * 2 + 0.5)
         self.w2 = nn.Parameter(torch.rand(2 * hidden + 2, 10, generator=gen) * 2 + 0.5)
@@ -53,7 +57,11 @@ class Replica(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         ones = torch.ones(x.shape[0], 1)
         h = self._mean(torch.cat([self.input_gain * x, -self.input_gain * x, ones, -ones], 1), self.w1)
-        h = h.clamp(-self.vb, self.vb)
+        if self.units == "rectifier":
+            k = h.shape[1] // 2
+            h = torch.cat([h[:, :k].clamp(min=0.0), h[:, k:].clamp(max=0.0)], 1)
+        else:
+            h = h.clamp(-self.vb, self.vb)
         return self._mean(torch.cat([self.amp_gain * h, -self.amp_gain * h, ones, -ones], 1), self.w2)
 
     @torch.no_grad()
@@ -95,9 +103,11 @@ def main() -> None:
     ap.add_argument("--input-gain", type=float, default=10.0)
     ap.add_argument("--vb", type=float, default=0.3)
     ap.add_argument("--amp-gain", type=float, default=4.0)
+    ap.add_argument("--units", default="clamp", choices=("clamp", "rectifier"))
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--lr-decay", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-mlp", action="store_true", help="train the replica only (no gap_pp)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     ds = load_dataset(args.dataset, source="auto", size=28, split_seed=0, n_train=args.n_train or None)
@@ -107,10 +117,16 @@ def main() -> None:
     yt = torch.as_tensor(ds.y_test, dtype=torch.long)
     out: dict[str, object] = {"dataset": ds.name, "origin": ds.origin, "n_train": int(x.shape[0]),
                               "n_test": int(xt.shape[0]), "epochs": args.epochs, "hidden": args.hidden,
-                              "input_gain": args.input_gain, "vb": args.vb, "amp_gain": args.amp_gain}
-    rep = Replica(x.shape[1], args.hidden, args.input_gain, args.vb, args.amp_gain, args.seed)
+                              "input_gain": args.input_gain, "vb": args.vb, "amp_gain": args.amp_gain,
+                              "units": args.units, "lr": args.lr, "lr_decay": args.lr_decay}
+    rep = Replica(x.shape[1], args.hidden, args.input_gain, args.vb, args.amp_gain, args.seed, args.units)
     acc, wall = train(rep, args.lr, args.lr_decay, x, y, xt, yt, args.epochs, args.seed, rep.clip_)
-    out.update(replica_test_acc=acc, replica_epoch_s=round(wall, 2))
+    with torch.no_grad():
+        train_acc = float((rep(x).argmax(1) == y).float().mean())
+    out.update(replica_test_acc=acc, replica_train_acc=round(train_acc, 4), replica_epoch_s=round(wall, 2))
+    if args.no_mlp:
+        print(json.dumps(out))
+        return
     torch.manual_seed(args.seed)
     mlp = nn.Sequential(nn.Linear(x.shape[1], args.hidden), nn.Tanh(), nn.Linear(args.hidden, 10))
     acc, wall = train(mlp, 1e-3, 1.0, x, y, xt, yt, args.epochs, args.seed, None)

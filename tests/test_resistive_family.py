@@ -363,3 +363,27 @@ def test_ideal_only_run_trains_the_full_runs_ideal_network(trained, calibrated, 
     from spicenet.cells.resistive.ffebm_train import merged_ffebm_config
     with pytest.raises(ConfigError, match=r"\[train\] hardware = false is not supported by ffebm"):
         merged_ffebm_config({"train": {"hardware": False}})
+
+
+@needs_ngspice
+def test_rectifier_units_train_and_validate_in_ngspice(calibrated, tmp_path):
+    """``[model] units = "rectifier"`` end to end: the trained 4-bit network's hidden nodes rectify (excitatory
+    half >= 0 V, inhibitory half <= 0 V, each up to one junction drop), and ngspice, running the process diode,
+    reproduces its node voltages and accuracy; a unit name that does not exist is a ConfigError naming the key."""
+    from spicenet.cells.resistive.train import merged_train_config
+    from spicenet.cells.resistive.validate import validate_resistive
+    from spicenet.errors import ConfigError
+
+    cfg = {**TINY_TRAIN, "model": {"hidden": [8], "units": "rectifier", "input_gain": 10.0}}
+    family.train(cfg, surrogate=calibrated[1], quick=True, run_dir=tmp_path / "rect", device="cpu", seed=0)
+    net, spec = load_trained(tmp_path / "rect")
+    assert net.units == "rectifier" and spec["units"] == "rectifier"
+    x = torch.rand(16, net.n_in, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    with torch.no_grad():
+        h = net.equilibrium(x).v[:, net.layer_slice(1)]
+    assert float(h[:, :4].min()) > -0.8 and float(h[:, 4:].max()) < 0.8
+    assert float(h.abs().max()) > spec["vb"] + 0.4  # beyond where the clamp units would have held them
+    res = validate_resistive(tmp_path / "rect", chips=1, quick=True, workers=1, seed=0, n_test=40, source="sample")
+    assert abs(res["gap"]["accuracy_pp"]) <= 2.5 and res["gap"]["max_node_err_v"] < 1e-6
+    with pytest.raises(ConfigError, match=r"\[model\] units"):
+        merged_train_config({"model": {"units": "relu"}})

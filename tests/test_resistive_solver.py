@@ -321,3 +321,62 @@ def test_amplifier_kcl_unscaled():
     vt = thermal_voltage()
     i_d = net.is_ * torch.expm1((v - net.vb) / vt) - net.is_ * torch.expm1((-net.vb - v) / vt) + 2 * net.gmin * v
     assert float((i_leave + i_d).detach().abs().max()) < 1e-12
+
+
+# rectifier units (Scellier 2024's deep resistive network): excitatory / inhibitory hidden halves, one diode to 0 V
+RECTIFIER_CASES = [
+    ([4, 6, 3], 15.0, None, 0.0, False, 20),
+    ([5, 8, 3], 15.0, None, 100.0, True, 21),
+    ([5, 6, 4, 3], 15.0, 4.0, 0.0, True, 22),
+]
+
+
+@needs_ngspice
+@pytest.mark.parametrize("sizes,gain,amp,rs,mismatch,seed", RECTIFIER_CASES)
+def test_rectifier_network_matches_ngspice_op(tmp_path, sizes, gain, amp, rs, mismatch, seed):
+    net = ResistiveNetwork(sizes, input_gain=gain, rs=rs, seed=seed, init_range=(0.05, 1.0), amp_gain=amp,
+                           units="rectifier")
+    chip = sample_chip(net, sigma_g=0.1, sigma_is=0.3, sigma_n=0.02, seed=seed) if mismatch else None
+    x = torch.rand(3, sizes[0], generator=torch.Generator().manual_seed(300 + seed)) - 0.3
+    res = net.equilibrium(x, chip=chip)
+    assert bool(res.converged.all()) and float(res.residual.max()) < 1e-12
+    deck = network_netlist(net, x[0], chip=chip, options=TIGHT)
+    n_hidden = sum(sizes[1:-1])
+    # one diode per hidden node, two per output node
+    assert deck.count("\ndu_") + deck.count("\ndl_") == n_hidden + 2 * sizes[-1]
+    for b in range(3):
+        printed = _run_ngspice(network_netlist(net, x[b], chip=chip, options=TIGHT), tmp_path, ["op", "print all"])
+        v_spice = _ngspice_nodes(net, printed[0])
+        assert np.abs(v_spice - res.v[b].numpy()).max() < SPICE_TOL
+    # the test runs through the rectification: some excitatory node is held at ~0 V by its diode (driven below
+    # ground), and some hidden node sits far beyond the clamp rails the clamp units would impose
+    hidden = res.v[:, : n_hidden]
+    assert float(hidden.abs().max()) > net.vb + 0.4
+    h1 = res.v[:, net.layer_slice(1)]
+    exc, inh = h1[:, : sizes[1] // 2], h1[:, sizes[1] // 2:]
+    assert float(exc.min()) > -0.8 and float(inh.max()) < 0.8  # at most one junction drop past 0 V
+
+
+def test_rectifier_units_are_a_relu_of_the_linear_node_voltage():
+    """One excitatory and one inhibitory node, each fed by one source through G: the node follows the source on
+    its side of 0 V (to the reverse leakage Is + gmin |V| over G, ~2e-7 V) and is held one junction drop past 0 V on
+    the other, where the diode sinks the source current: ``|V| = nVt ln(1 + (G (|v_s| - |V|) - gmin |V|) / Is)``
+    (rs = 0), solved here by fixed-point iteration."""
+    net = ResistiveNetwork([1, 2, 1], input_gain=1.0, bias=False, seed=0, units="rectifier")
+    with torch.no_grad():
+        net.weights[0].copy_(torch.tensor([[1.0, 1.0], [0.0, 0.0]]))  # +x drives both hidden nodes
+        net.weights[1].zero_()  # no load: the output is disconnected
+    g = net.g_unit
+    vt = thermal_voltage()
+    for vs in (2.0, -2.0):
+        v = net.equilibrium(torch.tensor([[vs]])).v[0]
+        exc, inh = float(v[0]), float(v[1])
+        drop = 0.0
+        for _ in range(60):  # contraction: d(rhs)/d|V| ~ nVt G / (G |v_s|) << 1
+            drop = net.n * vt * math.log1p((g * (abs(vs) - drop) - net.gmin * drop) / net.is_)
+        if vs > 0:
+            assert exc == pytest.approx(vs, abs=1e-6) and inh == pytest.approx(drop, abs=1e-9)
+        else:
+            assert exc == pytest.approx(-drop, abs=1e-9) and inh == pytest.approx(vs, abs=1e-6)
+    with pytest.raises(ValueError, match="units"):
+        ResistiveNetwork([2, 2, 1], units="relu")

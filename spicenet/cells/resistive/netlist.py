@@ -9,7 +9,9 @@ Naming (stable, so an engine can ``alter`` sources and read node voltages):
 * resistors ``r<l>_<i>_<j>`` (weight matrix l, row i, column j; omitted when G <= 0, i.e. an open circuit) and
   ``rb<l>_<i>_<j>`` (bias conductances);
 * diodes ``du_<node>`` (anode node, cathode ``rail_p``) and ``dl_<node>`` (anode ``rail_n``, cathode node);
-  one ``.model`` card when the chip has no diode mismatch, one per diode otherwise;
+  one ``.model`` card when the chip has no diode mismatch, one per diode otherwise. Rectifier units
+  (``units="rectifier"``): an excitatory hidden node has only ``dl_<node>`` (anode ground ``0``), an inhibitory one
+  only ``du_<node>`` (cathode ``0``);
 * bidirectional amplifiers (networks with ``amp_gain``), for node ``h<l>_<i>`` of a layer l < L and copy
   ``c`` in {p, n} (sign sigma = +1, -1): ``ea<c><l>_<i>`` VCVS (output ``a<c><l>_<i>`` = sigma A V(h<l>_<i>)),
   ``va<c><l>_<i>`` a 0 V sense source from the VCVS output to ``a<c><l>_<i>s`` where the resistors to layer l+1
@@ -117,16 +119,21 @@ def network_netlist(
         cols = [nodes[i] for i in range(*_bounds(net, layer))]
         for i, j in (g > 0).nonzero().tolist():
             lines.append(f"rb{layer}_{i}_{j} {('biasp', 'biasn')[i]} {cols[j]} {_num(1.0 / g[i, j])}")
+    rails, present = _diode_rails(net)
     uniform = bool((is_ == is_[0, 0]).all() and (nn_ == nn_[0, 0]).all())
     rs = f" RS={_num(net.rs)}" if net.rs > 0 else ""
     for idx, name in enumerate(nodes if net.diodes else []):
+        up, lo = rails[idx]
         mu = "dres" if uniform else f"dres_u_{name}"
         ml = "dres" if uniform else f"dres_l_{name}"
-        lines.append(f"du_{name} {name} rail_p {mu}")
-        lines.append(f"dl_{name} rail_n {name} {ml}")
-        if not uniform:
-            lines.append(f".model {mu} D(IS={_num(is_[idx, 0])} N={_num(nn_[idx, 0])}{rs})")
-            lines.append(f".model {ml} D(IS={_num(is_[idx, 1])} N={_num(nn_[idx, 1])}{rs})")
+        if bool(present[idx, 0]):
+            lines.append(f"du_{name} {name} {up} {mu}")
+            if not uniform:
+                lines.append(f".model {mu} D(IS={_num(is_[idx, 0])} N={_num(nn_[idx, 0])}{rs})")
+        if bool(present[idx, 1]):
+            lines.append(f"dl_{name} {lo} {name} {ml}")
+            if not uniform:
+                lines.append(f".model {ml} D(IS={_num(is_[idx, 1])} N={_num(nn_[idx, 1])}{rs})")
     if uniform and net.diodes:
         lines.append(f".model dres D(IS={_num(is_[0, 0])} N={_num(nn_[0, 0])}{rs})")
     if beta != 0.0:
@@ -143,6 +150,18 @@ def network_netlist(
         lines.append(".op")
     lines.append(".end")
     return "\n".join(lines) + "\n"
+
+
+def _diode_rails(net: ResistiveNetwork) -> tuple[list[tuple[str, str]], Tensor]:
+    """Per free node the (upper cathode, lower anode) rail node names and the [N, 2] mask of existing diodes."""
+    layout = net.diode_layout()
+    if layout is None:
+        return [("rail_p", "rail_n")] * net.n_free, torch.ones(net.n_free, 2, dtype=torch.bool)
+    names = {(0, net.vb): "rail_p", (1, -net.vb): "rail_n", (0, 0.0): "0", (1, 0.0): "0"}
+    volts = layout[0].detach().cpu().tolist()
+    if any((col, v) not in names for row in volts for col, v in enumerate(row)):
+        raise ValueError("network_netlist: a diode rail other than 0 V or +-vb cannot be exported")
+    return [(names[(0, up)], names[(1, lo)]) for up, lo in volts], layout[1].detach().cpu()
 
 
 def _bounds(net: ResistiveNetwork, layer: int) -> tuple[int, int]:

@@ -16,9 +16,14 @@ Topology (layer sizes ``[n_in, n_1, ..., n_L]``; the last layer holds the output
   V_j)``; weighting the KCL rows of layer l by ``w_l`` with ``w_1 = 1``, ``w_{l+1} = w_l b / A`` makes the circuit
   the gradient of the energy ``sum_edges w_j G (sigma A V_i - V_j)^2 / 2 + ...`` (``w_j`` the weight of the
   receiving layer), which is how :meth:`circuit` hands it to the solver (``Circuit.node_scale``, ``diag``);
-* every free (hidden or output) node has two diodes: node -> ``+vb`` (conducts when ``V > vb``) and ``-vb`` -> node
-  (conducts when ``V < -vb``); Shockley law with ``is_`` (A), ideality ``n``, series ``rs`` (ohm), plus ngspice's
-  ``gmin`` across each junction (see :mod:`spicenet.cells.resistive.solver`).
+* ``units="clamp"`` (default): every free (hidden or output) node has two diodes: node -> ``+vb`` (conducts when
+  ``V > vb``) and ``-vb`` -> node (conducts when ``V < -vb``), a hard-tanh-like clamp of the node to [-vb, vb];
+  Shockley law with ``is_`` (A), ideality ``n``, series ``rs`` (ohm), plus ngspice's ``gmin`` across each junction
+  (see :mod:`spicenet.cells.resistive.solver`);
+* ``units="rectifier"`` (Scellier 2024's deep resistive network): the first ``n_l // 2`` nodes of every hidden
+  layer are *excitatory*, with a single diode from ground (0 V) to the node, so ``V >= 0`` up to one junction drop
+  (a ReLU); the others are *inhibitory*, with a single diode from the node to ground, ``V <= 0``; no upper bound.
+  The output nodes keep the two clamp diodes at ``+-vb``.
 
 Sizes count inputs, not sources: Kendall's "1568-100-10" network (784 pixels, each doubled) is
 ``ResistiveNetwork([784, 100, 10])``. Free nodes are numbered layer by layer (layer 1 first, outputs last). Sources are numbered
@@ -45,7 +50,10 @@ from torch import Tensor, nn
 
 from spicenet.cells.resistive.solver import NGSPICE_GMIN, ROOM_TEMPERATURE, Circuit, SolveResult, solve
 
-__all__ = ["Chip", "ResistiveNetwork", "sample_chip", "programmable_levels", "FORWARD_CHUNK"]
+__all__ = ["Chip", "ResistiveNetwork", "sample_chip", "programmable_levels", "FORWARD_CHUNK", "UNITS"]
+
+UNITS = ("clamp", "rectifier")
+"""Hidden-node nonlinearities of :class:`ResistiveNetwork` (``units=``)."""
 
 FORWARD_CHUNK = 256
 """Inputs per free-phase solve when :meth:`ResistiveNetwork.forward` evaluates a large batch (speed only)."""
@@ -136,6 +144,8 @@ class ResistiveNetwork(nn.Module):
         amp_gain: forward voltage gain A of the bidirectional amplifiers between free layers (None: plain
             resistors, non-negative weights between free layers).
         amp_back: backward current gain b of those amplifiers (None: Kendall's ``1/A``).
+        units: hidden-node nonlinearity, ``"clamp"`` (two diodes at ``+-vb``) or ``"rectifier"`` (one diode to
+            0 V: excitatory / inhibitory halves); see the module docstring.
         seed: initialisation seed.
         device: torch device of the parameters (``.to()`` moves them later).
     """
@@ -160,6 +170,7 @@ class ResistiveNetwork(nn.Module):
         diodes: bool = True,
         amp_gain: float | None = None,
         amp_back: float | None = None,
+        units: str = "clamp",
         seed: int = 0,
         device: str | torch.device = "cpu",
     ) -> None:
@@ -178,6 +189,8 @@ class ResistiveNetwork(nn.Module):
             raise ValueError(f"amp_gain must be > 0 (or None), got {amp_gain!r}")
         if amp_back is not None and (amp_gain is None or not (math.isfinite(amp_back) and amp_back > 0)):
             raise ValueError(f"amp_back must be > 0 and needs amp_gain, got {amp_back!r}")
+        if units not in UNITS:
+            raise ValueError(f"units must be one of {', '.join(UNITS)}, got {units!r}")
         if g_max is not None and not g_max > 0:
             raise ValueError(f"g_max must be > 0, got {g_max!r}")
         self.layer_sizes = sizes
@@ -190,6 +203,7 @@ class ResistiveNetwork(nn.Module):
         self.quantize = quantize
         self.temperature = float(temperature)
         self.diodes = bool(diodes)
+        self.units = units
         self._device0 = torch.device(device)
         self.spec: dict[str, Any] | None = None  # the calibration's network spec when built by from_surrogate
         self.amp_gain = None if amp_gain is None else float(amp_gain)
@@ -222,6 +236,7 @@ class ResistiveNetwork(nn.Module):
         input_gain: float = 0.0,
         init_max_lsb: float = 4.0,
         ideal: bool = False,
+        units: str = "clamp",
         seed: int = 0,
         device: str | torch.device = "cpu",
     ) -> "ResistiveNetwork":
@@ -234,14 +249,15 @@ class ResistiveNetwork(nn.Module):
         and the programmable levels come from the file; ``amp_gain`` > 0 adds bidirectional amplifiers (VCVS gain,
         backward CCCS gain ``amp_back``, 0 = 1/amp_gain), ``input_gain`` > 0 overrides the file's input gain.
         Parameters start uniform in [0, ``init_max_lsb``] LSB (seeded by ``seed``), float64 (``.float()`` casts
-        them). ``ideal``: float conductances, no quantisation (the software reference). The spec is kept as
+        them). ``ideal``: float conductances, no quantisation (the software reference). ``units``: the hidden-node
+        nonlinearity (:data:`UNITS`, module docstring). The spec is kept as
         ``net.spec`` for :meth:`sample_chip` and :meth:`spice_outputs`.
         """
         from spicenet.cells.resistive.train import build_network, net_spec
         from spicenet.surrogate_schema import load_surrogate
 
         spec = net_spec(load_surrogate(path, "resistive"), [int(s) for s in layers], bias, amp_gain, amp_back,
-                        input_gain)
+                        input_gain, units=units)
         net = build_network(spec, init_max=init_max_lsb, seed=seed, device=device, ideal=ideal)
         net.spec = spec
         return net
@@ -345,6 +361,24 @@ class ResistiveNetwork(nn.Module):
             return v_layer
         return torch.cat((self.amp_gain * v_layer, -self.amp_gain * v_layer), dim=1)
 
+    def diode_layout(self) -> tuple[Tensor, Tensor] | None:
+        """(rails [N, 2] in V, present [N, 2] bool) of the free nodes' diodes, columns (upper, lower) as in
+        :class:`~spicenet.cells.resistive.solver.Circuit`; None for ``units="clamp"`` (two diodes at ``+-vb``
+        everywhere). Rectifier units: excitatory nodes keep the lower diode only, inhibitory ones the upper diode
+        only, both on a 0 V rail; the output nodes keep both diodes at ``+-vb``."""
+        if self.units == "clamp":
+            return None
+        dev = self.device
+        rails = torch.tensor([self.vb, -self.vb], dtype=torch.float64, device=dev).repeat(self.n_free, 1)
+        present = torch.ones(self.n_free, 2, dtype=torch.bool, device=dev)
+        for layer in range(1, len(self.layer_sizes) - 1):
+            sl = self.layer_slice(layer)
+            half = sl.start + self.layer_sizes[layer] // 2
+            rails[sl] = 0.0
+            present[sl.start:half, 0] = False  # excitatory: only the lower diode (0 V -> node)
+            present[half:sl.stop, 1] = False  # inhibitory: only the upper diode (node -> 0 V)
+        return rails, present
+
     def circuit(self, chip: Chip | None = None) -> Circuit:
         """Dense float64 circuit of this network on ``chip`` (gradients flow to the parameters); with amplifiers
         in the row-scaled symmetric form of the module docstring."""
@@ -381,9 +415,11 @@ class ResistiveNetwork(nn.Module):
             is_ = is_ * chip.is_factor.to(is_)
             nn_ = nn_ * chip.n_factor.to(nn_)
         out = torch.arange(self.out_slice.start, self.out_slice.stop, device=dev)
+        layout = self.diode_layout()
+        rails, present = (None, None) if layout is None else layout
         return Circuit(s=s, a=a, is_=is_, n=nn_, out_index=out, rs=self.rs, vb=self.vb, gmin=self.gmin,
                        temperature=self.temperature, layers=tuple(self.layer_sizes[1:]), diodes=self.diodes,
-                       diag=diag, node_scale=node_scale)
+                       diag=diag, node_scale=node_scale, rails=rails, present=present)
 
     def source_voltages(self, x: Tensor) -> Tensor:
         """Source voltages [B, n_src] (V) for inputs ``x`` [B, n_in]: ``[g x, -g x, v_bias, -v_bias]``."""

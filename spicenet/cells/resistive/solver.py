@@ -5,11 +5,13 @@ Circuit (what ngspice's ``.op`` solves for the deck of :mod:`spicenet.cells.resi
 * ``n_src`` ideal voltage sources with voltages ``v_src`` [B, n_src] (V), tied to the ``N`` free nodes by
   conductances ``s`` [n_src, N] (S);
 * free-free conductances ``a`` [N, N] (S, symmetric, zero diagonal);
-* at every free node i two diodes (orientation fixed here and in the netlist):
-  - the *upper* diode, anode = node i, cathode = a source at ``+vb``: it conducts when ``V_i > vb``;
-    current leaving the node ``I_up = f(V_i - vb)``;
-  - the *lower* diode, anode = a source at ``-vb``, cathode = node i: it conducts when ``V_i < -vb``;
-    current entering the node ``I_lo = f(-vb - V_i)``;
+* at every free node i up to two diodes (orientation fixed here and in the netlist):
+  - the *upper* diode, anode = node i, cathode = a rail at ``u_i`` (``+vb`` unless ``rails`` says otherwise): it
+    conducts when ``V_i > u_i``; current leaving the node ``I_up = f(V_i - u_i)``;
+  - the *lower* diode, anode = a rail at ``l_i`` (``-vb`` by default), cathode = node i: it conducts when
+    ``V_i < l_i``; current entering the node ``I_lo = f(l_i - V_i)``;
+  ``present`` removes single diodes: a rectifier unit (Scellier 2024's excitatory / inhibitory nodes) has only
+  the lower diode from a 0 V rail (``V_i >= 0``, up to a junction drop) or only the upper one to 0 V (``V_i <= 0``);
 * a diode is a junction with ngspice's law and ``gmin`` in parallel with the junction, in series with ``rs``:
   ``f(v_d) = I`` with ``I = j(v_d - I rs)``, ``j(u) = Is (exp(u / (n V_T)) - 1) + gmin u`` for ``u >= -3 n V_T``
   and ``j(u) = -Is (1 + (3 n V_T / (e u))^3) + gmin u`` below (ngspice ``dioload.c``, no breakdown),
@@ -103,6 +105,10 @@ class Circuit:
         diag: [N] explicit diagonal of the linear nodal matrix (S, scaled like the rows), None = ``sum a + sum s``
             (a plain resistor network). Needed when ``a`` holds amplifier couplings (negative entries allowed).
         node_scale: [N] positive KCL row weights ``w_i`` (module docstring), None = all ones.
+        rails: [N, 2] rail voltages (V) of each node's upper (column 0, the cathode) and lower (column 1, the
+            anode) diode, None = ``(+vb, -vb)`` at every node.
+        present: [N, 2] bool, which of each node's two diodes exist (same columns), None = all of them. An absent
+            diode carries no current and no gmin.
     """
 
     s: Tensor
@@ -118,6 +124,8 @@ class Circuit:
     diodes: bool = True
     diag: Tensor | None = None
     node_scale: Tensor | None = None
+    rails: Tensor | None = None
+    present: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.s.dim() != 2:
@@ -145,6 +153,14 @@ class Circuit:
                 raise ValueError(f"{name} must be [{n_free}], got shape {tuple(t.shape)}")
         if self.node_scale is not None and bool((self.node_scale <= 0).any()):
             raise ValueError("node_scale must be > 0")
+        for name in ("rails", "present"):
+            t = getattr(self, name)
+            if t is not None and tuple(t.shape) != (n_free, 2):
+                raise ValueError(f"{name} must be [{n_free}, 2], got shape {tuple(t.shape)}")
+        if self.rails is not None and not bool(torch.isfinite(self.rails).all()):
+            raise ValueError("rails must be finite voltages")
+        if self.present is not None and self.present.dtype != torch.bool:
+            raise ValueError(f"present must be a bool tensor, got {self.present.dtype}")
         if self.out_index.dim() != 1 or (self.out_index.numel() and int(self.out_index.max()) >= n_free):
             raise ValueError(f"out_index must be 1-D indices < {n_free}, got {self.out_index.tolist()!r}")
 
@@ -163,6 +179,17 @@ class Circuit:
         ``diag(diag) - a`` when an explicit diagonal is given (scaled rows, see the module docstring)."""
         d = self.a.sum(1) + self.s.sum(0) if self.diag is None else self.diag
         return torch.diag(d) - self.a
+
+    def rail_voltages(self) -> Tensor:
+        """[N, 2] rail voltages (V): upper diode's cathode, lower diode's anode (``(+vb, -vb)`` by default)."""
+        if self.rails is not None:
+            return self.rails.to(self.s.dtype)
+        base = torch.tensor([self.vb, -self.vb], dtype=self.s.dtype, device=self.s.device)
+        return base.expand(self.n_free, 2)
+
+    def diode_mask(self) -> Tensor | None:
+        """[N, 2] 1.0 where a diode exists, 0.0 where not (``present``), in the circuit's dtype; None = all exist."""
+        return None if self.present is None else self.present.to(self.s.dtype)
 
     def scale(self) -> Tensor:
         """KCL row weights ``w`` [N] (ones for a plain resistor network)."""
@@ -242,11 +269,15 @@ def pnjlim(vnew: Tensor, vold: Tensor, vte: Tensor, vcrit: Tensor) -> Tensor:
 
 def _node_diodes(circuit: Circuit, v: Tensor, vte: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Diode terminal voltages [B, N, 2] and (current leaving node, conductance, junction u, g_j) per node."""
-    vd = torch.stack((v - circuit.vb, -circuit.vb - v), dim=-1)
+    rails = circuit.rail_voltages()
+    vd = torch.stack((v - rails[:, 0], rails[:, 1] - v), dim=-1)
     if not circuit.diodes:
         zero = torch.zeros_like(v)
         return vd, zero, zero, vd, torch.zeros_like(vd)
     i, g, u, gj = diode_current(vd, circuit.is_, vte, circuit.rs, circuit.gmin)
+    mask = circuit.diode_mask()
+    if mask is not None:
+        i, g, gj = i * mask, g * mask, gj * mask
     i_node, g_node = i[..., 0] - i[..., 1], g[..., 0] + g[..., 1]
     if circuit.node_scale is not None:
         i_node, g_node = i_node * circuit.node_scale, g_node * circuit.node_scale
@@ -375,18 +406,25 @@ def _matvec(v: Tensor, lap: Tensor, layers: tuple[int, ...] | None) -> Tensor:
 
 def _initial_guess(circuit: Circuit, lap: Tensor, beta_vec: Tensor, b: Tensor, vte: Tensor, lin) -> Tensor:
     """Start near the answer: the solution without diodes, with every node that would overdrive a diode pulled
-    back to ``vb + nVt ln(1 + G_node |V_lin - vb| / Is)`` (the drop at which that diode sinks the excess current)."""
+    back to that diode's rail ``r`` plus ``nVt ln(1 + G_node |V_lin - r| / Is)`` (the drop at which the diode sinks
+    the excess current)."""
     w = circuit.scale()
-    gdiag = torch.diagonal(lap) + beta_vec + (2.0 * circuit.gmin * w if circuit.diodes else 0.0)
+    mask = circuit.diode_mask()
+    n_diodes = 2.0 if mask is None else mask.sum(1)
+    gdiag = torch.diagonal(lap) + beta_vec + (circuit.gmin * n_diodes * w if circuit.diodes else 0.0)
     v_lin = lin(lap, (gdiag - torch.diagonal(lap)).expand_as(b), b)
     if not circuit.diodes:
         return v_lin
-    over = (v_lin.abs() - circuit.vb).clamp(min=0.0)
-    k = torch.where(v_lin >= 0, 0, 1)
-    vte_k = torch.where(k == 0, vte[:, 0], vte[:, 1])
-    is_k = torch.where(k == 0, circuit.is_[:, 0], circuit.is_[:, 1])
-    drop = vte_k * torch.log1p((torch.diagonal(lap) / w).clamp(min=0.0) * over / is_k)
-    return torch.sign(v_lin) * (torch.minimum(v_lin.abs(), circuit.vb + torch.minimum(over, drop)))
+    rails = circuit.rail_voltages()
+    g_node = (torch.diagonal(lap) / w).clamp(min=0.0)
+    v = v_lin
+    for col, sign in ((0, 1.0), (1, -1.0)):  # upper diode: V above its rail; lower: V below its rail
+        over = (sign * (v_lin - rails[:, col])).clamp(min=0.0)
+        if mask is not None:
+            over = over * mask[:, col]
+        drop = vte[:, col] * torch.log1p(g_node * over / circuit.is_[:, col])
+        v = torch.where(over > 0, rails[:, col] + sign * torch.minimum(over, drop), v)
+    return v
 
 
 def solve(
@@ -448,6 +486,7 @@ def solve(
         return b
 
     layers = circuit.layers
+    has = circuit.present if circuit.present is not None else torch.ones(n_free, 2, dtype=torch.bool, device=device)
 
     def lin(lap_: Tensor, diag_: Tensor, rhs_: Tensor) -> Tensor:
         if layers is None:
@@ -481,9 +520,9 @@ def solve(
             if circuit.diodes:  # SPICE limiting of each junction: predicted junction step du = dvd / (1 + rs g_j)
                 k = 1.0 + circuit.rs * gj
                 u0 = pnjlim(u[..., 0] + dv / k[..., 0], u[..., 0], vte[:, 0], vcrit[:, 0])
-                dv = (u0 - u[..., 0]) * k[..., 0]
+                dv = torch.where(has[:, 0], (u0 - u[..., 0]) * k[..., 0], dv)
                 u1 = pnjlim(u[..., 1] - dv / k[..., 1], u[..., 1], vte[:, 1], vcrit[:, 1])
-                dv = -(u1 - u[..., 1]) * k[..., 1]
+                dv = torch.where(has[:, 1], -(u1 - u[..., 1]) * k[..., 1], dv)
             last_step = dv.abs().amax(dim=1)
             v = v + dv
         converged = its >= 0

@@ -53,7 +53,7 @@ from spicenet.cells.resistive import streams
 from spicenet.cells.resistive.calibrate import level_chip
 from spicenet.cells.resistive.eqprop import (accuracy, ce_cost, confusion_matrix, eqprop_gradients, mse_cost,
                                              one_hot_targets, param_grads)
-from spicenet.cells.resistive.network import Chip, ResistiveNetwork, programmable_levels
+from spicenet.cells.resistive.network import UNITS, Chip, ResistiveNetwork, programmable_levels
 from spicenet.data.settings import dataset_setting, n_test_setting, n_train_setting, source_setting
 from spicenet.config import as_sections, check_ranges, load_config, setting
 from spicenet.data import load_dataset
@@ -92,6 +92,9 @@ class EqPropTrainConfig:
     v_bias: float = setting(0.0, "bias rail voltage (0 = the surrogate's)", unit="V", section="model")
     vb: float = setting(0.0, "diode rail voltage: each free node's diode pair conducts beyond +vb / -vb "
                         "(0 = the surrogate's)", unit="V", section="model")
+    units: str = setting("clamp", "hidden-node nonlinearity: clamp (two diodes at +vb / -vb, a hard tanh) | "
+                         "rectifier (one diode to 0 V, half the nodes excitatory V >= 0, half inhibitory V <= 0, a "
+                         "ReLU; Scellier 2024's deep resistive network; the outputs keep the clamp)", section="model")
     epochs: int = setting(10, "passes over the training images", section="train")
     batch_size: int = setting(20, "images per minibatch", section="train")
     lr: float = setting(0.3, "Adam learning rate (parameters in LSB units)", section="train")
@@ -114,6 +117,8 @@ class EqPropTrainConfig:
     def __post_init__(self) -> None:
         if self.loss not in ("mse", "ce"):
             raise ValueError(f"[train] loss must be 'mse' or 'ce', got {self.loss!r}")
+        if self.units not in UNITS:
+            raise ValueError(f"[model] units must be one of {', '.join(UNITS)}, got {self.units!r}")
         if not self.hardware and not self.ideal:
             raise ValueError("[train] hardware = false needs ideal = true (no network would be trained)")
         check_ranges(self, {"t_out": self.t_out > 0, "v_bias": self.v_bias >= 0, "vb": self.vb >= 0})
@@ -137,13 +142,17 @@ NetSpec = dict[str, Any]
 
 
 def net_spec(sur: SurrogateFile, layer_sizes: list[int], bias: bool, amp_gain: float = 0.0,
-             amp_back: float = 0.0, input_gain: float = 0.0, v_bias: float = 0.0, vb: float = 0.0) -> NetSpec:
+             amp_back: float = 0.0, input_gain: float = 0.0, v_bias: float = 0.0, vb: float = 0.0,
+             units: str = "clamp") -> NetSpec:
     """Keyword arguments of :class:`ResistiveNetwork` (plus levels and mismatch sigmas) from a surrogate file;
     ``amp_gain`` > 0 puts bidirectional amplifiers (VCVS gain A, CCCS gain ``amp_back``, 0 = 1/A) between the
     free layers; ``input_gain`` > 0 replaces the surrogate's ideal input-driver gain (V per unit input);
     ``v_bias`` > 0 replaces the surrogate's bias-rail voltage (V; the rails are ``+v_bias`` and ``-v_bias``);
     ``vb`` > 0 replaces the surrogate's diode-rail voltage (V; each free node's diodes go to ``+vb`` and ``-vb``, so
-    its voltage is clamped near that range: the diode law itself, a function of V - vb, is unchanged)."""
+    its voltage is clamped near that range: the diode law itself, a function of V - vb, is unchanged); ``units``
+    the hidden-node nonlinearity (:data:`~spicenet.cells.resistive.network.UNITS`)."""
+    if units not in UNITS:
+        raise ConfigError(f"units must be one of {', '.join(UNITS)}, got {units!r}")
     for name, value in (("v_bias", v_bias), ("vb", vb)):
         if not (value >= 0 and np.isfinite(value)):
             raise ConfigError(f"{name} must be >= 0 V (0 = the surrogate's), got {value!r}")
@@ -152,7 +161,7 @@ def net_spec(sur: SurrogateFile, layer_sizes: list[int], bias: bool, amp_gain: f
     a = sur.attrs
     levels = np.asarray(sur.extra["levels"], dtype=np.float64)
     return {
-        "layer_sizes": [int(s) for s in layer_sizes], "bias": bool(bias),
+        "layer_sizes": [int(s) for s in layer_sizes], "bias": bool(bias), "units": units,
         "input_gain": float(input_gain) if input_gain else float(a["input_gain"]),
         "amp_gain": float(amp_gain) if amp_gain else None,
         "amp_back": float(amp_back) if (amp_gain and amp_back) else None,
@@ -177,7 +186,8 @@ def build_network(spec: NetSpec, *, init_max: float = 4.0, seed: int = 0,
         is_=spec["is_"], n=spec["n"], rs=spec["rs"], vb=spec["vb"], gmin=spec["gmin"], g_unit=spec["g_lsb"],
         init_range=(0.0, float(init_max)), g_max=float(len(levels) - 1),
         quantize=None if ideal else programmable_levels(levels),
-        amp_gain=spec.get("amp_gain"), amp_back=spec.get("amp_back"), seed=seed, device=device)
+        amp_gain=spec.get("amp_gain"), amp_back=spec.get("amp_back"), units=spec.get("units", "clamp"), seed=seed,
+        device=device)
 
 
 _CHIP_STREAMS = {1: streams.TRAIN_CHIP, 2: streams.EVAL_CHIP, 3: streams.VALIDATE_CHIP}
@@ -308,7 +318,7 @@ def train_resistive(config: dict[str, Any], *, surrogate: Path, quick: bool, run
     yt = torch.as_tensor(ds.y_test, dtype=torch.long)
     sizes = [x.shape[1], *[int(h) for h in m["hidden"]], 10]
     spec = net_spec(sur, sizes, bool(m["bias"]), float(m["amp_gain"]), float(m["amp_back"]), float(m["input_gain"]),
-                    float(m["v_bias"]), float(m["vb"]))
+                    float(m["v_bias"]), float(m["vb"]), str(m["units"]))
     run = RunDir.create(run_dir, cfg, surrogate=surrogate, seed=seed, device=str(dev),
                         dataset={"name": ds.name, "source": d["source"], "origin": ds.origin, "size": ds.size,
                                  "n_train": int(x.shape[0]), "n_test": int(xt.shape[0])},

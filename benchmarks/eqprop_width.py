@@ -12,7 +12,12 @@ MLP of Kendall's width (100) on the 8,571 training images of the 10k set (95.6 %
 
 Usage: python benchmarks/eqprop_width.py [--config training/eqprop_mnist_full.toml] [--widths 100 500 1000]
        [--epochs N (default: the config's)] [--surrogate spicenet/data/surrogates/resistive_quick_generic.h5]
-       [--loss mse|ce] [--lr-decay (default: the config's)] [--seed 0]
+       [--loss mse|ce] [--lr-decay (default: the config's)] [--lr L] [--units clamp|rectifier --input-gain G]
+       [--seed 0]
+
+The ablation of the hidden units (README, resistive section): ``--config training/eqprop_fashion_full.toml --widths
+100 --epochs 2`` with ``--units clamp --input-gain 30`` against ``--units rectifier --input-gain 100``, each at
+``--lr 0.2`` and ``--lr 0.05``.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ def train_width(cfg: dict, sur, data: tuple, width: int, epochs: int, seed: int)
     m, t = cfg["model"], cfg["train"]
     x, y, xt, yt = data
     spec = tr.net_spec(sur, [x.shape[1], width, 10], bool(m["bias"]), float(m["amp_gain"]), float(m["amp_back"]),
-                       float(m["input_gain"]), float(m["v_bias"]), float(m["vb"]))
+                       float(m["input_gain"]), float(m["v_bias"]), float(m["vb"]), str(m["units"]))
     net = tr.build_network(spec, init_max=float(m["init_max"]), seed=seed, ideal=True)
     opt = torch.optim.Adam(list(net.parameters()), lr=float(t["lr"]))
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, float(t["lr_decay"]))
@@ -74,13 +79,18 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=0, help="0 = the config's train.epochs")
     parser.add_argument("--loss", choices=["mse", "ce"], default=None, help="default: the config's")
     parser.add_argument("--lr-decay", type=float, default=None, help="default: the config's train.lr_decay")
+    parser.add_argument("--lr", type=float, default=None, help="default: the config's train.lr")
+    parser.add_argument("--units", choices=["clamp", "rectifier"], default=None, help="default: the config's")
+    parser.add_argument("--input-gain", type=float, default=None, help="default: the config's model.input_gain")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     cfg = tr.merged_train_config(tomllib.loads(Path(args.config).read_text()))
     if args.loss is not None:
         cfg["train"]["loss"] = args.loss
-    if args.lr_decay is not None:
-        cfg["train"]["lr_decay"] = args.lr_decay
+    for section, key, value in (("train", "lr_decay", args.lr_decay), ("train", "lr", args.lr),
+                                ("model", "units", args.units), ("model", "input_gain", args.input_gain)):
+        if value is not None:
+            cfg[section][key] = value
     torch.set_num_threads(max(1, int(cfg["train"]["threads"])))
     d = cfg["data"]
     ds = load_dataset(d["dataset"], source=d["source"], size=int(d["size"]), split_seed=0,
@@ -92,7 +102,8 @@ def main() -> None:
     rows = [train_width(cfg, sur, data, w, epochs, args.seed) for w in args.widths]
     print(json.dumps({"config": args.config, "dataset": ds.name, "n_train": int(data[0].shape[0]),
                       "n_test": int(data[2].shape[0]), "epochs": epochs, "loss": cfg["train"]["loss"],
-                      "lr": cfg["train"]["lr"], "lr_decay": cfg["train"]["lr_decay"], "widths": rows}))
+                      "lr": cfg["train"]["lr"], "lr_decay": cfg["train"]["lr_decay"],
+                      "units": cfg["model"]["units"], "input_gain": cfg["model"]["input_gain"], "widths": rows}))
 
 
 if __name__ == "__main__":

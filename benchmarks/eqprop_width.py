@@ -15,9 +15,9 @@ Usage: python benchmarks/eqprop_width.py [--config training/eqprop_mnist_full.to
        [--loss mse|ce] [--lr-decay (default: the config's)] [--lr L] [--units clamp|rectifier --input-gain G]
        [--seed 0]
 
-The ablation of the hidden units (README, resistive section): ``--config training/eqprop_fashion_full.toml --widths
-100 --epochs 2`` with ``--units clamp --input-gain 30`` against ``--units rectifier --input-gain 100``, each at
-``--lr 0.2`` and ``--lr 0.05``.
+Hidden units and learning rate at one width, e.g. ``--config training/eqprop_fashion_full.toml --widths 100 --epochs 2``
+with ``--units clamp --input-gain 30`` against ``--units rectifier --input-gain 100``, each at ``--lr 0.2`` and
+``--lr 0.05`` (the README's ablation ran the trainer itself on the write-verify calibration).
 """
 
 from __future__ import annotations

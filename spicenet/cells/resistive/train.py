@@ -150,9 +150,7 @@ def net_spec(sur: SurrogateFile, layer_sizes: list[int], bias: bool, amp_gain: f
     ``v_bias`` > 0 replaces the surrogate's bias-rail voltage (V; the rails are ``+v_bias`` and ``-v_bias``);
     ``vb`` > 0 replaces the surrogate's diode-rail voltage (V; each free node's diodes go to ``+vb`` and ``-vb``, so
     its voltage is clamped near that range: the diode law itself, a function of V - vb, is unchanged); ``units``
-    the hidden-node nonlinearity (:data:`~spicenet.cells.resistive.network.UNITS`)."""
-    if units not in UNITS:
-        raise ConfigError(f"units must be one of {', '.join(UNITS)}, got {units!r}")
+    the hidden-node nonlinearity (:data:`~spicenet.cells.resistive.network.UNITS`; checked by the network)."""
     for name, value in (("v_bias", v_bias), ("vb", vb)):
         if not (value >= 0 and np.isfinite(value)):
             raise ConfigError(f"{name} must be >= 0 V (0 = the surrogate's), got {value!r}")

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import re
 import sys
 import tomllib
 from dataclasses import dataclass, field
@@ -353,7 +354,37 @@ def _validate(args: argparse.Namespace) -> dict[str, Any]:
     family = registered().get(name)
     if family is None or family.validate is None:
         raise ConfigError(f"family {name!r} has no SPICE validation yet")
-    return family.validate(run_dir, chips=args.chips, quick=args.quick, workers=args.workers, seed=args.seed)
+    settings = parse_settings(getattr(args, "settings", None) or [], "--set")
+    return family.validate(run_dir, chips=args.chips, quick=args.quick, workers=args.workers, seed=args.seed,
+                           settings=settings or None)
+
+
+def parse_settings(items: list[str], flag: str) -> dict[str, Any]:
+    """``KEY=VALUE`` strings as a settings dict: VALUE parsed as a TOML value (``100``, ``0.5``, ``true``,
+    ``"text"``, ``[1, 2]``), a bare word, path or address that is no TOML value kept as a string (``source=npz``,
+    ``scheduler=tcp://host:8786``). A malformed item
+    or a repeated key is a one-line UsageError naming ``flag`` and the item; the keys themselves are checked by the
+    family (:func:`with_settings`)."""
+    from spicenet.errors import UsageError
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not text.strip():
+            raise UsageError(f"argument {flag}: expected KEY=VALUE, got {item!r}")
+        if not key.isidentifier():
+            raise UsageError(f"argument {flag}: {key!r} is not a settings field name (in {item!r})")
+        if key in out:
+            raise UsageError(f"argument {flag}: {key!r} given twice")
+        try:
+            out[key] = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            if not re.fullmatch(r"[\w.:/@+-]+", text.strip()):  # a word, a path, an address (tcp://host:8786)
+                raise UsageError(f"argument {flag}: {text.strip()!r} is neither a TOML value nor a plain word "
+                                 f"(in {item!r}; quote strings: {key}='\"...\"')") from None
+            out[key] = text.strip()
+    return out
 
 
 def _config_show(args: argparse.Namespace) -> dict[str, Any]:
@@ -442,6 +473,10 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         p.add_argument("--quick", action="store_true")
         p.add_argument("--workers", type=int, default=workers)
         p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                       help="replace one field of the family's validation settings (repeatable; VALUE is a TOML "
+                       "value, a bare word is a string): e.g. --set n_test=100 (resistive), --set images=16 "
+                       "(oscillator), --set machine_images=4 (rng); the fields: README, Command line")
         p.set_defaults(handler=_validate)
 
 

@@ -297,5 +297,18 @@ def test_validation_settings_replace_config_fields_and_are_checked(monkeypatch, 
     assert seen["config"].n_cells == rv.ValidationConfig.quick().n_cells
     with pytest.raises(ConfigError, match="unknown key 'bogus'"):
         family_module("rng").validate(tmp_path, chips=1, quick=True, workers=1, seed=0, settings={"bogus": 1})
-    with pytest.raises(ConfigError, match="no settings"):
+    with pytest.raises(ConfigError, match="unknown key 'x'"):
         family_module("resistive").validate(tmp_path, chips=1, quick=True, workers=1, seed=0, settings={"x": 1})
+    import spicenet.cells.resistive.validate as resv
+
+    monkeypatch.setattr(resv, "validate_resistive", lambda run_dir, **kw: seen.update(kw) or {})
+    family_module("resistive").validate(tmp_path, chips=1, quick=True, workers=1, seed=0, settings={"n_test": 7})
+    assert seen["n_test"] == 7 and seen["source"] == "auto"
+    for bad in ({"n_test": 0}, {"n_test": 2.5}, {"source": "nowhere"}):
+        with pytest.raises(ConfigError, match="resistive validation: (n_test|source)"):
+            family_module("resistive").validate(tmp_path, chips=1, quick=True, workers=1, seed=0, settings=bad)
+    from spicenet.families import no_settings  # the helper for a plug-in family whose validation has no settings
+
+    with pytest.raises(ConfigError, match="no settings"):
+        no_settings("toy", {"x": 1})
+    no_settings("toy", None)

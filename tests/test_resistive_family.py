@@ -186,6 +186,35 @@ def test_validate_gap_and_energy_conservation(trained):
     assert np.allclose(p_spice, (p_res + p_dio).numpy(), rtol=1e-6)
 
 
+@needs_ngspice
+def test_validate_cli_set_chooses_test_inputs_and_rejects_bad_settings(trained, capsys):
+    """``spicenet validate RUN --set n_test=N`` simulates N inputs per chip (what a large network needs to fit its
+    wall time); an unknown field, a bad value or a malformed item exits 2 with one line naming it, and the report
+    already written stays as it was."""
+    import json as _json
+
+    from spicenet.cli import main
+
+    _, run_dir = trained
+    code = main(["validate", str(run_dir), "--chips", "1", "--quick", "--set", "n_test=25", "--set", "source=sample",
+                 "--json"])
+    out = capsys.readouterr()
+    assert code in (0, None), out.err[-500:]
+    res = _json.loads(out.out)
+    assert res["n_test"] == 25 and res["chips"] == 1 and res["test_source"].startswith("sample")
+    report = (run_dir / "validate.json").read_text()
+    assert _json.loads(report)["n_test"] == 25
+    for bad, says in ((["--set", "n_tests=5"], "unknown key 'n_tests'"), (["--set", "n_test=0"], "n_test must be"),
+                      (["--set", "n_test"], "expected KEY=VALUE"), (["--set", "source=nowhere"], "source must be")):
+        try:
+            code = main(["validate", str(run_dir), "--chips", "1", *bad, "--json"])
+        except SystemExit as exc:
+            code = exc.code
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert code == 2 and len(err) == 1 and says in err[0], (bad, code, err)
+        assert (run_dir / "validate.json").read_text() == report
+
+
 def test_process_diode_deck_swaps_every_diode_and_keeps_area_mismatch():
     from spicenet.cells.resistive.calibrate import process_diode_deck
     from spicenet.cells.resistive.netlist import network_deck

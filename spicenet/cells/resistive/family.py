@@ -39,13 +39,15 @@ def train(config: dict[str, Any], *, surrogate: Path, quick: bool, run_dir: Path
 def validate(run_dir: Path, *, chips: int | None, quick: bool, workers: int, seed: int,
              settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """Export the trained conductances to netlists, run ngspice .op per test input on fresh chips, compare with the
-    surrogate; energy per inference from source powers (see :mod:`spicenet.cells.resistive.validate`)."""
-    from spicenet.cells.resistive.validate import validate_resistive
-    from spicenet.families import no_settings
+    surrogate; energy per inference from source powers (see :mod:`spicenet.cells.resistive.validate`). ``settings``
+    replaces fields of :class:`spicenet.cells.resistive.validate.ResistiveValidationConfig` (``n_test``,
+    ``source``)."""
+    from spicenet.cells.resistive.validate import ResistiveValidationConfig, validate_resistive
+    from spicenet.families import with_settings
 
-    no_settings("resistive", settings)
-
-    return validate_resistive(run_dir, chips=chips, quick=quick, workers=workers, seed=seed)
+    config = with_settings(ResistiveValidationConfig(), settings, "resistive validation")
+    return validate_resistive(run_dir, chips=chips, quick=quick, workers=workers, seed=seed, n_test=config.n_test,
+                              source=config.source)
 
 
 def resistive_energy(t_settle_s: float, *, p_static_w: float | None = None, v: Sequence[float] | None = None,

@@ -23,6 +23,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -42,7 +43,33 @@ from spicenet.spice.engine import Engine
 from spicenet.train import RunDir
 from spicenet.train.threads import restores_torch_threads
 
-__all__ = ["settle_time", "validate_resistive"]
+__all__ = ["ResistiveValidationConfig", "settle_time", "validate_resistive"]
+
+
+@dataclass(frozen=True)
+class ResistiveValidationConfig:
+    """Settings of a resistive (EqProp or ff-EBM) validation (``spicenet validate RUN --set KEY=VALUE``; the demo
+    replaces fields via ``settings``). The quick and full validations differ only in their chip count (3 / 10).
+
+    n_test: test inputs simulated on every chip (one ``.op`` each), drawn with the validation seed from the test
+    split after dropping any image that is also in the training set; fewer when the split is smaller (reported as
+    ``n_test``). A large network's ``.op`` costs seconds (1568-100-100-10: ~0.1 s; 1568-1000-10 exceeds the
+    engine's 120 s limit per run), so this is the knob that bounds the validation's wall time.
+    source: where the test split comes from (``spicenet.data.SOURCES``: "auto" tries the idx files, the npz sets
+    of ../shared/data, then the download cache, and falls back to the embedded 200-image sample).
+    """
+
+    n_test: int = 500
+    source: str = "auto"
+
+    def __post_init__(self) -> None:
+        from spicenet.data import SOURCES
+
+        if isinstance(self.n_test, bool) or not isinstance(self.n_test, int) or self.n_test < 1:
+            raise ConfigError(f"resistive validation: n_test must be an integer >= 1, got {self.n_test!r}")
+        if self.source not in SOURCES:
+            raise ConfigError(f"resistive validation: source must be one of {', '.join(SOURCES)}, "
+                              f"got {self.source!r}")
 
 
 def settle_time(net: ResistiveNetwork, chip: Any, c_node_f: float, taus: float) -> float:
@@ -93,7 +120,9 @@ def validate_resistive(run_dir: Path, *, chips: int | None, quick: bool, workers
     n_want = int(n_test) if n_test else 500
     try:
         x, y, origin = test_data(cfg, source=source, n_test=None)
-    except (DataError, FileNotFoundError, ValueError):
+    except (DataError, FileNotFoundError, ValueError) as exc:
+        if source not in (None, "auto"):  # a source the user named: its failure is the answer
+            raise DataError(f"resistive validation: no test data from source {source!r}: {exc}") from None
         x, y, origin = test_data(cfg, source="sample", n_test=None)
     seen = _train_images(cfg)
     fresh = np.array([np.ascontiguousarray(r, dtype=np.float64).tobytes() not in seen for r in x.numpy()])

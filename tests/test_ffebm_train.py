@@ -37,6 +37,17 @@ def test_model_rails_and_bias_voltage_reach_every_block() -> None:
     assert all(b.vb == 1.0 and b.v_bias == 2.5 for b in model.blocks)
     default = block_specs(sur, 8, merged_ffebm_config({"ffebm": {"blocks": [[10]]}}))[0]
     assert default["vb"] == pytest.approx(float(sur.attrs["vb"]))
+    assert default["units"] == "clamp" and all(b.units == "clamp" for b in model.blocks)
+
+
+def test_model_units_reach_every_block() -> None:
+    """``[model] units`` is an ffebm config key (inherited from eqprop) and used to be dropped the same way: every
+    block of a ``units = "rectifier"`` config has one diode per hidden node (half excitatory, half inhibitory)."""
+    cfg = merged_ffebm_config({"model": {"units": "rectifier", "amp_gain": 4.0}, "ffebm": {"blocks": [[6, 5], [4, 10]]}})
+    model = build_ffebm(block_specs(_sur(), 8, cfg), init_max=2.0, seed=0)
+    assert all(b.units == "rectifier" for b in model.blocks)
+    with pytest.raises((ConfigError, ValueError), match="units"):
+        merged_ffebm_config({"model": {"units": "relu"}, "ffebm": {"blocks": [[10]]}})
 
 
 def test_blocks_without_hidden_layer_are_accepted_and_empty_blocks_are_not() -> None:
@@ -83,3 +94,21 @@ def test_ffebm_with_a_single_layer_block_trains_an_ideal_twin_and_validates_in_n
     val = validate_resistive(run_dir, chips=1, quick=True, workers=1, seed=0, n_test=30, source="sample")
     assert val["blocks"] == 2 and val["block_sizes"] == [[64, 8], [8, 6, 10]]
     assert val["gap"]["max_node_err_v"] < 1e-6 and abs(val["gap"]["accuracy_pp"]) <= 100.0 / 30
+
+
+@needs_ngspice
+def test_rectifier_ffebm_validates_in_ngspice(tmp_path) -> None:
+    """An ff-EBM of rectifier blocks (amplifiers in the first) exported block by block: ngspice's node voltages
+    equal the solver's on SPICE-derived inputs, and the units are recorded in the run."""
+    from spicenet.cells.resistive.validate import validate_resistive
+
+    cfg = {**TINY, "model": {"amp_gain": 4.0, "units": "rectifier", "input_gain": 30.0},
+           "train": {"epochs": 1, "batch_size": 20, "ideal": False}, "ffebm": {"blocks": [[8, 6], [6, 10]]}}
+    run_dir = tmp_path / "rect"
+    family.train(cfg, surrogate=spicenet.shipped_surrogate("resistive"), quick=True, run_dir=run_dir, device="cpu",
+                 seed=0)
+    model, specs = load_ffebm(run_dir)
+    assert all(b.units == "rectifier" for b in model.blocks) and all(s["units"] == "rectifier" for s in specs)
+    val = validate_resistive(run_dir, chips=1, quick=True, workers=1, seed=0, n_test=30, source="sample")
+    assert val["blocks"] == 2 and val["gap"]["max_node_err_v"] < 1e-6
+    assert abs(val["gap"]["accuracy_pp"]) <= 100.0 / 30

@@ -95,14 +95,15 @@ def merged_ffebm_config(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def block_specs(sur: SurrogateFile, n_in: int, cfg: dict[str, Any]) -> list[dict[str, Any]]:
     """One :func:`net_spec` per block: block 0 takes the ``n_in`` pixels, block k > 0 takes ``n_out_{k-1}`` inputs
-    (the feedforward layers are square). ``[model]`` bias, amplifiers, input gain, bias-rail voltage ``v_bias``
-    and diode rails ``vb`` apply to every block (a block without hidden layer has no amplifiers to place)."""
+    (the feedforward layers are square). ``[model]`` bias, amplifiers, input gain, bias-rail voltage ``v_bias``,
+    diode rails ``vb`` and hidden-node ``units`` apply to every block (a block without hidden layer has no
+    amplifiers to place, and its outputs keep the clamp whatever the units)."""
     m = cfg["model"]
     specs, prev = [], int(n_in)
     for b in cfg["ffebm"]["blocks"]:
         sizes = [prev, *[int(s) for s in b]]
         specs.append(net_spec(sur, sizes, bool(m["bias"]), float(m["amp_gain"]), float(m["amp_back"]),
-                              float(m["input_gain"]), float(m["v_bias"]), float(m["vb"])))
+                              float(m["input_gain"]), float(m["v_bias"]), float(m["vb"]), str(m["units"])))
         prev = sizes[-1]
     return specs
 

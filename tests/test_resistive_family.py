@@ -215,6 +215,63 @@ def test_validate_cli_set_chooses_test_inputs_and_rejects_bad_settings(trained, 
         assert (run_dir / "validate.json").read_text() == report
 
 
+@needs_ngspice
+@pytest.mark.parametrize("units,amp", [("clamp", None), ("rectifier", 4.0)])
+def test_dc_sweep_operating_points_equal_one_op_per_input(units, amp, monkeypatch):
+    """The validation's default solve (the inputs as the points of DC sweeps, ``sweep_deck``) gives ngspice's own
+    ``.op`` answer for every input: node voltages and delivered power against one ``.op`` per input through
+    ``alter`` and against the solver, with chunks that do not divide the inputs and a single-input sweep; a sweep
+    ngspice cannot run is solved again input by input (here: an analysis naming a source the deck lacks)."""
+    import spicenet.cells.resistive.calibrate as rc
+    from spicenet.cells.resistive.calibrate import spice_node_voltages
+    from spicenet.cells.resistive.network import sample_chip
+    from spicenet.spice.engine import Engine
+
+    net = ResistiveNetwork([12, 8, 6, 3], input_gain=20.0, seed=3, amp_gain=amp, units=units)
+    chip = sample_chip(net, sigma_g=0.1, sigma_is=0.2, seed=4)
+    x = torch.rand(11, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    opts = {"reltol": 1e-9, "vntol": 1e-12, "abstol": 1e-15}
+    with torch.no_grad():
+        v_sol = net.equilibrium(x, chip=chip).v.numpy()
+    assert float(np.abs(v_sol).max()) > 0.3  # the diodes conduct: a nonlinear operating point
+    with Engine(workers=2) as eng:
+        kw = dict(engine=eng, options=opts)
+        v_op, p_op, e_op = spice_node_voltages(net, chip, x, method="op", **kw)
+        v_sw, p_sw, e_sw = spice_node_voltages(net, chip, x, method="sweep", sweep_inputs=4, **kw)
+        v_1, p_1, _ = spice_node_voltages(net, chip, x[3:4], method="sweep", **kw)
+        monkeypatch.setattr(rc, "sweep_analysis", lambda n: f"dc vnosuchsource 0 {n - 1} 1")
+        v_fb, p_fb, e_fb = spice_node_voltages(net, chip, x[:5], method="sweep", sweep_inputs=2, **kw)
+    assert not (e_op or e_sw or e_fb)
+    assert np.abs(v_sw - v_op).max() < 1e-9 and np.abs(v_sw - v_sol).max() < 1e-9
+    assert np.allclose(p_sw, p_op, rtol=1e-8) and p_op.min() > 0
+    assert np.abs(v_1 - v_op[3:4]).max() < 1e-9 and np.allclose(p_1, p_op[3:4], rtol=1e-8)
+    assert np.array_equal(v_fb, v_op[:5]) and np.array_equal(p_fb, p_op[:5])  # the op path, run for run
+    with pytest.raises(ValueError, match="method"):
+        spice_node_voltages(net, chip, x, engine=None, options=opts, method="tran")  # type: ignore[arg-type]
+
+
+def test_sweep_deck_drives_each_input_by_a_pwl_of_the_sweep_index():
+    """Each input source of the sweep deck is a B source whose pwl knot b is input b times the gain (and its
+    negated copy); the sweep source is the only new voltage source; bad shapes are refused."""
+    from spicenet.cells.resistive.netlist import SWEEP_SOURCE, network_deck, sweep_analysis, sweep_deck
+
+    net = ResistiveNetwork([3, 2, 2], input_gain=7.0, seed=0)
+    x = torch.tensor([[0.1, 0.5, 1.0], [0.0, 0.25, 0.75], [1.0, 1.0, 0.0]], dtype=torch.float64)
+    deck = sweep_deck(net, x)
+    joined = deck.replace("\n+ ", " ")
+    line = next(ln for ln in joined.splitlines() if ln.startswith("binp1 "))
+    knots = [float(t) for t in re.findall(r"[-+0-9.e]+", line.split("pwl(", 1)[1].split(")", 1)[1])]
+    assert knots == [0, 3.5, 1, 1.75, 2, 7.0]
+    assert "binn2 inn2 0 V=pwl(" in joined and not re.search(r"^vin[pn]", deck, re.M)
+    plain = [ln for ln in network_deck(net).splitlines() if not ln.startswith("vin")]
+    swept = [ln for ln in deck.splitlines() if not ln.startswith(("bin", "+", SWEEP_SOURCE))]
+    assert swept == plain  # the rest of the circuit is the deck of the alter path
+    assert sweep_analysis(3) == f"dc {SWEEP_SOURCE} 0 2 1"
+    for bad in (x[0], torch.zeros(0, 3), torch.zeros(2, 4)):
+        with pytest.raises(ValueError, match="x must be"):
+            sweep_deck(net, bad)
+
+
 def test_process_diode_deck_swaps_every_diode_and_keeps_area_mismatch():
     from spicenet.cells.resistive.calibrate import process_diode_deck
     from spicenet.cells.resistive.netlist import network_deck

@@ -44,7 +44,8 @@ import torch
 from spicenet import seeds
 from spicenet.cells.resistive import streams
 from spicenet.config import as_sections, check_ranges, load_config, setting
-from spicenet.cells.resistive.netlist import alter_commands, free_node_names, network_deck
+from spicenet.cells.resistive.netlist import (SWEEP_SOURCE, alter_commands, free_node_names, network_deck,
+                                              sweep_analysis, sweep_deck)
 from spicenet.cells.resistive.network import Chip, ResistiveNetwork, programmable_levels
 from spicenet.cells.resistive.solver import ROOM_TEMPERATURE, thermal_voltage
 from spicenet.errors import ConfigError, SpicenetError
@@ -336,44 +337,103 @@ def process_diode_deck(deck: str, net: ResistiveNetwork, chip: Chip | None, proc
     return "\n".join(out) + "\n"
 
 
+#: how ``spice_node_voltages`` solves: one ``.op`` per input through ``alter`` ("op"), or the inputs stepped by one
+#: DC sweep per chunk (:func:`~spicenet.cells.resistive.netlist.sweep_deck`; "sweep")
+METHODS = ("op", "sweep")
+
+
 def spice_node_voltages(net: ResistiveNetwork, chip: Chip | None, x: torch.Tensor, *, engine: Engine,
                         options: dict[str, float], prefix: str = "", process: str | None = None,
-                        area: float = 1.0) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """ngspice ``.op`` of ``net`` on ``chip`` for every input row of ``x`` [B, n_in] through the alter path (one
-    deck, one run per input). ``process`` (e.g. "generic") puts the process diode (wrapper ``diode``, ``area``)
-    in place of the fitted law (:func:`process_diode_deck`). Returns node voltages [B, N] (V, NaN where a run
-    failed), delivered source power [B] (W, ``-sum V I`` over all sources) and the error messages of failed runs."""
-    deck = network_deck(net, chip=chip, options=options)
-    if process is not None:
-        deck = process_diode_deck(deck, net, chip, process, area)
+                        area: float = 1.0, method: str = "op",
+                        sweep_inputs: int = 25) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """ngspice's operating point of ``net`` on ``chip`` for every input row of ``x`` [B, n_in]. ``method`` "op": one
+    deck, one ``.op`` run per input (inputs pushed with ``alter``); "sweep": one DC-sweep run per ``sweep_inputs``
+    inputs (:func:`sweep_deck`: the matrix is ordered once per run instead of once per input; the runs spread over
+    the engine's workers), a run that fails solved again input by input with "op" (its retry ladder). ``process``
+    (e.g. "generic") puts the process diode (wrapper ``diode``, ``area``) in place of the fitted law
+    (:func:`process_diode_deck`). Returns node voltages [B, N] (V, NaN where a run failed), delivered source power
+    [B] (W, ``-sum V I`` over all sources) and the error messages of failed runs."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if sweep_inputs < 1:
+        raise ValueError(f"sweep_inputs must be >= 1, got {sweep_inputs}")
+    n = int(x.shape[0])
+    v = np.full((n, net.n_free), np.nan)
+    p = np.full(n, np.nan)
+    errors: list[str] = []
+
+    def finish(deck: str) -> str:
+        return process_diode_deck(deck, net, chip, process, area) if process is not None else deck
+
+    if method == "sweep" and n:
+        chunks = [list(range(i, min(n, i + sweep_inputs))) for i in range(0, n, sweep_inputs)]
+        decks = [finish(sweep_deck(net, x[rows], chip=chip, options=options)) for rows in chunks]
+        jobs = [engine.job(Deck(deck), [RunSpec(id=f"{prefix}s{c:05d}", analysis=sweep_analysis(len(rows)))])
+                for c, (deck, rows) in enumerate(zip(decks, chunks))]
+        reader = _OperatingPoints(net, decks[0])
+        outcomes = engine.run_all(jobs)
+        redo: list[int] = []
+        for c, rows in enumerate(chunks):
+            r = outcomes[f"{prefix}s{c:05d}"]
+            if isinstance(r, SpicenetError):
+                redo += rows
+                continue
+            v[rows], p[rows] = reader.read(r, len(rows))
+        if not redo:
+            return v, p, errors
+        v_r, p_r, errors = spice_node_voltages(net, chip, x[redo], engine=engine, options=options, prefix=prefix,
+                                               process=process, area=area, method="op")
+        v[redo], p[redo] = v_r, p_r
+        return v, p, errors
+    deck = finish(network_deck(net, chip=chip, options=options))
     runs = [RunSpec(id=f"{prefix}x{b:05d}", analysis="op", commands=tuple(alter_commands(net, x[b])))
-            for b in range(x.shape[0])]
+            for b in range(n)]
     outcomes = engine.simulate_many(Deck(deck), runs)
-    nodes = free_node_names(net)
-    sources = [ln.split()[0].lower() for ln in deck.splitlines() if ln[:1].lower() == "v"]  # voltage sources
-    src_nodes = {ln.split()[0].lower(): ln.split()[1].lower() for ln in deck.splitlines() if ln[:1].lower() == "v"}
-    amps = {}  # amplifier sense source -> (amplified node, signed backward gain), from the CCCS lines
-    for ln in deck.splitlines():
-        if ln[:2].lower() == "fa":
-            parts = ln.split()
-            amps[parts[3].lower()] = (parts[1].lower(), float(parts[4]))
-    v = np.full((len(runs), len(nodes)), np.nan)
-    p = np.full(len(runs), np.nan)
-    errors = []
+    reader = _OperatingPoints(net, deck)
     for b, run in enumerate(runs):
         r = outcomes[run.id]
         if isinstance(r, SpicenetError):
             errors.append(f"{run.id}: {r}")
             continue
-        v[b] = [r.scalar(f"v({nm})") for nm in nodes]
+        v_b, p_b = reader.read(r, 1)
+        v[b], p[b] = v_b[0], p_b[0]
+    return v, p, errors
+
+
+class _OperatingPoints:
+    """Node voltages and delivered power of one or more operating points (a ``.op`` or the points of a DC sweep)
+    read from a result of ``deck``."""
+
+    def __init__(self, net: ResistiveNetwork, deck: str) -> None:
+        lines = deck.splitlines()
+        self.nodes = free_node_names(net)
+        # voltage sources and B voltage sources: name -> the node they drive (+ terminal; - is ground)
+        self.src_nodes = {ln.split()[0].lower(): ln.split()[1].lower() for ln in lines
+                          if ln[:1].lower() in ("v", "b") and ln.split()[0].lower() != SWEEP_SOURCE}
+        self.amps = {}  # amplifier sense source -> (amplified node, signed backward gain), from the CCCS lines
+        for ln in lines:
+            if ln[:2].lower() == "fa":
+                parts = ln.split()
+                self.amps[parts[3].lower()] = (parts[1].lower(), float(parts[4]))
+
+    def read(self, r: Any, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """([count, N] node voltages, [count] power) of result ``r`` (``count`` points of each vector)."""
+        def vec(name: str) -> np.ndarray:
+            value = np.real(np.asarray(r[name])).astype(np.float64).reshape(-1)
+            if value.size != count:
+                raise SpicenetError(f"vector {name!r} has {value.size} points, expected {count}")
+            return value
+
+        v = np.stack([vec(f"v({nm})") for nm in self.nodes], axis=1)
         # ngspice's branch current of a source flows from + through the source to -: delivering -> i < 0
-        p[b] = -sum(r.scalar(f"v({src_nodes[s]})") * r.scalar(f"i({s})") for s in sources if s not in amps)
+        p = -sum((vec(f"v({node})") * vec(f"i({s})") for s, node in self.src_nodes.items() if s not in self.amps),
+                 np.zeros(count))
         # amplifiers: the VCVS delivers V_out I (I = the sense source's current into the resistors), the
         # backward CCCS delivers -V_node sigma b I (its current sigma b I leaves the node to ground)
-        for s, (node, back) in amps.items():
-            i_s = r.scalar(f"i({s})")
-            p[b] += r.scalar(f"v({src_nodes[s]})") * i_s - r.scalar(f"v({node})") * back * i_s
-    return v, p, errors
+        for s, (node, back) in self.amps.items():
+            i_s = vec(f"i({s})")
+            p = p + vec(f"v({self.src_nodes[s]})") * i_s - vec(f"v({node})") * back * i_s
+        return v, p
 
 
 def solver_vs_spice(*, diode: dict[str, float], levels: np.ndarray, g_sigma: float, net_cfg: dict[str, Any],

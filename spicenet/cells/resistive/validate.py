@@ -4,8 +4,10 @@ For each fresh Monte-Carlo chip (seed stream ``RES_VALIDATE_CHIP``, disjoint fro
 evaluation chips) the mismatch-aware model's realised conductances become real resistors (``R = 1/G``, quantised
 level times the chip's factor) in one deck (:func:`network_deck`) whose diodes are the process's own diode (wrapper
 ``X.. a k diode area=..``, the chip's Is mismatch as an area factor; :func:`process_diode_deck`), not the fitted
-law; ngspice computes ``.op`` per test input through the engine's alter path (inputs pushed with ``alter`` on the
-input sources). The surrogate solver computes the same chip. Reported: accuracies (argmax of the output node
+law; ngspice computes the operating point of every test input, by default as the points of DC sweeps (``method =
+"sweep"``: :func:`~spicenet.cells.resistive.netlist.sweep_deck`, ``sweep_inputs`` inputs per run, each point a full
+Newton solve to the deck's tolerances; a failed sweep is solved again input by input) or one ``.op`` per input
+through the engine's alter path (``method = "op"``). The surrogate solver computes the same chip. Reported: accuracies (argmax of the output node
 voltages), the gap surrogate - SPICE in percentage points, the max node-voltage difference, and the energy per
 inference.
 
@@ -30,7 +32,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from spicenet.cells.resistive.calibrate import spice_node_voltages
+from spicenet.cells.resistive.calibrate import METHODS, spice_node_voltages
 from spicenet.cells.resistive.eqprop import accuracy
 from spicenet.cells.resistive.network import ResistiveNetwork
 from spicenet.cells.resistive.train import chip_seed, load_trained, make_chip, merged_train_config, test_data
@@ -57,16 +59,27 @@ class ResistiveValidationConfig:
     engine's 120 s limit per run), so this is the knob that bounds the validation's wall time.
     source: where the test split comes from (``spicenet.data.SOURCES``: "auto" tries the idx files, the npz sets
     of ../shared/data, then the download cache, and falls back to the embedded 200-image sample).
+    method: "sweep" (default) solves ``sweep_inputs`` inputs per ngspice run as the points of one DC sweep, "op" one
+    ``.op`` per input (:func:`~spicenet.cells.resistive.calibrate.spice_node_voltages`). The two agree to the
+    solver tolerance (tested); the sweep orders the sparse matrix once per run instead of once per input, which is
+    what a large network's ``.op`` spends its time on (784-100-100-10: 25 s per ``.op``, 0.7 s per sweep point).
+    sweep_inputs: inputs per DC-sweep run (bounded by the engine's per-run time limit, 120 s).
     """
 
     n_test: int = 500
     source: str = "auto"
+    method: str = "sweep"
+    sweep_inputs: int = 25
 
     def __post_init__(self) -> None:
         from spicenet.data import SOURCES
 
         if isinstance(self.n_test, bool) or not isinstance(self.n_test, int) or self.n_test < 1:
             raise ConfigError(f"resistive validation: n_test must be an integer >= 1, got {self.n_test!r}")
+        if self.method not in METHODS:
+            raise ConfigError(f"resistive validation: method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if isinstance(self.sweep_inputs, bool) or not isinstance(self.sweep_inputs, int) or self.sweep_inputs < 1:
+            raise ConfigError(f"resistive validation: sweep_inputs must be an integer >= 1, got {self.sweep_inputs!r}")
         if self.source not in SOURCES:
             raise ConfigError(f"resistive validation: source must be one of {', '.join(SOURCES)}, "
                               f"got {self.source!r}")
@@ -96,12 +109,16 @@ def _train_images(cfg: dict[str, Any]) -> set[bytes]:
 
 @restores_torch_threads
 def validate_resistive(run_dir: Path, *, chips: int | None, quick: bool, workers: int, seed: int,
-                       n_test: int | None = None, source: str | None = "auto") -> dict[str, Any]:
+                       n_test: int | None = None, source: str | None = "auto", method: str = "sweep",
+                       sweep_inputs: int = 25) -> dict[str, Any]:
     """Run the SPICE validation of a resistive run directory (module docstring) and write ``validate.json``.
 
     ``chips`` (default 3 quick / 10 full) fresh chips; ``n_test`` test inputs (default 500; the test split of the
-    npz sets in ../shared/data via ``source="auto"``, else the embedded sample's 200, reported in ``n_test``).
+    npz sets in ../shared/data via ``source="auto"``, else the embedded sample's 200, reported in ``n_test``);
+    ``method`` / ``sweep_inputs``: how ngspice solves them (:class:`ResistiveValidationConfig`).
     """
+    ResistiveValidationConfig(n_test=int(n_test) if n_test else 500, source=source or "auto", method=method,
+                              sweep_inputs=sweep_inputs)  # the same checks as the CLI's --set
     t0 = time.perf_counter()
     run = RunDir.open(run_dir)
     meta = run.meta()
@@ -132,13 +149,16 @@ def validate_resistive(run_dir: Path, *, chips: int | None, quick: bool, workers
         idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(int(seed)))[:n_want]
         x, y = x[idx], y[idx]
     torch.set_num_threads(1)  # ngspice workers share the cores; small batched solves are fastest on one thread
+    solve = {"method": method, "sweep_inputs": int(sweep_inputs)}
     if ffebm:
-        return _validate_ffebm(run, x, y, origin, dropped, n_chips=n_chips, workers=workers, seed=seed, t0=t0)
-    return _validate(run, cfg, x, y, origin, dropped, n_chips=n_chips, workers=workers, seed=seed, t0=t0)
+        return _validate_ffebm(run, x, y, origin, dropped, n_chips=n_chips, workers=workers, seed=seed, t0=t0,
+                               solve=solve)
+    return _validate(run, cfg, x, y, origin, dropped, n_chips=n_chips, workers=workers, seed=seed, t0=t0,
+                     solve=solve)
 
 
 def _validate(run: RunDir, cfg: dict[str, Any], x: torch.Tensor, y: torch.Tensor, origin: str, dropped: int, *,
-              n_chips: int, workers: int, seed: int, t0: float) -> dict[str, Any]:
+              n_chips: int, workers: int, seed: int, t0: float, solve: dict[str, Any]) -> dict[str, Any]:
     net, spec = load_trained(run.path, "injected")
     options = dict(spec["spice_options"])
     out = net.out_slice
@@ -153,7 +173,8 @@ def _validate(run: RunDir, cfg: dict[str, Any], x: torch.Tensor, y: torch.Tensor
             t_sur = time.perf_counter() - t1
             t2 = time.perf_counter()
             v_sp, power, errors = spice_node_voltages(net, chip, x, engine=engine, options=options, prefix=f"c{c}",
-                                                      process=spec.get("process"), area=spec.get("diode_area", 1.0))
+                                                      process=spec.get("process"), area=spec.get("diode_area", 1.0),
+                                                      **solve)
             t_sp = time.perf_counter() - t2
             ok = np.isfinite(v_sp).all(axis=1)
             if not ok.any():
@@ -179,7 +200,7 @@ def _validate(run: RunDir, cfg: dict[str, Any], x: torch.Tensor, y: torch.Tensor
         "surrogate": {"accuracy": float(np.mean(accs_sur)), "accuracy_worst": float(np.min(accs_sur)),
                       "per_chip": accs_sur},
         "spice": {"accuracy": float(np.mean(accs_sp)), "accuracy_worst": float(np.min(accs_sp)), "per_chip": accs_sp,
-                  "options": options, "failed_runs": int(sum(p["failed_runs"] for p in per_chip)),
+                  "options": options, "failed_runs": int(sum(p["failed_runs"] for p in per_chip)), **solve,
                   "diodes": f"process {spec.get('process')} diode, area {spec.get('diode_area', 1.0)}"},
         "gap": {"accuracy_pp": float(np.mean([p["gap_pp"] for p in per_chip])),
                 "max_abs_accuracy_pp": float(np.max(np.abs([p["gap_pp"] for p in per_chip]))),
@@ -202,7 +223,7 @@ def _validate(run: RunDir, cfg: dict[str, Any], x: torch.Tensor, y: torch.Tensor
 
 
 def _validate_ffebm(run: RunDir, x: torch.Tensor, y: torch.Tensor, origin: str, dropped: int, *, n_chips: int,
-                    workers: int, seed: int, t0: float) -> dict[str, Any]:
+                    workers: int, seed: int, t0: float, solve: dict[str, Any]) -> dict[str, Any]:
     """ff-EBM: every block in ngspice on fresh chips (stream 3, one chip per block), block k+1's inputs computed by
     the torch feedforward layer from block k's *SPICE* output voltages; the surrogate chain is run alongside.
     Per block, the surrogate solved on the same (SPICE-derived) inputs gives the node-voltage error."""
@@ -223,7 +244,8 @@ def _validate_ffebm(run: RunDir, x: torch.Tensor, y: torch.Tensor, origin: str, 
                     v_sur_sp_in = block.equilibrium(h_sp, chip=chip).v.numpy()
                 v_sp, pw, errors = spice_node_voltages(block, chip, h_sp, engine=engine,
                                                        options=dict(spec["spice_options"]), prefix=f"c{c}b{k}",
-                                                       process=spec.get("process"), area=spec.get("diode_area", 1.0))
+                                                       process=spec.get("process"), area=spec.get("diode_area", 1.0),
+                                                       **solve)
                 errors_all += len(errors)
                 ok &= np.isfinite(v_sp).all(axis=1)
                 if not ok.any():
@@ -260,7 +282,7 @@ def _validate_ffebm(run: RunDir, x: torch.Tensor, y: torch.Tensor, origin: str, 
                       "per_chip": accs_sur},
         "spice": {"accuracy": float(np.mean(accs_sp)), "accuracy_worst": float(np.min(accs_sp)), "per_chip": accs_sp,
                   "options": dict(specs[0]["spice_options"]),
-                  "failed_runs": int(sum(p["failed_runs"] for p in per_chip)),
+                  "failed_runs": int(sum(p["failed_runs"] for p in per_chip)), **solve,
                   "diodes": f"process {specs[0].get('process')} diode, area {specs[0].get('diode_area', 1.0)}"},
         "gap": {"accuracy_pp": float(np.mean([p["gap_pp"] for p in per_chip])),
                 "max_abs_accuracy_pp": float(np.max(np.abs([p["gap_pp"] for p in per_chip]))),

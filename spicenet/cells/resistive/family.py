@@ -41,13 +41,14 @@ def validate(run_dir: Path, *, chips: int | None, quick: bool, workers: int, see
     """Export the trained conductances to netlists, run ngspice .op per test input on fresh chips, compare with the
     surrogate; energy per inference from source powers (see :mod:`spicenet.cells.resistive.validate`). ``settings``
     replaces fields of :class:`spicenet.cells.resistive.validate.ResistiveValidationConfig` (``n_test``,
-    ``source``, ``method``, ``sweep_inputs``)."""
+    ``source``, ``method``, ``sweep_inputs``, ``timeout_s``)."""
     from spicenet.cells.resistive.validate import ResistiveValidationConfig, validate_resistive
     from spicenet.families import with_settings
 
     config = with_settings(ResistiveValidationConfig(), settings, "resistive validation")
     return validate_resistive(run_dir, chips=chips, quick=quick, workers=workers, seed=seed, n_test=config.n_test,
-                              source=config.source, method=config.method, sweep_inputs=config.sweep_inputs)
+                              source=config.source, method=config.method, sweep_inputs=config.sweep_inputs,
+                              timeout_s=config.timeout_s)
 
 
 def resistive_energy(t_settle_s: float, *, p_static_w: float | None = None, v: Sequence[float] | None = None,

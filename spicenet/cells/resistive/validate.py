@@ -42,6 +42,7 @@ from spicenet.errors import ConfigError, DataError
 from spicenet.plotting import per_chip_points, subplots
 from spicenet.progress import progress_iter
 from spicenet.spice.engine import Engine
+from spicenet.spice.job import MAX_TIMEOUT_S
 from spicenet.train import RunDir
 from spicenet.train.threads import restores_torch_threads
 
@@ -63,13 +64,17 @@ class ResistiveValidationConfig:
     ``.op`` per input (:func:`~spicenet.cells.resistive.calibrate.spice_node_voltages`). The two agree to the
     solver tolerance (tested); the sweep orders the sparse matrix once per run instead of once per input, which is
     what a large network's ``.op`` spends its time on (784-100-100-10: 25 s per ``.op``, 0.7 s per sweep point).
-    sweep_inputs: inputs per DC-sweep run (bounded by the engine's per-run time limit, 120 s).
+    sweep_inputs: inputs per DC-sweep run.
+    timeout_s: ngspice's time limit per run [s] (a run past it is killed and its inputs reported as failed runs).
+    Measured one worker: 784-100-100-10 ~26 s for a run of 25 inputs; 784-1000-10 (Kendall's layout with 1,000
+    hidden nodes, 1.57 M resistors) 143 s for a run of 5 inputs: raise it, e.g. ``--set timeout_s=3600``.
     """
 
     n_test: int = 500
     source: str = "auto"
     method: str = "sweep"
     sweep_inputs: int = 25
+    timeout_s: float = 120.0
 
     def __post_init__(self) -> None:
         from spicenet.data import SOURCES
@@ -80,6 +85,10 @@ class ResistiveValidationConfig:
             raise ConfigError(f"resistive validation: method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if isinstance(self.sweep_inputs, bool) or not isinstance(self.sweep_inputs, int) or self.sweep_inputs < 1:
             raise ConfigError(f"resistive validation: sweep_inputs must be an integer >= 1, got {self.sweep_inputs!r}")
+        if isinstance(self.timeout_s, bool) or not isinstance(self.timeout_s, (int, float)) or not (
+                0 < self.timeout_s <= MAX_TIMEOUT_S):
+            raise ConfigError(f"resistive validation: timeout_s must be a number of seconds in (0, {MAX_TIMEOUT_S:g}], "
+                              f"got {self.timeout_s!r}")
         if self.source not in SOURCES:
             raise ConfigError(f"resistive validation: source must be one of {', '.join(SOURCES)}, "
                               f"got {self.source!r}")
@@ -110,15 +119,15 @@ def _train_images(cfg: dict[str, Any]) -> set[bytes]:
 @restores_torch_threads
 def validate_resistive(run_dir: Path, *, chips: int | None, quick: bool, workers: int, seed: int,
                        n_test: int | None = None, source: str | None = "auto", method: str = "sweep",
-                       sweep_inputs: int = 25) -> dict[str, Any]:
+                       sweep_inputs: int = 25, timeout_s: float = 120.0) -> dict[str, Any]:
     """Run the SPICE validation of a resistive run directory (module docstring) and write ``validate.json``.
 
     ``chips`` (default 3 quick / 10 full) fresh chips; ``n_test`` test inputs (default 500; the test split of the
     npz sets in ../shared/data via ``source="auto"``, else the embedded sample's 200, reported in ``n_test``);
-    ``method`` / ``sweep_inputs``: how ngspice solves them (:class:`ResistiveValidationConfig`).
+    ``method`` / ``sweep_inputs`` / ``timeout_s``: how ngspice solves them (:class:`ResistiveValidationConfig`).
     """
     ResistiveValidationConfig(n_test=int(n_test) if n_test else 500, source=source or "auto", method=method,
-                              sweep_inputs=sweep_inputs)  # the same checks as the CLI's --set
+                              sweep_inputs=sweep_inputs, timeout_s=timeout_s)  # the same checks as the CLI's --set
     t0 = time.perf_counter()
     run = RunDir.open(run_dir)
     meta = run.meta()
@@ -149,7 +158,7 @@ def validate_resistive(run_dir: Path, *, chips: int | None, quick: bool, workers
         idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(int(seed)))[:n_want]
         x, y = x[idx], y[idx]
     torch.set_num_threads(1)  # ngspice workers share the cores; small batched solves are fastest on one thread
-    solve = {"method": method, "sweep_inputs": int(sweep_inputs)}
+    solve = {"method": method, "sweep_inputs": int(sweep_inputs), "timeout_s": float(timeout_s)}
     if ffebm:
         return _validate_ffebm(run, x, y, origin, dropped, n_chips=n_chips, workers=workers, seed=seed, t0=t0,
                                solve=solve)
@@ -164,7 +173,7 @@ def _validate(run: RunDir, cfg: dict[str, Any], x: torch.Tensor, y: torch.Tensor
     out = net.out_slice
     per_chip = []
     scatter = None
-    with Engine(workers=max(1, int(workers))) as engine:
+    with Engine(workers=max(1, int(workers)), timeout_s=solve["timeout_s"]) as engine:
         for c in progress_iter(range(n_chips), desc="validate chips"):
             t1 = time.perf_counter()
             chip = make_chip(net, spec, chip_seed(seed, streams.VALIDATE_CHIP, c))
@@ -174,7 +183,7 @@ def _validate(run: RunDir, cfg: dict[str, Any], x: torch.Tensor, y: torch.Tensor
             t2 = time.perf_counter()
             v_sp, power, errors = spice_node_voltages(net, chip, x, engine=engine, options=options, prefix=f"c{c}",
                                                       process=spec.get("process"), area=spec.get("diode_area", 1.0),
-                                                      **solve)
+                                                      method=solve["method"], sweep_inputs=solve["sweep_inputs"])
             t_sp = time.perf_counter() - t2
             ok = np.isfinite(v_sp).all(axis=1)
             if not ok.any():
@@ -231,7 +240,7 @@ def _validate_ffebm(run: RunDir, x: torch.Tensor, y: torch.Tensor, origin: str, 
 
     model, specs = load_ffebm(run.path)
     per_chip = []
-    with Engine(workers=max(1, int(workers))) as engine:
+    with Engine(workers=max(1, int(workers)), timeout_s=solve["timeout_s"]) as engine:
         for c in progress_iter(range(n_chips), desc="validate chips"):
             t1 = time.perf_counter()
             chips = block_chips(model, specs, seed, 3, c)  # 3: streams.VALIDATE_CHIP (chip_seed's number)
@@ -245,7 +254,7 @@ def _validate_ffebm(run: RunDir, x: torch.Tensor, y: torch.Tensor, origin: str, 
                 v_sp, pw, errors = spice_node_voltages(block, chip, h_sp, engine=engine,
                                                        options=dict(spec["spice_options"]), prefix=f"c{c}b{k}",
                                                        process=spec.get("process"), area=spec.get("diode_area", 1.0),
-                                                       **solve)
+                                                       method=solve["method"], sweep_inputs=solve["sweep_inputs"])
                 errors_all += len(errors)
                 ok &= np.isfinite(v_sp).all(axis=1)
                 if not ok.any():

@@ -474,9 +474,9 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         p.add_argument("--workers", type=int, default=workers)
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
-                       help="replace one field of the family's validation settings (repeatable; VALUE is a TOML "
-                       "value, a bare word is a string): e.g. --set n_test=100 (resistive), --set images=16 "
-                       "(oscillator), --set machine_images=4 (rng); the fields: README, Command line")
+                       help="replace one field of the run's family's validation settings (repeatable; VALUE is a "
+                       "TOML value, a bare word is a string), e.g. --set n_test=100; each family's fields: README, "
+                       "Command line")
         p.set_defaults(handler=_validate)
 
 

@@ -15,6 +15,10 @@ at every free node, input gain 4) and random inputs in [0, 1]:
 - ``ratio_vs_bare_op[size]``: the same against a bare ``.op`` (no ``alter`` commands, inputs unchanged), which
   separates ngspice's solve from the cost of pushing 2 n_in ``alter`` commands per input (ngspice finds each
   device by name, which grows with the circuit).
+- ``ngspice_s_per_sweep_input[size]``: ngspice through the validation's default solve, the inputs as the points of
+  one DC sweep (:func:`spicenet.cells.resistive.netlist.sweep_deck`), per input as the slope between a sweep of k
+  and one of 2k inputs (the one-time load and ordering of each run not charged); ``sweep_speedup_vs_op[size]`` =
+  seconds per ``.op`` over seconds per sweep input; ``sweep_max_err_v[size]`` = max |V_sweep - V_op|.
 
 Usage: python benchmarks/resistive.py [--sizes 20-10-4,128-32-10,1568-100-10] [--batch 256] [--spice-inputs 8]
        [--device cpu|cuda] [--threads 1]
@@ -80,6 +84,21 @@ def time_ngspice(net: ResistiveNetwork, x: torch.Tensor, k: int, engine: Engine)
     return per_op, v
 
 
+def time_ngspice_sweep(net: ResistiveNetwork, x: torch.Tensor, k: int, engine: Engine) -> tuple[float, np.ndarray]:
+    """Seconds per input of the DC-sweep solve (slope between one sweep of k and one of 2k inputs) and the node
+    voltages of the 2k inputs."""
+    times, v = [], np.empty(0)
+    for n in (k, 2 * k):
+        t = time.perf_counter()
+        v, _, errors = spice_node_voltages(net, None, x[:n], engine=engine, options={}, prefix=f"s{n}",
+                                           method="sweep", sweep_inputs=n)
+        times.append(time.perf_counter() - t)
+        if errors:
+            raise RuntimeError(f"ngspice failed: {errors[:2]}")
+    per_input = (times[1] - times[0]) / k
+    return (per_input if per_input > 0 else times[1] / (2 * k)), v
+
+
 def time_ngspice_op_only(net: ResistiveNetwork, k: int, engine: Engine) -> float:
     """Seconds per bare ``.op`` (no alter commands; slope between jobs of k and 2k runs on one deck)."""
     deck = Deck(network_deck(net))
@@ -110,7 +129,8 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     sizes = [[int(s) for s in spec.split("-")] for spec in args.sizes.split(",")]
     out: dict = {"ratio_vs_ngspice": {}, "max_err_v_by_size": {}, "solver_s_per_input": {},
-                 "ngspice_s_per_op": {}, "ngspice_s_per_bare_op": {}, "ratio_vs_bare_op": {}, "resistors": {}}
+                 "ngspice_s_per_op": {}, "ngspice_s_per_bare_op": {}, "ratio_vs_bare_op": {}, "resistors": {},
+                 "ngspice_s_per_sweep_input": {}, "sweep_speedup_vs_op": {}, "sweep_max_err_v": {}}
     with Engine(workers=1, timeout_s=600) as engine:
         for idx, size in enumerate(sizes):
             name = "-".join(map(str, size))
@@ -125,6 +145,10 @@ def main(argv: list[str] | None = None) -> dict:
             s_spice, v_spice = time_ngspice(net, x, k, engine)
             err = float(np.abs(v_solver[: 2 * k] - v_spice).max())
             s_bare = time_ngspice_op_only(net, k, engine) if not args.no_bare else float("nan")
+            s_sweep, v_sweep = time_ngspice_sweep(net, x, k, engine)
+            out["ngspice_s_per_sweep_input"][name] = s_sweep
+            out["sweep_speedup_vs_op"][name] = s_spice / s_sweep
+            out["sweep_max_err_v"][name] = float(np.abs(v_sweep - v_spice).max())
             out["ngspice_s_per_bare_op"][name] = s_bare
             out["ratio_vs_bare_op"][name] = s_bare / s_solver
             out["ratio_vs_ngspice"][name] = s_spice / s_solver
@@ -134,8 +158,8 @@ def main(argv: list[str] | None = None) -> dict:
             out["resistors"][name] = int(sum(int((w > 0).sum()) for w in net.conductances()[0]) +
                                          sum(int((b > 0).sum()) for b in net.conductances()[1]))
             print(f"{name}: solver {s_solver * 1e6:.1f} us/input, ngspice {s_spice * 1e3:.2f} ms/op "
-                  f"({s_bare * 1e3:.2f} ms bare .op), ratio {s_spice / s_solver:.0f} ({s_bare / s_solver:.0f} bare), "
-                  f"max err {err:.2e} V", file=sys.stderr)
+                  f"({s_bare * 1e3:.2f} ms bare .op, {s_sweep * 1e3:.2f} ms per sweep input), ratio "
+                  f"{s_spice / s_solver:.0f} ({s_bare / s_solver:.0f} bare), max err {err:.2e} V", file=sys.stderr)
     out["max_err_v"] = max(out["max_err_v_by_size"].values())
     out.update({"batch": args.batch, "device": args.device, "threads": args.threads,
                 "ngspice_tolerances": "defaults (reltol 1e-3, vntol 1e-6, abstol 1e-12)",

@@ -51,6 +51,12 @@ def validate(run_dir: Path, *, chips: int | None, quick: bool, workers: int, see
                               timeout_s=config.timeout_s)
 
 
+def _validation_defaults() -> Any:
+    from spicenet.cells.resistive.validate import ResistiveValidationConfig
+
+    return ResistiveValidationConfig()
+
+
 def resistive_energy(t_settle_s: float, *, p_static_w: float | None = None, v: Sequence[float] | None = None,
                      i: Sequence[float] | None = None, n_solves: int = 1) -> dict[str, Any]:
     """Resistive-network energy per inference: E = n_solves * E_solve with E_solve = P_static * t_settle, or
@@ -161,4 +167,5 @@ FAMILY = Family(
     Override("resistive", "training", "mismatch.eval_chips", 3, "accuracy on 3 held-out chips"),
     Override("resistive", "validation", "chips", 1, "one Monte-Carlo chip in ngspice"),
     ),
+    validation_defaults=_validation_defaults,
 )

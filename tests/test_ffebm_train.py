@@ -94,6 +94,8 @@ def test_ffebm_with_a_single_layer_block_trains_an_ideal_twin_and_validates_in_n
     val = validate_resistive(run_dir, chips=1, quick=True, workers=1, seed=0, n_test=30, source="sample")
     assert val["blocks"] == 2 and val["block_sizes"] == [[64, 8], [8, 6, 10]]
     assert val["gap"]["max_node_err_v"] < 1e-6 and abs(val["gap"]["accuracy_pp"]) <= 100.0 / 30
+    assert val["gap"]["inputs_node_err_over_1mv"] == 0
+    assert all(b["inputs_node_err_over_1mv"] == 0 for p in val["per_chip"] for b in p["blocks"])
 
 
 @needs_ngspice

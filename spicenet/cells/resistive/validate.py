@@ -8,8 +8,10 @@ law; ngspice computes the operating point of every test input, by default as the
 "sweep"``: :func:`~spicenet.cells.resistive.netlist.sweep_deck`, ``sweep_inputs`` inputs per run, each point a full
 Newton solve to the deck's tolerances; a failed sweep is solved again input by input) or one ``.op`` per input
 through the engine's alter path (``method = "op"``). The surrogate solver computes the same chip. Reported: accuracies (argmax of the output node
-voltages), the gap surrogate - SPICE in percentage points, the max node-voltage difference, and the energy per
-inference.
+voltages), the gap surrogate - SPICE in percentage points, the max node-voltage difference and the number of inputs
+whose largest node difference exceeds 1 mV (``inputs_node_err_over_1mv``: a max alone hides whether one input or many
+leave the model, e.g. hidden nodes driven past the process diode's reverse breakdown, which the fitted law lacks), and
+the energy per inference.
 
 Energy per inference: ``E = P t_settle`` with ``P = -sum_k V_k I_k`` over every source at the ``.op`` (ngspice
 branch currents are negative for a delivering source; the sum is the power dissipated in the resistors and diodes),
@@ -198,6 +200,7 @@ def _validate(run: RunDir, cfg: dict[str, Any], x: torch.Tensor, y: torch.Tensor
             per_chip.append({"chip": c, "surrogate_accuracy": acc_sur, "spice_accuracy": acc_sp,
                              "gap_pp": 100.0 * (acc_sur - acc_sp), "prediction_agreement": agree,
                              "max_node_err_v": float(np.abs(v_sur[ok] - v_sp[ok]).max()),
+                             "inputs_node_err_over_1mv": int((np.abs(v_sur[ok] - v_sp[ok]).max(axis=1) > 1e-3).sum()),
                              "failed_runs": len(errors), "power_w": p_mean, "power_max_w": float(np.max(power[ok])),
                              "settle_time_s": t_settle, "energy_per_inference_j": energy["energy_j"],
                              "wall_surrogate_s": round(t_sur, 3), "wall_spice_s": round(t_sp, 3)})
@@ -214,6 +217,7 @@ def _validate(run: RunDir, cfg: dict[str, Any], x: torch.Tensor, y: torch.Tensor
         "gap": {"accuracy_pp": float(np.mean([p["gap_pp"] for p in per_chip])),
                 "max_abs_accuracy_pp": float(np.max(np.abs([p["gap_pp"] for p in per_chip]))),
                 "max_node_err_v": float(np.max([p["max_node_err_v"] for p in per_chip])),
+                "inputs_node_err_over_1mv": int(sum(p["inputs_node_err_over_1mv"] for p in per_chip)),
                 "prediction_agreement": float(np.mean([p["prediction_agreement"] for p in per_chip]))},
         "energy_per_inference_j": float(np.mean([p["energy_per_inference_j"] for p in per_chip])),
         "power_w": float(np.mean([p["power_w"] for p in per_chip])),
@@ -246,6 +250,7 @@ def _validate_ffebm(run: RunDir, x: torch.Tensor, y: torch.Tensor, origin: str, 
             chips = block_chips(model, specs, seed, 3, c)  # 3: streams.VALIDATE_CHIP (chip_seed's number)
             h_sur, h_sp = x, x
             ok = np.ones(x.shape[0], dtype=bool)
+            over = np.zeros(x.shape[0], dtype=bool)  # inputs with a node difference > 1 mV in some block
             blocks, errors_all, energy, power = [], 0, 0.0, 0.0
             for k, (block, spec, chip) in enumerate(zip(cast(Sequence[ResistiveNetwork], model.blocks), specs, chips)):
                 with torch.no_grad():
@@ -263,7 +268,11 @@ def _validate_ffebm(run: RunDir, x: torch.Tensor, y: torch.Tensor, origin: str, 
                 p_mean = float(np.mean(pw[ok]))
                 e_k = resistive_energy(t_settle, p_static_w=p_mean)["energy_j"]
                 energy, power = energy + e_k, power + p_mean
-                blocks.append({"block": k, "max_node_err_v": float(np.abs(v_sur_sp_in[ok] - v_sp[ok]).max()),
+                err_k = np.zeros(x.shape[0])
+                err_k[ok] = np.abs(v_sur_sp_in[ok] - v_sp[ok]).max(axis=1)
+                over |= err_k > 1e-3
+                blocks.append({"block": k, "max_node_err_v": float(err_k[ok].max()),
+                               "inputs_node_err_over_1mv": int((err_k[ok] > 1e-3).sum()),
                                "failed_runs": len(errors), "power_w": p_mean, "settle_time_s": t_settle,
                                "energy_per_inference_j": e_k})
                 out = block.out_slice
@@ -282,6 +291,7 @@ def _validate_ffebm(run: RunDir, x: torch.Tensor, y: torch.Tensor, origin: str, 
                              "prediction_agreement": float((o_sur[mask].argmax(1) == o_sp[mask].argmax(1))
                                                            .double().mean()),
                              "max_node_err_v": max(b["max_node_err_v"] for b in blocks), "blocks": blocks,
+                             "inputs_node_err_over_1mv": int((over & ok).sum()),
                              "failed_runs": errors_all, "power_w": power, "energy_per_inference_j": energy,
                              "wall_s": round(time.perf_counter() - t1, 3)})
     accs_sur = [p["surrogate_accuracy"] for p in per_chip]
@@ -296,6 +306,7 @@ def _validate_ffebm(run: RunDir, x: torch.Tensor, y: torch.Tensor, origin: str, 
         "gap": {"accuracy_pp": float(np.mean([p["gap_pp"] for p in per_chip])),
                 "max_abs_accuracy_pp": float(np.max(np.abs([p["gap_pp"] for p in per_chip]))),
                 "max_node_err_v": float(np.max([p["max_node_err_v"] for p in per_chip])),
+                "inputs_node_err_over_1mv": int(sum(p["inputs_node_err_over_1mv"] for p in per_chip)),
                 "prediction_agreement": float(np.mean([p["prediction_agreement"] for p in per_chip]))},
         "energy_per_inference_j": float(np.mean([p["energy_per_inference_j"] for p in per_chip])),
         "power_w": float(np.mean([p["power_w"] for p in per_chip])),

@@ -295,6 +295,11 @@ def test_sweep_deck_drives_each_input_by_a_pwl_of_the_sweep_index():
     for bad in (x[0], torch.zeros(0, 3), torch.zeros(2, 4)):
         with pytest.raises(ValueError, match="x must be"):
             sweep_deck(net, bad)
+    from spicenet.cells.resistive.netlist import sweep_from_deck
+
+    assert sweep_from_deck(network_deck(net), net, x) == deck  # what spice_node_voltages does per chunk
+    with pytest.raises(ValueError, match="lacks the input sources"):
+        sweep_from_deck(network_deck(ResistiveNetwork([2, 2, 2], seed=0)), net, x)
 
 
 def test_process_diode_deck_swaps_every_diode_and_keeps_area_mismatch():

@@ -45,7 +45,7 @@ from spicenet import seeds
 from spicenet.cells.resistive import streams
 from spicenet.config import as_sections, check_ranges, load_config, setting
 from spicenet.cells.resistive.netlist import (SWEEP_SOURCE, alter_commands, free_node_names, network_deck,
-                                              sweep_analysis, sweep_deck)
+                                              sweep_analysis, sweep_from_deck)
 from spicenet.cells.resistive.network import Chip, ResistiveNetwork, programmable_levels
 from spicenet.cells.resistive.solver import ROOM_TEMPERATURE, thermal_voltage
 from spicenet.errors import ConfigError, SpicenetError
@@ -360,44 +360,42 @@ def spice_node_voltages(net: ResistiveNetwork, chip: Chip | None, x: torch.Tenso
     n = int(x.shape[0])
     v = np.full((n, net.n_free), np.nan)
     p = np.full(n, np.nan)
-    errors: list[str] = []
+    deck = network_deck(net, chip=chip, options=options)  # rendered once: the costly part of a large deck
+    if process is not None:
+        deck = process_diode_deck(deck, net, chip, process, area)
 
-    def finish(deck: str) -> str:
-        return process_diode_deck(deck, net, chip, process, area) if process is not None else deck
-
-    if method == "sweep" and n:
-        chunks = [list(range(i, min(n, i + sweep_inputs))) for i in range(0, n, sweep_inputs)]
-        decks = [finish(sweep_deck(net, x[rows], chip=chip, options=options)) for rows in chunks]
-        jobs = [engine.job(Deck(deck), [RunSpec(id=f"{prefix}s{c:05d}", analysis=sweep_analysis(len(rows)))])
-                for c, (deck, rows) in enumerate(zip(decks, chunks))]
-        reader = _OperatingPoints(net, decks[0])
-        outcomes = engine.run_all(jobs)
-        redo: list[int] = []
-        for c, rows in enumerate(chunks):
-            r = outcomes[f"{prefix}s{c:05d}"]
+    def by_op(rows: list[int]) -> list[str]:
+        """One ``.op`` per input of ``rows`` into ``v``, ``p``; the error messages of the failed runs."""
+        runs = [RunSpec(id=f"{prefix}x{b:05d}", analysis="op", commands=tuple(alter_commands(net, x[b])))
+                for b in rows]
+        outcomes = engine.simulate_many(Deck(deck), runs)
+        reader = _OperatingPoints(net, deck)
+        errors = []
+        for b, run in zip(rows, runs):
+            r = outcomes[run.id]
             if isinstance(r, SpicenetError):
-                redo += rows
+                errors.append(f"{run.id}: {r}")
                 continue
-            v[rows], p[rows] = reader.read(r, len(rows))
-        if not redo:
-            return v, p, errors
-        v_r, p_r, errors = spice_node_voltages(net, chip, x[redo], engine=engine, options=options, prefix=prefix,
-                                               process=process, area=area, method="op")
-        v[redo], p[redo] = v_r, p_r
-        return v, p, errors
-    deck = finish(network_deck(net, chip=chip, options=options))
-    runs = [RunSpec(id=f"{prefix}x{b:05d}", analysis="op", commands=tuple(alter_commands(net, x[b])))
-            for b in range(n)]
-    outcomes = engine.simulate_many(Deck(deck), runs)
-    reader = _OperatingPoints(net, deck)
-    for b, run in enumerate(runs):
-        r = outcomes[run.id]
-        if isinstance(r, SpicenetError):
-            errors.append(f"{run.id}: {r}")
+            v_b, p_b = reader.read(r, 1)
+            v[b], p[b] = v_b[0], p_b[0]
+        return errors
+
+    if method == "op" or not n:
+        return v, p, by_op(list(range(n)))
+    chunks = [list(range(i, min(n, i + sweep_inputs))) for i in range(0, n, sweep_inputs)]
+    texts = [sweep_from_deck(deck, net, x[rows]) for rows in chunks]
+    jobs = [engine.job(Deck(text), [RunSpec(id=f"{prefix}s{c:05d}", analysis=sweep_analysis(len(rows)))])
+            for c, (text, rows) in enumerate(zip(texts, chunks))]
+    reader = _OperatingPoints(net, texts[0])
+    outcomes = engine.run_all(jobs)
+    redo: list[int] = []
+    for c, rows in enumerate(chunks):
+        r = outcomes[f"{prefix}s{c:05d}"]
+        if isinstance(r, SpicenetError):  # solved again input by input (the .op retry ladder)
+            redo += rows
             continue
-        v_b, p_b = reader.read(r, 1)
-        v[b], p[b] = v_b[0], p_b[0]
-    return v, p, errors
+        v[rows], p[rows] = reader.read(r, len(rows))
+    return v, p, by_op(redo) if redo else []
 
 
 class _OperatingPoints:

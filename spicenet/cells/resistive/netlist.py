@@ -30,7 +30,7 @@ from torch import Tensor
 from spicenet.cells.resistive.network import Chip, ResistiveNetwork
 
 __all__ = ["free_node_names", "input_source_names", "network_netlist", "network_deck", "alter_commands",
-           "SWEEP_SOURCE", "sweep_deck", "sweep_analysis"]
+           "SWEEP_SOURCE", "sweep_deck", "sweep_from_deck", "sweep_analysis"]
 
 #: the voltage source whose DC sweep steps a :func:`sweep_deck` through its inputs (its node drives nothing but the
 #: input drivers' control, so it carries no current)
@@ -197,6 +197,14 @@ def sweep_deck(net: ResistiveNetwork, x: Tensor, *, chip: Chip | None = None,
     ``.op``, which dominates large networks: measured on 784-100-100-10 with amplifiers, 25 s per ``.op`` through
     ``alter`` against 0.7 s per sweep point, the same node voltages to 1e-10 V). The sources' branch currents are
     ``i(binp{k})`` / ``i(binn{k})``; the sweep source carries no current."""
+    return sweep_from_deck(network_deck(net, chip=chip, options=options), net, x)
+
+
+def sweep_from_deck(deck: str, net: ResistiveNetwork, x: Tensor) -> str:
+    """:func:`sweep_deck` made from ``deck``, a deck of :func:`network_deck` as the caller has it (e.g. with the
+    process diodes swapped in): its input sources replaced by the pwl drivers of ``x`` [B, n_in], the sweep source
+    added. Rendering a large network is the costly part (784-100-100-10: ~1.4 s), so a caller solving many chunks of
+    inputs renders the deck once and calls this per chunk."""
     x = torch.as_tensor(x, dtype=torch.float64)
     if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] != net.n_in or not bool(torch.isfinite(x).all()):
         raise ValueError(f"x must be [B >= 1, {net.n_in}] finite numbers, got shape {tuple(x.shape)}")
@@ -211,14 +219,16 @@ def sweep_deck(net: ResistiveNetwork, x: Tensor, *, chip: Chip | None = None,
             body = "\n+ , ".join(rows)
             drivers[name] = f"b{name[1:]} {node} 0 V=pwl(V({_SWEEP_NODE}), {body})"
     lines = []
-    for line in network_deck(net, chip=chip, options=options).splitlines():
+    for line in deck.splitlines():
         name = line.split(" ", 1)[0]
         if name in drivers:
             line = drivers.pop(name)
         elif line.lower() == ".end":
             lines.append(f"{SWEEP_SOURCE} {_SWEEP_NODE} 0 DC 0")
         lines.append(line)
-    assert not drivers, f"input sources not found in the deck: {sorted(drivers)[:3]}"
+    if drivers:
+        raise ValueError(f"sweep_from_deck: the deck lacks the input sources {', '.join(sorted(drivers)[:3])}... "
+                         f"(not a network_deck of this {'-'.join(map(str, net.layer_sizes))} network?)")
     return "\n".join(lines) + "\n"
 
 

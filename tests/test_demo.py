@@ -303,10 +303,11 @@ def test_validation_settings_replace_config_fields_and_are_checked(monkeypatch, 
 
     monkeypatch.setattr(resv, "validate_resistive", lambda run_dir, **kw: seen.update(kw) or {})
     family_module("resistive").validate(tmp_path, chips=1, quick=True, workers=1, seed=0, settings={"n_test": 7})
-    assert seen["n_test"] == 7 and seen["source"] == "auto" and seen["method"] == "sweep"
+    assert seen["config"].n_test == 7 and seen["config"].source == "auto" and seen["config"].method == "sweep"
     family_module("resistive").validate(tmp_path, chips=1, quick=True, workers=1, seed=0,
                                         settings={"method": "op", "timeout_s": 3600, "sweep_inputs": 5})
-    assert (seen["method"], seen["timeout_s"], seen["sweep_inputs"]) == ("op", 3600, 5)
+    c = seen["config"]
+    assert (c.method, c.timeout_s, c.sweep_inputs) == ("op", 3600, 5)
     for bad in ({"n_test": 0}, {"n_test": 2.5}, {"source": "nowhere"}, {"method": "tran"}, {"sweep_inputs": 0},
                 {"timeout_s": 0}, {"timeout_s": True}):
         with pytest.raises(ConfigError, match="resistive validation: (n_test|source|method|sweep_inputs|timeout_s)"):

@@ -75,7 +75,7 @@ TINY = {"data": {"n_train": 60, "n_test": 40}, "model": {"amp_gain": 4.0},
 
 @needs_ngspice
 def test_ffebm_with_a_single_layer_block_trains_an_ideal_twin_and_validates_in_ngspice(tmp_path) -> None:
-    from spicenet.cells.resistive.validate import validate_resistive
+    from spicenet.cells.resistive.validate import ResistiveValidationConfig, validate_resistive
 
     run_dir = tmp_path / "ff1"
     res = family.train(TINY, surrogate=spicenet.shipped_surrogate("resistive"), quick=True, run_dir=run_dir,
@@ -91,7 +91,8 @@ def test_ffebm_with_a_single_layer_block_trains_an_ideal_twin_and_validates_in_n
     assert any(not torch.equal(a, b) for a, b in zip(ideal.state_dict().values(), injected.state_dict().values()))
     with pytest.raises(ValueError, match="which"):
         load_ffebm(run_dir, which="plain")
-    val = validate_resistive(run_dir, chips=1, quick=True, workers=1, seed=0, n_test=30, source="sample")
+    val = validate_resistive(run_dir, chips=1, quick=True, workers=1, seed=0,
+                             config=ResistiveValidationConfig(n_test=30, source="sample"))
     assert val["blocks"] == 2 and val["block_sizes"] == [[64, 8], [8, 6, 10]]
     assert val["gap"]["max_node_err_v"] < 1e-6 and abs(val["gap"]["accuracy_pp"]) <= 100.0 / 30
     assert val["gap"]["inputs_node_err_over_1mv"] == 0
@@ -102,7 +103,7 @@ def test_ffebm_with_a_single_layer_block_trains_an_ideal_twin_and_validates_in_n
 def test_rectifier_ffebm_validates_in_ngspice(tmp_path) -> None:
     """An ff-EBM of rectifier blocks (amplifiers in the first) exported block by block: ngspice's node voltages
     equal the solver's on SPICE-derived inputs, and the units are recorded in the run."""
-    from spicenet.cells.resistive.validate import validate_resistive
+    from spicenet.cells.resistive.validate import ResistiveValidationConfig, validate_resistive
 
     cfg = {**TINY, "model": {"amp_gain": 4.0, "units": "rectifier", "input_gain": 30.0},
            "train": {"epochs": 1, "batch_size": 20, "ideal": False}, "ffebm": {"blocks": [[8, 6], [6, 10]]}}
@@ -111,6 +112,7 @@ def test_rectifier_ffebm_validates_in_ngspice(tmp_path) -> None:
                  seed=0)
     model, specs = load_ffebm(run_dir)
     assert all(b.units == "rectifier" for b in model.blocks) and all(s["units"] == "rectifier" for s in specs)
-    val = validate_resistive(run_dir, chips=1, quick=True, workers=1, seed=0, n_test=30, source="sample")
+    val = validate_resistive(run_dir, chips=1, quick=True, workers=1, seed=0,
+                             config=ResistiveValidationConfig(n_test=30, source="sample"))
     assert val["blocks"] == 2 and val["gap"]["max_node_err_v"] < 1e-6
     assert abs(val["gap"]["accuracy_pp"]) <= 100.0 / 30

@@ -158,9 +158,11 @@ def test_validate_gap_and_energy_conservation(trained):
     from spicenet.spice.engine import Engine
 
     _, run_dir = trained
-    from spicenet.cells.resistive.validate import validate_resistive
+    from spicenet.cells.resistive.validate import ResistiveValidationConfig, validate_resistive
 
-    res = validate_resistive(run_dir, chips=1, quick=True, workers=1, seed=0, n_test=40, source="sample")
+    res = validate_resistive(run_dir, chips=1, quick=True, workers=1, seed=0,
+
+                             config=ResistiveValidationConfig(n_test=40, source="sample"))
     assert res["chips"] == 1 and res["n_test"] == 40
     assert abs(res["gap"]["accuracy_pp"]) <= 2.5  # at most one of 40 inputs may flip
     assert res["gap"]["max_node_err_v"] < 1e-6 and res["gap"]["inputs_node_err_over_1mv"] == 0
@@ -339,7 +341,7 @@ TINY_FFEBM = {**{k: v for k, v in TINY_TRAIN.items() if k != "model"}, "model": 
 @needs_ngspice
 def test_deep_amplifier_run_validates_in_ngspice_and_conserves_energy(calibrated, tmp_path):
     from spicenet.cells.resistive.calibrate import spice_node_voltages
-    from spicenet.cells.resistive.validate import validate_resistive
+    from spicenet.cells.resistive.validate import ResistiveValidationConfig, validate_resistive
     from spicenet.spice.engine import Engine
 
     run_dir = tmp_path / "deep"
@@ -351,7 +353,8 @@ def test_deep_amplifier_run_validates_in_ngspice_and_conserves_energy(calibrated
     assert m["accuracy_nominal"] == m["test_accuracy"] and m["amp_gain"] == 4.0
     ideal, _ = load_trained(run_dir, "ideal")
     assert ideal.quantize is None  # float conductances
-    val = validate_resistive(run_dir, chips=1, quick=True, workers=1, seed=0, n_test=30, source="sample")
+    val = validate_resistive(run_dir, chips=1, quick=True, workers=1, seed=0,
+                             config=ResistiveValidationConfig(n_test=30, source="sample"))
     assert val["gap"]["max_node_err_v"] < 1e-6 and abs(val["gap"]["accuracy_pp"]) <= 100.0 / 30
     # Tellegen with amplifiers: power delivered by the input/bias/rail sources and the amplifiers (VCVS + backward
     # CCCS, from ngspice) = power dissipated in the resistors (across amplifier output - node) and the diodes
@@ -380,7 +383,7 @@ def test_deep_amplifier_run_validates_in_ngspice_and_conserves_energy(calibrated
 @needs_ngspice
 def test_ffebm_train_and_blockwise_ngspice_validation(calibrated, tmp_path):
     from spicenet.cells.resistive.ffebm_train import load_ffebm
-    from spicenet.cells.resistive.validate import validate_resistive
+    from spicenet.cells.resistive.validate import ResistiveValidationConfig, validate_resistive
 
     run_dir = tmp_path / "ff"
     res = family.train(TINY_FFEBM, surrogate=calibrated[1], quick=True, run_dir=run_dir, device="cpu", seed=0)
@@ -390,7 +393,8 @@ def test_ffebm_train_and_blockwise_ngspice_validation(calibrated, tmp_path):
     assert json.loads((run_dir / "run.json").read_text())["trainer"] == "ffebm"
     model, _ = load_ffebm(run_dir)
     assert all(float(p.detach().min()) >= 0 for b in model.blocks for p in b.parameters())
-    val = validate_resistive(run_dir, chips=1, quick=True, workers=1, seed=0, n_test=30, source="sample")
+    val = validate_resistive(run_dir, chips=1, quick=True, workers=1, seed=0,
+                             config=ResistiveValidationConfig(n_test=30, source="sample"))
     assert val["blocks"] == 2 and len(val["per_chip"][0]["blocks"]) == 2
     # block 2 was fed from block 1's SPICE outputs: its surrogate solve on those inputs agrees with ngspice
     assert val["gap"]["max_node_err_v"] < 1e-6 and abs(val["gap"]["accuracy_pp"]) <= 100.0 / 30
@@ -487,7 +491,7 @@ def test_rectifier_units_train_and_validate_in_ngspice(calibrated, tmp_path):
     half >= 0 V, inhibitory half <= 0 V, each up to one junction drop), and ngspice, running the process diode,
     reproduces its node voltages and accuracy; a unit name that does not exist is a ConfigError naming the key."""
     from spicenet.cells.resistive.train import merged_train_config
-    from spicenet.cells.resistive.validate import validate_resistive
+    from spicenet.cells.resistive.validate import ResistiveValidationConfig, validate_resistive
     from spicenet.errors import ConfigError
 
     cfg = {**TINY_TRAIN, "model": {"hidden": [8], "units": "rectifier", "input_gain": 10.0}}
@@ -499,7 +503,8 @@ def test_rectifier_units_train_and_validate_in_ngspice(calibrated, tmp_path):
         h = net.equilibrium(x).v[:, net.layer_slice(1)]
     assert float(h[:, :4].min()) > -0.8 and float(h[:, 4:].max()) < 0.8
     assert float(h.abs().max()) > spec["vb"] + 0.4  # beyond where the clamp units would have held them
-    res = validate_resistive(tmp_path / "rect", chips=1, quick=True, workers=1, seed=0, n_test=40, source="sample")
+    res = validate_resistive(tmp_path / "rect", chips=1, quick=True, workers=1, seed=0,
+                             config=ResistiveValidationConfig(n_test=40, source="sample"))
     assert abs(res["gap"]["accuracy_pp"]) <= 2.5 and res["gap"]["max_node_err_v"] < 1e-6
     with pytest.raises(ConfigError, match=r"\[model\] units"):
         merged_train_config({"model": {"units": "relu"}})

@@ -46,9 +46,7 @@ def validate(run_dir: Path, *, chips: int | None, quick: bool, workers: int, see
     from spicenet.families import with_settings
 
     config = with_settings(ResistiveValidationConfig(), settings, "resistive validation")
-    return validate_resistive(run_dir, chips=chips, quick=quick, workers=workers, seed=seed, n_test=config.n_test,
-                              source=config.source, method=config.method, sweep_inputs=config.sweep_inputs,
-                              timeout_s=config.timeout_s)
+    return validate_resistive(run_dir, chips=chips, quick=quick, workers=workers, seed=seed, config=config)
 
 
 def _validation_defaults() -> Any:

@@ -120,16 +120,14 @@ def _train_images(cfg: dict[str, Any]) -> set[bytes]:
 
 @restores_torch_threads
 def validate_resistive(run_dir: Path, *, chips: int | None, quick: bool, workers: int, seed: int,
-                       n_test: int | None = None, source: str | None = "auto", method: str = "sweep",
-                       sweep_inputs: int = 25, timeout_s: float = 120.0) -> dict[str, Any]:
+                       config: ResistiveValidationConfig | None = None) -> dict[str, Any]:
     """Run the SPICE validation of a resistive run directory (module docstring) and write ``validate.json``.
 
-    ``chips`` (default 3 quick / 10 full) fresh chips; ``n_test`` test inputs (default 500; the test split of the
-    npz sets in ../shared/data via ``source="auto"``, else the embedded sample's 200, reported in ``n_test``);
-    ``method`` / ``sweep_inputs`` / ``timeout_s``: how ngspice solves them (:class:`ResistiveValidationConfig`).
+    ``chips`` (default 3 quick / 10 full) fresh chips; ``config``: the test inputs and how ngspice solves them
+    (:class:`ResistiveValidationConfig`; None: its defaults, 500 inputs of the npz test split via ``source="auto"``,
+    else the embedded sample's 200, reported in ``n_test``).
     """
-    ResistiveValidationConfig(n_test=int(n_test) if n_test else 500, source=source or "auto", method=method,
-                              sweep_inputs=sweep_inputs, timeout_s=timeout_s)  # the same checks as the CLI's --set
+    config = ResistiveValidationConfig() if config is None else config
     t0 = time.perf_counter()
     run = RunDir.open(run_dir)
     meta = run.meta()
@@ -145,12 +143,12 @@ def validate_resistive(run_dir: Path, *, chips: int | None, quick: bool, workers
     n_chips = int(chips) if chips else (3 if quick else 10)
     if n_chips < 1:
         raise ValueError(f"chips must be >= 1, got {chips!r}")
-    n_want = int(n_test) if n_test else 500
+    n_want = config.n_test
     try:
-        x, y, origin = test_data(cfg, source=source, n_test=None)
+        x, y, origin = test_data(cfg, source=config.source, n_test=None)
     except (DataError, FileNotFoundError, ValueError) as exc:
-        if source not in (None, "auto"):  # a source the user named: its failure is the answer
-            raise DataError(f"resistive validation: no test data from source {source!r}: {exc}") from None
+        if config.source != "auto":  # a source the user named: its failure is the answer
+            raise DataError(f"resistive validation: no test data from source {config.source!r}: {exc}") from None
         x, y, origin = test_data(cfg, source="sample", n_test=None)
     seen = _train_images(cfg)
     fresh = np.array([np.ascontiguousarray(r, dtype=np.float64).tobytes() not in seen for r in x.numpy()])
@@ -160,7 +158,7 @@ def validate_resistive(run_dir: Path, *, chips: int | None, quick: bool, workers
         idx = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(int(seed)))[:n_want]
         x, y = x[idx], y[idx]
     torch.set_num_threads(1)  # ngspice workers share the cores; small batched solves are fastest on one thread
-    solve = {"method": method, "sweep_inputs": int(sweep_inputs), "timeout_s": float(timeout_s)}
+    solve = {"method": config.method, "sweep_inputs": config.sweep_inputs, "timeout_s": float(config.timeout_s)}
     if ffebm:
         return _validate_ffebm(run, x, y, origin, dropped, n_chips=n_chips, workers=workers, seed=seed, t0=t0,
                                solve=solve)

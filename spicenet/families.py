@@ -362,9 +362,8 @@ def _validate(args: argparse.Namespace) -> dict[str, Any]:
 def parse_settings(items: list[str], flag: str) -> dict[str, Any]:
     """``KEY=VALUE`` strings as a settings dict: VALUE parsed as a TOML value (``100``, ``0.5``, ``true``,
     ``"text"``, ``[1, 2]``), a bare word, path or address that is no TOML value kept as a string (``source=npz``,
-    ``scheduler=tcp://host:8786``). A malformed item
-    or a repeated key is a one-line UsageError naming ``flag`` and the item; the keys themselves are checked by the
-    family (:func:`with_settings`)."""
+    ``scheduler=tcp://host:8786``). A malformed item or a repeated key is a one-line UsageError naming ``flag`` and
+    the item; the keys themselves are checked by the family (:func:`with_settings`)."""
     from spicenet.errors import UsageError
 
     out: dict[str, Any] = {}
